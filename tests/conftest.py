@@ -1,0 +1,29 @@
+import os
+
+import pytest
+
+# Ray reads these at start; set them before any test starts Ray.
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray instance for the whole session: starting Ray costs seconds on 2 cores.
+
+    `address="local"` so a test never joins a cluster that happens to run on the machine.
+    Tests must not call `ray.init`/`ray.shutdown` themselves.
+    """
+    import ray
+
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        object_store_memory=100_000_000,
+        log_to_driver=False,
+        namespace="soma-test",
+    )
+    yield ray
+    ray.shutdown()
