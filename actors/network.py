@@ -1,0 +1,168 @@
+"""Launch, connect to and stop a network: named actors in one Ray namespace.
+
+Layout of a data dir (one per network):
+
+    DIR/network.json        what was launched: validator count, epoch duration, localnet flag,
+                            and the localnet seed that validator keys are derived from
+    DIR/validator-<i>/      validator i's own disk: its LMDB store
+
+Every actor is found by name (`<prefix>validator-<i>`, `<prefix>epoch-clock`) in the network's
+namespace, so a CLI in another process, a client or a restarted peer reaches it without handles
+being passed around. `prefix` lets tests run several networks in one Ray namespace.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import ray
+
+from soma_ray.protocol.crypto import Keypair
+from soma_ray.protocol.encoding import blake2b256, u64_le
+
+DEFAULT_NAMESPACE = "soma"
+CONFIG_FILE = "network.json"
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    data_dir: str
+    validators: int = 4
+    epoch_duration_ms: int = 60_000
+    localnet: bool = True
+    namespace: str = DEFAULT_NAMESPACE
+    prefix: str = ""
+    # hex; localnet validator keys derive from it, so a validator whose disk was wiped keeps
+    # its identity (a real operator keeps the key apart from the database too).
+    seed: str = ""
+
+    def validator_name(self, index: int) -> str:
+        return f"{self.prefix}validator-{index}"
+
+    @property
+    def clock_name(self) -> str:
+        return f"{self.prefix}epoch-clock"
+
+    def validator_dir(self, index: int) -> Path:
+        return Path(self.data_dir) / f"validator-{index}"
+
+    def validator_keypair(self, index: int) -> Keypair:
+        return Keypair.from_secret(blake2b256(bytes.fromhex(self.seed) + u64_le(index)))
+
+
+class NetworkNotRunning(RuntimeError):
+    """No validator of the named network answers in this Ray cluster."""
+
+    def __init__(self, namespace: str, name: str):
+        self.namespace = namespace
+        self.name = name
+        super().__init__(f"no actor {name!r} in Ray namespace {namespace!r}: is the network started?")
+
+
+def save_config(config: NetworkConfig) -> None:
+    Path(config.data_dir).mkdir(parents=True, exist_ok=True)
+    (Path(config.data_dir) / CONFIG_FILE).write_text(json.dumps(asdict(config), indent=1))
+
+
+def load_config(data_dir: str) -> NetworkConfig | None:
+    path = Path(data_dir) / CONFIG_FILE
+    if not path.exists():
+        return None
+    return NetworkConfig(**json.loads(path.read_text()))
+
+
+def prepare_data_dir(config: NetworkConfig, force_regenesis: bool) -> NetworkConfig:
+    """Resume the network stored in the data dir, or start a new one there.
+
+    A resumed network keeps its stored validator count (the keys and the genesis committee are
+    on disk); only the namespace/prefix it is launched under come from `config`.
+    """
+    if force_regenesis and Path(config.data_dir).exists():
+        shutil.rmtree(config.data_dir)
+    stored = load_config(config.data_dir)
+    if stored is not None:
+        config = replace(stored, namespace=config.namespace, prefix=config.prefix)
+    elif not config.seed:
+        config = replace(config, seed=os.urandom(32).hex())
+    save_config(config)
+    return config
+
+
+def _actor_options(name: str, namespace: str, detached: bool) -> dict:
+    # num_cpus=0: validators are I/O bound and the machine has 2 cores shared by everything.
+    # max_restarts=-1: Ray restarts a crashed validator, which then recovers from its own disk.
+    # max_task_retries: a call in flight when the process died is retried on the restarted one.
+    options = dict(name=name, namespace=namespace, num_cpus=0, max_restarts=-1,
+                   max_task_retries=3, get_if_exists=True)
+    if detached:
+        options["lifetime"] = "detached"
+    return options
+
+
+def launch_validator(config: NetworkConfig, index: int, detached: bool = False):
+    """Start validator `index` (or return it if it runs): used at start and to bring one back."""
+    from actors.validator import ValidatorActor
+
+    config.validator_dir(index).mkdir(parents=True, exist_ok=True)
+    options = _actor_options(config.validator_name(index), config.namespace, detached)
+    return ray.remote(ValidatorActor).options(**options).remote(asdict(config), index)
+
+
+def launch_clock(config: NetworkConfig, detached: bool = False):
+    from actors.epoch_clock import EpochClock
+
+    options = _actor_options(config.clock_name, config.namespace, detached)
+    return ray.remote(EpochClock).options(**options).remote(asdict(config))
+
+
+@dataclass
+class Network:
+    """Handles to a running network's actors."""
+
+    config: NetworkConfig
+    validators: list
+    clock: object
+
+    def validator(self, index: int):
+        return self.validators[index]
+
+    def stop(self) -> None:
+        """Kill every actor of the network; their disks stay, so a later start resumes."""
+        for handle in [*self.validators, self.clock]:
+            try:
+                ray.kill(handle, no_restart=True)
+            except ValueError:  # already gone
+                pass
+
+
+def start(config: NetworkConfig, force_regenesis: bool = False, detached: bool = False,
+          ready_timeout_s: float = 120.0) -> Network:
+    """Launch (or join) the network of `config` and wait until every actor has opened its disk."""
+    config = prepare_data_dir(config, force_regenesis)
+    clock = launch_clock(config, detached)
+    validators = [launch_validator(config, i, detached) for i in range(config.validators)]
+    ray.get([v.ready.remote() for v in validators] + [clock.ready.remote()],
+            timeout=ready_timeout_s)
+    for v in validators:  # peers are named, so wiring starts only once all exist
+        v.start_consensus.remote()
+    return Network(config, validators, clock)
+
+
+def connect(namespace: str = DEFAULT_NAMESPACE, prefix: str = "") -> Network:
+    """Handles to a network started elsewhere (another process, a detached localnet)."""
+    clock_name = f"{prefix}epoch-clock"
+    try:
+        clock = ray.get_actor(clock_name, namespace=namespace)
+    except ValueError:
+        raise NetworkNotRunning(namespace, clock_name) from None
+    config = NetworkConfig(**ray.get(clock.config.remote()))
+    validators = []
+    for i in range(config.validators):
+        try:
+            validators.append(ray.get_actor(config.validator_name(i), namespace=namespace))
+        except ValueError:
+            raise NetworkNotRunning(namespace, config.validator_name(i)) from None
+    return Network(config, validators, clock)
