@@ -1,0 +1,215 @@
+"""Targets: seeded embeddings, exact cosine distance, stake-weighted model selection (spec §4).
+
+Every number that validators must agree on is computed from float32 inputs with exact
+summation and correctly rounded IEEE-754 float64 operations, then converted to fixed point
+(`DISTANCE_SCALE`); comparisons and rankings use integers only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from fractions import Fraction
+from typing import Sequence
+
+import numpy as np
+import arrgen
+
+from soma_ray.protocol.errors import (
+    EmbeddingDimensionMismatch,
+    MalformedInput,
+    NonFiniteEmbedding,
+    ProtocolError,
+)
+
+DISTANCE_SCALE = 10**9  # fixed point: 1.0 cosine distance == 10**9
+MAX_DISTANCE_FIXED = 2 * DISTANCE_SCALE
+
+# Bound of the pre-filter's error on one distance, in distance units: float64 dot products and
+# norms of length D carry at most ~2·D·2^-53 relative error in any summation order (with or
+# without FMA), and the exact path rounds to 1e-9. 1e-8 covers the rounding with room to
+# spare; the D-dependent term covers the float error for any embedding_dim.
+_PREFILTER_SLACK = 1e-8
+_PREFILTER_ULPS_PER_DIM = 8 * 2.0**-53
+
+
+class ZeroEmbedding(ProtocolError):
+    fields = ()
+    template = "the embedding is the zero vector: its cosine distance is undefined"
+
+
+class ModelSetMismatch(ProtocolError):
+    fields = ("model_ids", "embeddings", "stakes")
+    template = "{model_ids} model ids, {embeddings} embeddings and {stakes} stakes: counts must match"
+
+
+def target_seed(checkpoint_seed: bytes, target_index: int) -> bytes:
+    """blake2b(checkpoint_digest || u64_le(target_index)) (spec §4)."""
+    return hashlib.blake2b(
+        checkpoint_seed + target_index.to_bytes(8, "little"), digest_size=32
+    ).digest()
+
+
+def target_embedding(seed: bytes, dim: int) -> np.ndarray:
+    """Standard-normal float32 vector of `dim` elements from a 32-byte seed.
+
+    arrgen takes an unsigned 64-bit seed: we use the first 8 bytes of the seed, little-endian.
+    """
+    int_seed = int.from_bytes(seed[:8], "little")
+    return np.asarray(arrgen.normal_array(int_seed, [dim], 0.0, 1.0), dtype=np.float32)
+
+
+def as_embedding(vector, dim: int | None = None) -> np.ndarray:
+    """Validate a float32 vector (array of any byte order/layout, or little-endian bytes).
+
+    Returns a native-order contiguous copy: converting byte order or layout never changes a
+    float32 value, so every result computed from it is independent of how the caller stored it.
+    Other dtypes are refused rather than silently rounded.
+    """
+    if isinstance(vector, (bytes, bytearray, memoryview)):
+        if len(vector) % 4:
+            raise MalformedInput(reason=f"embedding of {len(vector)} bytes is not float32 values")
+        vector = np.frombuffer(vector, dtype="<f4")
+    if not isinstance(vector, np.ndarray) or vector.dtype.kind != "f" or vector.dtype.itemsize != 4:
+        raise MalformedInput(reason=f"embedding must be float32, got {getattr(vector, 'dtype', type(vector).__name__)}")
+    array = np.ascontiguousarray(vector, dtype=np.float32)
+    if array.ndim != 1:
+        raise EmbeddingDimensionMismatch(expected=dim if dim is not None else -1, got=array.size)
+    if dim is not None and array.shape[0] != dim:
+        raise EmbeddingDimensionMismatch(expected=dim, got=array.shape[0])
+    finite = np.isfinite(array)
+    if not finite.all():
+        raise NonFiniteEmbedding(index=int(np.argmin(finite)))
+    return array
+
+
+def _exact_dot(a: np.ndarray, b: np.ndarray) -> float:
+    # A product of two float32 values has at most 48 significant bits, so the float64
+    # elementwise product is exact; fsum then returns the correctly rounded exact sum.
+    return math.fsum((a.astype(np.float64) * b.astype(np.float64)).tolist())
+
+
+def _cosine_distance_from_sums(dot: float, norm_a: float, norm_b: float) -> int:
+    # IEEE-754 sqrt, multiplication and division are correctly rounded, so identical inputs
+    # give identical bits on every conforming platform; the result is then fixed point.
+    cosine = dot / (math.sqrt(norm_a) * math.sqrt(norm_b))
+    distance = int(round((1.0 - cosine) * DISTANCE_SCALE))
+    return min(max(distance, 0), MAX_DISTANCE_FIXED)
+
+
+def cosine_distance_fixed(a, b) -> int:
+    """Cosine distance 1 − a·b/(|a||b|) of two float32 vectors, as an integer × 10^9.
+
+    Bit-for-bit the same on every platform and memory layout (spec §0).
+    """
+    a = as_embedding(a)
+    b = as_embedding(b, a.shape[0])
+    norm_a, norm_b = _exact_dot(a, a), _exact_dot(b, b)
+    if norm_a == 0.0 or norm_b == 0.0:
+        raise ZeroEmbedding()
+    return _cosine_distance_from_sums(_exact_dot(a, b), norm_a, norm_b)
+
+
+def selection_key(distance_fixed: int, stake: int) -> tuple:
+    """Exact sort key for score = distance / (sqrt(stake) / Σ sqrt(stake)).
+
+    Σ sqrt(stake) is common to all models, so ranking by score is ranking by
+    distance / sqrt(stake), i.e. by distance² / stake: a rational, compared exactly.
+    A model without stake has an infinite score and ranks last.
+    """
+    if stake <= 0:
+        return (1, Fraction(0))
+    return (0, Fraction(distance_fixed * distance_fixed, stake))
+
+
+class ModelIndex:
+    """The Active models' embeddings and stakes, prepared once for many selections.
+
+    `select` returns exactly the ranking of an exact evaluation of every model; a float64
+    pre-filter with a proven error margin only decides which models need exact evaluation.
+    """
+
+    def __init__(self, model_ids: Sequence, embeddings, stakes: Sequence[int]):
+        if not isinstance(embeddings, np.ndarray) or embeddings.dtype.kind != "f" or embeddings.dtype.itemsize != 4:
+            raise MalformedInput(reason="model embeddings must be a float32 matrix")
+        matrix = np.ascontiguousarray(embeddings, dtype=np.float32)
+        if matrix.ndim != 2 or len(model_ids) != matrix.shape[0] or len(stakes) != matrix.shape[0]:
+            raise ModelSetMismatch(
+                model_ids=len(model_ids), embeddings=len(matrix) if matrix.ndim else 0, stakes=len(stakes)
+            )
+        finite_rows = np.isfinite(matrix).all(axis=1)
+        if not finite_rows.all():
+            as_embedding(matrix[int(np.argmin(finite_rows))])  # raises, naming the element
+        self.model_ids = list(model_ids)
+        self.stakes = [int(s) for s in stakes]
+        self.dim = matrix.shape[1]
+        self._matrix = matrix
+        self._matrix64 = matrix.astype(np.float64)
+        self._norms = np.einsum("ij,ij->i", self._matrix64, self._matrix64)
+        if (self._norms == 0.0).any():
+            raise ZeroEmbedding()
+        self._exact_norms: dict[int, float] = {}
+        sqrt_stake = np.sqrt(np.maximum(np.asarray(self.stakes, dtype=np.float64), 0.0))
+        with np.errstate(divide="ignore"):
+            self._inv_sqrt_stake = np.where(sqrt_stake > 0, 1.0 / sqrt_stake, np.inf)
+
+    def __len__(self) -> int:
+        return len(self.model_ids)
+
+    def exact_distance(self, row: int, target: np.ndarray, target_norm: float) -> int:
+        norm = self._exact_norms.get(row)
+        if norm is None:
+            norm = self._exact_norms[row] = _exact_dot(self._matrix[row], self._matrix[row])
+        return _cosine_distance_from_sums(
+            _exact_dot(self._matrix[row], target), norm, target_norm
+        )
+
+    def rank_exactly(self, target: np.ndarray, target_norm: float, rows, k: int) -> list:
+        """The k lowest exact selection keys among `rows` (all rows: the brute-force ranking)."""
+        keyed = sorted(
+            (selection_key(self.exact_distance(r, target, target_norm), self.stakes[r]),
+             self.model_ids[r])
+            for r in rows
+        )
+        return [model_id for _, model_id in keyed[:k]]
+
+    def candidate_rows(self, approx_distances: np.ndarray, k: int) -> np.ndarray:
+        """Rows whose score could be among the k lowest, given the pre-filter's error bound."""
+        if len(self) <= k:
+            return np.arange(len(self))
+        margin = _PREFILTER_SLACK + _PREFILTER_ULPS_PER_DIM * self.dim
+        with np.errstate(invalid="ignore"):
+            upper = (approx_distances + margin) * self._inv_sqrt_stake * (1 + 1e-12)
+            lower = np.maximum(approx_distances - margin, 0.0) * self._inv_sqrt_stake * (1 - 1e-12)
+        lower = np.where(np.isnan(lower), np.inf, lower)  # 0 × inf: no stake ranks last
+        kth_upper = np.partition(upper, k - 1)[k - 1]
+        return np.flatnonzero(lower <= kth_upper)
+
+    def approx_distances(self, targets: np.ndarray) -> np.ndarray:
+        """[T, N] float64 cosine distances; any summation order (BLAS) is within the margin."""
+        t64 = targets.astype(np.float64)
+        dots = t64 @ self._matrix64.T
+        target_norms = np.einsum("ij,ij->i", t64, t64)
+        return 1.0 - dots / np.sqrt(target_norms[:, None] * self._norms[None, :])
+
+    def select(self, target, k: int) -> list:
+        return self.select_many([target], k)[0]
+
+    def select_many(self, targets, k: int) -> list[list]:
+        """The k lowest-score model ids for each target, ties by model id (spec §4)."""
+        if k <= 0 or len(self) == 0:
+            return [[] for _ in targets]
+        checked = np.stack([as_embedding(t, self.dim) for t in targets])
+        norms = [_exact_dot(t, t) for t in checked]
+        if 0.0 in norms:
+            raise ZeroEmbedding()
+        approx = self.approx_distances(checked)
+        return [
+            self.rank_exactly(target, norm, self.candidate_rows(row, k), k)
+            for target, norm, row in zip(checked, norms, approx)
+        ]
+
+
+def select_models(target, model_ids: Sequence, embeddings, stakes: Sequence[int], k: int) -> list:
+    """Stake-weighted k-nearest models of one target (spec §4); see `ModelIndex`."""
+    return ModelIndex(model_ids, embeddings, stakes).select(target, k)
