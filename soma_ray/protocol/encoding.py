@@ -1,0 +1,64 @@
+"""Canonical encoding and domain-tagged digests (spec §0).
+
+All hashed or signed data are `msgspec.Struct`s declared with `array_like=True` and
+`forbid_unknown_fields=True` (see `Struct`), encoded as msgpack. Dicts never appear in hashed data.
+"""
+from __future__ import annotations
+
+import hashlib
+from typing import Any, TypeVar
+
+import msgspec
+
+from soma_ray.protocol.errors import MalformedInput
+
+DOMAIN_TX = b"soma/tx/v1"
+DOMAIN_VOTE = b"soma/vote/v1"
+DOMAIN_CHECKPOINT = b"soma/checkpoint/v1"
+DOMAIN_CHALLENGE_VOTE = b"soma/challenge-vote/v1"
+DOMAIN_EFFECTS = b"soma/effects/v1"
+DOMAIN_STATE_ENTRY = b"soma/state-entry/v1"
+DOMAIN_PROOF_OF_POSSESSION = b"soma/pop/v1"
+DOMAIN_SUBMISSION_COMMITMENT = b"soma/submission-commitment/v1"
+DOMAIN_MODEL_COMMITMENT = b"soma/model-commitment/v1"
+DOMAIN_TARGET_SEED = b"soma/target-seed/v1"
+
+T = TypeVar("T")
+
+
+class Struct(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
+    """Base of every canonically encoded object: fields encode as a positional array."""
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoders: dict[Any, msgspec.msgpack.Decoder] = {}
+
+
+def encode(obj: Any) -> bytes:
+    """Canonical msgpack bytes of a Struct (or of plain ints/bytes/lists/tuples)."""
+    return _encoder.encode(obj)
+
+
+def decode(data: bytes, type_: type[T]) -> T:
+    """Decode canonical bytes into `type_`, raising `MalformedInput` on any bad input."""
+    decoder = _decoders.get(type_)
+    if decoder is None:
+        decoder = _decoders[type_] = msgspec.msgpack.Decoder(type_)
+    try:
+        return decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError, TypeError) as exc:
+        raise MalformedInput(reason=str(exc)) from None
+
+
+def blake2b256(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=32).digest()
+
+
+def digest(domain: bytes, data: bytes | Any) -> bytes:
+    """BLAKE2b-256 of the domain tag followed by the data (encoded first unless already bytes)."""
+    payload = data if isinstance(data, (bytes, bytearray)) else encode(data)
+    return blake2b256(domain + payload)
+
+
+def u64_le(value: int) -> bytes:
+    return value.to_bytes(8, "little")

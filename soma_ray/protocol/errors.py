@@ -1,0 +1,155 @@
+"""Typed errors of spec §8.
+
+Every failure is a `ProtocolError` subclass with named fields carrying the numbers that explain it,
+a stable `code` (the class name) and a `message` in plain words. `to_struct()` turns it into an
+`ExecutionError` that is stored in transaction effects (fields as sorted pairs, no dicts).
+"""
+from __future__ import annotations
+
+import msgspec
+
+FieldValue = int | str | bytes | bool | None
+
+
+class ExecutionError(msgspec.Struct, array_like=True, forbid_unknown_fields=True, frozen=True):
+    code: str
+    fields: list[tuple[str, FieldValue]]
+
+
+class ProtocolError(Exception):
+    """Base of every typed protocol error. Subclasses set `fields` and `template`."""
+
+    fields: tuple[str, ...] = ()
+    template: str = "protocol error"
+
+    def __init__(self, *args: FieldValue, **kwargs: FieldValue) -> None:
+        if len(args) > len(self.fields):
+            raise TypeError(f"{type(self).__name__} takes fields {self.fields}, got {args!r}")
+        values = dict(zip(self.fields, args))
+        values.update(kwargs)
+        missing = [name for name in self.fields if name not in values]
+        unknown = [name for name in values if name not in self.fields]
+        if missing or unknown:
+            raise TypeError(f"{type(self).__name__}: missing {missing}, unknown {unknown}")
+        for name, value in values.items():
+            setattr(self, name, value)
+        super().__init__(self.message)
+
+    @property
+    def code(self) -> str:
+        return type(self).__name__
+
+    @property
+    def message(self) -> str:
+        shown = {name: _show(getattr(self, name)) for name in self.fields}
+        return self.template.format(**shown)
+
+    def values(self) -> dict[str, FieldValue]:
+        return {name: getattr(self, name) for name in self.fields}
+
+    def to_struct(self) -> ExecutionError:
+        return ExecutionError(code=self.code, fields=sorted(self.values().items()))
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other.values() == self.values()
+
+    def __hash__(self) -> int:
+        return hash((self.code, tuple(sorted(self.values().items()))))
+
+
+def _show(value: FieldValue) -> str:
+    return "0x" + value.hex() if isinstance(value, bytes) else str(value)
+
+
+def _error(name: str, fields: tuple[str, ...], template: str) -> type[ProtocolError]:
+    return type(name, (ProtocolError,), {"fields": fields, "template": template})
+
+
+# Admission and transaction envelope.
+MalformedInput = _error("MalformedInput", ("reason",), "malformed input: {reason}")
+NonCanonicalEncoding = _error(
+    "NonCanonicalEncoding", (), "the transaction bytes are not in canonical encoding"
+)
+TransactionTooLarge = _error(
+    "TransactionTooLarge", ("size", "max"), "transaction is {size} bytes, the limit is {max}"
+)
+InvalidSignature = _error("InvalidSignature", ("reason",), "invalid signature: {reason}")
+BadNonce = _error("BadNonce", ("expected", "got"), "nonce {got} is wrong, the account expects {expected}")
+InsufficientFee = _error(
+    "InsufficientFee", ("required", "available"),
+    "the fee is {required} shannons but only {available} are available (balance or max_fee)",
+)
+InsufficientBalance = _error(
+    "InsufficientBalance", ("required", "available"),
+    "needs {required} shannons, the account has {available}",
+)
+InvalidAmount = _error("InvalidAmount", ("amount",), "amount {amount} must be a positive integer")
+FaucetDisabled = _error("FaucetDisabled", (), "the faucet is only enabled on localnet and testnet")
+ObjectNotFound = _error("ObjectNotFound", ("kind", "id"), "no {kind} with id {id}")
+NotOwner = _error("NotOwner", ("owner", "sender"), "only the owner {owner} may do this, not {sender}")
+
+# Validators and staking.
+NotAValidator = _error("NotAValidator", ("address",), "{address} is not an active validator")
+AlreadyValidator = _error("AlreadyValidator", ("address",), "{address} is already a validator")
+InvalidProofOfPossession = _error(
+    "InvalidProofOfPossession", ("reason",), "invalid proof of possession: {reason}"
+)
+LastValidator = _error(
+    "LastValidator", ("remaining",), "cannot remove: only {remaining} validator(s) would remain"
+)
+CommissionTooHigh = _error(
+    "CommissionTooHigh", ("bps", "max"), "commission {bps} bps is above the maximum {max} bps"
+)
+PoolInactive = _error("PoolInactive", ("pool_id",), "staking pool {pool_id} no longer accepts stake")
+
+# Models.
+StakeBelowMinimum = _error(
+    "StakeBelowMinimum", ("required", "provided"), "stake {provided} is below the minimum {required}"
+)
+ArchitectureMismatch = _error(
+    "ArchitectureMismatch", ("expected", "got"), "architecture version {got}, the network runs {expected}"
+)
+InvalidModelStatus = _error(
+    "InvalidModelStatus", ("status", "expected"), "model is {status}, this needs {expected}"
+)
+ModelRevealEpochMismatch = _error(
+    "ModelRevealEpochMismatch", ("commit_epoch", "current_epoch"),
+    "reveal allowed only in epoch commit_epoch + 1 (committed in {commit_epoch}, now {current_epoch})",
+)
+CommitmentMismatch = _error("CommitmentMismatch", ("field",), "the revealed {field} does not match its commitment")
+EmbeddingDimensionMismatch = _error(
+    "EmbeddingDimensionMismatch", ("expected", "got"), "embedding has {got} dimensions, expected {expected}"
+)
+NonFiniteEmbedding = _error("NonFiniteEmbedding", ("index",), "embedding value at index {index} is not finite")
+DataTooLarge = _error("DataTooLarge", ("size", "max"), "size {size} bytes exceeds the limit {max}")
+AlreadyReported = _error("AlreadyReported", ("reporter",), "{reporter} has already reported this model")
+NotReported = _error("NotReported", ("reporter",), "{reporter} has not reported this model")
+
+# Targets, submissions, challenges, claims (used by targets.py / submissions.py).
+TargetNotOpen = _error("TargetNotOpen", ("status",), "the target is {status}, not Open")
+TargetExpired = _error(
+    "TargetExpired", ("generation_epoch", "current_epoch"),
+    "the target was generated in epoch {generation_epoch} and expired (now {current_epoch})",
+)
+RevealWindowExpired = _error(
+    "RevealWindowExpired", ("deadline_ms", "now_ms"), "the reveal window closed at {deadline_ms} ms (now {now_ms} ms)"
+)
+ModelNotInTarget = _error("ModelNotInTarget", ("model_id",), "model {model_id} is not one of the target's models")
+ModelNotActive = _error("ModelNotActive", ("model_id",), "model {model_id} is not Active")
+DistanceExceedsThreshold = _error(
+    "DistanceExceedsThreshold", ("distance", "threshold"),
+    "distance {distance} exceeds the threshold {threshold} (fixed point, 1e-9 units)",
+)
+InsufficientBond = _error(
+    "InsufficientBond", ("required", "provided"), "bond {provided} is below the required {required}"
+)
+ChallengeWindowClosed = _error(
+    "ChallengeWindowClosed", ("fill_epoch", "current_epoch"),
+    "challenges close after epoch fill_epoch + 1 (filled in {fill_epoch}, now {current_epoch})",
+)
+ChallengeAlreadyOpen = _error("ChallengeAlreadyOpen", ("challenge_id",), "challenge {challenge_id} is already open")
+InvalidCertificate = _error("InvalidCertificate", ("reason",), "invalid certificate: {reason}")
+AuditWindowOpen = _error(
+    "AuditWindowOpen", ("claimable_epoch", "current_epoch"),
+    "rewards can be claimed from epoch {claimable_epoch} (now {current_epoch})",
+)

@@ -1,0 +1,65 @@
+"""Protocol parameters of spec §7. Amounts in shannons; distances in fixed point (1e-9 units)."""
+from __future__ import annotations
+
+import msgspec
+
+from soma_ray.protocol.encoding import Struct
+
+SHANNONS_PER_SOMA = 10**9
+FIXED_POINT = 10**9  # distances and thresholds are stored as int(round(x * FIXED_POINT))
+BPS = 10_000
+GIB = 1 << 30
+MIB = 1 << 20
+KIB = 1 << 10
+
+
+class Parameters(Struct, frozen=True):
+    epoch_duration_ms: int = 86_400_000
+    genesis_supply: int = 10_000_000 * SHANNONS_PER_SOMA
+    initial_emission_per_epoch: int = 1_370 * SHANNONS_PER_SOMA
+    emission_period_epochs: int = 365
+    emission_decrease_bps: int = 1_000
+    validator_share_bps: int = 2_000
+    submitter_share_bps: int = 5_000
+    claimer_fee_bps: int = 50
+    base_fee: int = 1_000
+    model_min_stake: int = 1 * SHANNONS_PER_SOMA
+    model_architecture_version: int = 1
+    model_max_weight_size: int = 8 * GIB
+    model_reveal_slash_bps: int = 5_000
+    model_tally_slash_bps: int = 9_500
+    embedding_dim: int = 2048
+    k_models_per_target: int = 3
+    initial_targets_per_epoch: int = 100
+    target_hits_per_epoch: int = 86_400
+    initial_distance_threshold: int = 1_050_000_000
+    min_distance_threshold: int = 950_000_000
+    max_distance_threshold: int = 2_000_000_000
+    target_hit_time_ms: int = 60_000
+    threshold_adjust_bps: int = 200
+    submission_min_bond: int = 1_000
+    bond_per_byte: int = 65
+    max_submission_bytes: int = 1 * MIB
+    reveal_window_ms: int = 30_000
+    challenge_bond_ratio_bps: int = 3_333
+    audit_timeout_ms: int = 60_000
+    quorum: int = 6_667
+    max_tx_bytes: int = 256 * KIB
+    faucet_enabled: bool = True
+
+
+def testnet() -> Parameters:
+    return Parameters()
+
+
+LOCALNET_EMBEDDING_DIM = 64  # the small localnet model's width (spec/model.md allows 16–128)
+
+
+def localnet() -> Parameters:
+    return msgspec.structs.replace(
+        Parameters(),
+        epoch_duration_ms=60_000,
+        embedding_dim=LOCALNET_EMBEDDING_DIM,
+        initial_targets_per_epoch=10,
+        target_hits_per_epoch=100,
+    )
