@@ -1,0 +1,77 @@
+"""Typed errors of the model package; each carries the fields that explain it."""
+
+from __future__ import annotations
+
+
+class ModelError(Exception):
+    """Base of every error raised by soma_ray.model."""
+
+
+class EmptyDataError(ModelError):
+    def __init__(self) -> None:
+        super().__init__("data is empty: scoring and tokenizing need at least 1 byte")
+
+
+class WeightsFormatError(ModelError):
+    """The weights file is not a readable safetensors file (truncated, corrupt header...)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"weights file is not valid safetensors: {reason}")
+
+
+class MissingTensorError(ModelError):
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(f"weights file lacks tensor {key!r}")
+
+
+class UnexpectedTensorError(ModelError):
+    def __init__(self, keys: list[str]) -> None:
+        self.keys = keys
+        super().__init__(f"weights file has unknown tensors: {', '.join(keys)}")
+
+
+class TensorShapeError(ModelError):
+    def __init__(self, key: str, expected: tuple[int, ...], got: tuple[int, ...]) -> None:
+        self.key, self.expected, self.got = key, expected, got
+        super().__init__(f"tensor {key!r} has shape {list(got)}, expected {list(expected)}")
+
+
+class TensorDtypeError(ModelError):
+    def __init__(self, key: str, expected: str, got: str) -> None:
+        self.key, self.expected, self.got = key, expected, got
+        super().__init__(f"tensor {key!r} has dtype {got}, expected {expected}")
+
+
+class ConfigMismatchError(ModelError):
+    def __init__(self, field: str, config_value: object, file_value: object) -> None:
+        self.field, self.config_value, self.file_value = field, config_value, file_value
+        super().__init__(
+            f"config says {field}={config_value} but the weights file has {file_value}")
+
+
+class EmbeddingShapeError(ModelError):
+    def __init__(self, expected: int, got: tuple[int, ...]) -> None:
+        self.expected, self.got = expected, got
+        super().__init__(f"embedding has shape {list(got)}, expected [{expected}]")
+
+
+class NonFiniteEmbeddingError(ModelError):
+    def __init__(self, index: int, value: float) -> None:
+        self.index, self.value = index, value
+        super().__init__(f"embedding element {index} is {value}, not a finite number")
+
+
+class ZeroVectorError(ModelError):
+    def __init__(self, which: str) -> None:
+        self.which = which
+        super().__init__(f"cosine distance is undefined: {which} is the zero vector")
+
+
+class DecryptionError(ModelError):
+    """Wrong key, tampered or truncated ciphertext; `offset` is where reading failed."""
+
+    def __init__(self, reason: str, offset: int) -> None:
+        self.reason, self.offset = reason, offset
+        super().__init__(f"cannot decrypt weights at byte {offset}: {reason}")

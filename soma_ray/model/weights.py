@@ -1,0 +1,164 @@
+"""Safetensors weight files in the reference exchange layout (spec/model.md).
+
+Tensor names and shapes equal `V1Model.state_dict()`. Sizes the tensors do not fix
+(heads, context, RoPE wavelength) travel in the file's `__metadata__`, which the reference
+package ignores; a file without them (e.g. written by the reference) gets the V1 values.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load as load_safetensors_bytes
+from safetensors.torch import save_file
+
+from soma_ray.model.config import V1Config
+from soma_ray.model.errors import (
+    ConfigMismatchError,
+    MissingTensorError,
+    TensorDtypeError,
+    TensorShapeError,
+    UnexpectedTensorError,
+    WeightsFormatError,
+)
+from soma_ray.model.network import V1Model
+
+_HEADER_LENGTH_BYTES = 8
+_MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit
+_METADATA_FIELDS = ("num_heads", "max_seq_len", "max_wavelength")
+_METADATA_PREFIX = "soma.v1."
+
+
+def save_weights(model: V1Model, path: str | os.PathLike) -> None:
+    """Write the model's float32 weights to `path`, atomically (a reader never sees half)."""
+    tensors = {k: v.detach().to("cpu", torch.float32).contiguous()
+               for k, v in model.state_dict().items()}
+    metadata = {_METADATA_PREFIX + f: str(getattr(model.config, f)) for f in _METADATA_FIELDS}
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def load_weights(source: str | os.PathLike | bytes, config: V1Config | None = None,
+                 device: str | torch.device = "cpu") -> V1Model:
+    """Load a weights file (path or bytes) into a new V1Model in eval mode.
+
+    Width, layers, feed-forward size and vocabulary come from the tensors; a `config` that
+    disagrees with them raises ConfigMismatchError. Every tensor is checked (name, shape,
+    float32) before any is read, and each is read once into its parameter (no second copy).
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        header = _parse_header(bytes(source[:_MAX_HEADER_BYTES + _HEADER_LENGTH_BYTES]),
+                               len(source))
+    else:
+        with open(source, "rb") as f:
+            header = _parse_header(_read_header_bytes(f), os.fstat(f.fileno()).st_size)
+    config = _config_from_header(header, config)
+    with torch.device("meta"):
+        model = V1Model(config)
+    _check_tensors(header, model.state_dict())
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        tensors = load_safetensors_bytes(bytes(source))
+    else:
+        tensors = _read_tensors(source)
+    model.load_state_dict(tensors, strict=True, assign=True)
+    return model.to(device).eval()
+
+
+def _read_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    with safe_open(path, framework="pt") as f:
+        return {key: f.get_tensor(key) for key in f.keys()}
+
+
+def _read_header_bytes(f) -> bytes:
+    head = f.read(_HEADER_LENGTH_BYTES)
+    if len(head) < _HEADER_LENGTH_BYTES:
+        return head
+    (length,) = struct.unpack("<Q", head)
+    return head + f.read(min(length, _MAX_HEADER_BYTES + 1))
+
+
+def _parse_header(prefix: bytes, total_size: int) -> dict:
+    """The JSON header of a safetensors file, after checking it covers the file exactly."""
+    if len(prefix) < _HEADER_LENGTH_BYTES:
+        raise WeightsFormatError(f"file has {total_size} bytes, shorter than the header length")
+    (length,) = struct.unpack("<Q", prefix[:_HEADER_LENGTH_BYTES])
+    if length > _MAX_HEADER_BYTES or _HEADER_LENGTH_BYTES + length > total_size:
+        raise WeightsFormatError(
+            f"header claims {length} bytes but the file has {total_size}")
+    try:
+        header = json.loads(prefix[_HEADER_LENGTH_BYTES:_HEADER_LENGTH_BYTES + length])
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise WeightsFormatError(f"header is not JSON ({exc})") from None
+    if not isinstance(header, dict):
+        raise WeightsFormatError("header is not a JSON object")
+    data_size = total_size - _HEADER_LENGTH_BYTES - length
+    end = 0
+    for key, info in header.items():
+        if key == "__metadata__":
+            continue
+        try:
+            begin, stop = info["data_offsets"]
+            info["dtype"], list(info["shape"])
+        except (TypeError, KeyError, ValueError):
+            raise WeightsFormatError(f"header entry for {key!r} is malformed") from None
+        end = max(end, stop)
+    if end != data_size:
+        raise WeightsFormatError(
+            f"tensors need {end} data bytes but the file holds {data_size} (truncated?)")
+    return header
+
+
+def _config_from_header(header: dict, config: V1Config | None) -> V1Config:
+    """The file's sizes, checked against `config` when one is given."""
+    vocab_size, width = _shape_of(header, "embedding.weight", 2)
+    _, ffn = _shape_of(header, "encoder.layers.0.pwff.linear_inner.weight", 2)
+    layer_ids = {int(k.split(".")[2]) for k in header
+                 if k.startswith("encoder.layers.") and k.split(".")[2].isdigit()}
+    found = {"embedding_dim": width, "num_layers": max(layer_ids) + 1,
+             "pwff_hidden_dim": ffn, "vocab_size": vocab_size}
+    metadata = header.get("__metadata__") or {}
+    for field in _METADATA_FIELDS:
+        if _METADATA_PREFIX + field in metadata:
+            kind = type(getattr(V1Config, field))
+            found[field] = kind(metadata[_METADATA_PREFIX + field])
+    if config is None:
+        return V1Config(**found)
+    for field, value in found.items():
+        if getattr(config, field) != value:
+            raise ConfigMismatchError(field, getattr(config, field), value)
+    return config
+
+
+def _shape_of(header: dict, key: str, ndim: int) -> tuple[int, ...]:
+    if key not in header:
+        raise MissingTensorError(key)
+    shape = tuple(header[key]["shape"])
+    if len(shape) != ndim:
+        raise TensorShapeError(key, ("?",) * ndim, shape)
+    return shape
+
+
+def _check_tensors(header: dict, expected: dict[str, torch.Tensor]) -> None:
+    extra = sorted(set(header) - set(expected) - {"__metadata__"})
+    if extra:
+        raise UnexpectedTensorError(extra)
+    for key, tensor in expected.items():
+        if key not in header:
+            raise MissingTensorError(key)
+        if tuple(header[key]["shape"]) != tuple(tensor.shape):
+            raise TensorShapeError(key, tuple(tensor.shape), tuple(header[key]["shape"]))
+        if header[key]["dtype"] != "F32":
+            raise TensorDtypeError(key, "F32", header[key]["dtype"])

@@ -1,0 +1,147 @@
+import json
+import struct
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from soma_models.v1.torch import Model as ReferenceModel
+from soma_models.v1.torch import ModelConfig as ReferenceConfig
+
+from soma_ray.model import (
+    ConfigMismatchError,
+    MissingTensorError,
+    TensorDtypeError,
+    TensorShapeError,
+    UnexpectedTensorError,
+    V1Config,
+    V1Model,
+    WeightsFormatError,
+    load_weights,
+    save_weights,
+)
+
+CONFIG = V1Config(embedding_dim=16, num_layers=2, num_heads=4, pwff_hidden_dim=32,
+                  max_seq_len=16)
+
+
+def reference_of(config: V1Config) -> ReferenceModel:
+    return ReferenceModel(ReferenceConfig(
+        dropout_rate=0.0, embedding_dim=config.embedding_dim, pwff_hidden_dim=config.pwff_hidden_dim,
+        num_layers=config.num_layers, num_heads=config.num_heads, vocab_size=config.vocab_size,
+        max_wavelength=config.max_wavelength)).eval()
+
+
+def inputs():
+    g = torch.Generator().manual_seed(3)
+    return torch.randint(0, 258, (2, 16), generator=g), torch.arange(32).view(2, 16)
+
+
+def test_our_file_loads_strictly_into_the_reference_with_the_same_outputs(tmp_path):
+    ours = V1Model(CONFIG).eval()
+    save_weights(ours, tmp_path / "w.safetensors")
+    theirs = ReferenceModel.load(tmp_path / "w.safetensors", reference_of(CONFIG).config).eval()
+    tokens, positions = inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(theirs(tokens, positions), ours(tokens, positions),
+                                   atol=1e-5, rtol=1e-5)
+
+
+def test_reference_file_loads_into_ours_and_sizes_are_inferred(tmp_path):
+    theirs = reference_of(CONFIG)
+    theirs.save(tmp_path / "ref.safetensors")
+    # The reference stores no head count: pass it, and let the file fix the rest.
+    ours = load_weights(tmp_path / "ref.safetensors", CONFIG)
+    assert ours.config == CONFIG and not ours.training
+    tokens, positions = inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(ours(tokens, positions), theirs(tokens, positions),
+                                   atol=1e-5, rtol=1e-5)
+    inferred = load_weights((tmp_path / "ref.safetensors").read_bytes())
+    assert (inferred.config.embedding_dim, inferred.config.num_layers,
+            inferred.config.pwff_hidden_dim, inferred.config.vocab_size) == (16, 2, 32, 264)
+
+
+def test_round_trip_keeps_every_number_and_the_config(tmp_path):
+    model = V1Model(CONFIG)
+    save_weights(model, tmp_path / "w.safetensors")
+    for source in (tmp_path / "w.safetensors", (tmp_path / "w.safetensors").read_bytes()):
+        loaded = load_weights(source)
+        assert loaded.config == CONFIG
+        for key, value in model.state_dict().items():
+            assert torch.equal(loaded.state_dict()[key], value), key
+
+
+def test_config_that_disagrees_with_the_file_names_the_field(tmp_path):
+    save_weights(V1Model(CONFIG), tmp_path / "w.safetensors")
+    with pytest.raises(ConfigMismatchError) as err:
+        load_weights(tmp_path / "w.safetensors",
+                     V1Config(embedding_dim=16, num_layers=3, num_heads=4, pwff_hidden_dim=32,
+                              max_seq_len=16))
+    assert (err.value.field, err.value.config_value, err.value.file_value) == ("num_layers", 3, 2)
+
+
+def _state(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_missing_tensor_is_named(tmp_path):
+    state = _state(V1Model(CONFIG))
+    del state["encoder.layers.1.attention.key.bias"]
+    save_file(state, tmp_path / "w.safetensors")
+    with pytest.raises(MissingTensorError) as err:
+        load_weights(tmp_path / "w.safetensors", CONFIG)
+    assert err.value.key == "encoder.layers.1.attention.key.bias"
+
+
+def test_misshaped_tensor_is_named(tmp_path):
+    state = _state(V1Model(CONFIG))
+    state["encoder.layers.0.norm_2.gamma"] = torch.ones(17)
+    save_file(state, tmp_path / "w.safetensors")
+    with pytest.raises(TensorShapeError) as err:
+        load_weights(tmp_path / "w.safetensors", CONFIG)
+    assert (err.value.key, err.value.expected, err.value.got) == (
+        "encoder.layers.0.norm_2.gamma", (16,), (17,))
+
+
+def test_wrong_dtype_is_named(tmp_path):
+    state = _state(V1Model(CONFIG))
+    state["predictor.bias"] = state["predictor.bias"].to(torch.float16)
+    save_file(state, tmp_path / "w.safetensors")
+    with pytest.raises(TensorDtypeError) as err:
+        load_weights(tmp_path / "w.safetensors", CONFIG)
+    assert (err.value.key, err.value.got) == ("predictor.bias", "F16")
+
+
+def test_unknown_extra_tensor_is_an_error(tmp_path):
+    state = _state(V1Model(CONFIG))
+    state["encoder.extra"] = torch.zeros(2)
+    save_file(state, tmp_path / "w.safetensors")
+    with pytest.raises(UnexpectedTensorError) as err:
+        load_weights(tmp_path / "w.safetensors", CONFIG)
+    assert err.value.keys == ["encoder.extra"]
+
+
+@pytest.mark.parametrize("cut", [0, 5, 100, 1])
+def test_truncated_file_is_a_format_error(tmp_path, cut):
+    save_weights(V1Model(CONFIG), tmp_path / "w.safetensors")
+    data = (tmp_path / "w.safetensors").read_bytes()
+    truncated = data[:cut] if cut < 8 + 1 else data[:-cut]
+    with pytest.raises(WeightsFormatError):
+        load_weights(truncated)
+
+
+def test_corrupt_header_is_a_format_error():
+    body = b"{not json"
+    with pytest.raises(WeightsFormatError, match="JSON"):
+        load_weights(struct.pack("<Q", len(body)) + body)
+    header = json.dumps({"x": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}).encode()
+    with pytest.raises(WeightsFormatError, match="truncated"):
+        load_weights(struct.pack("<Q", len(header)) + header)
+
+
+def test_save_replaces_the_file_whole(tmp_path):
+    path = tmp_path / "w.safetensors"
+    path.write_bytes(b"old")
+    save_weights(V1Model(CONFIG), path)
+    assert load_weights(path).config == CONFIG
+    assert [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]
