@@ -60,7 +60,9 @@ def list_keys(wallet: WalletOption = None) -> None:
 
 @app.command()
 def address(
-    name: Annotated[Optional[str], typer.Argument(help="Key name (default: the default key).")] = None,
+    name: Annotated[
+        Optional[str], typer.Argument(help="Key name (default: the default key).")
+    ] = None,
     wallet: WalletOption = None,
 ) -> None:
     """Print a key's address."""
