@@ -14,18 +14,23 @@ from soma_ray.model.config import (
 from soma_ray.model.errors import (
     ConfigMismatchError,
     DecryptionError,
-    EmbeddingShapeError,
     EmptyDataError,
     MissingTensorError,
     ModelError,
-    NonFiniteEmbeddingError,
     TensorDtypeError,
     TensorShapeError,
     UnexpectedTensorError,
     WeightsFormatError,
-    ZeroVectorError,
 )
 from soma_ray.model.network import V1Model
+from soma_ray.model.scoring import (
+    ModelScore,
+    ScoreResult,
+    cosine_distance,
+    score,
+    score_many,
+    score_model,
+)
 from soma_ray.model.sigreg import sigreg
 from soma_ray.model.tokenizer import Chunks, tokenize
 from soma_ray.model.weights import load_weights, save_weights
@@ -33,7 +38,8 @@ from soma_ray.model.weights import load_weights, save_weights
 __all__ = [
     "CHUNKS_PER_BATCH", "EOS_TOKEN", "PAD_TOKEN", "SIGREG_COEFFICIENT", "VOCAB_SIZE",
     "V1Config", "V1Model", "Chunks", "tokenize", "sigreg", "save_weights", "load_weights",
-    "ModelError", "ConfigMismatchError", "DecryptionError", "EmbeddingShapeError",
-    "EmptyDataError", "MissingTensorError", "NonFiniteEmbeddingError", "TensorDtypeError",
-    "TensorShapeError", "UnexpectedTensorError", "WeightsFormatError", "ZeroVectorError",
+    "ModelScore", "ScoreResult", "score_model", "score_many", "score", "cosine_distance",
+    "ModelError", "ConfigMismatchError", "DecryptionError",
+    "EmptyDataError", "MissingTensorError", "TensorDtypeError",
+    "TensorShapeError", "UnexpectedTensorError", "WeightsFormatError",
 ]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from soma_ray.protocol.params import LOCALNET_EMBEDDING_DIM
+
 PAD_TOKEN = 256
 EOS_TOKEN = 257
 VOCAB_SIZE = 264  # bytes 0-255, PAD, EOS, 258-263 unused
@@ -45,9 +47,10 @@ class V1Config:
 
     @classmethod
     def small(cls) -> V1Config:
-        """A CPU-friendly size for localnet and tests: D=128, L=2, H=4, F=512, S=256 (~0.5 M params)."""
-        return cls(embedding_dim=128, num_layers=2, num_heads=4, pwff_hidden_dim=512,
-                   max_seq_len=256)
+        """The localnet size, CPU-friendly: D=64 (the localnet `embedding_dim` parameter),
+        L=2, H=4, F=256, S=1024 (about 0.13 M parameters)."""
+        return cls(embedding_dim=LOCALNET_EMBEDDING_DIM, num_layers=2, num_heads=4,
+                   pwff_hidden_dim=4 * LOCALNET_EMBEDDING_DIM)
 
     @property
     def head_dim(self) -> int:

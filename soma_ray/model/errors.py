@@ -8,8 +8,10 @@ class ModelError(Exception):
 
 
 class EmptyDataError(ModelError):
-    def __init__(self) -> None:
-        super().__init__("data is empty: scoring and tokenizing need at least 1 byte")
+    def __init__(self, item: int | None = None) -> None:
+        self.item = item
+        which = "data" if item is None else f"data item {item}"
+        super().__init__(f"{which} is empty: scoring and tokenizing need at least 1 byte")
 
 
 class WeightsFormatError(ModelError):
@@ -49,24 +51,6 @@ class ConfigMismatchError(ModelError):
         self.field, self.config_value, self.file_value = field, config_value, file_value
         super().__init__(
             f"config says {field}={config_value} but the weights file has {file_value}")
-
-
-class EmbeddingShapeError(ModelError):
-    def __init__(self, expected: int, got: tuple[int, ...]) -> None:
-        self.expected, self.got = expected, got
-        super().__init__(f"embedding has shape {list(got)}, expected [{expected}]")
-
-
-class NonFiniteEmbeddingError(ModelError):
-    def __init__(self, index: int, value: float) -> None:
-        self.index, self.value = index, value
-        super().__init__(f"embedding element {index} is {value}, not a finite number")
-
-
-class ZeroVectorError(ModelError):
-    def __init__(self, which: str) -> None:
-        self.which = which
-        super().__init__(f"cosine distance is undefined: {which} is the zero vector")
 
 
 class DecryptionError(ModelError):

@@ -1,0 +1,173 @@
+"""The scoring function validators agree on (spec/model.md, "Scoring").
+
+Every chunk's contribution (CE sum, mean SIGReg statistic, mean representation) depends only
+on that chunk, so chunks of many items are stacked into large forward passes and regrouped
+afterwards into each item's batches of 16: `score_many` gives `score_model`'s numbers.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple, Sequence
+
+import arrgen
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from soma_ray.model.config import (
+    CHUNKS_PER_BATCH,
+    EOS_TOKEN,
+    PAD_TOKEN,
+    SIGREG_COEFFICIENT,
+    SIGREG_SLICES,
+)
+from soma_ray.model.errors import EmptyDataError
+from soma_ray.model.network import V1Model
+from soma_ray.model.sigreg import sigreg_per_token
+from soma_ray.model.tokenizer import tokenize
+from soma_ray.protocol.targets import DISTANCE_SCALE, cosine_distance_fixed
+
+TOKENS_PER_PASS = CHUNKS_PER_BATCH * 1024  # bounds activation memory of one forward pass
+_SIGREG_TOKENS = 4096  # bounds the [tokens, 256, 17] characteristic-function tensors
+
+
+class ModelScore(NamedTuple):
+    loss: float
+    embedding: np.ndarray  # float32 [D], not normalised
+
+
+class ScoreResult(NamedTuple):
+    winner: int  # index into the models, lowest loss (first on ties)
+    loss: float
+    embedding: np.ndarray
+    distance: float  # cosine distance of the winner's embedding to the target
+    losses: list[float]
+
+
+def cosine_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """1 − a·b/(|a||b|) of two float32 vectors, in [0, 2]: exactly the chain's number.
+
+    Computed by `soma_ray.protocol.targets.cosine_distance_fixed` (exact summation, 1e-9
+    fixed point), so a miner's check agrees with the validators'. A zero vector raises
+    ZeroEmbedding, a NaN NonFiniteEmbedding, a length mismatch EmbeddingDimensionMismatch.
+    """
+    return cosine_distance_fixed(a, b) / DISTANCE_SCALE
+
+
+def score_model(model: V1Model, data: bytes, seed: int = 0) -> ModelScore:
+    """(loss, embedding) of one model on one piece of data; seed 0 is canonical."""
+    return _score_items(model, [data], seed)[0]
+
+
+def score_many(models: V1Model | Sequence[V1Model], items: Sequence[bytes], seed: int = 0,
+               tokens_per_pass: int = TOKENS_PER_PASS):
+    """Score many data items in as few forward passes as `tokens_per_pass` allows.
+
+    For one model: a list of ModelScore, one per item. For a sequence of models: one such
+    list per model. Each result equals `score_model(model, item, seed)`.
+    """
+    if isinstance(models, V1Model):
+        return _score_items(models, items, seed, tokens_per_pass)
+    return [_score_items(model, items, seed, tokens_per_pass) for model in models]
+
+
+def score(models: Sequence[V1Model], data: bytes, target_embedding: np.ndarray,
+          seed: int = 0) -> ScoreResult:
+    """Score data under all of a target's models; the lowest loss wins (the first on ties)."""
+    if not models:
+        raise ValueError("score needs at least one model")
+    scores = [score_model(model, data, seed) for model in models]
+    losses = [s.loss for s in scores]
+    winner = losses.index(min(losses))
+    return ScoreResult(winner, losses[winner], scores[winner].embedding,
+                       cosine_distance(scores[winner].embedding, target_embedding), losses)
+
+
+@functools.lru_cache(maxsize=64)
+def _noise(seed: int, dim: int) -> torch.Tensor:
+    """SIGReg directions of one batch: arrgen.normal_array(seed, [D, 256], 0, 1)."""
+    return torch.from_numpy(arrgen.normal_array(seed, [dim, SIGREG_SLICES], 0.0, 1.0))
+
+
+class _ChunkStats(NamedTuple):
+    ce_sum: np.ndarray  # [N] summed −log p(target) over non-PAD targets
+    sigreg_mean: np.ndarray  # [N] mean per-token SIGReg statistic
+    representation_mean: np.ndarray  # [N, D]
+
+
+def _score_items(model: V1Model, items: Sequence[bytes], seed: int,
+                 tokens_per_pass: int = TOKENS_PER_PASS) -> list[ModelScore]:
+    config = model.config
+    if config.vocab_size <= EOS_TOKEN:
+        raise ValueError(f"scoring needs PAD and EOS in the vocabulary, got {config.vocab_size}")
+    chunks = []
+    for index, item in enumerate(items):
+        if len(item) == 0:
+            raise EmptyDataError(index)
+        chunks.append(tokenize(item, config.max_seq_len))
+    counts = [c.tokens.shape[0] for c in chunks]
+    batch_index = np.concatenate([np.arange(n) // CHUNKS_PER_BATCH for n in counts])
+    stats = _chunk_stats(model, np.concatenate([c.tokens for c in chunks]),
+                         np.concatenate([c.positions for c in chunks]),
+                         np.concatenate([c.targets for c in chunks]),
+                         batch_index, seed, tokens_per_pass)
+    starts = np.cumsum([0] + counts)
+    return [_item_score(stats, starts[i], starts[i + 1], config.max_seq_len)
+            for i in range(len(chunks))]
+
+
+def _chunk_stats(model: V1Model, tokens: np.ndarray, positions: np.ndarray,
+                 targets: np.ndarray, batch_index: np.ndarray, seed: int,
+                 tokens_per_pass: int) -> _ChunkStats:
+    num_chunks, seq = tokens.shape
+    dim = model.config.embedding_dim
+    ce_sum = np.empty(num_chunks)
+    sigreg_mean = np.empty(num_chunks)
+    representation_mean = np.empty((num_chunks, dim))
+    per_pass = max(1, tokens_per_pass // seq)
+    device = model.device
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for start in range(0, num_chunks, per_pass):
+                rows = slice(start, start + per_pass)
+                r = model.encode(torch.from_numpy(tokens[rows]).to(device),
+                                 torch.from_numpy(positions[rows]).to(device))
+                logits = model.predict(r)
+                ce = F.cross_entropy(logits.flatten(0, 1),
+                                     torch.from_numpy(targets[rows]).to(device).flatten(),
+                                     ignore_index=PAD_TOKEN, reduction="none")
+                ce_sum[rows] = ce.view(-1, seq).sum(dim=1).double().cpu().numpy()
+                representation_mean[rows] = r.mean(dim=1).double().cpu().numpy()
+                sigreg_mean[rows] = _sigreg_means(r, batch_index[rows], seed)
+    finally:
+        model.train(was_training)
+    return _ChunkStats(ce_sum, sigreg_mean, representation_mean)
+
+
+def _sigreg_means(r: torch.Tensor, batch_index: np.ndarray, seed: int) -> np.ndarray:
+    """Mean SIGReg statistic of each chunk of r [n, S, D], with batch k's noise (seed + k)."""
+    out = np.empty(r.shape[0])
+    per_step = max(1, _SIGREG_TOKENS // r.shape[1])
+    for k in np.unique(batch_index):
+        noise = _noise(seed + int(k), r.shape[-1])
+        (chunk_ids,) = np.nonzero(batch_index == k)
+        for start in range(0, len(chunk_ids), per_step):
+            ids = chunk_ids[start:start + per_step]
+            stat = sigreg_per_token(r[torch.from_numpy(ids).to(r.device)], noise)
+            out[ids] = stat.mean(dim=1).double().cpu().numpy()
+    return out
+
+
+def _item_score(stats: _ChunkStats, first: int, end: int, seq: int) -> ModelScore:
+    """Regroup an item's chunks into batches of 16; running means over batches."""
+    losses, embeddings = [], []
+    for start in range(first, end, CHUNKS_PER_BATCH):
+        rows = slice(start, min(start + CHUNKS_PER_BATCH, end))
+        size = rows.stop - rows.start
+        cross_entropy = stats.ce_sum[rows].sum() / (size * seq)  # PAD targets counted
+        losses.append(cross_entropy + SIGREG_COEFFICIENT * stats.sigreg_mean[rows].mean())
+        embeddings.append(stats.representation_mean[rows].mean(axis=0))
+    return ModelScore(float(np.mean(losses)), np.mean(embeddings, axis=0).astype(np.float32))
