@@ -1,6 +1,7 @@
 """Checkpoints committed per second by ValidatorStore, 100 state changes each.
 
-Prints rates for durable (fsync on commit) and non-durable stores, and for the same writes
+Prints rates for durable (fsync on commit) and non-durable stores, durable safety-state
+writes, and for the same checkpoint writes
 through bare py-lmdb (one put per key, sync on) as the in-process baseline, with ratios.
 Usage: .venv/bin/python benchmarks/bench_storage.py [--checkpoints N] [--changes K]
 """
@@ -26,6 +27,15 @@ def bench_store(n: int, k: int, durable: bool) -> float:
         start = time.perf_counter()
         for seq, changes in enumerate(batches):
             store.commit_checkpoint(seq, b"c" * 512, b"s" * 2200, changes)
+        return n / (time.perf_counter() - start)
+
+
+def bench_safety_state(n: int) -> float:
+    """Durable safety-state writes per second: the bound on votes a validator can send."""
+    with tempfile.TemporaryDirectory() as d, ValidatorStore(d) as store:
+        start = time.perf_counter()
+        for i in range(n):
+            store.put_safety_state(b"%064d" % i)
         return n / (time.perf_counter() - start)
 
 
@@ -59,6 +69,8 @@ def main() -> None:
     print(f"ValidatorStore durable  : {durable:9.0f} checkpoints/s  ratio {durable / bare:.2f}")
     print(f"ValidatorStore sync off : {fast:9.0f} checkpoints/s  ratio {fast / bare:.2f}")
     print(f"sync off / durable      : {fast / durable:.1f}x")
+    votes = bench_safety_state(n)
+    print(f"durable put_safety_state: {votes:9.0f} writes/s")
 
 
 if __name__ == "__main__":

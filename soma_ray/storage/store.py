@@ -129,21 +129,21 @@ class ValidatorStore:
     def write_genesis(self, digest: bytes, state_items: Iterable[tuple[bytes, bytes]]) -> bool:
         """Write the genesis state once. Returns False (and writes nothing) when this genesis
         is already there, so a restarting validator may call it unconditionally."""
-        found = self.genesis_digest()
-        if found is not None:
-            if found != digest:
-                raise GenesisMismatch(expected=digest, found=found)
-            return False
         items = list(state_items)
         self._check_keys(key for key, _ in items)
 
-        def put_genesis(txn: lmdb.Transaction) -> None:
+        def put_genesis(txn: lmdb.Transaction) -> bool:
+            found = txn.get(_GENESIS, db=self._meta)
+            if found is not None:
+                if found != digest:
+                    raise GenesisMismatch(expected=digest, found=found)
+                return False
             for key, value in items:
                 txn.put(key, value, db=self._state)
             txn.put(_GENESIS, digest, db=self._meta)
+            return True
 
-        self._write(put_genesis)
-        return True
+        return self._write(put_genesis)
 
     # -- checkpoints -----------------------------------------------------------------------
 
@@ -170,22 +170,23 @@ class ValidatorStore:
         is already stored: catch-up may offer it twice, and a second certificate (another 2f+1
         subset of signers) for the same checkpoint is equally valid, so the first one is kept.
         """
-        if self.is_empty():
-            raise NotInitialized(self.path)
-        expected = self.next_sequence()
-        if sequence < expected:
-            stored = self._get(self._checkpoints, _u64(sequence)) if sequence >= 0 else None
-            if stored is None:
-                raise SequenceGap(expected=expected, got=sequence)
-            if stored != checkpoint:
-                raise ConflictingCheckpoint(sequence, len(stored), len(checkpoint))
-            return False
-        if sequence > expected:
-            raise SequenceGap(expected=expected, got=sequence)
         changes = list(state_changes)
         self._check_keys(key for key, _ in changes)
 
-        def put_checkpoint(txn: lmdb.Transaction) -> None:
+        # Checked inside the write transaction: LMDB's writer lock makes check and write one
+        # step even if another process opened the same directory.
+        def put_checkpoint(txn: lmdb.Transaction) -> bool:
+            if txn.get(_GENESIS, db=self._meta) is None:
+                raise NotInitialized(self.path)
+            latest = txn.get(_LATEST, db=self._meta)
+            expected = 0 if latest is None else _from_u64(latest) + 1
+            if 0 <= sequence < expected:
+                stored = txn.get(_u64(sequence), db=self._checkpoints)
+                if stored != checkpoint:
+                    raise ConflictingCheckpoint(sequence, len(stored), len(checkpoint))
+                return False
+            if sequence != expected:
+                raise SequenceGap(expected=expected, got=sequence)
             for key, value in changes:
                 if value is None:
                     txn.delete(key, db=self._state)
@@ -196,9 +197,9 @@ class ValidatorStore:
             txn.put(_LATEST, _u64(sequence), db=self._meta)
             if epoch is not None:
                 txn.put(_EPOCH, _u64(epoch), db=self._meta)
+            return True
 
-        self._write(put_checkpoint)
-        return True
+        return self._write(put_checkpoint)
 
     def get_checkpoint(self, sequence: int) -> tuple[bytes, bytes]:
         """(checkpoint bytes, certificate bytes) at `sequence`."""
