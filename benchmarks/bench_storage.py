@@ -1,8 +1,8 @@
 """Checkpoints committed per second by ValidatorStore, 100 state changes each.
 
-Prints rates for durable (fsync on commit) and non-durable stores, durable safety-state
-writes, and for the same checkpoint writes
-through bare py-lmdb (one put per key, sync on) as the in-process baseline, with ratios.
+Prints rates for durable (fsync on commit) and non-durable stores, with the same writes through
+bare py-lmdb (one put per key, sync on) as the in-process baseline, and durable safety-state
+writes per second.
 Usage: .venv/bin/python benchmarks/bench_storage.py [--checkpoints N] [--changes K]
 """
 
