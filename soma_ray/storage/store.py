@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import struct
+import weakref
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
@@ -40,8 +41,9 @@ _LATEST = b"latest_sequence"
 _SAFETY = b"safety_state"
 _EPOCH = b"epoch"
 
-# LMDB forbids two environments on one file in a process (locks are per process).
-_open_paths: set[str] = set()
+# LMDB forbids two environments on one file in a process (locks are per process). Weak values:
+# a store dropped without close() frees its path when collected (its environment closes then).
+_open_stores: weakref.WeakValueDictionary[str, ValidatorStore] = weakref.WeakValueDictionary()
 
 
 def _u64(n: int) -> bytes:
@@ -66,7 +68,7 @@ class ValidatorStore:
         durable: bool = True,
     ):
         self.path = os.path.realpath(path)
-        if self.path in _open_paths:
+        if self.path in _open_stores:
             raise StoreInUse(self.path)
         os.makedirs(self.path, mode=0o700, exist_ok=True)
         self.max_map_size = max_map_size
@@ -79,7 +81,7 @@ class ValidatorStore:
             writemap=False,
             mode=0o600,
         )
-        _open_paths.add(self.path)
+        _open_stores[self.path] = self
         try:
             self._state = self._env.open_db(b"state")
             self._checkpoints = self._env.open_db(b"checkpoints")
@@ -96,9 +98,9 @@ class ValidatorStore:
     # -- lifecycle -------------------------------------------------------------------------
 
     def close(self) -> None:
-        if self.path in _open_paths:
+        if _open_stores.get(self.path) is self:
             self._env.close()
-            _open_paths.discard(self.path)
+            del _open_stores[self.path]
 
     def __enter__(self) -> ValidatorStore:
         return self

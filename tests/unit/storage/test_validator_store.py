@@ -1,6 +1,7 @@
 """The validator store keeps exactly what was committed, rejects bad input without losing
 anything, and survives a SIGKILL mid-write."""
 
+import gc
 import os
 import signal
 import subprocess
@@ -191,6 +192,15 @@ def test_second_open_of_same_directory_is_refused(tmp_path, store):
         ValidatorStore(tmp_path / "v0")
     assert err.value.path == os.path.realpath(tmp_path / "v0")
     assert store.state_items() == sorted(GENESIS_STATE)
+
+
+def test_store_dropped_without_close_frees_its_directory(tmp_path):
+    s = ValidatorStore(tmp_path / "v0")
+    s.write_genesis(GENESIS, GENESIS_STATE)
+    del s
+    gc.collect()
+    with ValidatorStore(tmp_path / "v0") as again:
+        assert again.genesis_digest() == GENESIS
 
 
 def test_wipe_forgets_everything(store):
