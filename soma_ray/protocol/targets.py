@@ -15,12 +15,17 @@ from typing import Sequence
 import numpy as np
 import arrgen
 
+from soma_ray.protocol.accounts import credit, return_to_emission_pool
+from soma_ray.protocol.context import ExecutionContext
 from soma_ray.protocol.errors import (
     EmbeddingDimensionMismatch,
     MalformedInput,
     NonFiniteEmbedding,
     ProtocolError,
 )
+from soma_ray.protocol.params import BPS
+from soma_ray.protocol.state import CHALLENGE, MODEL, STAKING_POOL, SUBMISSION, TARGET, State
+from soma_ray.protocol.types import Challenge, Model, StakingPool, Submission, Target
 
 DISTANCE_SCALE = 10**9  # fixed point: 1.0 cosine distance == 10**9
 MAX_DISTANCE_FIXED = 2 * DISTANCE_SCALE
@@ -213,3 +218,148 @@ class ModelIndex:
 def select_models(target, model_ids: Sequence, embeddings, stakes: Sequence[int], k: int) -> list:
     """Stake-weighted k-nearest models of one target (spec §4); see `ModelIndex`."""
     return ModelIndex(model_ids, embeddings, stakes).select(target, k)
+
+
+# --- state transitions: generation (§3 step 7, §4), expiry (§3 step 1), difficulty (§3 step 4) ---
+
+
+def active_model_index(state: State) -> ModelIndex | None:
+    """Active models (ascending id) with their pools' stake; None when there are none."""
+    ids, rows, stakes = [], [], []
+    for model in state.values(MODEL, Model):
+        if model.status == "Active" and model.embedding is not None:
+            ids.append(model.id)
+            rows.append(np.frombuffer(model.embedding, dtype="<f4"))
+            stakes.append(state.require(STAKING_POOL, model.staking_pool_id, StakingPool).soma_balance)
+    if not ids:
+        return None
+    return ModelIndex(ids, np.stack(rows), stakes)
+
+
+def next_target_seed(state: State, ctx: ExecutionContext) -> bytes:
+    """Seed of the next target: this checkpoint's seed and the epoch's target counter (§4)."""
+    return target_seed(ctx.checkpoint_seed, state.system().target_state.targets_generated_this_epoch)
+
+
+def _fund_target(state: State, ctx: ExecutionContext, embedding: np.ndarray, model_ids: list) -> Target | None:
+    """Create one target whose reward moves from the emission pool, within the epoch's remaining
+    budget; None once the budget (or the pool) is spent.
+
+    The last target of an epoch may get less than `reward_per_target`: never beyond the budget.
+    """
+    system = state.system()
+    targets = system.target_state
+    reward = min(targets.reward_per_target, targets.reward_budget, system.emission_pool.balance)
+    if reward <= 0:
+        return None
+    targets.reward_budget -= reward
+    targets.targets_generated_this_epoch += 1
+    system.emission_pool.balance -= reward
+    state.put_system(system)
+    target = Target(
+        id=ctx.new_id(),
+        embedding=embedding.astype("<f4").tobytes(),
+        model_ids=model_ids,
+        distance_threshold=targets.distance_threshold,
+        reward_pool=reward,
+        generation_epoch=ctx.epoch,
+        generation_timestamp_ms=ctx.timestamp_ms,
+    )
+    state.put(TARGET, target.id, target)
+    return target
+
+
+def generate_target(state: State, seed: bytes, ctx: ExecutionContext) -> Target | None:
+    """One new Open target from `seed`; None without Active models or budget (§4)."""
+    index = active_model_index(state)
+    if index is None:
+        return None
+    embedding = target_embedding(seed, ctx.params.embedding_dim)
+    return _fund_target(state, ctx, embedding, index.select(embedding, ctx.params.k_models_per_target))
+
+
+def generate_epoch_targets(state: State, ctx: ExecutionContext, emission: int) -> list[Target]:
+    """§3 step 7: set the new epoch's budget from emission E and generate its initial targets.
+
+    The budget is an allowance on the emission pool: the targets' share of E stays in
+    `emission_pool.balance` until a target is funded, and what no target uses stays there.
+    Seeds: this checkpoint's seed with indices 0, 1, … of the new epoch.
+    """
+    params = ctx.params
+    system = state.system()
+    budget = emission * (BPS - params.validator_share_bps) // BPS
+    system.target_state.reward_budget = budget
+    system.target_state.reward_per_target = budget // params.target_hits_per_epoch
+    system.target_state.targets_generated_this_epoch = 0
+    state.put_system(system)
+    index = active_model_index(state)
+    if index is None:
+        return []
+    embeddings = [
+        target_embedding(target_seed(ctx.checkpoint_seed, i), params.embedding_dim)
+        for i in range(params.initial_targets_per_epoch)
+    ]
+    created = []
+    for embedding, model_ids in zip(embeddings, index.select_many(embeddings, params.k_models_per_target)):
+        target = _fund_target(state, ctx, embedding, model_ids)
+        if target is None:
+            break
+        created.append(target)
+    return created
+
+
+def expire_targets(state: State, ctx: ExecutionContext) -> None:
+    """§3 step 1, run before the epoch number advances: the ending epoch is `system.epoch`.
+
+    Committed targets of the ending epoch lose their stale commit (bond slashed to the emission
+    pool) and stay Open, i.e. expired and claimable; challenges whose window (fill_epoch + 1)
+    closes now are dropped with the challenger's bond returned, the miner staying the winner.
+    """
+    ending = state.system().epoch
+    open_challenges = {c.target_id: c for c in state.values(CHALLENGE, Challenge)}
+    for target in state.values(TARGET, Target):
+        if target.status == "Committed" and target.generation_epoch <= ending:
+            slash_stale_commit(state, target)
+        elif target.status == "Challenged" and target.fill_epoch + 1 <= ending:
+            challenge = open_challenges[target.id]
+            credit(state, challenge.challenger, challenge.bond)
+            state.delete(CHALLENGE, challenge.id)
+            target.status = "Filled"
+            state.put(TARGET, target.id, target)
+
+
+def slash_stale_commit(state: State, target: Target) -> None:
+    """Slash the commit of `target` to the emission pool and reopen the target."""
+    submission = state.require(SUBMISSION, target.submission_id, Submission)
+    return_to_emission_pool(state, submission.bond)
+    state.delete(SUBMISSION, submission.id)
+    target.status = "Open"
+    target.submission_id = None
+    state.put(TARGET, target.id, target)
+
+
+def adjust_difficulty(state: State) -> None:
+    """§3 step 4: scale the threshold by (1 ∓ rate) from the ending epoch's hits; reset the tally.
+
+    Faster hits than `target_hit_time_ms` make targets harder (smaller threshold); slower hits
+    or none make them easier; exactly on time leaves it. Integer arithmetic, clamped to [min, max].
+    """
+    system = state.system()
+    params = system.parameters
+    targets = system.target_state
+    rate = params.threshold_adjust_bps
+    if targets.confirmed_hits == 0:
+        factor = BPS + rate
+    else:
+        average_ms = targets.hit_time_sum_ms // targets.confirmed_hits
+        if average_ms < params.target_hit_time_ms:
+            factor = BPS - rate
+        elif average_ms > params.target_hit_time_ms:
+            factor = BPS + rate
+        else:
+            factor = BPS
+    threshold = targets.distance_threshold * factor // BPS
+    targets.distance_threshold = min(max(threshold, params.min_distance_threshold), params.max_distance_threshold)
+    targets.hit_time_sum_ms = 0
+    targets.confirmed_hits = 0
+    state.put_system(system)

@@ -1,0 +1,321 @@
+"""Submissions by commit-reveal, challenges, and reward claims (spec §2 "Targets", §5).
+
+Life of a target: Open → (CommitSubmission) Committed → (RevealSubmission) Filled →
+[(InitiateChallenge) Challenged → (ResolveChallenge) Filled or reopened] → (ClaimRewards,
+from epoch fill_epoch + 2) Settled. An Open target whose epoch has ended is expired: a claim
+pays the finder's fee and returns the rest to the emission pool.
+
+Funds move only between accounts, bonds held in Submission/Challenge objects, target reward
+pools, staking pools and the emission pool, so the supply invariant holds after every kind.
+"""
+from __future__ import annotations
+
+from soma_ray.protocol.accounts import credit, debit, return_to_emission_pool
+from soma_ray.protocol.context import ExecutionContext
+from soma_ray.protocol.crypto import verify_certificate
+from soma_ray.protocol.encoding import DOMAIN_CHALLENGE_VOTE, DOMAIN_SUBMISSION_COMMITMENT, digest, encode
+from soma_ray.protocol.errors import (
+    AuditWindowOpen, ChallengeAlreadyOpen, ChallengeWindowClosed, CommitmentMismatch, DataTooLarge,
+    DistanceExceedsThreshold, InsufficientBond, MalformedInput, ModelNotActive, ModelNotInTarget,
+    NotOwner, PoolInactive, ProtocolError, RevealWindowExpired, TargetExpired, TargetNotOpen,
+)
+from soma_ray.protocol.params import BPS
+from soma_ray.protocol.staking import stake_pending
+from soma_ray.protocol.state import CHALLENGE, MODEL, STAKING_POOL, SUBMISSION, TARGET, State
+from soma_ray.protocol.targets import (
+    as_embedding, cosine_distance_fixed, generate_target, next_target_seed, slash_stale_commit,
+)
+from soma_ray.protocol.types import (
+    Challenge, ClaimRewards, CommitSubmission, InitiateChallenge, Model, ResolveChallenge,
+    RevealedSubmission, RevealSubmission, StakingPool, Submission, Target, Verdict,
+)
+
+COMMITMENT_BYTES = 32
+
+
+class TargetNotFilled(ProtocolError):
+    fields = ("status",)
+    template = (
+        "the target is {status}: only a Filled target can be challenged or claimed "
+        "(or an Open target once its epoch has ended)"
+    )
+
+
+def submission_commitment(
+    data_hash: bytes, data_size: int, model_id: bytes, embedding: bytes, loss_score: int, nonce: bytes
+) -> bytes:
+    """H(data_hash, data_size, model_id, embedding, loss_score, nonce): what a miner commits to.
+
+    `embedding` is the little-endian float32 bytes that the reveal will carry; `nonce` is
+    secret random bytes that keep the commitment from being guessed before the reveal.
+    """
+    fields = (bytes(data_hash), data_size, bytes(model_id), bytes(embedding), loss_score, bytes(nonce))
+    return digest(DOMAIN_SUBMISSION_COMMITMENT, encode(fields))
+
+
+def challenge_vote_message(challenge_id: bytes, verdict: Verdict) -> bytes:
+    """The bytes validators sign (under DOMAIN_CHALLENGE_VOTE) to vote `verdict` on a challenge."""
+    return encode((bytes(challenge_id), verdict))
+
+
+# --- CommitSubmission ---------------------------------------------------------------------------
+
+
+def reveal_deadline_ms(submission: Submission, ctx: ExecutionContext) -> int:
+    return submission.commit_timestamp_ms + ctx.params.reveal_window_ms
+
+
+def clear_expired_commit(state: State, target: Target, ctx: ExecutionContext) -> None:
+    """A Committed target whose reveal window has passed reopens; the stale bond is slashed."""
+    if target.status != "Committed":
+        return
+    stale = state.require(SUBMISSION, target.submission_id, Submission)
+    if ctx.timestamp_ms > reveal_deadline_ms(stale, ctx):
+        slash_stale_commit(state, target)
+
+
+def process_commit_submission(state: State, tx: CommitSubmission, ctx: ExecutionContext) -> None:
+    if len(tx.commitment) != COMMITMENT_BYTES:
+        raise MalformedInput(reason=f"a commitment is {COMMITMENT_BYTES} bytes, got {len(tx.commitment)}")
+    target = state.require(TARGET, tx.target_id, Target)
+    clear_expired_commit(state, target, ctx)
+    if target.status != "Open":
+        raise TargetNotOpen(status=target.status)
+    if ctx.epoch != target.generation_epoch:
+        raise TargetExpired(generation_epoch=target.generation_epoch, current_epoch=ctx.epoch)
+    if tx.bond < ctx.params.submission_min_bond:
+        raise InsufficientBond(required=ctx.params.submission_min_bond, provided=tx.bond)
+    debit(state, ctx.sender, tx.bond)
+    submission = Submission(
+        id=ctx.new_id(),
+        target_id=target.id,
+        miner=ctx.sender,
+        commitment=bytes(tx.commitment),
+        bond=tx.bond,
+        commit_timestamp_ms=ctx.timestamp_ms,
+        commit_epoch=ctx.epoch,
+    )
+    state.put(SUBMISSION, submission.id, submission)
+    target.status = "Committed"
+    target.submission_id = submission.id
+    state.put(TARGET, target.id, target)
+
+
+# --- RevealSubmission ---------------------------------------------------------------------------
+
+
+def require_revealable(state: State, submission: Submission, ctx: ExecutionContext) -> Target:
+    if submission.miner != ctx.sender:
+        raise NotOwner(owner=submission.miner, sender=ctx.sender)
+    target = state.require(TARGET, submission.target_id, Target)
+    if target.status != "Committed" or target.submission_id != submission.id:
+        raise TargetNotOpen(status=target.status)
+    deadline = reveal_deadline_ms(submission, ctx)
+    if ctx.timestamp_ms > deadline:
+        raise RevealWindowExpired(deadline_ms=deadline, now_ms=ctx.timestamp_ms)
+    return target
+
+
+def require_eligible_model(state: State, target: Target, model_id: bytes) -> None:
+    if model_id not in target.model_ids:
+        raise ModelNotInTarget(model_id=model_id)
+    model = state.get(MODEL, model_id, Model)
+    if model is None or model.status != "Active":
+        raise ModelNotActive(model_id=model_id)
+
+
+def require_data_bond(submission: Submission, data_size: int, ctx: ExecutionContext) -> None:
+    params = ctx.params
+    if data_size < 0:
+        raise MalformedInput(reason=f"data_size {data_size} is negative")
+    if data_size > params.max_submission_bytes:
+        raise DataTooLarge(size=data_size, max=params.max_submission_bytes)
+    required = data_size * params.bond_per_byte
+    if submission.bond < required:
+        raise InsufficientBond(required=required, provided=submission.bond)
+
+
+def chain_distance(embedding: bytes, target: Target, dim: int) -> int:
+    """The chain's own distance between the revealed embedding and the target (§0)."""
+    return cosine_distance_fixed(as_embedding(embedding, dim), target.embedding)
+
+
+def record_hit(state: State, target: Target, ctx: ExecutionContext) -> None:
+    """Hit time = reveal timestamp − target generation timestamp; feeds the difficulty (§3.4)."""
+    system = state.system()
+    system.target_state.hit_time_sum_ms += ctx.timestamp_ms - target.generation_timestamp_ms
+    system.target_state.confirmed_hits += 1
+    state.put_system(system)
+
+
+def process_reveal_submission(state: State, tx: RevealSubmission, ctx: ExecutionContext) -> None:
+    submission = state.require(SUBMISSION, tx.submission_id, Submission)
+    target = require_revealable(state, submission, ctx)
+    commitment = submission_commitment(
+        tx.data_hash, tx.data_size, tx.model_id, tx.embedding, tx.loss_score, tx.nonce
+    )
+    if commitment != submission.commitment:
+        raise CommitmentMismatch(field="submission")
+    require_eligible_model(state, target, tx.model_id)
+    require_data_bond(submission, tx.data_size, ctx)
+    distance = chain_distance(tx.embedding, target, ctx.params.embedding_dim)
+    if distance > target.distance_threshold:
+        raise DistanceExceedsThreshold(distance=distance, threshold=target.distance_threshold)
+    submission.revealed = RevealedSubmission(
+        data_hash=bytes(tx.data_hash),
+        data_size=tx.data_size,
+        data_url=tx.data_url,
+        model_id=bytes(tx.model_id),
+        embedding=bytes(tx.embedding),
+        loss_score=tx.loss_score,
+        distance=distance,
+    )
+    state.put(SUBMISSION, submission.id, submission)
+    target.status = "Filled"
+    target.fill_epoch = ctx.epoch
+    state.put(TARGET, target.id, target)
+    record_hit(state, target, ctx)
+    generate_target(state, next_target_seed(state, ctx), ctx)
+
+
+# --- InitiateChallenge / ResolveChallenge -------------------------------------------------------
+
+
+def open_challenge_of(state: State, target_id: bytes) -> Challenge | None:
+    return next((c for c in state.values(CHALLENGE, Challenge) if c.target_id == target_id), None)
+
+
+def challenge_bond_required(submission: Submission, ctx: ExecutionContext) -> int:
+    """submission bond × challenge_bond_ratio_bps / 10000, rounded up."""
+    return -(-submission.bond * ctx.params.challenge_bond_ratio_bps // BPS)
+
+
+def process_initiate_challenge(state: State, tx: InitiateChallenge, ctx: ExecutionContext) -> None:
+    submission = state.require(SUBMISSION, tx.submission_id, Submission)
+    target = state.require(TARGET, submission.target_id, Target)
+    if target.status == "Challenged":
+        raise ChallengeAlreadyOpen(challenge_id=open_challenge_of(state, target.id).id)
+    if target.status != "Filled" or target.submission_id != submission.id:
+        raise TargetNotFilled(status=target.status)
+    if ctx.epoch > target.fill_epoch + 1:
+        raise ChallengeWindowClosed(fill_epoch=target.fill_epoch, current_epoch=ctx.epoch)
+    required = challenge_bond_required(submission, ctx)
+    if tx.bond < required:
+        raise InsufficientBond(required=required, provided=tx.bond)
+    debit(state, ctx.sender, tx.bond)
+    challenge = Challenge(
+        id=ctx.new_id(),
+        submission_id=submission.id,
+        target_id=target.id,
+        challenger=ctx.sender,
+        kind=tx.kind,
+        bond=tx.bond,
+        opened_epoch=ctx.epoch,
+    )
+    state.put(CHALLENGE, challenge.id, challenge)
+    target.status = "Challenged"
+    state.put(TARGET, target.id, target)
+
+
+def challenger_wins(state: State, challenge: Challenge, target: Target, ctx: ExecutionContext) -> None:
+    """Miner's bond and the challenger's own bond go to the challenger; the fill is undone."""
+    submission = state.require(SUBMISSION, challenge.submission_id, Submission)
+    credit(state, challenge.challenger, challenge.bond + submission.bond)
+    state.delete(SUBMISSION, submission.id)
+    target.submission_id = None
+    target.fill_epoch = None
+    if target.generation_epoch == ctx.epoch:
+        target.status = "Open"
+    else:
+        return_to_emission_pool(state, target.reward_pool)
+        target.reward_pool = 0
+        target.status = "Settled"
+
+
+def miner_wins(state: State, challenge: Challenge, target: Target) -> None:
+    submission = state.require(SUBMISSION, challenge.submission_id, Submission)
+    credit(state, submission.miner, challenge.bond)
+    target.status = "Filled"
+
+
+def process_resolve_challenge(state: State, tx: ResolveChallenge, ctx: ExecutionContext) -> None:
+    """Anyone may submit a 2f+1 certificate of the current committee on one verdict (§2, §5)."""
+    challenge = state.require(CHALLENGE, tx.challenge_id, Challenge)
+    committee = state.system().committee
+    verify_certificate(
+        committee, DOMAIN_CHALLENGE_VOTE, challenge_vote_message(challenge.id, tx.verdict), tx.certificate
+    )
+    target = state.require(TARGET, challenge.target_id, Target)
+    if tx.verdict == "ChallengerWins":
+        challenger_wins(state, challenge, target, ctx)
+    else:
+        miner_wins(state, challenge, target)
+    state.delete(CHALLENGE, challenge.id)
+    state.put(TARGET, target.id, target)
+
+
+# --- ClaimRewards -------------------------------------------------------------------------------
+
+
+def finder_fee(reward: int, ctx: ExecutionContext) -> int:
+    return reward * ctx.params.claimer_fee_bps // BPS
+
+
+def pay_model(state: State, model_id: bytes, amount: int, ctx: ExecutionContext) -> None:
+    """The model's share: commission to the owner as new stake, the rest compounds in its pool.
+
+    If the model is gone the share returns to the emission pool; if its pool no longer takes
+    stake, the owner's commission is paid to the owner's balance instead.
+    """
+    model = state.get(MODEL, model_id, Model)
+    if model is None:
+        return_to_emission_pool(state, amount)
+        return
+    commission = amount * model.commission_bps // BPS
+    pool = state.require(STAKING_POOL, model.staking_pool_id, StakingPool)
+    pool.soma_balance += amount - commission
+    state.put(STAKING_POOL, pool.id, pool)
+    if commission == 0:
+        return
+    try:
+        stake_pending(state, ctx, pool.id, model.owner, commission, ctx.epoch + 1)
+    except PoolInactive:
+        credit(state, model.owner, commission)
+
+
+def settle_filled(state: State, target: Target, ctx: ExecutionContext) -> None:
+    claimable = target.fill_epoch + 2
+    if ctx.epoch < claimable:
+        raise AuditWindowOpen(claimable_epoch=claimable, current_epoch=ctx.epoch)
+    submission = state.require(SUBMISSION, target.submission_id, Submission)
+    fee = finder_fee(target.reward_pool, ctx)
+    rest = target.reward_pool - fee
+    miner_share = rest * ctx.params.submitter_share_bps // BPS
+    credit(state, ctx.sender, fee)
+    credit(state, submission.miner, miner_share + submission.bond)
+    pay_model(state, submission.revealed.model_id, rest - miner_share, ctx)
+    submission.bond = 0
+    state.put(SUBMISSION, submission.id, submission)
+
+
+def settle_expired(state: State, target: Target, ctx: ExecutionContext) -> None:
+    if target.generation_epoch >= ctx.epoch:
+        raise TargetNotFilled(status=target.status)
+    fee = finder_fee(target.reward_pool, ctx)
+    credit(state, ctx.sender, fee)
+    return_to_emission_pool(state, target.reward_pool - fee)
+
+
+def process_claim_rewards(state: State, tx: ClaimRewards, ctx: ExecutionContext) -> None:
+    target = state.require(TARGET, tx.target_id, Target)
+    if target.status == "Challenged":
+        raise ChallengeAlreadyOpen(challenge_id=open_challenge_of(state, target.id).id)
+    if target.status == "Filled":
+        settle_filled(state, target, ctx)
+    elif target.status == "Open":
+        settle_expired(state, target, ctx)
+    else:
+        raise TargetNotFilled(status=target.status)
+    target.reward_pool = 0
+    target.status = "Settled"
+    state.put(TARGET, target.id, target)
