@@ -1,0 +1,56 @@
+"""Balances: debit/credit helpers and the Transfer and Faucet kinds (spec §2)."""
+from __future__ import annotations
+
+from soma_ray.protocol.context import ExecutionContext
+from soma_ray.protocol.errors import FaucetDisabled, InsufficientBalance, InvalidAmount
+from soma_ray.protocol.state import State
+from soma_ray.protocol.types import Faucet, Transfer
+
+
+def require_positive(amount: int) -> None:
+    if amount <= 0:
+        raise InvalidAmount(amount=amount)
+
+
+def debit(state: State, address: bytes, amount: int) -> None:
+    account = state.account(address)
+    if account.balance < amount:
+        raise InsufficientBalance(required=amount, available=account.balance)
+    account.balance -= amount
+    state.put_account(address, account)
+
+
+def credit(state: State, address: bytes, amount: int) -> None:
+    account = state.account(address)
+    account.balance += amount
+    state.put_account(address, account)
+
+
+def take_from_emission_pool(state: State, amount: int) -> None:
+    system = state.system()
+    if system.emission_pool.balance < amount:
+        raise InsufficientBalance(required=amount, available=system.emission_pool.balance)
+    system.emission_pool.balance -= amount
+    state.put_system(system)
+
+
+def return_to_emission_pool(state: State, amount: int) -> None:
+    """Slashed stake, unspent budgets and expired rewards go back here (spec §2 [D])."""
+    system = state.system()
+    system.emission_pool.balance += amount
+    state.put_system(system)
+
+
+def process_transfer(state: State, tx: Transfer, ctx: ExecutionContext) -> None:
+    require_positive(tx.amount)
+    debit(state, ctx.sender, tx.amount)
+    credit(state, tx.recipient, tx.amount)
+
+
+def process_faucet(state: State, tx: Faucet, ctx: ExecutionContext) -> None:
+    """Mint-free faucet: the coins come out of the emission pool, so supply is conserved."""
+    if not ctx.params.faucet_enabled:
+        raise FaucetDisabled()
+    require_positive(tx.amount)
+    take_from_emission_pool(state, tx.amount)
+    credit(state, tx.recipient, tx.amount)

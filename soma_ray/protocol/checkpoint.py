@@ -1,0 +1,84 @@
+"""Checkpoints: execute an ordered list of entries and seal the result (spec §6).
+
+An entry is the canonical bytes of a `SignedTransaction` or a `ChangeEpoch`. Every executor
+re-checks admission, because a proposer may include anything; an entry that fails admission is
+recorded with its error and changes nothing. Targets generated in a checkpoint are seeded from
+`checkpoint_seed(previous_digest, sequence)`: known to no one before the previous checkpoint is
+final, and different for every checkpoint.
+"""
+from __future__ import annotations
+
+from soma_ray.protocol.context import ExecutionContext
+from soma_ray.protocol.encoding import (
+    DOMAIN_CHECKPOINT, DOMAIN_EFFECTS, DOMAIN_TARGET_SEED, DOMAIN_TX, decode, digest, u64_le,
+)
+from soma_ray.protocol.epoch import SYSTEM_SENDER, change_epoch
+from soma_ray.protocol.errors import ProtocolError, TimestampRegression
+from soma_ray.protocol.execution import check_admission, execute_transaction
+from soma_ray.protocol.state import State
+from soma_ray.protocol.types import ChangeEpoch, Checkpoint, CheckpointEntry, TransactionEffects
+
+GENESIS_PREVIOUS_DIGEST = bytes(32)
+
+
+def checkpoint_digest(checkpoint: Checkpoint) -> bytes:
+    return digest(DOMAIN_CHECKPOINT, checkpoint)
+
+
+def checkpoint_seed(previous_digest: bytes, sequence: int) -> bytes:
+    return digest(DOMAIN_TARGET_SEED, previous_digest + u64_le(sequence))
+
+
+def effects_digest(effects: list[TransactionEffects]) -> bytes:
+    return digest(DOMAIN_EFFECTS, effects)
+
+
+def failed_entry(raw: bytes, error: ProtocolError) -> TransactionEffects:
+    return TransactionEffects(
+        transaction_digest=digest(DOMAIN_TX, raw), sender=SYSTEM_SENDER, nonce=0, fee_charged=0,
+        error=error.to_struct(),
+    )
+
+
+def execute_change_epoch(state: State, entry: ChangeEpoch, ctx: ExecutionContext) -> TransactionEffects:
+    state.begin()
+    try:
+        effects = change_epoch(state, entry.epoch, entry.timestamp_ms, ctx)
+    except BaseException:
+        state.rollback()
+        raise
+    state.commit()
+    return effects
+
+
+def execute_entry(state: State, raw: bytes, ctx: ExecutionContext) -> TransactionEffects:
+    params = state.system().parameters
+    try:
+        entry = decode(raw, CheckpointEntry)
+        if isinstance(entry, ChangeEpoch):
+            return execute_change_epoch(state, entry, ctx)
+        signed = check_admission(raw, state, params)
+    except ProtocolError as error:
+        return failed_entry(raw, error)
+    return execute_transaction(state, signed, ctx)
+
+
+def build_checkpoint(
+    state: State, previous: Checkpoint | None, transactions: list[bytes], timestamp_ms: int
+) -> tuple[Checkpoint, list[TransactionEffects]]:
+    """Execute `transactions` in order on `state` and return the sealed checkpoint and effects."""
+    previous_digest = GENESIS_PREVIOUS_DIGEST if previous is None else checkpoint_digest(previous)
+    sequence = 0 if previous is None else previous.sequence + 1
+    if previous is not None and timestamp_ms < previous.timestamp_ms:
+        raise TimestampRegression(previous_ms=previous.timestamp_ms, got_ms=timestamp_ms)
+    epoch = state.system().epoch
+    seed = checkpoint_seed(previous_digest, sequence)
+    effects = []
+    for raw in transactions:
+        ctx = ExecutionContext(state.system().parameters, state.system().epoch, timestamp_ms, seed)
+        effects.append(execute_entry(state, raw, ctx))
+    checkpoint = Checkpoint(
+        epoch=epoch, sequence=sequence, previous_digest=previous_digest, timestamp_ms=timestamp_ms,
+        transactions=list(transactions), effects_digest=effects_digest(effects), state_root=state.state_root(),
+    )
+    return checkpoint, effects

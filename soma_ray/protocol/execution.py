@@ -1,0 +1,126 @@
+"""Admission and execution of signed transactions (spec §2).
+
+`check_admission` runs before ordering (decode, canonical bytes, size, signature, stale nonce).
+`execute_transaction` runs after ordering: nonce and fee first (a failure there changes nothing),
+then the nonce increments and `base_fee` is charged whatever happens; the kind's
+`process_*` function runs inside a savepoint, so a typed error reverts everything else.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from soma_ray.protocol import accounts, models, staking, submissions, validators
+from soma_ray.protocol.context import ExecutionContext
+from soma_ray.protocol.crypto import address_of, verify_signature
+from soma_ray.protocol.encoding import DOMAIN_TX, digest, decode, encode
+from soma_ray.protocol.errors import (
+    BadNonce, InsufficientFee, InvalidSignature, NonCanonicalEncoding, ProtocolError,
+    TransactionTooLarge, UnsupportedKind,
+)
+from soma_ray.protocol.params import Parameters
+from soma_ray.protocol.state import State
+from soma_ray.protocol import types as t
+
+ProcessFunction = Callable[[State, object, ExecutionContext], None]
+
+PROCESS: dict[type, ProcessFunction] = {
+    t.Transfer: accounts.process_transfer,
+    t.Faucet: accounts.process_faucet,
+    t.AddStake: staking.process_add_stake,
+    t.WithdrawStake: staking.process_withdraw_stake,
+    t.AddStakeToModel: staking.process_add_stake_to_model,
+    t.AddValidator: validators.process_add_validator,
+    t.RemoveValidator: validators.process_remove_validator,
+    t.SetCommission: validators.process_set_commission,
+    t.CreateModel: models.process_create_model,
+    t.CommitModel: models.process_commit_model,
+    t.RevealModel: models.process_reveal_model,
+    t.DeactivateModel: models.process_deactivate_model,
+    t.ReportModel: models.process_report_model,
+    t.UndoReportModel: models.process_undo_report_model,
+    t.CommitSubmission: submissions.process_commit_submission,
+    t.RevealSubmission: submissions.process_reveal_submission,
+    t.InitiateChallenge: submissions.process_initiate_challenge,
+    t.ResolveChallenge: submissions.process_resolve_challenge,
+    t.ClaimRewards: submissions.process_claim_rewards,
+}
+
+
+def transaction_digest(transaction: t.Transaction) -> bytes:
+    return digest(DOMAIN_TX, transaction)
+
+
+def sign_transaction(keypair, transaction: t.Transaction) -> t.SignedTransaction:
+    """Wallet helper: the sender's signature over DOMAIN_TX || encode(transaction)."""
+    signature = keypair.sign(DOMAIN_TX, encode(transaction))
+    return t.SignedTransaction(transaction=transaction, public_key=keypair.public_key, signature=signature)
+
+
+def check_admission(data: bytes, state: State, params: Parameters) -> t.SignedTransaction:
+    """Decode and check a submitted transaction before ordering; raises a typed error."""
+    if len(data) > params.max_tx_bytes:
+        raise TransactionTooLarge(size=len(data), max=params.max_tx_bytes)
+    signed = decode(data, t.SignedTransaction)
+    if encode(signed) != bytes(data):
+        raise NonCanonicalEncoding()
+    tx = signed.transaction
+    if address_of(signed.public_key) != tx.sender:
+        raise InvalidSignature(reason="the public key does not belong to the sender")
+    if not verify_signature(signed.public_key, DOMAIN_TX, encode(tx), signed.signature):
+        raise InvalidSignature(reason="the signature does not verify")
+    expected = state.account(tx.sender).nonce
+    if tx.nonce < expected:
+        raise BadNonce(expected=expected, got=tx.nonce)
+    return signed
+
+
+def charge_fee_and_nonce(state: State, tx: t.Transaction, fee: int) -> None:
+    """Raises BadNonce/InsufficientFee without changing anything; else bumps nonce, takes fee."""
+    account = state.account(tx.sender)
+    if tx.nonce != account.nonce:
+        raise BadNonce(expected=account.nonce, got=tx.nonce)
+    if tx.max_fee < fee:
+        raise InsufficientFee(required=fee, available=tx.max_fee)
+    if account.balance < fee:
+        raise InsufficientFee(required=fee, available=account.balance)
+    account.nonce += 1
+    account.balance -= fee
+    state.put_account(tx.sender, account)
+    system = state.system()
+    system.fees_this_epoch += fee
+    state.put_system(system)
+
+
+def run_kind(state: State, kind: object, ctx: ExecutionContext) -> None:
+    process = PROCESS.get(type(kind))
+    if process is None:
+        raise UnsupportedKind(kind=type(kind).__name__)
+    process(state, kind, ctx)
+
+
+def execute_transaction(state: State, signed: t.SignedTransaction, ctx: ExecutionContext) -> t.TransactionEffects:
+    """Execute one ordered, admitted transaction; the effects record the fee and any error."""
+    tx = signed.transaction
+    tx_digest = transaction_digest(tx)
+    effects = t.TransactionEffects(transaction_digest=tx_digest, sender=tx.sender, nonce=tx.nonce, fee_charged=0)
+    fee = ctx.params.base_fee
+    try:
+        charge_fee_and_nonce(state, tx, fee)
+    except ProtocolError as error:
+        effects.error = error.to_struct()
+        return effects
+    effects.fee_charged = fee
+    tx_ctx = ctx.for_transaction(tx_digest, tx.sender)
+    state.begin()
+    try:
+        run_kind(state, tx.kind, tx_ctx)
+    except ProtocolError as error:
+        state.rollback()
+        effects.error = error.to_struct()
+        return effects
+    except BaseException:
+        state.rollback()
+        raise
+    state.commit()
+    effects.created = tx_ctx.created
+    return effects

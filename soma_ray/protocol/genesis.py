@@ -1,0 +1,161 @@
+"""Genesis: the state at epoch 0 from a `GenesisConfig`, and the testnet/localnet presets (spec §7).
+
+The emission pool holds the genesis supply minus every allocation (balances, validator stake,
+model stake). Genesis models are created Active with their embeddings. The epoch-0 target budget
+is (1 − validator_share) × emission_per_epoch (an allowance on the emission pool, no emission
+period counted); the initial targets are seeded from the genesis digest.
+"""
+from __future__ import annotations
+
+from soma_ray.protocol.accounts import credit, take_from_emission_pool
+from soma_ray.protocol.context import ExecutionContext
+from soma_ray.protocol.crypto import Committee, Keypair, address_of
+from soma_ray.protocol.encoding import DOMAIN_TX, Struct, blake2b256, digest, u64_le
+from soma_ray.protocol.models import model_commitment, validate_embedding
+from soma_ray.protocol.params import SHANNONS_PER_SOMA, Parameters, localnet, testnet
+from soma_ray.protocol.staking import new_pool, stake_active_now
+from soma_ray.protocol.state import MODEL, VALIDATOR, State
+from soma_ray.protocol.targets import generate_epoch_targets, target_embedding
+from soma_ray.protocol.types import (
+    EmissionPool, Model, SystemState, TargetState, Validator, WeightsManifest,
+)
+from soma_ray.protocol.validators import update_validator_set
+
+PROTOCOL_VERSION = 1
+
+
+class GenesisValidator(Struct):
+    public_key: bytes
+    network_address: str
+    stake: int
+    commission_bps: int = 0
+
+
+class GenesisModel(Struct):
+    owner: bytes
+    stake: int
+    embedding: bytes
+    commission_bps: int = 0
+    weights_manifest: WeightsManifest | None = None
+    decryption_key: bytes = b""
+
+
+class GenesisConfig(Struct):
+    parameters: Parameters
+    validators: list[GenesisValidator]
+    balances: list[tuple[bytes, int]] = []
+    models: list[GenesisModel] = []
+    timestamp_ms: int = 0
+
+
+def genesis_digest(config: GenesisConfig) -> bytes:
+    return digest(DOMAIN_TX, config)
+
+
+def genesis(config: GenesisConfig) -> State:
+    """The epoch-0 state; raises InsufficientBalance when allocations exceed the supply."""
+    params = config.parameters
+    state = State()
+    ctx = ExecutionContext(params, 0, config.timestamp_ms, genesis_digest(config), bytes(32), genesis_digest(config))
+    state.put_system(initial_system_state(config))
+    for address, amount in config.balances:
+        take_from_emission_pool(state, amount)
+        credit(state, address, amount)
+    for spec in config.validators:
+        add_genesis_validator(state, ctx, spec)
+    for spec in config.models:
+        add_genesis_model(state, ctx, spec)
+    system = state.system()
+    system.committee = update_validator_set(state, 0)
+    state.put_system(system)
+    generate_epoch_targets(state, ctx, min(system.emission_pool.emission_per_epoch, system.emission_pool.balance))
+    state.mark()
+    return state
+
+
+def initial_system_state(config: GenesisConfig) -> SystemState:
+    params = config.parameters
+    return SystemState(
+        epoch=0,
+        epoch_start_timestamp_ms=config.timestamp_ms,
+        protocol_version=PROTOCOL_VERSION,
+        parameters=params,
+        committee=Committee(epoch=0, members=[]),
+        target_state=TargetState(distance_threshold=params.initial_distance_threshold),
+        emission_pool=EmissionPool(balance=params.genesis_supply, emission_per_epoch=params.initial_emission_per_epoch),
+    )
+
+
+def allocate_stake(state: State, ctx: ExecutionContext, owner: bytes, amount: int) -> bytes:
+    """Move genesis stake out of the emission pool into a fresh pool; returns the pool id."""
+    take_from_emission_pool(state, amount)
+    pool = new_pool(state, ctx)
+    stake_active_now(state, ctx, pool, owner, amount)
+    return pool.id
+
+
+def add_genesis_validator(state: State, ctx: ExecutionContext, spec: GenesisValidator) -> None:
+    address = address_of(spec.public_key)
+    pool_id = allocate_stake(state, ctx, address, spec.stake)
+    validator = Validator(
+        address=address, public_key=spec.public_key, network_address=spec.network_address,
+        commission_bps=spec.commission_bps, staking_pool_id=pool_id, status="Active",
+    )
+    state.put(VALIDATOR, address, validator)
+
+
+def add_genesis_model(state: State, ctx: ExecutionContext, spec: GenesisModel) -> None:
+    validate_embedding(spec.embedding, ctx.params.embedding_dim)
+    model_id = ctx.new_id()
+    pool_id = allocate_stake(state, ctx, spec.owner, spec.stake)
+    model = Model(
+        id=model_id, owner=spec.owner, architecture_version=ctx.params.model_architecture_version,
+        status="Active", commission_bps=spec.commission_bps, staking_pool_id=pool_id,
+        weights_manifest=spec.weights_manifest, embedding_commitment=model_commitment(spec.embedding),
+        key_commitment=model_commitment(spec.decryption_key), commit_epoch=0,
+        decryption_key=spec.decryption_key, embedding=spec.embedding,
+    )
+    state.put(MODEL, model_id, model)
+
+
+def preset_keypair(role: str, index: int) -> Keypair:
+    """Keys of the presets' validators, model owners and users, from fixed public seeds, so a
+    localnet is reproducible. Never use them for real funds."""
+    return Keypair.from_secret(blake2b256(f"soma/preset/{role}".encode() + u64_le(index)))
+
+
+def preset_config(
+    params: Parameters,
+    validators: int,
+    models: int,
+    users: int,
+    user_balance: int = 1_000_000 * SHANNONS_PER_SOMA,
+    validator_stake: int = 100_000 * SHANNONS_PER_SOMA,
+    model_stake: int = 1_000 * SHANNONS_PER_SOMA,
+) -> GenesisConfig:
+    return GenesisConfig(
+        parameters=params,
+        validators=[
+            GenesisValidator(preset_keypair("validator", i).public_key, f"validator-{i}", validator_stake, 500)
+            for i in range(validators)
+        ],
+        balances=[(preset_keypair("user", i).address, user_balance) for i in range(users)],
+        models=[
+            GenesisModel(
+                owner=preset_keypair("model-owner", i).address,
+                stake=model_stake,
+                embedding=target_embedding(blake2b256(b"soma/preset/model-embedding" + u64_le(i)), params.embedding_dim)
+                .astype("<f4").tobytes(),
+                commission_bps=1_000,
+            )
+            for i in range(models)
+        ],
+    )
+
+
+def localnet_config(validators: int = 4, models: int = 3, users: int = 4) -> GenesisConfig:
+    return preset_config(localnet(), validators, models, users)
+
+
+def testnet_config(validators: int = 4, models: int = 0, users: int = 0) -> GenesisConfig:
+    return preset_config(testnet(), validators, models, users)

@@ -1,0 +1,189 @@
+"""Models: create → commit → reveal, stake, deactivate, reports (spec §2) and their epoch step (§3.5).
+
+Commitments are `model_commitment(bytes)` = blake2b(DOMAIN_MODEL_COMMITMENT || bytes) of the
+decryption key and of the embedding's little-endian float32 bytes.
+"""
+from __future__ import annotations
+
+from soma_ray.protocol.accounts import debit, return_to_emission_pool
+from soma_ray.protocol.context import ExecutionContext
+from soma_ray.protocol.crypto import Committee
+from soma_ray.protocol.encoding import DOMAIN_MODEL_COMMITMENT, digest
+from soma_ray.protocol.errors import (
+    AlreadyReported, ArchitectureMismatch, CommissionTooHigh, CommitmentMismatch, DataTooLarge,
+    InvalidModelStatus, ModelRevealEpochMismatch, NotAValidator, NotOwner, NotReported,
+    StakeBelowMinimum,
+)
+from soma_ray.protocol.staking import new_pool, slash_pool, stake_active_now
+from soma_ray.protocol.state import MODEL, STAKING_POOL, State
+from soma_ray.protocol.targets import ZeroEmbedding, as_embedding
+from soma_ray.protocol.types import (
+    CommitModel, CreateModel, DeactivateModel, Model, PendingUpdate, ReportModel, RevealModel,
+    StakingPool, UndoReportModel,
+)
+
+
+def model_commitment(data: bytes) -> bytes:
+    return digest(DOMAIN_MODEL_COMMITMENT, bytes(data))
+
+
+def require_owned_model(state: State, model_id: bytes, sender: bytes) -> Model:
+    model = state.require(MODEL, model_id, Model)
+    if model.owner != sender:
+        raise NotOwner(owner=model.owner, sender=sender)
+    return model
+
+
+def validate_embedding(embedding: bytes, dim: int) -> None:
+    """Right dimension, finite, and not all zero (a zero vector has no cosine distance)."""
+    array = as_embedding(embedding, dim)
+    if not array.any():
+        raise ZeroEmbedding()
+
+
+def process_create_model(state: State, tx: CreateModel, ctx: ExecutionContext) -> None:
+    params = ctx.params
+    if tx.architecture_version != params.model_architecture_version:
+        raise ArchitectureMismatch(expected=params.model_architecture_version, got=tx.architecture_version)
+    if tx.stake < params.model_min_stake:
+        raise StakeBelowMinimum(required=params.model_min_stake, provided=tx.stake)
+    if not 0 <= tx.commission_bps <= 10_000:
+        raise CommissionTooHigh(bps=tx.commission_bps, max=10_000)
+    debit(state, ctx.sender, tx.stake)
+    model_id = ctx.new_id()
+    pool = new_pool(state, ctx)
+    stake_active_now(state, ctx, pool, ctx.sender, tx.stake)
+    model = Model(
+        id=model_id, owner=ctx.sender, architecture_version=tx.architecture_version,
+        status="Created", commission_bps=tx.commission_bps, staking_pool_id=pool.id,
+    )
+    state.put(MODEL, model_id, model)
+
+
+def process_commit_model(state: State, tx: CommitModel, ctx: ExecutionContext) -> None:
+    """Created → Pending (first weights), or Active → pending_update; revealed next epoch."""
+    model = require_owned_model(state, tx.model_id, ctx.sender)
+    if tx.weights_manifest.size > ctx.params.model_max_weight_size:
+        raise DataTooLarge(size=tx.weights_manifest.size, max=ctx.params.model_max_weight_size)
+    if model.status == "Created":
+        model.status = "Pending"
+        model.weights_manifest = tx.weights_manifest
+        model.weights_commitment = tx.weights_commitment
+        model.embedding_commitment = tx.embedding_commitment
+        model.key_commitment = tx.key_commitment
+        model.commit_epoch = ctx.epoch
+    elif model.status == "Active" and model.pending_update is None:
+        model.pending_update = PendingUpdate(
+            tx.weights_manifest, tx.weights_commitment, tx.embedding_commitment, tx.key_commitment, ctx.epoch
+        )
+    else:
+        status = "Active with a pending update" if model.status == "Active" else model.status
+        raise InvalidModelStatus(status=status, expected="Created, or Active without a pending update")
+    state.put(MODEL, model.id, model)
+
+
+def process_reveal_model(state: State, tx: RevealModel, ctx: ExecutionContext) -> None:
+    """In exactly epoch commit_epoch + 1: commitments match, embedding valid → Active / updated."""
+    model = require_owned_model(state, tx.model_id, ctx.sender)
+    update = model.pending_update
+    if model.status == "Pending":
+        commit_epoch, key_commitment, embedding_commitment = (
+            model.commit_epoch, model.key_commitment, model.embedding_commitment
+        )
+    elif model.status == "Active" and update is not None:
+        commit_epoch, key_commitment, embedding_commitment = (
+            update.commit_epoch, update.key_commitment, update.embedding_commitment
+        )
+    else:
+        raise InvalidModelStatus(status=model.status, expected="Pending, or Active with a pending update")
+    if ctx.epoch != commit_epoch + 1:
+        raise ModelRevealEpochMismatch(commit_epoch=commit_epoch, current_epoch=ctx.epoch)
+    validate_embedding(tx.embedding, ctx.params.embedding_dim)
+    if model_commitment(tx.decryption_key) != key_commitment:
+        raise CommitmentMismatch(field="decryption_key")
+    if model_commitment(tx.embedding) != embedding_commitment:
+        raise CommitmentMismatch(field="embedding")
+    if update is not None:
+        model.weights_manifest = update.weights_manifest
+        model.weights_commitment = update.weights_commitment
+        model.embedding_commitment = update.embedding_commitment
+        model.key_commitment = update.key_commitment
+        model.commit_epoch = update.commit_epoch
+        model.pending_update = None
+    model.status = "Active"
+    model.decryption_key = tx.decryption_key
+    model.embedding = tx.embedding
+    state.put(MODEL, model.id, model)
+
+
+def deactivate_model(state: State, model: Model, epoch: int) -> None:
+    model.status = "Inactive"
+    model.pending_update = None
+    model.reporters = []
+    pool = state.require(STAKING_POOL, model.staking_pool_id, StakingPool)
+    pool.deactivation_epoch = epoch
+    state.put(STAKING_POOL, pool.id, pool)
+    state.put(MODEL, model.id, model)
+
+
+def process_deactivate_model(state: State, tx: DeactivateModel, ctx: ExecutionContext) -> None:
+    model = require_owned_model(state, tx.model_id, ctx.sender)
+    if model.status == "Inactive":
+        raise InvalidModelStatus(status=model.status, expected="not Inactive")
+    deactivate_model(state, model, ctx.epoch)
+
+
+def require_committee_member(state: State, address: bytes) -> None:
+    if all(member.address != address for member in state.system().committee.members):
+        raise NotAValidator(address=address)
+
+
+def process_report_model(state: State, tx: ReportModel, ctx: ExecutionContext) -> None:
+    require_committee_member(state, ctx.sender)
+    model = state.require(MODEL, tx.model_id, Model)
+    if model.status != "Active":
+        raise InvalidModelStatus(status=model.status, expected="Active")
+    if ctx.sender in model.reporters:
+        raise AlreadyReported(reporter=ctx.sender)
+    model.reporters = sorted([*model.reporters, ctx.sender])
+    state.put(MODEL, model.id, model)
+
+
+def process_undo_report_model(state: State, tx: UndoReportModel, ctx: ExecutionContext) -> None:
+    require_committee_member(state, ctx.sender)
+    model = state.require(MODEL, tx.model_id, Model)
+    if ctx.sender not in model.reporters:
+        raise NotReported(reporter=ctx.sender)
+    model.reporters = [r for r in model.reporters if r != ctx.sender]
+    state.put(MODEL, model.id, model)
+
+
+def slash_and_deactivate(state: State, model: Model, bps: int, epoch: int) -> None:
+    pool = state.require(STAKING_POOL, model.staking_pool_id, StakingPool)
+    slashed = slash_pool(pool, bps)
+    state.put(STAKING_POOL, pool.id, pool)
+    return_to_emission_pool(state, slashed)
+    deactivate_model(state, model, epoch)
+
+
+def process_model_epoch(state: State, new_epoch: int, committee: Committee) -> None:
+    """Step 5 for models: missed reveals slashed, unrevealed updates dropped, report quorums
+    slashed, commission changes applied. `committee` is the ending epoch's."""
+    params = state.system().parameters
+    for model in list(state.values(MODEL, Model)):
+        if model.status == "Pending" and new_epoch >= model.commit_epoch + 2:
+            slash_and_deactivate(state, model, params.model_reveal_slash_bps, new_epoch)
+            continue
+        if model.status == "Active" and committee.power_of(model.reporters) >= committee.quorum:
+            slash_and_deactivate(state, model, params.model_tally_slash_bps, new_epoch)
+            continue
+        changed = False
+        if model.pending_update is not None and new_epoch >= model.pending_update.commit_epoch + 2:
+            model.pending_update = None
+            changed = True
+        if model.next_epoch_commission_bps is not None:
+            model.commission_bps = model.next_epoch_commission_bps
+            model.next_epoch_commission_bps = None
+            changed = True
+        if changed:
+            state.put(MODEL, model.id, model)
