@@ -4,17 +4,22 @@ File layout (version 1):
     {"version": 1, "active": "<name>",
      "keys": [{"name": "<name>", "address": "0x…", "secret": "somasecret1…"}, …]}
 The address is stored next to each secret so that a damaged secret is noticed on load.
-Every change is written to a temporary file created with mode 0600 and renamed over the old
-one, so a crash leaves either the old wallet or the new one, never half of either.
+Every change is made under an exclusive lock on a side file, written to a temporary file
+created with mode 0600 and renamed over the old one, so a crash leaves either the old wallet or
+the new one, never half of either, and concurrent commands do not lose each other's keys.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import stat
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from soma_ray.protocol.crypto import Keypair, show_address
 from soma_ray.protocol.errors import MalformedInput
@@ -145,43 +150,79 @@ class Wallet:
         except KeyError:
             raise UnknownKeyName(name, self.names()) from None
 
-    # -- changing (each saves the file before returning) -------------------------------------
+    # -- changing (each writes the file before returning) -------------------------------------
 
     def new_key(self, name: str | None = None, set_default: bool = False) -> tuple[str, Keypair]:
-        name = name if name is not None else self._free_name()
-        return name, self._add(name, Keypair.generate(), set_default)
+        """Generate a key named `name` (default: the first free key-N)."""
+        if name is not None:
+            _check_name(name)
+        keypair = Keypair.generate()
+
+        def add(keys: dict[str, Keypair], active: str | None):
+            chosen = name if name is not None else _free_name(keys)
+            return (*_with_key(keys, active, chosen, keypair, set_default), chosen)
+
+        return self._change(add), keypair
 
     def import_key(self, name: str, secret_text: str, set_default: bool = False) -> Keypair:
-        return self._add(name, keypair_from_text(secret_text), set_default)
-
-    def set_default(self, name: str) -> None:
-        self.get(name)
-        self.active = name
-        self.save()
-
-    def save(self) -> None:
-        _write_private(self.path, _serialize(self.keys, self.active))
-
-    # -- internals ---------------------------------------------------------------------------
-
-    def _add(self, name: str, keypair: Keypair, set_default: bool) -> Keypair:
         _check_name(name)
-        if name in self.keys:
-            raise DuplicateKeyName(name)
-        for existing_name, existing in self.keys.items():
-            if existing.public_key == keypair.public_key:
-                raise DuplicateKey(name, existing_name)
-        keys = {**self.keys, name: keypair}
-        active = name if set_default or self.active is None else self.active
-        _write_private(self.path, _serialize(keys, active))
-        self.keys, self.active = keys, active
+        keypair = keypair_from_text(secret_text)
+
+        def add(keys: dict[str, Keypair], active: str | None):
+            return (*_with_key(keys, active, name, keypair, set_default), None)
+
+        self._change(add)
         return keypair
 
-    def _free_name(self) -> str:
-        n = len(self.keys)
-        while f"key-{n}" in self.keys:
-            n += 1
-        return f"key-{n}"
+    def set_default(self, name: str) -> None:
+        def activate(keys: dict[str, Keypair], active: str | None):
+            if name not in keys:
+                raise UnknownKeyName(name, list(keys))
+            return keys, name, None
+
+        self._change(activate)
+
+    def _change(self, apply: Callable[[dict[str, Keypair], str | None], tuple]) -> Any:
+        """Re-read the file under an exclusive lock, apply the change, write it: two commands
+        changing one wallet at once both land. `apply` returns (keys, active, result)."""
+        with _locked(self.path):
+            fresh = Wallet.load(self.path)
+            keys, active, result = apply(fresh.keys, fresh.active)
+            _write_private(self.path, _serialize(keys, active))
+        self.keys, self.active = keys, active
+        return result
+
+
+def _with_key(
+    keys: dict[str, Keypair], active: str | None, name: str, keypair: Keypair, set_default: bool
+) -> tuple[dict[str, Keypair], str]:
+    """`keys` plus `keypair` as `name`, and the active name after adding it."""
+    if name in keys:
+        raise DuplicateKeyName(name)
+    for existing_name, existing in keys.items():
+        if existing.public_key == keypair.public_key:
+            raise DuplicateKey(name, existing_name)
+    return {**keys, name: keypair}, name if set_default or active is None else active
+
+
+def _free_name(keys: dict[str, Keypair]) -> str:
+    n = len(keys)
+    while f"key-{n}" in keys:
+        n += 1
+    return f"key-{n}"
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on a side file next to `path` (the wallet itself is replaced by
+    rename, so it cannot carry the lock)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _check_name(name: str) -> None:

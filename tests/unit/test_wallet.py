@@ -3,6 +3,8 @@
 import json
 import os
 import stat
+import subprocess
+import sys
 
 import pytest
 
@@ -30,6 +32,10 @@ def mode_of(p) -> int:
     return stat.S_IMODE(os.stat(p).st_mode)
 
 
+def temp_files(path) -> list[str]:
+    return [p.name for p in path.parent.iterdir() if p.name.endswith(".tmp")]
+
+
 def test_wallet_path_prefers_flag_then_env_then_home(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.delenv("SOMA_WALLET", raising=False)
@@ -54,7 +60,7 @@ def test_new_keys_are_private_and_survive_reload(path):
     assert again.active == "key-0"  # the first key is the default
     assert again.get().address == kp1.address
     assert again.get("miner").secret == kp2.secret
-    assert [p.name for p in path.parent.iterdir()] == ["wallet.json"]  # no temp file left
+    assert temp_files(path) == []
 
 
 def test_set_default_moves_the_active_key(path):
@@ -188,5 +194,24 @@ def test_failed_write_keeps_the_old_file_whole(path, monkeypatch):
         w.new_key("b")
     monkeypatch.undo()
     assert path.read_bytes() == before
-    assert [p.name for p in path.parent.iterdir()] == ["wallet.json"]
+    assert temp_files(path) == []
     assert w.names() == ["a"] and Wallet.load(path).names() == ["a"]
+
+
+_ADD_KEYS = """
+import sys
+from soma_ray.wallet import Wallet
+for i in range(15):
+    Wallet.load(sys.argv[1]).new_key(f"{sys.argv[2]}{i}")
+"""
+
+
+def test_concurrent_commands_do_not_lose_keys(path):
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+    writers = [
+        subprocess.Popen([sys.executable, "-c", _ADD_KEYS, str(path), tag], cwd=repo)
+        for tag in ("a", "b")
+    ]
+    assert [w.wait(timeout=60) for w in writers] == [0, 0]
+    names = Wallet.load(path).names()
+    assert sorted(names) == sorted(f"{tag}{i}" for tag in "ab" for i in range(15))
