@@ -1,0 +1,147 @@
+"""Transfer, Faucet, AddStake, WithdrawStake, AddStakeToModel: pre-state / tx / post-state."""
+import pytest
+
+from soma_ray.protocol.errors import (
+    BadNonce, FaucetDisabled, InsufficientBalance, InsufficientFee, InvalidAmount, NotOwner,
+    ObjectNotFound, PoolInactive,
+)
+from soma_ray.protocol.state import MODEL, STAKED_SOMA, STAKING_POOL, VALIDATOR
+from soma_ray.protocol.types import (
+    AddStake, AddStakeToModel, DeactivateModel, Faucet, Model, StakedSoma, StakingPool, Transfer,
+    Validator, WithdrawStake,
+)
+
+
+def test_transfer_moves_amount_and_charges_fee(net):
+    alice, bob = net.users[0], net.users[1]
+    a0, b0 = net.balance(alice.address), net.balance(bob.address)
+    net.ok(alice, Transfer(bob.address, 12_345))
+    assert net.balance(alice.address) == a0 - 12_345 - net.params.base_fee
+    assert net.balance(bob.address) == b0 + 12_345
+    assert net.state.account(alice.address).nonce == 1
+
+
+def test_transfer_to_a_new_address_creates_the_account(net):
+    fresh = bytes(range(32))
+    net.ok(net.users[0], Transfer(fresh, 7))
+    assert net.balance(fresh) == 7
+
+
+def test_transfer_more_than_balance_fails_and_loses_only_the_fee(net):
+    alice = net.users[0]
+    available = net.balance(alice.address) - net.params.base_fee
+    net.fails(alice, Transfer(net.users[1].address, available + 1), InsufficientBalance(available + 1, available))
+
+
+@pytest.mark.parametrize("amount", [0, -5])
+def test_transfer_of_non_positive_amount_fails(net, amount):
+    net.fails(net.users[0], Transfer(net.users[1].address, amount), InvalidAmount(amount))
+
+
+def test_wrong_nonce_is_rejected_without_charging(net):
+    alice = net.users[0]
+    net.sim.submit_kind(alice, Transfer(net.users[1].address, 1))
+    net.sim.submit_kind(alice, Transfer(net.users[1].address, 1))
+    pre = net.state.copy()
+    # Both carry nonces 0 and 1; executing only the second is a nonce gap.
+    second = net.sim.mempool.pop()
+    net.sim.mempool.clear()
+    _, effects = net.sim.make_checkpoint(extra=[second])
+    assert effects[0].error == BadNonce(expected=0, got=1).to_struct()
+    assert effects[0].fee_charged == 0
+    assert net.state.state_root() == pre.state_root()
+
+
+def test_max_fee_below_base_fee_is_rejected_without_charging(net):
+    pre, effects = net.apply(net.users[0], Transfer(net.users[1].address, 1), max_fee=999)
+    assert effects.error == InsufficientFee(required=1000, available=999).to_struct()
+    assert net.state.state_root() == pre.state_root()
+
+
+def test_account_that_cannot_pay_the_fee_is_rejected_without_charging(net):
+    poor = net.validators[0]  # validators hold stake, not balance
+    net.ok(net.users[0], Transfer(poor.address, 999))
+    pre, effects = net.apply(poor, Transfer(net.users[0].address, 1))
+    assert effects.error == InsufficientFee(required=1000, available=999).to_struct()
+    assert net.state.state_root() == pre.state_root()
+
+
+def test_faucet_pays_from_the_emission_pool(net):
+    pool_before = net.state.system().emission_pool.balance
+    net.ok(net.users[0], Faucet(net.users[2].address, 10**9))
+    assert net.state.system().emission_pool.balance == pool_before - 10**9
+    assert net.balance(net.users[2].address) == 1_000_000 * 10**9 + 10**9
+
+
+def test_faucet_disabled_by_genesis_flag(make_net):
+    net = make_net(faucet_enabled=False)
+    net.fails(net.users[0], Faucet(net.users[0].address, 1), FaucetDisabled())
+
+
+def _validator_pool(net, index=0):
+    validator = net.state.require(VALIDATOR, net.validators[index].address, Validator)
+    return net.state.require(STAKING_POOL, validator.staking_pool_id, StakingPool)
+
+
+def test_add_stake_is_pending_until_the_next_epoch(net):
+    alice = net.users[0]
+    before = _validator_pool(net)
+    _, effects = net.ok(alice, AddStake(net.validators[0].address, 5 * 10**9))
+    staked = net.state.require(STAKED_SOMA, effects.created[-1], StakedSoma)
+    assert (staked.owner, staked.principal, staked.activation_epoch) == (alice.address, 5 * 10**9, 1)
+    assert _validator_pool(net).pending_stake == before.pending_stake + 5 * 10**9
+    net.advance()
+    after = _validator_pool(net)
+    assert after.pending_stake == 0 and after.pool_token_balance > before.pool_token_balance
+
+
+def test_withdraw_pending_stake_refunds_principal(net):
+    alice = net.users[0]
+    _, effects = net.ok(alice, AddStake(net.validators[0].address, 5 * 10**9))
+    before = net.balance(alice.address)
+    net.ok(alice, WithdrawStake(effects.created[-1]))
+    assert net.balance(alice.address) == before + 5 * 10**9 - net.params.base_fee
+    assert net.state.get(STAKED_SOMA, effects.created[-1], StakedSoma) is None
+
+
+def test_withdraw_active_stake_pays_compounded_rewards(net):
+    alice = net.users[0]
+    _, effects = net.ok(alice, AddStake(net.validators[0].address, 100 * 10**9))
+    net.advance(3)  # active from epoch 1, earns rewards in epochs 1 and 2
+    before = net.balance(alice.address)
+    net.ok(alice, WithdrawStake(effects.created[-1]))
+    gained = net.balance(alice.address) + net.params.base_fee - before
+    assert gained > 100 * 10**9
+    # Rewards are a share of the validators' part of emission: at most all of it.
+    assert gained - 100 * 10**9 < 2 * net.params.initial_emission_per_epoch
+
+
+def test_withdraw_someone_elses_stake_fails(net):
+    _, effects = net.ok(net.users[0], AddStake(net.validators[0].address, 10**9))
+    staked_id = effects.created[-1]
+    net.fails(net.users[1], WithdrawStake(staked_id), NotOwner(owner=net.users[0].address, sender=net.users[1].address))
+
+
+def test_withdraw_unknown_stake_fails(net):
+    net.fails(net.users[0], WithdrawStake(b"\x01" * 32), ObjectNotFound(kind="staked soma", id=b"\x01" * 32))
+
+
+def test_add_stake_to_unknown_pool_owner_fails(net):
+    net.fails(net.users[0], AddStake(b"\x02" * 32, 10), ObjectNotFound(kind="validator or model", id=b"\x02" * 32))
+
+
+def test_add_stake_beyond_balance_fails(net):
+    alice = net.users[0]
+    available = net.balance(alice.address) - net.params.base_fee
+    net.fails(alice, AddStake(net.validators[0].address, available + 1), InsufficientBalance(available + 1, available))
+
+
+def test_add_stake_to_model_and_inactive_model_pool(net):
+    model = next(net.state.values(MODEL, Model))
+    owner = next(o for o in net.owners if o.address == model.owner)
+    _, effects = net.ok(net.users[0], AddStakeToModel(model.id, 3 * 10**9))
+    assert net.state.require(STAKED_SOMA, effects.created[-1], StakedSoma).pool_id == model.staking_pool_id
+    net.ok(net.users[0], Transfer(owner.address, 10**9))  # owners start without balance
+    net.ok(owner, DeactivateModel(model.id))
+    net.fails(net.users[0], AddStakeToModel(model.id, 10**9), PoolInactive(pool_id=model.staking_pool_id))
+    net.fails(net.users[0], AddStakeToModel(b"\x03" * 32, 10**9), ObjectNotFound(kind="model", id=b"\x03" * 32))
