@@ -3,6 +3,13 @@
 No Ray here: the scoring deployment and training build on this package.
 """
 
+from soma_ray.model.commitments import (
+    embedding_bytes,
+    embedding_commitment,
+    key_commitment,
+    weights_commitment,
+    weights_manifest,
+)
 from soma_ray.model.config import (
     CHUNKS_PER_BATCH,
     EOS_TOKEN,
@@ -11,6 +18,7 @@ from soma_ray.model.config import (
     VOCAB_SIZE,
     V1Config,
 )
+from soma_ray.model.encryption import decrypt_weights, encrypt_weights
 from soma_ray.model.errors import (
     ConfigMismatchError,
     DecryptionError,
@@ -39,6 +47,8 @@ __all__ = [
     "CHUNKS_PER_BATCH", "EOS_TOKEN", "PAD_TOKEN", "SIGREG_COEFFICIENT", "VOCAB_SIZE",
     "V1Config", "V1Model", "Chunks", "tokenize", "sigreg", "save_weights", "load_weights",
     "ModelScore", "ScoreResult", "score_model", "score_many", "score", "cosine_distance",
+    "encrypt_weights", "decrypt_weights", "weights_manifest", "weights_commitment",
+    "key_commitment", "embedding_commitment", "embedding_bytes",
     "ModelError", "ConfigMismatchError", "DecryptionError",
     "EmptyDataError", "MissingTensorError", "TensorDtypeError",
     "TensorShapeError", "UnexpectedTensorError", "WeightsFormatError",

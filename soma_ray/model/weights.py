@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import os
 import struct
-import tempfile
-from pathlib import Path
 
 import torch
 from safetensors import safe_open
@@ -27,6 +25,7 @@ from soma_ray.model.errors import (
     UnexpectedTensorError,
     WeightsFormatError,
 )
+from soma_ray.model.files import replacing
 from soma_ray.model.network import V1Model
 
 _HEADER_LENGTH_BYTES = 8
@@ -40,15 +39,8 @@ def save_weights(model: V1Model, path: str | os.PathLike) -> None:
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous()
                for k, v in model.state_dict().items()}
     metadata = {_METADATA_PREFIX + f: str(getattr(model.config, f)) for f in _METADATA_FIELDS}
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with replacing(path) as tmp:
         save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def load_weights(source: str | os.PathLike | bytes, config: V1Config | None = None,

@@ -1,0 +1,60 @@
+"""Weights manifest and the three model commitments of spec/protocol.md (CommitModel).
+
+Each commitment is a domain-tagged BLAKE2b-256 (`soma_ray.protocol.encoding.digest`) under
+DOMAIN_MODEL_COMMITMENT plus a suffix naming what it binds, so the three can never collide:
+  weights_commitment   = digest(DOMAIN + b"/weights", encrypted file bytes)
+  key_commitment       = digest(DOMAIN + b"/key", the 32-byte key)
+  embedding_commitment = digest(DOMAIN + b"/embedding", little-endian float32 bytes)
+The manifest's checksum is the plain BLAKE2b-256 of the encrypted bytes (what a downloader checks).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import numpy as np
+
+from soma_ray.model.encryption import CHUNK_BYTES, KEY_BYTES
+from soma_ray.model.errors import DecryptionError
+from soma_ray.protocol.encoding import DOMAIN_MODEL_COMMITMENT, digest
+from soma_ray.protocol.targets import as_embedding
+from soma_ray.protocol.types import WeightsManifest
+
+WEIGHTS_DOMAIN = DOMAIN_MODEL_COMMITMENT + b"/weights"
+KEY_DOMAIN = DOMAIN_MODEL_COMMITMENT + b"/key"
+EMBEDDING_DOMAIN = DOMAIN_MODEL_COMMITMENT + b"/embedding"
+
+
+def _file_hash(path: str | os.PathLike, prefix: bytes = b"") -> bytes:
+    """BLAKE2b-256 of prefix + the file's bytes, read in chunks."""
+    h = hashlib.blake2b(prefix, digest_size=32)
+    with open(path, "rb") as f:
+        while block := f.read(CHUNK_BYTES):
+            h.update(block)
+    return h.digest()
+
+
+def weights_manifest(path: str | os.PathLike, url: str) -> WeightsManifest:
+    """Manifest of an encrypted weights file: where it lives, its size and checksum."""
+    return WeightsManifest(url=url, checksum=_file_hash(path), size=os.path.getsize(path))
+
+
+def weights_commitment(path: str | os.PathLike) -> bytes:
+    """Commitment to the encrypted weights file (equal to digest(WEIGHTS_DOMAIN, its bytes))."""
+    return _file_hash(path, WEIGHTS_DOMAIN)
+
+
+def key_commitment(key: bytes) -> bytes:
+    if len(key) != KEY_BYTES:
+        raise DecryptionError(f"the key has {len(key)} bytes, expected {KEY_BYTES}", 0)
+    return digest(KEY_DOMAIN, bytes(key))
+
+
+def embedding_bytes(embedding: np.ndarray) -> bytes:
+    """Canonical encoding: little-endian float32 (NaN/inf or a non-vector is refused)."""
+    return as_embedding(embedding).astype("<f4").tobytes()
+
+
+def embedding_commitment(embedding: np.ndarray) -> bytes:
+    return digest(EMBEDDING_DOMAIN, embedding_bytes(embedding))
