@@ -1,0 +1,204 @@
+"""Model kinds and lifecycle: create → commit → reveal, missed reveal, dropped update, reports."""
+import numpy as np
+import pytest
+
+from soma_ray.protocol.errors import (
+    AlreadyReported, ArchitectureMismatch, CommissionTooHigh, CommitmentMismatch, DataTooLarge,
+    EmbeddingDimensionMismatch, InsufficientBalance, InvalidModelStatus, MalformedInput,
+    ModelRevealEpochMismatch, NonFiniteEmbedding, NotAValidator, NotOwner, NotReported,
+    StakeBelowMinimum,
+)
+from soma_ray.protocol.models import model_commitment
+from soma_ray.protocol.state import MODEL, STAKING_POOL, TARGET
+from soma_ray.protocol.targets import ZeroEmbedding
+from soma_ray.protocol.types import (
+    CommitModel, CreateModel, DeactivateModel, Model, ReportModel, RevealModel, StakingPool,
+    Transfer, UndoReportModel, WeightsManifest,
+)
+
+SOMA = 10**9
+KEY = b"k" * 32
+
+
+def embedding(dim, seed=1):
+    return np.random.default_rng(seed).standard_normal(dim).astype("<f4").tobytes()
+
+
+def commit_for(model_id, emb, key=KEY, size=1000):
+    manifest = WeightsManifest(url="http://blobs/w", checksum=b"c" * 32, size=size)
+    return CommitModel(model_id, manifest, b"w" * 32, model_commitment(emb), model_commitment(key))
+
+
+def create(net, owner=None, stake=10 * SOMA):
+    owner = owner or net.users[0]
+    _, effects = net.ok(owner, CreateModel(stake=stake, commission_bps=100, architecture_version=1))
+    return net.state.require(MODEL, effects.created[0], Model)
+
+
+def pool(net, model):
+    return net.state.require(STAKING_POOL, model.staking_pool_id, StakingPool)
+
+
+def test_create_model_locks_stake_in_its_pool(net):
+    alice = net.users[0]
+    before = net.balance(alice.address)
+    model = create(net)
+    assert (model.status, model.owner, model.commission_bps) == ("Created", alice.address, 100)
+    assert pool(net, model).soma_balance == 10 * SOMA
+    assert net.balance(alice.address) == before - 10 * SOMA - net.params.base_fee
+
+
+@pytest.mark.parametrize(
+    "kind, error",
+    [
+        (CreateModel(stake=10**9, commission_bps=0, architecture_version=2), ArchitectureMismatch(expected=1, got=2)),
+        (CreateModel(stake=10**9 - 1, commission_bps=0, architecture_version=1), StakeBelowMinimum(required=10**9, provided=10**9 - 1)),
+        (CreateModel(stake=10**9, commission_bps=10_001, architecture_version=1), CommissionTooHigh(bps=10_001, max=10_000)),
+    ],
+)
+def test_create_model_errors(net, kind, error):
+    net.fails(net.users[0], kind, error)
+
+
+def test_create_model_without_funds_fails(net):
+    alice = net.users[0]
+    available = net.balance(alice.address) - net.params.base_fee
+    net.fails(alice, CreateModel(stake=available + 1, commission_bps=0, architecture_version=1),
+              InsufficientBalance(required=available + 1, available=available))
+
+
+def test_create_commit_reveal_makes_the_model_active(net):
+    model = create(net)
+    emb = embedding(net.params.embedding_dim)
+    net.ok(net.users[0], commit_for(model.id, emb))
+    committed = net.state.require(MODEL, model.id, Model)
+    assert (committed.status, committed.commit_epoch) == ("Pending", 0)
+    net.advance()
+    net.ok(net.users[0], RevealModel(model.id, KEY, emb))
+    active = net.state.require(MODEL, model.id, Model)
+    assert (active.status, active.embedding, active.decryption_key) == ("Active", emb, KEY)
+
+
+def test_commit_errors(net):
+    model = create(net)
+    emb = embedding(net.params.embedding_dim)
+    user = net.users[1]
+    net.fails(user, commit_for(model.id, emb), NotOwner(owner=net.users[0].address, sender=user.address))
+    too_big = net.params.model_max_weight_size + 1
+    net.fails(net.users[0], commit_for(model.id, emb, size=too_big), DataTooLarge(size=too_big, max=net.params.model_max_weight_size))
+    net.ok(net.users[0], commit_for(model.id, emb))
+    net.fails(net.users[0], commit_for(model.id, emb),
+              InvalidModelStatus(status="Pending", expected="Created, or Active without a pending update"))
+
+
+def test_reveal_errors(net):
+    model = create(net)
+    dim = net.params.embedding_dim
+    emb = embedding(dim)
+    alice = net.users[0]
+    net.fails(alice, RevealModel(model.id, KEY, emb), InvalidModelStatus(status="Created", expected="Pending, or Active with a pending update"))
+    net.ok(alice, commit_for(model.id, emb))
+    net.fails(alice, RevealModel(model.id, KEY, emb), ModelRevealEpochMismatch(commit_epoch=0, current_epoch=0))
+    net.advance()
+    net.fails(alice, RevealModel(model.id, b"wrong", emb), CommitmentMismatch(field="decryption_key"))
+    net.fails(alice, RevealModel(model.id, KEY, embedding(dim, seed=2)), CommitmentMismatch(field="embedding"))
+    net.fails(alice, RevealModel(model.id, KEY, embedding(dim + 1)), EmbeddingDimensionMismatch(expected=dim, got=dim + 1))
+    bad = np.frombuffer(emb, dtype="<f4").copy()
+    bad[5] = np.inf
+    net.fails(alice, RevealModel(model.id, KEY, bad.tobytes()), NonFiniteEmbedding(index=5))
+    net.fails(alice, RevealModel(model.id, KEY, bytes(4 * dim)), ZeroEmbedding())
+    pre, effects = net.apply(alice, RevealModel(model.id, KEY, emb[:-1]))
+    assert effects.error.code == MalformedInput.__name__
+    net.ok(alice, RevealModel(model.id, KEY, emb))  # nothing above was lost
+
+
+def test_missed_reveal_is_slashed_into_the_emission_pool(net):
+    model = create(net)
+    net.ok(net.users[0], commit_for(model.id, embedding(net.params.embedding_dim)))
+    net.advance()
+    assert net.state.require(MODEL, model.id, Model).status == "Pending"
+    emission_before = net.state.system().emission_pool.balance
+    net.advance()  # the change into commit_epoch + 2
+    assert net.state.require(MODEL, model.id, Model).status == "Inactive"
+    assert pool(net, model).soma_balance == 5 * SOMA
+    emission = net.params.initial_emission_per_epoch
+    validators_part = emission * net.params.validator_share_bps // 10_000
+    # In: the slash. Out: the validators' part of emission and the new epoch's funded targets.
+    change = net.state.system().emission_pool.balance - emission_before
+    funded = sum(t.reward_pool for t in net.state.values(TARGET, Target) if t.generation_epoch == 2)
+    assert change == 5 * SOMA - validators_part - funded
+
+
+def _active_model(net):
+    model = create(net)
+    emb = embedding(net.params.embedding_dim)
+    net.ok(net.users[0], commit_for(model.id, emb))
+    net.advance()
+    net.ok(net.users[0], RevealModel(model.id, KEY, emb))
+    return model
+
+
+def test_update_is_applied_when_revealed(net):
+    model = _active_model(net)
+    new_emb = embedding(net.params.embedding_dim, seed=9)
+    net.ok(net.users[0], commit_for(model.id, new_emb, key=b"n" * 32))
+    assert net.state.require(MODEL, model.id, Model).pending_update is not None
+    net.advance()
+    net.ok(net.users[0], RevealModel(model.id, b"n" * 32, new_emb))
+    updated = net.state.require(MODEL, model.id, Model)
+    assert (updated.embedding, updated.pending_update, updated.status) == (new_emb, None, "Active")
+
+
+def test_unrevealed_update_is_dropped_without_slash(net):
+    model = _active_model(net)
+    net.ok(net.users[0], commit_for(model.id, embedding(net.params.embedding_dim, seed=9)))
+    stake = pool(net, model).soma_balance
+    net.advance(2)
+    after = net.state.require(MODEL, model.id, Model)
+    assert (after.status, after.pending_update) == ("Active", None)
+    assert pool(net, model).soma_balance >= stake
+
+
+def test_report_quorum_slashes_and_deactivates(net):
+    model = _active_model(net)
+    for key in net.validators:
+        net.ok(net.users[0], Transfer(key.address, 10**9))
+    for key in net.validators[:2]:
+        net.ok(key, ReportModel(model.id))
+    net.advance()  # 5000 < 6667: nothing happens
+    assert net.state.require(MODEL, model.id, Model).status == "Active"
+    net.ok(net.validators[2], ReportModel(model.id))
+    stake = pool(net, model).soma_balance
+    net.advance()
+    assert net.state.require(MODEL, model.id, Model).status == "Inactive"
+    assert pool(net, model).soma_balance == stake - stake * 9_500 // 10_000
+
+
+def test_undo_report_removes_the_vote(net):
+    model = _active_model(net)
+    for key in net.validators[:3]:
+        net.ok(net.users[0], Transfer(key.address, 10**9))
+        net.ok(key, ReportModel(model.id))
+    net.ok(net.validators[2], UndoReportModel(model.id))
+    net.advance()
+    assert net.state.require(MODEL, model.id, Model).status == "Active"
+
+
+def test_report_errors(net):
+    model = _active_model(net)
+    key, user = net.validators[0], net.users[1]
+    net.ok(net.users[0], Transfer(key.address, 10**9))
+    net.fails(user, ReportModel(model.id), NotAValidator(user.address))
+    net.fails(key, UndoReportModel(model.id), NotReported(key.address))
+    net.ok(key, ReportModel(model.id))
+    net.fails(key, ReportModel(model.id), AlreadyReported(key.address))
+    fresh = create(net)
+    net.fails(key, ReportModel(fresh.id), InvalidModelStatus(status="Created", expected="Active"))
+
+
+def test_deactivate_model(net):
+    model = _active_model(net)
+    net.fails(net.users[1], DeactivateModel(model.id), NotOwner(owner=net.users[0].address, sender=net.users[1].address))
+    net.ok(net.users[0], DeactivateModel(model.id))
+    assert net.state.require(MODEL, model.id, Model).status == "Inactive"
+    net.fails(net.users[0], DeactivateModel(model.id), InvalidModelStatus(status="Inactive", expected="not Inactive"))
