@@ -13,7 +13,7 @@ from soma_ray.protocol.state import MODEL, STAKING_POOL, TARGET
 from soma_ray.protocol.targets import ZeroEmbedding
 from soma_ray.protocol.types import (
     CommitModel, CreateModel, DeactivateModel, Model, ReportModel, RevealModel, StakingPool,
-    Transfer, UndoReportModel, WeightsManifest,
+    Target, Transfer, UndoReportModel, WeightsManifest,
 )
 
 SOMA = 10**9
