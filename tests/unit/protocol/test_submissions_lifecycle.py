@@ -1,0 +1,222 @@
+"""Whole target lifecycles through signed transactions, checkpoints and epoch changes (Simulator).
+
+After every checkpoint the supply invariant of spec §3 holds exactly.
+"""
+import pytest
+
+from soma_ray.protocol.crypto import sign_certificate
+from soma_ray.protocol.encoding import DOMAIN_CHALLENGE_VOTE, blake2b256
+from soma_ray.protocol.genesis import localnet_config, preset_keypair
+from soma_ray.protocol.sim import Simulator
+from soma_ray.protocol.state import CHALLENGE, MODEL, STAKING_POOL, SUBMISSION, TARGET
+from soma_ray.protocol.submissions import challenge_vote_message, submission_commitment
+from soma_ray.protocol.supply import total_supply
+from soma_ray.protocol.types import (
+    ClaimRewards, CommitSubmission, InitiateChallenge, Model, ResolveChallenge, RevealSubmission,
+    StakingPool, Submission, Target,
+)
+
+MINER, RIVAL, CHALLENGER, CLAIMER = (preset_keypair("user", i) for i in range(4))
+VALIDATORS = [preset_keypair("validator", i) for i in range(4)]
+DATA = b"bytes the miner found"
+
+
+class Network:
+    def __init__(self):
+        self.sim = Simulator(localnet_config(validators=4, models=3, users=4))
+        self.supply = total_supply(self.sim.state)
+
+    @property
+    def state(self):
+        return self.sim.state
+
+    def checkpoint(self, timestamp_ms=None):
+        _, effects = self.sim.make_checkpoint(timestamp_ms)
+        assert total_supply(self.state) == self.supply
+        return effects
+
+    def advance_epoch(self):
+        _, effects = self.sim.advance_epoch()
+        assert total_supply(self.state) == self.supply
+        return effects
+
+    def run(self, keypair, kind, timestamp_ms=None):
+        """One transaction in its own checkpoint; returns its effects."""
+        self.sim.submit_kind(keypair, kind)
+        (effects,) = self.checkpoint(timestamp_ms)
+        return effects
+
+    def target(self, target_id) -> Target:
+        return self.state.require(TARGET, target_id, Target)
+
+    def open_target(self) -> Target:
+        epoch = self.state.system().epoch
+        return next(t for t in self.state.values(TARGET, Target) if t.status == "Open" and t.generation_epoch == epoch)
+
+    def balance(self, keypair) -> int:
+        return self.state.account(keypair.address).balance
+
+    def reveal_kind(self, target: Target, submission_id: bytes) -> RevealSubmission:
+        return RevealSubmission(
+            submission_id, blake2b256(DATA), len(DATA), "http://blobs/" + blake2b256(DATA).hex(),
+            target.model_ids[0], target.embedding, 7, b"secret nonce",
+        )
+
+    def commit_kind(self, target: Target, bond=10_000) -> CommitSubmission:
+        r = self.reveal_kind(target, b"")
+        return CommitSubmission(target.id, submission_commitment(r.data_hash, r.data_size, r.model_id, r.embedding, r.loss_score, r.nonce), bond)
+
+    def fill(self, target: Target, miner=MINER, bond=10_000) -> bytes:
+        effects = self.run(miner, self.commit_kind(target, bond))
+        assert effects.error is None
+        submission_id = effects.created[0]
+        assert self.run(miner, self.reveal_kind(target, submission_id)).error is None
+        return submission_id
+
+    def challenge(self, submission_id: bytes) -> bytes:
+        effects = self.run(CHALLENGER, InitiateChallenge(submission_id, "DataFraud", 5_000))
+        assert effects.error is None
+        return effects.created[0]
+
+    def resolve(self, challenge_id: bytes, verdict: str):
+        committee = self.state.system().committee
+        cert = sign_certificate(committee, VALIDATORS[:3], DOMAIN_CHALLENGE_VOTE, challenge_vote_message(challenge_id, verdict))
+        return self.run(CLAIMER, ResolveChallenge(challenge_id, verdict, cert))
+
+    def claim(self, target: Target, claimer=CLAIMER):
+        return self.run(claimer, ClaimRewards(target.id))
+
+
+@pytest.fixture
+def network():
+    return Network()
+
+
+def split(reward: int) -> tuple[int, int, int]:
+    """(finder's fee, miner share, model share) with the localnet parameters (50 and 5000 bps)."""
+    fee = reward * 50 // 10_000
+    miner = (reward - fee) * 5_000 // 10_000
+    return fee, miner, reward - fee - miner
+
+
+def test_fill_then_claim_two_epochs_later_pays_everyone(network):
+    target = network.open_target()
+    network.fill(target)
+    assert network.claim(target).error.code == "AuditWindowOpen"
+    network.advance_epoch()
+    network.advance_epoch()
+    claimer, miner = network.balance(CLAIMER), network.balance(MINER)
+    model = network.state.require(MODEL, target.model_ids[0], Model)
+    pool = network.state.require(STAKING_POOL, model.staking_pool_id, StakingPool)
+    assert network.claim(target).error is None
+    fee, miner_share, model_share = split(target.reward_pool)
+    base_fee = network.sim.params.base_fee
+    assert network.balance(CLAIMER) == claimer - base_fee + fee
+    assert network.balance(MINER) == miner + miner_share + 10_000
+    after = network.state.require(STAKING_POOL, model.staking_pool_id, StakingPool)
+    assert (after.soma_balance + after.pending_stake) - (pool.soma_balance + pool.pending_stake) == model_share
+    assert network.target(target.id).status == "Settled"
+
+
+def test_challenger_wins_then_another_miner_fills_and_claims(network):
+    target = network.open_target()
+    cheat = network.fill(target)
+    challenge_id = network.challenge(cheat)
+    challenger = network.balance(CHALLENGER)
+    assert network.resolve(challenge_id, "ChallengerWins").error is None
+    assert network.balance(CHALLENGER) == challenger + 5_000 + 10_000
+    assert network.target(target.id).status == "Open"
+    honest = network.fill(target, miner=RIVAL)
+    assert network.target(target.id).submission_id == honest
+    network.advance_epoch()
+    network.advance_epoch()
+    rival = network.balance(RIVAL)
+    assert network.claim(target, claimer=RIVAL).error is None
+    fee, miner_share, _ = split(target.reward_pool)
+    assert network.balance(RIVAL) == rival - network.sim.params.base_fee + fee + miner_share + 10_000
+
+
+def test_miner_wins_the_challenge_and_claims(network):
+    target = network.open_target()
+    submission_id = network.fill(target)
+    challenge_id = network.challenge(submission_id)
+    miner = network.balance(MINER)
+    assert network.resolve(challenge_id, "MinerWins").error is None
+    assert network.balance(MINER) == miner + 5_000
+    network.advance_epoch()
+    network.advance_epoch()
+    assert network.claim(target).error is None
+    assert network.state.require(SUBMISSION, submission_id, Submission).bond == 0
+
+
+def test_unresolved_challenge_times_out_returning_the_bond_and_the_miner_stays_winner(network):
+    target = network.open_target()
+    network.fill(target)
+    challenge_id = network.challenge(network.target(target.id).submission_id)
+    challenger = network.balance(CHALLENGER)
+    network.advance_epoch()  # epoch 1 = fill_epoch + 1: the window is still open
+    assert network.state.get(CHALLENGE, challenge_id, object) is not None
+    assert network.claim(target).error.code == "ChallengeAlreadyOpen"
+    network.advance_epoch()  # end of fill_epoch + 1: the challenge closes unresolved
+    assert network.state.get(CHALLENGE, challenge_id, object) is None
+    assert network.balance(CHALLENGER) == challenger + 5_000
+    assert network.target(target.id).status == "Filled"
+    assert network.claim(target).error is None
+    assert network.resolve(challenge_id, "ChallengerWins").error.code == "ObjectNotFound"
+
+
+def test_expired_target_is_claimed_for_the_finder_fee(network):
+    target = network.open_target()
+    network.advance_epoch()
+    assert network.run(MINER, network.commit_kind(target)).error.code == "TargetExpired"
+    claimer = network.balance(CLAIMER)
+    pool = network.state.system().emission_pool.balance
+    effects = network.claim(target)
+    assert effects.error is None
+    fee = target.reward_pool * 50 // 10_000
+    assert network.balance(CLAIMER) == claimer - network.sim.params.base_fee + fee
+    # The emission pool gets the rest back (and, in the same checkpoint, the fee is collected).
+    assert network.state.system().emission_pool.balance == pool + target.reward_pool - fee
+
+
+def test_stale_commit_is_slashed_when_the_next_miner_commits(network):
+    target = network.open_target()
+    stale = network.run(MINER, network.commit_kind(target, bond=8_000)).created[0]
+    pool = network.state.system().emission_pool.balance
+    window_end = network.state.require(SUBMISSION, stale, Submission).commit_timestamp_ms + network.sim.params.reveal_window_ms
+    effects = network.run(RIVAL, network.commit_kind(target), timestamp_ms=window_end + 1)
+    assert effects.error is None
+    assert network.state.get(SUBMISSION, stale, Submission) is None
+    assert network.state.system().emission_pool.balance == pool + 8_000
+    assert network.run(MINER, network.reveal_kind(target, stale)).error.code == "ObjectNotFound"
+
+
+def test_commit_left_at_the_epoch_change_is_slashed_and_the_target_expires(network):
+    target = network.open_target()
+    network.run(MINER, network.commit_kind(target, bond=8_000))
+    miner = network.balance(MINER)
+    network.advance_epoch()
+    assert network.target(target.id).status == "Open"  # Open in a past epoch: expired
+    assert not list(network.state.values(SUBMISSION, Submission))
+    assert network.balance(MINER) == miner  # the bond is not returned (it went to the emission pool)
+    assert network.run(MINER, network.commit_kind(target)).error.code == "TargetExpired"
+
+
+def test_racing_commits_exactly_one_wins_and_the_loser_pays_only_the_base_fee(network):
+    target = network.open_target()
+    rival_balance = network.balance(RIVAL)
+    network.sim.submit_kind(MINER, network.commit_kind(target))
+    network.sim.submit_kind(RIVAL, network.commit_kind(target))
+    first, second = network.checkpoint()
+    assert first.error is None and first.sender == MINER.address
+    assert second.error.code == "TargetNotOpen" and dict(second.error.fields) == {"status": "Committed"}
+    assert network.balance(RIVAL) == rival_balance - network.sim.params.base_fee
+    assert network.target(target.id).submission_id == first.created[0]
+
+
+def test_fill_generates_a_replacement_target_in_the_same_epoch(network):
+    before = len(list(network.state.values(TARGET, Target)))
+    network.fill(network.open_target())
+    targets = list(network.state.values(TARGET, Target))
+    assert len(targets) == before + 1
+    assert len({t.embedding for t in targets}) == len(targets)
