@@ -15,6 +15,7 @@ import asyncio
 import ray
 
 from actors.network import NetworkConfig
+from soma_ray.epoch_schedule import EpochWaiter, change_epoch_due
 
 # While a requested change has not committed, ask again this often: a validator that restarted
 # in between lost the request, and any one proposer holding it is enough.
@@ -25,11 +26,10 @@ class EpochClock:
     def __init__(self, config: dict):
         self._config = config
         self._network = NetworkConfig(**config)
-        self._epoch = 0
+        self._waiter = EpochWaiter(0)
         self._epoch_start_ms: int | None = None
         self._latest_timestamp_ms = 0
-        self._requested_epoch: int | None = None
-        self._epoch_changed = asyncio.Condition()
+        self._requested_epoch = 0
         self._resender: asyncio.Task | None = None
 
     def ready(self) -> bool:
@@ -39,16 +39,15 @@ class EpochClock:
         return self._config
 
     def current_epoch(self) -> dict:
-        return {"epoch": self._epoch, "epoch_start_ms": self._epoch_start_ms,
+        return {"epoch": self._waiter.current, "epoch_start_ms": self._epoch_start_ms,
                 "timestamp_ms": self._latest_timestamp_ms}
 
     async def observe_checkpoint(self, epoch: int, epoch_start_ms: int, timestamp_ms: int) -> None:
         """A validator committed a checkpoint: move the clock forward, wake the waiters."""
         self._latest_timestamp_ms = max(self._latest_timestamp_ms, timestamp_ms)
-        if epoch > self._epoch or self._epoch_start_ms is None:
-            self._epoch, self._epoch_start_ms = epoch, epoch_start_ms
-            async with self._epoch_changed:
-                self._epoch_changed.notify_all()
+        if epoch >= self._waiter.current:
+            self._epoch_start_ms = epoch_start_ms
+            self._waiter.advance(epoch)
         if self._epoch_due():
             self._request_change()
 
@@ -56,29 +55,27 @@ class EpochClock:
         """Localnet only: change the epoch now and return the new epoch once it is committed."""
         if not self._network.localnet:
             raise PermissionError("advance_epoch is only available on a localnet")
-        target = self._epoch + 1
+        target = self._waiter.current + 1
         self._request_change()
-        return await self.wait_for_epoch(target, timeout_s)
+        return await self._waiter.wait_for(target, timeout_s)
 
     async def wait_for_epoch(self, epoch: int, timeout_s: float = 60.0) -> int:
         """Return the current epoch as soon as it is at least `epoch`."""
-        async with self._epoch_changed:
-            await asyncio.wait_for(
-                self._epoch_changed.wait_for(lambda: self._epoch >= epoch), timeout_s)
-        return self._epoch
+        return await self._waiter.wait_for(epoch, timeout_s)
 
     def _epoch_due(self) -> bool:
         if self._epoch_start_ms is None:
             return False
-        return self._latest_timestamp_ms >= self._epoch_start_ms + self._network.epoch_duration_ms
+        return change_epoch_due(self._epoch_start_ms, self._network.epoch_duration_ms,
+                                self._latest_timestamp_ms)
 
     def _request_change(self) -> None:
-        self._requested_epoch = self._epoch + 1
+        self._requested_epoch = self._waiter.current + 1
         if self._resender is None or self._resender.done():
             self._resender = asyncio.get_running_loop().create_task(self._send_until_changed())
 
     async def _send_until_changed(self) -> None:
-        while self._requested_epoch is not None and self._epoch < self._requested_epoch:
+        while self._waiter.current < self._requested_epoch:
             for i in range(self._network.validators):
                 try:
                     handle = ray.get_actor(self._network.validator_name(i),

@@ -3,7 +3,7 @@
 Layout of a data dir (one per network):
 
     DIR/network.json        what was launched: validator count, epoch duration, localnet flag,
-                            and the localnet seed that validator keys are derived from
+                            genesis timestamp
     DIR/validator-<i>/      validator i's own disk: its LMDB store
 
 Every actor is found by name (`<prefix>validator-<i>`, `<prefix>epoch-clock`) in the network's
@@ -13,15 +13,15 @@ being passed around. `prefix` lets tests run several networks in one Ray namespa
 from __future__ import annotations
 
 import json
-import os
 import shutil
+import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import ray
 
 from soma_ray.protocol.crypto import Keypair
-from soma_ray.protocol.encoding import blake2b256, u64_le
+from soma_ray.protocol.genesis import preset_keypair
 
 DEFAULT_NAMESPACE = "soma"
 CONFIG_FILE = "network.json"
@@ -35,9 +35,7 @@ class NetworkConfig:
     localnet: bool = True
     namespace: str = DEFAULT_NAMESPACE
     prefix: str = ""
-    # hex; localnet validator keys derive from it, so a validator whose disk was wiped keeps
-    # its identity (a real operator keeps the key apart from the database too).
-    seed: str = ""
+    genesis_timestamp_ms: int = 0
 
     def validator_name(self, index: int) -> str:
         return f"{self.prefix}validator-{index}"
@@ -50,7 +48,8 @@ class NetworkConfig:
         return Path(self.data_dir) / f"validator-{index}"
 
     def validator_keypair(self, index: int) -> Keypair:
-        return Keypair.from_secret(blake2b256(bytes.fromhex(self.seed) + u64_le(index)))
+        # The localnet preset keys: a validator whose disk was wiped keeps its identity.
+        return preset_keypair("validator", index)
 
 
 class NetworkNotRunning(RuntimeError):
@@ -85,8 +84,8 @@ def prepare_data_dir(config: NetworkConfig, force_regenesis: bool) -> NetworkCon
     stored = load_config(config.data_dir)
     if stored is not None:
         config = replace(stored, namespace=config.namespace, prefix=config.prefix)
-    elif not config.seed:
-        config = replace(config, seed=os.urandom(32).hex())
+    else:
+        config = replace(config, genesis_timestamp_ms=int(time.time() * 1000))
     save_config(config)
     return config
 
@@ -146,8 +145,8 @@ def start(config: NetworkConfig, force_regenesis: bool = False, detached: bool =
     validators = [launch_validator(config, i, detached) for i in range(config.validators)]
     ray.get([v.ready.remote() for v in validators] + [clock.ready.remote()],
             timeout=ready_timeout_s)
-    for v in validators:  # peers are named, so wiring starts only once all exist
-        v.start_consensus.remote()
+    # Peers are found by name, so consensus starts only once all exist.
+    ray.get([v.start_consensus.remote() for v in validators], timeout=ready_timeout_s)
     return Network(config, validators, clock)
 
 

@@ -1,0 +1,453 @@
+"""The validator actor: consensus transport, mempool, executor and LMDB replica around the pure core.
+
+Transport: consensus messages travel as canonical msgpack bytes in fire-and-forget
+`peer.deliver.remote(bytes)` calls to peers found by name, so no pickled object crosses the
+trust boundary and a restarted peer is reached under the same name. Timers are asyncio timers
+in this async actor; every handler runs on the actor's one event loop, so the core is never
+entered concurrently.
+
+Durability: the safety state is written before any vote it allows is sent, and a decided
+checkpoint with its certificate and state changes is committed to LMDB in one transaction before
+the next height starts, i.e. before this validator votes past it.
+
+Recovery: a restarted validator reloads state from its store; a validator that is behind (or
+lost its disk) fetches certified checkpoints from peers, verifies each certificate against the
+committee its own replayed state holds, re-executes the checkpoint and checks the state root.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import msgspec
+import ray
+
+from actors.network import NetworkConfig
+from soma_ray.consensus.core import ConsensusCore
+from soma_ray.consensus.messages import (
+    Broadcast,
+    CertifiedValue,
+    CommitCertificate,
+    Decide,
+    Message,
+    PeerBehind,
+    PersistSafetyState,
+    Send,
+    SetTimer,
+    value_digest,
+)
+from soma_ray.consensus.chain import verify_checkpoint_chain
+from soma_ray.epoch_schedule import change_epoch_due
+from soma_ray.protocol.checkpoint import build_checkpoint
+from soma_ray.protocol.encoding import decode, encode
+from soma_ray.protocol.execution import check_admission, sign_transaction, transaction_digest
+from soma_ray.protocol.genesis import genesis, preset_config
+from soma_ray.protocol.params import SHANNONS_PER_SOMA, localnet
+from soma_ray.protocol.types import ChangeEpoch, Checkpoint, CheckpointEntry, Faucet, SignedTransaction, Transaction
+from soma_ray.protocol.errors import ProtocolError
+from soma_ray.protocol.state import State
+from soma_ray.storage import ValidatorStore
+
+# How many mempool transactions one checkpoint carries at most.
+MAX_CHECKPOINT_TRANSACTIONS = 500
+# How many certified checkpoints one catch-up request fetches.
+CATCH_UP_BATCH = 64
+# An idle network still cuts a checkpoint this often, so the consensus clock (and with it the
+# epoch clock) advances without traffic.
+IDLE_CHECKPOINT_INTERVAL_S = 1.0
+
+
+# Each validator key holds this much at genesis: it pays the fees of the faucet transactions
+# the validator signs for users.
+GENESIS_VALIDATOR_BALANCE = 1_000 * SHANNONS_PER_SOMA
+GENESIS_MODELS = 3
+GENESIS_USERS = 4
+
+
+def build_genesis(network: NetworkConfig) -> State:
+    """The localnet genesis every validator computes alike from the shared network config:
+    the preset validators, models and users, plus a fee balance for each validator key."""
+    parameters = msgspec.structs.replace(localnet(), epoch_duration_ms=network.epoch_duration_ms)
+    config = preset_config(parameters, network.validators, GENESIS_MODELS, GENESIS_USERS)
+    fee_balances = [(network.validator_keypair(i).address, GENESIS_VALIDATOR_BALANCE)
+                    for i in range(network.validators)]
+    return genesis(msgspec.structs.replace(config, balances=config.balances + fee_balances,
+                                           timestamp_ms=network.genesis_timestamp_ms))
+
+
+class InvalidCheckpoint(Exception):
+    """A proposed checkpoint is not the one this replica builds from the same inputs."""
+
+
+class ValidatorActor:
+    def __init__(self, config: dict, index: int):
+        self._network = NetworkConfig(**config)
+        self._index = index
+        self._keypair = self._network.validator_keypair(index)
+        genesis = build_genesis(self._network)
+        root = genesis.state_root()
+        self._store = ValidatorStore(self._network.validator_dir(index) / "db", genesis_digest=root)
+        self._store.write_genesis(root, genesis.items())
+        self._state = State.from_items(self._store.state_items())
+        self._mempool: dict[bytes, bytes] = {}  # tx digest -> signed transaction bytes
+        self._waiters: dict[bytes, asyncio.Future] = {}
+        self._executed: dict[bytes, tuple] = {}  # value digest -> (changes, effects) of validate
+        self._requested_epoch: int | None = None
+        self._timers: dict[tuple, asyncio.TimerHandle] = {}
+        self._peers: dict[int, object] = {}
+        self._core: ConsensusCore | None = None
+        self._next_height: asyncio.TimerHandle | None = None
+        self._starting = asyncio.Lock()
+        self._committed_txs = 0
+        self._faucet_nonce = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def ready(self) -> bool:
+        return True
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    async def start_consensus(self) -> None:
+        """Catch up with the peers, then join consensus at the next height (idempotent).
+
+        The launcher calls it; after Ray restarts a crashed validator, the first peer message
+        or client call does."""
+        async with self._starting:
+            if self._core is not None:
+                return
+            await self._catch_up()
+            self._core = self._new_core(self._store.safety_state())
+            self._perform(self._core.start_height())
+
+    def _new_core(self, safety_state: bytes | None) -> ConsensusCore:
+        return ConsensusCore(self._state.system().committee, self._keypair, self,
+                             self._store.next_sequence(), safety_state=safety_state)
+
+    # ------------------------------------------------------------------ transport
+
+    async def deliver(self, message: bytes) -> None:
+        """A consensus message from a peer (fire-and-forget; bad bytes are dropped)."""
+        await self.start_consensus()
+        try:
+            decoded = decode(message, Message)
+        except ProtocolError:
+            return
+        self._perform(self._core.on_message(decoded))
+
+    def _perform(self, outputs: list) -> None:
+        for output in outputs:
+            if isinstance(output, PersistSafetyState):
+                self._store.put_safety_state(output.data)
+            elif isinstance(output, Broadcast):
+                self._broadcast(encode(output.message))
+            elif isinstance(output, Send):
+                self._send(output.to, encode(output.message))
+            elif isinstance(output, SetTimer):
+                self._set_timer(output)
+            elif isinstance(output, Decide):
+                self._commit(output.height, output.value, output.certificate)
+            elif isinstance(output, PeerBehind):
+                self._serve_from_store(output.peer, output.height)
+
+    def _broadcast(self, message: bytes) -> None:
+        for member in range(len(self._core.committee.members)):
+            if member != self._core.index:
+                self._send(member, message)
+
+    def _send(self, member: int, message: bytes) -> None:
+        peer = self._peer(member)
+        if peer is not None:
+            peer.deliver.remote(message)
+
+    def _peer(self, member: int):
+        """Handle of committee member `member`, looked up by name (None while it is down)."""
+        if member not in self._peers:
+            address = self._core.committee.members[member].address
+            name = self._name_of(address)
+            try:
+                self._peers[member] = ray.get_actor(name, namespace=self._network.namespace)
+            except ValueError:
+                return None
+        return self._peers[member]
+
+    def _name_of(self, address: bytes) -> str | None:
+        for i in range(self._network.validators):
+            if self._network.validator_keypair(i).address == address:
+                return self._network.validator_name(i)
+        return None
+
+    def _set_timer(self, timer: SetTimer) -> None:
+        key = (timer.height, timer.round, timer.step)
+        loop = asyncio.get_running_loop()
+        self._timers[key] = loop.call_later(timer.duration_ms / 1000, self._fire_timer, key)
+
+    def _fire_timer(self, key: tuple) -> None:
+        self._timers.pop(key, None)
+        self._perform(self._core.on_timeout(*key))
+
+    def _serve_from_store(self, member: int, height: int) -> None:
+        checkpoint, certificate = self._store.get_checkpoint(height)
+        certified = CertifiedValue(checkpoint, decode(certificate, CommitCertificate))
+        self._send(member, encode(certified))
+
+    # ------------------------------------------------------------------ the application
+
+    def propose(self, height: int) -> bytes:
+        """This node leads `height`: a checkpoint of the mempool's next transactions."""
+        timestamp_ms = max(int(time.time() * 1000), self._latest_timestamp_ms())
+        entries = self._next_entries(timestamp_ms)
+        self._state.begin()
+        try:
+            checkpoint, _ = build_checkpoint(self._state, self._latest_checkpoint(), entries,
+                                             timestamp_ms)
+        finally:
+            self._state.rollback()
+        return encode(checkpoint)
+
+    def validate(self, height: int, value: bytes) -> bool:
+        """Re-execute a proposed checkpoint on this replica; valid when it rebuilds identically."""
+        try:
+            checkpoint = decode(value, Checkpoint)
+            self._executed[value_digest(value)] = self._execute(height, checkpoint)
+        except (ProtocolError, InvalidCheckpoint):
+            return False
+        return True
+
+    def _execute(self, height: int, checkpoint: Checkpoint) -> tuple:
+        """(state changes, effects) of `checkpoint` on the committed state, which stays as it was.
+
+        Raises InvalidCheckpoint when the checkpoint is not what this replica would build."""
+        if checkpoint.sequence != height or checkpoint.timestamp_ms < self._latest_timestamp_ms():
+            raise InvalidCheckpoint(f"sequence/timestamp out of order at height {height}")
+        self._check_epoch_change(checkpoint.transactions)
+        self._state.begin()
+        self._state.mark()
+        try:
+            rebuilt, effects = build_checkpoint(self._state, self._latest_checkpoint(), checkpoint.transactions,
+                                                checkpoint.timestamp_ms)
+            changes = self._state.changes()
+        finally:
+            self._state.rollback()
+        if rebuilt != checkpoint:
+            raise InvalidCheckpoint(f"checkpoint {height} does not re-execute to the same state")
+        return changes, effects
+
+    def _check_epoch_change(self, entries: list[bytes]) -> None:
+        """A ChangeEpoch must be the next epoch and, outside a localnet, be due by the clock.
+        (Entries that do not decode are the executor's business: they fail, changing nothing.)"""
+        system = self._state.system()
+        for raw in entries:
+            try:
+                entry = decode(raw, CheckpointEntry)
+            except ProtocolError:
+                continue
+            if isinstance(entry, ChangeEpoch):
+                due = change_epoch_due(system.epoch_start_timestamp_ms,
+                                       system.parameters.epoch_duration_ms, entry.timestamp_ms)
+                if entry.epoch != system.epoch + 1 or not (due or self._network.localnet):
+                    raise InvalidCheckpoint(f"ChangeEpoch to {entry.epoch} is not allowed now")
+
+    def _next_entries(self, timestamp_ms: int) -> list:
+        """Mempool transactions in nonce order per sender, then a requested ChangeEpoch."""
+        def order(raw: bytes) -> tuple:
+            tx = decode(raw, SignedTransaction).transaction
+            return tx.sender, tx.nonce
+
+        entries = sorted(self._mempool.values(), key=order)[:MAX_CHECKPOINT_TRANSACTIONS]
+        if self._requested_epoch_due():
+            next_epoch = self._state.system().epoch + 1
+            entries.append(encode(ChangeEpoch(epoch=next_epoch, timestamp_ms=timestamp_ms)))
+        return entries
+
+    def _latest_checkpoint(self) -> Checkpoint | None:
+        latest = self._store.latest_sequence()
+        if latest is None:
+            return None
+        return decode(self._store.get_checkpoint(latest)[0], Checkpoint)
+
+    def _latest_timestamp_ms(self) -> int:
+        latest = self._latest_checkpoint()
+        return 0 if latest is None else latest.timestamp_ms
+
+    # ------------------------------------------------------------------ committing
+
+    def _commit(self, height: int, value: bytes, certificate: CommitCertificate) -> None:
+        """Apply a decided checkpoint, make it durable, then start the next height."""
+        checkpoint = decode(value, Checkpoint)
+        key = value_digest(value)
+        changes, effects = self._executed.pop(key, None) or self._execute(height, checkpoint)
+        self._executed.clear()
+        epoch_before = self._state.system().epoch
+        self._store.commit_checkpoint(height, value, encode(certificate), changes,
+                                      epoch=checkpoint.epoch)
+        for k, v in changes:
+            self._state.put_raw(k, v)
+        self._finish_transactions(effects, height)
+        self._cancel_timers()
+        if self._state.system().epoch != epoch_before:  # a new committee runs the next heights
+            self._peers.clear()
+            self._core = self._new_core(None)
+        self._report_to_clock(checkpoint)
+        self._schedule_next_height()
+
+    def _schedule_next_height(self) -> None:
+        """Start the next height now when there is work, else after the idle interval."""
+        delay = 0.0 if self._mempool or self._requested_epoch_due() else IDLE_CHECKPOINT_INTERVAL_S
+        loop = asyncio.get_running_loop()
+        self._next_height = loop.call_later(delay, self._start_height)
+
+    def _start_height(self) -> None:
+        if self._next_height is not None:
+            self._next_height.cancel()
+            self._next_height = None
+            self._perform(self._core.start_height())
+
+    def _requested_epoch_due(self) -> bool:
+        return self._requested_epoch == self._state.system().epoch + 1
+
+    def _finish_transactions(self, effects: list, height: int) -> None:
+        for effect in effects:
+            self._mempool.pop(effect.transaction_digest, None)
+            self._committed_txs += 1
+            waiter = self._waiters.pop(effect.transaction_digest, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result((height, effect))
+        # Transactions whose nonce is now stale can never execute: drop them.
+        for tx_digest, raw in list(self._mempool.items()):
+            tx = decode(raw, SignedTransaction).transaction
+            if tx.nonce < self._state.account(tx.sender).nonce:
+                del self._mempool[tx_digest]
+
+    def _cancel_timers(self) -> None:
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+
+    def _report_to_clock(self, checkpoint: Checkpoint) -> None:
+        system = self._state.system()
+        try:
+            clock = ray.get_actor(self._network.clock_name, namespace=self._network.namespace)
+        except ValueError:
+            return
+        clock.observe_checkpoint.remote(system.epoch, system.epoch_start_timestamp_ms,
+                                        checkpoint.timestamp_ms)
+
+    async def request_epoch_change(self, epoch: int) -> None:
+        self._requested_epoch = epoch
+        self._start_height()
+
+    # ------------------------------------------------------------------ mempool and clients
+
+    async def submit(self, data: bytes) -> dict:
+        """Admit a signed transaction, share it with the peers, and wait for its certified effects.
+
+        Returns {"sequence", "effects"} or {"error": (code, fields)}
+        when admission refuses it; an execution failure is in the effects' `error`."""
+        await self.start_consensus()
+        try:
+            tx_digest = self._admit(data)
+        except ProtocolError as error:
+            return {"error": (error.code, error.values())}
+        for member in range(len(self._core.committee.members)):
+            if member != self._core.index:
+                peer = self._peer(member)
+                if peer is not None:
+                    peer.add_transaction.remote(data)
+        waiter = self._waiters.get(tx_digest) or asyncio.get_running_loop().create_future()
+        self._waiters[tx_digest] = waiter
+        sequence, effects = await waiter
+        # The effects struct itself: msgspec cannot build a decoder for ExecutionError's field
+        # union, so canonical bytes would not decode on the client.
+        return {"sequence": sequence, "effects": effects}
+
+    async def add_transaction(self, data: bytes) -> None:
+        """A transaction a peer admitted: admit it here too so any leader can order it."""
+        try:
+            self._admit(data)
+        except ProtocolError:
+            pass
+
+    async def request_faucet(self, recipient: bytes, amount: int) -> dict:
+        """Localnet faucet: this validator signs a Faucet transaction from its own key (its
+        genesis balance pays the fee; the coins come from the emission pool)."""
+        account = self._state.account(self._keypair.address)
+        self._faucet_nonce = max(self._faucet_nonce, account.nonce)
+        tx = Transaction(sender=self._keypair.address, nonce=self._faucet_nonce,
+                         kind=Faucet(recipient=recipient, amount=amount),
+                         max_fee=self._state.system().parameters.base_fee)
+        self._faucet_nonce += 1
+        return await self.submit(encode(sign_transaction(self._keypair, tx)))
+
+    def _admit(self, data: bytes) -> bytes:
+        signed = check_admission(data, self._state, self._state.system().parameters)
+        tx_digest = transaction_digest(signed.transaction)
+        self._mempool[tx_digest] = bytes(data)
+        self._start_height()
+        return tx_digest
+
+    # ------------------------------------------------------------------ catch-up
+
+    async def checkpoints(self, from_seq: int, to_seq: int) -> list[tuple[int, bytes, bytes]]:
+        """Certified checkpoints [from_seq, to_seq] for a peer that is catching up."""
+        return self._store.checkpoints(from_seq, to_seq)
+
+    async def _catch_up(self) -> None:
+        """Fetch, verify and apply what the peers committed beyond this replica's disk."""
+        for i in range(self._network.validators):
+            if i == self._index:
+                continue
+            try:
+                peer = ray.get_actor(self._network.validator_name(i), namespace=self._network.namespace)
+                while True:
+                    start = self._store.next_sequence()
+                    batch = await peer.checkpoints.remote(start, start + CATCH_UP_BATCH - 1)
+                    if not batch:
+                        break
+                    for sequence, value, certificate in batch:
+                        self._apply_certified(sequence, value, certificate)
+            except (ValueError, ray.exceptions.RayActorError):
+                continue  # that peer is down; try the next
+            except (ProtocolError, InvalidCheckpoint):
+                continue  # it served something that does not verify: nothing of it was applied
+
+    def _apply_certified(self, sequence: int, value: bytes, certificate: bytes) -> None:
+        """Verify a peer's checkpoint against our own committee and state, then commit it."""
+        cert = decode(certificate, CommitCertificate)
+        verify_checkpoint_chain(self._state.system().committee, [(value, cert)], sequence)
+        checkpoint = decode(value, Checkpoint)
+        changes, effects = self._execute(sequence, checkpoint)
+        self._store.commit_checkpoint(sequence, value, certificate, changes, epoch=checkpoint.epoch)
+        for key, item in changes:
+            self._state.put_raw(key, item)
+        self._finish_transactions(effects, sequence)
+
+    # ------------------------------------------------------------------ reads
+
+    def status(self) -> dict:
+        system = self._state.system()
+        latest = self._store.latest_sequence()
+        return {"index": self._index, "pid": os.getpid(), "epoch": system.epoch,
+                "sequence": latest, "state_root": self._state.state_root().hex(),
+                "mempool": len(self._mempool), "committed_transactions": self._committed_txs,
+                "timestamp_ms": self._latest_timestamp_ms()}
+
+    def get_account(self, address: bytes) -> bytes:
+        return encode(self._state.account(address))
+
+    def get_object(self, key: bytes) -> bytes | None:
+        """Canonical bytes of the state entry `tag || id` (None when absent)."""
+        return self._state.get_raw(key)
+
+    def get_checkpoint(self, sequence: int | None = None) -> tuple[bytes, bytes] | None:
+        """(checkpoint, certificate) at `sequence` (the latest when None); None when absent."""
+        if sequence is None:
+            sequence = self._store.latest_sequence()
+        if sequence is None or sequence > (self._store.latest_sequence() or -1):
+            return None
+        return self._store.get_checkpoint(sequence)
+
+    def system_state(self) -> bytes:
+        return encode(self._state.system())

@@ -1,0 +1,151 @@
+"""SomaClient: the async SDK that users, scripts and miners use to talk to a network.
+
+    client = await SomaClient(chain="localnet")            # joins the local Ray cluster
+    await client.request_faucet(address, 10 * SHANNONS_PER_SOMA)
+    effects = await client.transfer(keypair, recipient, amount)
+
+Reads go to any validator that answers; `execute` signs a transaction, submits it and returns
+its certified effects. A transaction that fails raises the typed error of spec §8 (a
+`soma_ray.protocol.errors.ProtocolError` subclass with its fields), whether admission refused it
+or execution failed after ordering (the fee is then still charged, as the spec says).
+"""
+from __future__ import annotations
+
+import itertools
+import os
+
+import ray
+
+from actors.network import DEFAULT_NAMESPACE, Network, connect
+from soma_ray.protocol import errors
+from soma_ray.protocol.crypto import Keypair
+from soma_ray.protocol.encoding import decode
+from soma_ray.protocol.execution import sign_transaction
+from soma_ray.protocol.types import (
+    Account, Checkpoint, SystemState, Transaction, TransactionEffects, TransactionKind, Transfer,
+)
+from soma_ray.protocol.encoding import encode
+
+CHAINS = {"localnet": DEFAULT_NAMESPACE}
+
+
+class NoValidatorAvailable(RuntimeError):
+    def __init__(self, tried: int):
+        self.tried = tried
+        super().__init__(f"none of the {tried} validators answered")
+
+
+def raise_error(code: str, fields) -> None:
+    """Raise the typed protocol error named `code` with its fields."""
+    error_type = getattr(errors, code, None)
+    values = dict(fields)
+    if isinstance(error_type, type) and issubclass(error_type, errors.ProtocolError):
+        raise error_type(**values)
+    raise errors.ProtocolError(f"{code}: {values}")
+
+
+class SomaClient:
+    """Async client of one network. `await SomaClient(...)` connects (and inits Ray if needed)."""
+
+    def __init__(self, chain: str = "localnet", address: str | None = None,
+                 namespace: str | None = None, prefix: str = ""):
+        self._address = address or os.environ.get("RAY_ADDRESS", "auto")
+        self._namespace = namespace or CHAINS[chain]
+        self._prefix = prefix
+        self.network: Network | None = None
+        self._turn = itertools.count()
+
+    def __await__(self):
+        return self._connect().__await__()
+
+    async def _connect(self) -> "SomaClient":
+        if not ray.is_initialized():
+            ray.init(address=self._address, namespace=self._namespace, log_to_driver=False)
+        self.network = connect(self._namespace, self._prefix)
+        return self
+
+    # ------------------------------------------------------------------ reads
+
+    async def _call(self, method: str, *args):
+        """Call `method` on the validators in turn until one answers (any replica serves reads)."""
+        validators = self.network.validators
+        start = next(self._turn)
+        for offset in range(len(validators)):
+            handle = validators[(start + offset) % len(validators)]
+            try:
+                return await getattr(handle, method).remote(*args)
+            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
+                continue
+        raise NoValidatorAvailable(len(validators))
+
+    async def get_account(self, address: bytes) -> Account:
+        return decode(await self._call("get_account", address), Account)
+
+    async def get_balance(self, address: bytes) -> int:
+        return (await self.get_account(address)).balance
+
+    async def get_system_state(self) -> SystemState:
+        return decode(await self._call("system_state"), SystemState)
+
+    async def get_epoch(self) -> int:
+        return (await self.get_system_state()).epoch
+
+    async def get_checkpoint(self, sequence: int | None = None) -> Checkpoint | None:
+        """A certified checkpoint (the latest when `sequence` is None)."""
+        found = await self._call("get_checkpoint", sequence)
+        return None if found is None else decode(found[0], Checkpoint)
+
+    async def get_object(self, tag: bytes, ident: bytes, type_):
+        """The state object `type_` stored under `tag || ident` (see protocol.state), or None."""
+        raw = await self._call("get_object", tag + ident)
+        return None if raw is None else decode(raw, type_)
+
+    async def status(self) -> list[dict | None]:
+        """Each validator's status, None for one that does not answer."""
+        out = []
+        for handle in self.network.validators:
+            try:
+                out.append(await handle.status.remote())
+            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
+                out.append(None)
+        return out
+
+    # ------------------------------------------------------------------ epochs
+
+    async def advance_epoch(self) -> int:
+        """Localnet: end the epoch now; returns the new epoch once committed."""
+        return await self.network.clock.advance_epoch.remote()
+
+    async def wait_for_epoch(self, epoch: int, timeout_s: float = 120.0) -> int:
+        return await self.network.clock.wait_for_epoch.remote(epoch, timeout_s)
+
+    # ------------------------------------------------------------------ transactions
+
+    async def execute(self, keypair: Keypair, kind: TransactionKind,
+                      max_fee: int | None = None) -> TransactionEffects:
+        """Sign `kind` from `keypair` with its next nonce, submit, return the certified effects."""
+        system = await self.get_system_state()
+        account = await self.get_account(keypair.address)
+        tx = Transaction(sender=keypair.address, nonce=account.nonce, kind=kind,
+                         max_fee=system.parameters.base_fee if max_fee is None else max_fee)
+        return await self.submit(encode(sign_transaction(keypair, tx)))
+
+    async def submit(self, signed_transaction: bytes) -> TransactionEffects:
+        """Submit already signed canonical bytes; raises the typed error if it fails."""
+        return self._effects_of(await self._call("submit", signed_transaction))
+
+    async def transfer(self, keypair: Keypair, recipient: bytes, amount: int) -> TransactionEffects:
+        return await self.execute(keypair, Transfer(recipient=recipient, amount=amount))
+
+    async def request_faucet(self, recipient: bytes, amount: int) -> TransactionEffects:
+        """Localnet: coins from the emission pool, signed by a validator's faucet key."""
+        return self._effects_of(await self._call("request_faucet", recipient, amount))
+
+    @staticmethod
+    def _effects_of(result: dict) -> TransactionEffects:
+        if "error" in result:
+            raise_error(*result["error"])
+        effects = result["effects"]
+        if effects.error is not None:
+            raise_error(effects.error.code, effects.error.fields)
+        return effects
