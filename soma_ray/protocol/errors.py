@@ -153,7 +153,6 @@ AuditWindowOpen = _error(
     "AuditWindowOpen", ("claimable_epoch", "current_epoch"),
     "rewards can be claimed from epoch {claimable_epoch} (now {current_epoch})",
 )
-UnsupportedKind = _error("UnsupportedKind", ("kind",), "transaction kind {kind} is not supported")
 EpochMismatch = _error("EpochMismatch", ("expected", "got"), "the next epoch is {expected}, not {got}")
 TimestampRegression = _error(
     "TimestampRegression", ("previous_ms", "got_ms"), "timestamp {got_ms} ms is before {previous_ms} ms"

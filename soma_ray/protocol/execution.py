@@ -15,7 +15,7 @@ from soma_ray.protocol.crypto import address_of, verify_signature
 from soma_ray.protocol.encoding import DOMAIN_TX, digest, decode, encode
 from soma_ray.protocol.errors import (
     BadNonce, InsufficientFee, InvalidSignature, NonCanonicalEncoding, ProtocolError,
-    TransactionTooLarge, UnsupportedKind,
+    TransactionTooLarge,
 )
 from soma_ray.protocol.params import Parameters
 from soma_ray.protocol.state import State
@@ -91,13 +91,6 @@ def charge_fee_and_nonce(state: State, tx: t.Transaction, fee: int) -> None:
     state.put_system(system)
 
 
-def run_kind(state: State, kind: object, ctx: ExecutionContext) -> None:
-    process = PROCESS.get(type(kind))
-    if process is None:
-        raise UnsupportedKind(kind=type(kind).__name__)
-    process(state, kind, ctx)
-
-
 def execute_transaction(state: State, signed: t.SignedTransaction, ctx: ExecutionContext) -> t.TransactionEffects:
     """Execute one ordered, admitted transaction; the effects record the fee and any error."""
     tx = signed.transaction
@@ -113,7 +106,7 @@ def execute_transaction(state: State, signed: t.SignedTransaction, ctx: Executio
     tx_ctx = ctx.for_transaction(tx_digest, tx.sender)
     state.begin()
     try:
-        run_kind(state, tx.kind, tx_ctx)
+        PROCESS[type(tx.kind)](state, tx.kind, tx_ctx)
     except ProtocolError as error:
         state.rollback()
         effects.error = error.to_struct()
