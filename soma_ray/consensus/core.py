@@ -199,6 +199,7 @@ class ConsensusCore:
                 prevote=self._own_votes.get((self.round, Step.PREVOTE)),
                 precommit=self._own_votes.get((self.round, Step.PRECOMMIT)),
                 proposal=self._own_proposal,
+                valid_polka=self._valid_polka(),
             )
         )
 
@@ -234,18 +235,30 @@ class ConsensusCore:
         return out + self._progress()
 
     def _propose(self, round: int) -> list[Output]:
-        """StartRound as leader: re-propose the value of the latest polka, if any (rule 14-19)."""
+        """StartRound as leader: re-propose the value of the latest polka, if any (rules 14-19).
+
+        The polka's prevotes go along: peers that lost them (or restarted) need them to accept a
+        re-proposal, or a locked minority and an unlocked one could block each other for ever.
+        """
         value = self._valid_value if self._valid_value is not None else self._app.propose(self.height)
         proposal = sign_proposal(self._keypair, self.index, self.height, round, value, self._valid_round)
         self._own_proposal = proposal
         self._store_proposal(proposal)
-        return [PersistSafetyState(self.safety_state()), Broadcast(proposal)]
+        polka = [Broadcast(v) for v in self._valid_polka()]
+        return [PersistSafetyState(self.safety_state()), Broadcast(proposal)] + polka
+
+    def _valid_polka(self) -> list[Vote]:
+        if self._valid_value is None:
+            return []
+        return self._votes.votes_for(self._valid_round, Step.PREVOTE, value_digest(self._valid_value))
 
     def _resume(self, state: SafetyState) -> list[Output]:
         """Re-enter the persisted round with the persisted votes: re-send them, sign nothing new."""
         self.round = state.round
         self._locked_round, self._locked_value = state.locked_round, state.locked_value
         self._valid_round, self._valid_value = state.valid_round, state.valid_value
+        for vote in state.valid_polka:
+            self._votes.add(vote)
         out: list[Output] = []
         if state.proposal is not None:
             self._own_proposal = state.proposal

@@ -110,7 +110,8 @@ class SafetyState(Struct):
     """What a validator must remember across restarts so that it never signs against itself.
 
     `prevote`/`precommit`/`proposal` are the node's own messages in `round` (None where it sent
-    none): a restarted node re-sends these instead of signing new ones.
+    none): a restarted node re-sends these instead of signing new ones. `valid_polka` are the
+    prevotes that make `valid_value` re-proposable: peers cannot accept a re-proposal without them.
     """
 
     height: int
@@ -122,6 +123,7 @@ class SafetyState(Struct):
     prevote: Vote | None = None
     precommit: Vote | None = None
     proposal: Proposal | None = None
+    valid_polka: list[Vote] = []
 
 
 # Outputs: the shell performs them in the order given.

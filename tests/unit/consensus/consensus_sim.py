@@ -19,6 +19,7 @@ from soma_ray.consensus import (
     CertifiedValue,
     ConsensusCore,
     Decide,
+    PeerBehind,
     PersistSafetyState,
     Proposal,
     Send,
@@ -119,6 +120,8 @@ class SimNode:
                 sends.append((None, output.message))
             elif isinstance(output, Send):
                 sends.append((output.to, output.message))
+            elif isinstance(output, PeerBehind) and output.height in self.decided:
+                sends.append((output.peer, self.decided[output.height]))  # served from "disk"
             elif isinstance(output, SetTimer):
                 self.sim.schedule_timer(self, output)
             elif isinstance(output, Decide):
@@ -129,7 +132,7 @@ class SimNode:
             sends = self.behaviour(self, sends)
         for to, message in sends:
             self.sim.transmit(self.index, to, message)
-        if decided:  # the "actor" has applied and persisted the value: go on
+        if decided and self.alive:  # the "actor" has applied and persisted the value: go on
             self.perform(self.core.start_height())
 
 
@@ -166,6 +169,8 @@ class Simulation:
     # ------------------------------------------------------------- network
 
     def transmit(self, sender: int, to: int | None, message: Message) -> None:
+        if not self.nodes[sender].alive:
+            return
         data = encode(message)
         recipients = [to] if to is not None else [n.index for n in self.nodes if n.index != sender]
         for recipient in recipients:
@@ -225,9 +230,8 @@ class Simulation:
 
     def run_until_height(self, height: int, limit_ms: int, nodes: list[int] | None = None) -> bool:
         """Run until the given (default: live honest) nodes have decided `height`; False on limit."""
-        watched = [self.nodes[i] for i in nodes] if nodes is not None else self.live_honest()
-
         def done() -> bool:
+            watched = [self.nodes[i] for i in nodes] if nodes is not None else self.live_honest()
             return all(height in n.decided for n in watched)
 
         self.run(limit_ms, done)
