@@ -1,0 +1,88 @@
+"""ChangeEpoch (spec §3): emission step decay, validator rewards and fees, genesis."""
+import msgspec
+import pytest
+
+from soma_ray.protocol.errors import InsufficientBalance
+from soma_ray.protocol.genesis import genesis, localnet_config
+from soma_ray.protocol.genesis import testnet_config as testnet_preset
+from soma_ray.protocol.params import SHANNONS_PER_SOMA
+from soma_ray.protocol.state import MODEL, STAKING_POOL, TARGET, VALIDATOR
+from soma_ray.protocol.supply import total_supply
+from soma_ray.protocol.types import Model, StakingPool, Target, Transfer, Validator
+
+SOMA = SHANNONS_PER_SOMA
+
+
+def test_genesis_localnet(net):
+    state = net.state
+    system = state.system()
+    assert system.epoch == 0
+    assert [m.voting_power for m in system.committee.members] == [2500] * 4
+    assert all(m.status == "Active" and m.embedding for m in state.values(MODEL, Model))
+    assert len(state.ids(TARGET)) == net.params.initial_targets_per_epoch
+    assert total_supply(state) == net.params.genesis_supply
+
+
+def test_genesis_is_reproducible():
+    assert genesis(localnet_config()).state_root() == genesis(localnet_config()).state_root()
+    assert genesis(localnet_config()).state_root() != genesis(localnet_config(validators=3)).state_root()
+
+
+def test_testnet_preset_has_no_targets_without_models():
+    state = genesis(testnet_preset())
+    assert state.system().parameters.embedding_dim == 2048
+    assert state.ids(TARGET) == [] and total_supply(state) == state.system().parameters.genesis_supply
+
+
+def test_genesis_allocations_beyond_supply_fail():
+    config = localnet_config()
+    config.parameters = msgspec.structs.replace(config.parameters, genesis_supply=10 * SOMA)
+    with pytest.raises(InsufficientBalance):
+        genesis(config)
+
+
+def test_emission_decays_every_period(make_net):
+    net = make_net(emission_period_epochs=2, emission_decrease_bps=1_000)
+    start = net.params.initial_emission_per_epoch
+    net.advance()
+    assert net.state.system().emission_pool.emission_per_epoch == start
+    net.advance()
+    assert net.state.system().emission_pool.emission_per_epoch == start * 9 // 10
+    net.advance(2)
+    assert net.state.system().emission_pool.emission_per_epoch == start * 9 // 10 * 9 // 10
+
+
+def test_emission_never_exceeds_the_pool(make_net):
+    allocated = 4 * 1_000_000 * SOMA + 4 * 100_000 * SOMA + 3 * 1_000 * SOMA
+    net = make_net(genesis_supply=allocated + 1_000 * SOMA)
+    for _ in range(4):
+        net.advance()
+        assert net.state.system().emission_pool.balance >= 0
+    assert total_supply(net.state) == net.params.genesis_supply
+
+
+def _pool_balance(net, key):
+    validator = net.state.require(VALIDATOR, key.address, Validator)
+    pool = net.state.require(STAKING_POOL, validator.staking_pool_id, StakingPool)
+    return pool.soma_balance + pool.pending_stake
+
+
+def test_validators_share_emission_and_fees_by_voting_power(net):
+    for _ in range(3):
+        net.ok(net.users[0], Transfer(net.users[1].address, 1))
+    fees = 3 * net.params.base_fee
+    assert net.state.system().fees_this_epoch == fees
+    before = [_pool_balance(net, key) for key in net.validators]
+    net.advance()
+    reward = net.params.initial_emission_per_epoch * net.params.validator_share_bps // 10_000 + fees
+    gains = [_pool_balance(net, key) - b for key, b in zip(net.validators, before)]
+    assert gains == [reward * 2_500 // 10_000] * 4
+    assert net.state.system().fees_this_epoch == 0
+
+
+def test_each_epoch_generates_funded_targets(net):
+    net.advance()
+    system = net.state.system()
+    new = [t for t in net.state.values(TARGET, Target) if t.generation_epoch == 1]
+    assert len(new) == net.params.initial_targets_per_epoch
+    assert all(t.reward_pool == system.target_state.reward_per_target for t in new)
