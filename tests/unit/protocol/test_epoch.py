@@ -4,7 +4,7 @@ import pytest
 
 from soma_ray.protocol.errors import InsufficientBalance
 from soma_ray.protocol.genesis import genesis, localnet_config
-from soma_ray.protocol.genesis import testnet_config as testnet_preset
+from soma_ray.protocol import genesis as presets
 from soma_ray.protocol.params import SHANNONS_PER_SOMA
 from soma_ray.protocol.state import MODEL, STAKING_POOL, TARGET, VALIDATOR
 from soma_ray.protocol.supply import total_supply
@@ -29,7 +29,7 @@ def test_genesis_is_reproducible():
 
 
 def test_testnet_preset_has_no_targets_without_models():
-    state = genesis(testnet_preset())
+    state = genesis(presets.testnet_config())
     assert state.system().parameters.embedding_dim == 2048
     assert state.ids(TARGET) == [] and total_supply(state) == state.system().parameters.genesis_supply
 
