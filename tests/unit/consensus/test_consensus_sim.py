@@ -158,5 +158,5 @@ def test_random_schedules_never_break_agreement(seed, n, loss, duplicate, max_de
         node.app, node.behaviour = app(node.index), behaviour or (lambda node, sends: sends)
         node.core = node._build_core()
         node.perform(node.core.start_height())
-    sim.run(15_000)
+    sim.run_until_height(FIRST_HEIGHT + 5, limit_ms=15_000)
     assert_safe_and_certified(sim)
