@@ -128,6 +128,23 @@ class Network:
     def validator(self, index: int):
         return self.validators[index]
 
+    def stop_validator(self, index: int) -> None:
+        """Kill validator `index` for good (Ray does not restart it); its disk stays."""
+        ray.kill(self.validators[index], no_restart=True)
+        name = self.config.validator_name(index)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # the name is free once the actor is dead
+            try:
+                ray.get_actor(name, namespace=self.config.namespace)
+            except ValueError:
+                return
+            time.sleep(0.1)
+
+    def relaunch_validator(self, index: int, timeout_s: float = 120.0) -> None:
+        """Launch validator `index` again after `stop_validator`: it recovers and catches up."""
+        self.validators[index] = launch_validator(self.config, index)
+        ray.get(self.validators[index].start_consensus.remote(), timeout=timeout_s)
+
     def stop(self) -> None:
         """Kill every actor of the network; their disks stay, so a later start resumes."""
         for handle in [*self.validators, self.clock]:

@@ -96,6 +96,7 @@ class ValidatorActor:
         self._requested_epoch: int | None = None
         self._timers: dict[tuple, asyncio.TimerHandle] = {}
         self._peers: dict[int, object] = {}
+        self._clock = None
         self._core: ConsensusCore | None = None
         self._next_height: asyncio.TimerHandle | None = None
         self._starting = asyncio.Lock()
@@ -185,6 +186,9 @@ class ValidatorActor:
         self._timers[key] = loop.call_later(timer.duration_ms / 1000, self._fire_timer, key)
 
     def _fire_timer(self, key: tuple) -> None:
+        # A timeout means a peer may be missing; a peer that was stopped and launched again is a
+        # new actor under the same name, so look the handles up afresh.
+        self._peers.clear()
         self._timers.pop(key, None)
         self._perform(self._core.on_timeout(*key))
 
@@ -328,11 +332,12 @@ class ValidatorActor:
 
     def _report_to_clock(self, checkpoint: Checkpoint) -> None:
         system = self._state.system()
-        try:
-            clock = ray.get_actor(self._network.clock_name, namespace=self._network.namespace)
-        except ValueError:
-            return
-        clock.observe_checkpoint.remote(system.epoch, system.epoch_start_timestamp_ms,
+        if self._clock is None:
+            try:
+                self._clock = ray.get_actor(self._network.clock_name, namespace=self._network.namespace)
+            except ValueError:
+                return
+        self._clock.observe_checkpoint.remote(system.epoch, system.epoch_start_timestamp_ms,
                                         checkpoint.timestamp_ms)
 
     async def request_epoch_change(self, epoch: int) -> None:
@@ -440,6 +445,10 @@ class ValidatorActor:
     def get_object(self, key: bytes) -> bytes | None:
         """Canonical bytes of the state entry `tag || id` (None when absent)."""
         return self._state.get_raw(key)
+
+    def object_ids(self, tag: bytes) -> list[bytes]:
+        """Ids of one state namespace (e.g. every target), ascending."""
+        return self._state.ids(tag)
 
     def get_checkpoint(self, sequence: int | None = None) -> tuple[bytes, bytes] | None:
         """(checkpoint, certificate) at `sequence` (the latest when None); None when absent."""

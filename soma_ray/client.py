@@ -100,6 +100,10 @@ class SomaClient:
         raw = await self._call("get_object", tag + ident)
         return None if raw is None else decode(raw, type_)
 
+    async def get_object_ids(self, tag: bytes) -> list[bytes]:
+        """Ids of every object of one kind (`protocol.state` tags: TARGET, MODEL, ...)."""
+        return await self._call("object_ids", tag)
+
     async def status(self) -> list[dict | None]:
         """Each validator's status, None for one that does not answer."""
         out = []

@@ -73,3 +73,80 @@ def test_faucet_then_transfer_is_final_on_every_validator(localnet):
     fee = 1_000
     assert (alice_balance, bob_balance) == (50 * SOMA - 7 * SOMA - fee, 7 * SOMA)
     wait_until(lambda: same_root_at_same_height(localnet))
+
+
+def test_bad_transactions_get_typed_errors_and_change_nothing(localnet):
+    from soma_ray.protocol import errors
+    from soma_ray.protocol.encoding import encode
+    from soma_ray.protocol.execution import sign_transaction
+    from soma_ray.protocol.types import SignedTransaction, Transaction, Transfer
+
+    carol, mallory = preset_keypair("e2e-carol", 0), preset_keypair("e2e-mallory", 0)
+
+    async def scenario():
+        client = await client_of(localnet)
+        await client.request_faucet(carol.address, 10 * SOMA)
+        before = await client.get_account(carol.address)
+        tx = Transaction(sender=carol.address, nonce=before.nonce,
+                         kind=Transfer(recipient=mallory.address, amount=SOMA), max_fee=1_000)
+        good = sign_transaction(carol, tx)
+        forged = SignedTransaction(tx, carol.public_key, sign_transaction(mallory, tx).signature)
+        with pytest.raises(errors.InvalidSignature):
+            await client.submit(encode(forged))
+        with pytest.raises(errors.MalformedInput):
+            await client.submit(b"\x92not a transaction")
+        with pytest.raises(errors.TransactionTooLarge):
+            await client.submit(b"\x00" * (256 * 1024 + 1))
+        await client.submit(encode(good))
+        with pytest.raises(errors.BadNonce):  # the same bytes again: a replay
+            await client.submit(encode(good))
+        with pytest.raises(errors.InsufficientBalance):  # fails after ordering: only the fee is paid
+            await client.transfer(carol, mallory.address, 100 * SOMA)
+        return before, await client.get_account(carol.address), await client.get_balance(mallory.address)
+
+    before, after, mallory_balance = run(scenario())
+    assert mallory_balance == SOMA
+    assert after.nonce == before.nonce + 2
+    assert after.balance == before.balance - SOMA - 2 * 1_000
+
+
+def test_stake_model_lifecycle_and_epoch_change_generate_targets(localnet):
+    from soma_ray.protocol.models import model_commitment
+    from soma_ray.protocol.state import MODEL, STAKED_SOMA, TARGET
+    from soma_ray.protocol.targets import target_embedding
+    from soma_ray.protocol.types import (
+        AddStake, CommitModel, CreateModel, Model, RevealModel, StakedSoma, Target, WeightsManifest,
+    )
+
+    owner = preset_keypair("e2e-owner", 0)
+    validator_address = localnet.config.validator_keypair(0).address
+
+    async def scenario():
+        client = await client_of(localnet)
+        await client.request_faucet(owner.address, 100 * SOMA)
+        staked = await client.execute(owner, AddStake(pool_owner=validator_address, amount=5 * SOMA))
+        receipt = await client.get_object(STAKED_SOMA, staked.created[-1], StakedSoma)
+        created = await client.execute(owner, CreateModel(stake=2 * SOMA, commission_bps=100,
+                                                          architecture_version=1))
+        model_id = created.created[0]
+        system = await client.get_system_state()
+        embedding = target_embedding(b"e2e-model".ljust(32, b"\0"),
+                                     system.parameters.embedding_dim).astype("<f4").tobytes()
+        key = b"k" * 32
+        await client.execute(owner, CommitModel(
+            model_id=model_id, weights_manifest=WeightsManifest("http://blobs/w", b"\1" * 32, 1024),
+            weights_commitment=b"\2" * 32, embedding_commitment=model_commitment(embedding),
+            key_commitment=model_commitment(key)))
+        epoch = await client.advance_epoch()
+        await client.execute(owner, RevealModel(model_id=model_id, decryption_key=key, embedding=embedding))
+        model = await client.get_object(MODEL, model_id, Model)
+        next_epoch = await client.advance_epoch()
+        targets = [await client.get_object(TARGET, t, Target) for t in await client.get_object_ids(TARGET)]
+        return system.epoch, epoch, next_epoch, receipt, model, targets
+
+    start_epoch, epoch, next_epoch, receipt, model, targets = run(scenario())
+    assert (epoch, next_epoch) == (start_epoch + 1, start_epoch + 2)
+    assert receipt.owner == owner.address and receipt.principal == 5 * SOMA
+    assert model.status == "Active"
+    assert any(t.generation_epoch == next_epoch for t in targets)
+    wait_until(lambda: same_root_at_same_height(localnet))
