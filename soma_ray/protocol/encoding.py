@@ -46,7 +46,8 @@ def decode(data: bytes, type_: type[T]) -> T:
         decoder = _decoders[type_] = msgspec.msgpack.Decoder(type_)
     try:
         return decoder.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError, TypeError) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError, TypeError, ValueError) as exc:
+        # ValueError covers invalid UTF-8 in str fields (UnicodeDecodeError).
         raise MalformedInput(reason=str(exc)) from None
 
 
