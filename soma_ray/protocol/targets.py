@@ -64,6 +64,10 @@ def target_embedding(seed: bytes, dim: int) -> np.ndarray:
     return np.asarray(arrgen.normal_array(int_seed, [dim], 0.0, 1.0), dtype=np.float32)
 
 
+def _is_float32(array) -> bool:
+    return isinstance(array, np.ndarray) and array.dtype.kind == "f" and array.dtype.itemsize == 4
+
+
 def as_embedding(vector, dim: int | None = None) -> np.ndarray:
     """Validate a float32 vector (array of any byte order/layout, or little-endian bytes).
 
@@ -75,8 +79,9 @@ def as_embedding(vector, dim: int | None = None) -> np.ndarray:
         if len(vector) % 4:
             raise MalformedInput(reason=f"embedding of {len(vector)} bytes is not float32 values")
         vector = np.frombuffer(vector, dtype="<f4")
-    if not isinstance(vector, np.ndarray) or vector.dtype.kind != "f" or vector.dtype.itemsize != 4:
-        raise MalformedInput(reason=f"embedding must be float32, got {getattr(vector, 'dtype', type(vector).__name__)}")
+    if not _is_float32(vector):
+        got = getattr(vector, "dtype", type(vector).__name__)
+        raise MalformedInput(reason=f"an embedding must be float32, got {got}")
     array = np.ascontiguousarray(vector, dtype=np.float32)
     if array.ndim != 1:
         raise EmbeddingDimensionMismatch(expected=dim if dim is not None else -1, got=array.size)
@@ -135,7 +140,7 @@ class ModelIndex:
     """
 
     def __init__(self, model_ids: Sequence, embeddings, stakes: Sequence[int]):
-        if not isinstance(embeddings, np.ndarray) or embeddings.dtype.kind != "f" or embeddings.dtype.itemsize != 4:
+        if not _is_float32(embeddings):
             raise MalformedInput(reason="model embeddings must be a float32 matrix")
         matrix = np.ascontiguousarray(embeddings, dtype=np.float32)
         if matrix.ndim != 2 or len(model_ids) != matrix.shape[0] or len(stakes) != matrix.shape[0]:
@@ -241,7 +246,9 @@ def next_target_seed(state: State, ctx: ExecutionContext) -> bytes:
     return target_seed(ctx.checkpoint_seed, state.system().target_state.targets_generated_this_epoch)
 
 
-def _fund_target(state: State, ctx: ExecutionContext, embedding: np.ndarray, model_ids: list) -> Target | None:
+def _fund_target(
+    state: State, ctx: ExecutionContext, embedding: np.ndarray, model_ids: list
+) -> Target | None:
     """Create one target whose reward moves from the emission pool, within the epoch's remaining
     budget; None once the budget (or the pool) is spent.
 
@@ -359,7 +366,9 @@ def adjust_difficulty(state: State) -> None:
         else:
             factor = BPS
     threshold = targets.distance_threshold * factor // BPS
-    targets.distance_threshold = min(max(threshold, params.min_distance_threshold), params.max_distance_threshold)
+    targets.distance_threshold = min(
+        max(threshold, params.min_distance_threshold), params.max_distance_threshold
+    )
     targets.hit_time_sum_ms = 0
     targets.confirmed_hits = 0
     state.put_system(system)
