@@ -252,6 +252,7 @@ def test_catch_up_decides_a_certified_value_and_refuses_a_short_or_mismatched_on
         Decide(H, value(), good.certificate)
     ]
     assert core.height == H + 1
+    assert core.decision(H) == good
 
 
 def test_a_peer_on_a_decided_height_gets_the_certified_value_once_per_round():
