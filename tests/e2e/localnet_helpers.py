@@ -1,0 +1,41 @@
+"""Helpers to drive and watch a test localnet (imported by the e2e test modules)."""
+import asyncio
+import time
+
+import ray
+
+from soma_ray.client import SomaClient
+
+
+def run(coroutine):
+    return asyncio.run(coroutine)
+
+
+async def client_of(network):
+    return await SomaClient(namespace=network.config.namespace, prefix=network.config.prefix)
+
+
+def statuses(network, indices=None):
+    """Status of the validators `indices` (all by default)."""
+    chosen = range(len(network.validators)) if indices is None else indices
+    return ray.get([network.validators[i].status.remote() for i in chosen], timeout=30)
+
+
+def wait_until(predicate, timeout_s=60.0, interval_s=0.2):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise AssertionError("condition not reached in time")
+
+
+def same_root_at_same_height(network):
+    """All validators at one sequence with one state root (or False while they differ)."""
+    found = statuses(network)
+    heights = {s["sequence"] for s in found}
+    roots = {s["state_root"] for s in found}
+    return found if len(heights) == 1 and len(roots) == 1 else False
+
+

@@ -1,0 +1,51 @@
+"""Faults on a 4-validator localnet: a crash, a lost quorum, a lost disk."""
+import os
+import shutil
+import signal
+import time
+
+import pytest
+
+from localnet_helpers import same_root_at_same_height, statuses, wait_until
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+
+
+def sequences(network, indices):
+    return [s["sequence"] for s in statuses(network, indices)]
+
+
+def test_killed_validator_restarts_recovers_from_disk_and_catches_up(localnet):
+    victim = 1
+    pid = statuses(localnet)[victim]["pid"]
+    before = sequences(localnet, [0, 2, 3])
+    os.kill(pid, signal.SIGKILL)
+    # The three others keep certifying checkpoints without it.
+    wait_until(lambda: min(sequences(localnet, [0, 2, 3])) >= max(before) + 3)
+    # Ray restarts it; it reopens its LMDB store and catches up with the others.
+    restarted = wait_until(lambda: statuses(localnet)[victim]["pid"] != pid and statuses(localnet))
+    assert restarted[victim]["sequence"] is not None
+    wait_until(lambda: same_root_at_same_height(localnet))
+
+
+def test_two_of_four_stopped_halts_commits_until_they_return(localnet):
+    for index in (2, 3):
+        localnet.stop_validator(index)
+    time.sleep(1.5)  # let a checkpoint in flight finish
+    stalled = sequences(localnet, [0, 1])
+    time.sleep(3)
+    assert sequences(localnet, [0, 1]) == stalled  # 2 of 4 is below the 2f+1 quorum
+    for index in (2, 3):
+        localnet.relaunch_validator(index)
+    wait_until(lambda: min(sequences(localnet, [0, 1, 2, 3])) >= max(stalled) + 2)
+    wait_until(lambda: same_root_at_same_height(localnet))
+
+
+def test_validator_with_wiped_disk_resyncs_from_peers(localnet):
+    victim = 3
+    localnet.stop_validator(victim)
+    shutil.rmtree(localnet.config.validator_dir(victim))
+    localnet.relaunch_validator(victim)
+    others = sequences(localnet, [0, 1, 2])
+    assert statuses(localnet)[victim]["sequence"] >= min(others) - 1
+    wait_until(lambda: same_root_at_same_height(localnet))
