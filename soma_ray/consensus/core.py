@@ -20,6 +20,7 @@ from soma_ray.consensus.messages import (
     CertifiedValue,
     CommitCertificate,
     Decide,
+    Evidence,
     EvidenceFound,
     Message,
     Output,
@@ -103,7 +104,7 @@ class ConsensusCore:
         self._skip_power = committee.total_power - committee.quorum + 1
         self.height = height
         self.stats: Counter[str] = Counter()
-        self.evidence: list = []
+        self.evidence: list[Evidence] = []
         self._decisions: dict[int, CertifiedValue] = {}
         self._buffer: list[Message] = []
         self._restored = _restore(safety_state, height)
@@ -113,7 +114,9 @@ class ConsensusCore:
 
     def start_height(self) -> list[Output]:
         """Begin `self.height`: resume the persisted round or start round 0, then replay
-        messages that arrived early."""
+        messages that arrived early. Calling it again for a started height does nothing."""
+        if self._started:
+            return []
         self._started = True
         restored, self._restored = self._restored, None
         out = self._resume(restored) if restored is not None else self._start_round(0)
@@ -472,7 +475,7 @@ class ConsensusCore:
         self._buffer.append(message)
         return []
 
-    def _record_evidence(self, evidence) -> list[Output]:
+    def _record_evidence(self, evidence: Evidence) -> list[Output]:
         self.stats["equivocation"] += 1
         self.evidence.append(evidence)
         return [EvidenceFound(evidence)]

@@ -15,6 +15,7 @@ from soma_ray.consensus import (
     LeaderSchedule,
     PeerBehind,
     PersistSafetyState,
+    Proposal,
     ProposalEquivocation,
     SafetyStateAhead,
     Send,
@@ -300,3 +301,20 @@ def test_leader_schedule_follows_voting_power():
     assert [turns.count(i) for i in range(4)] == [40, 20, 20, 20]
     assert all(turns[i] != turns[i + 1] for i in range(99) if turns[i] != 0)
     assert [schedule.leader(7, r) for r in range(5)] == turns[7:12]
+
+
+def test_starting_a_height_twice_does_not_propose_twice():
+    leader = SCHEDULE.leader(H, 0)
+    core = ConsensusCore(COMMITTEE, KEYS[leader], ValueApp(leader), H)
+    first = core.start_height()
+    assert [p.value for p in sent(first, Proposal)] == [f"h{H}/n{leader}/1".encode()]
+    assert core.start_height() == []
+
+
+def test_messages_too_far_ahead_are_dropped_and_counted():
+    core = new_core(max_rounds_ahead=2, max_buffered=1)
+    assert core.on_vote(vote(1, Step.PREVOTE, 3, None)) == []
+    assert core.on_vote(vote(1, Step.PREVOTE, 0, None, height=H + 1)) == []
+    assert core.on_vote(vote(2, Step.PREVOTE, 0, None, height=H + 1)) == []
+    assert core.on_vote(vote(1, Step.PREVOTE, 0, None, height=H + 2)) == []
+    assert (core.stats["round_too_far"], core.stats["future_dropped"]) == (1, 2)
