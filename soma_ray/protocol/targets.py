@@ -36,6 +36,7 @@ MAX_DISTANCE_FIXED = 2 * DISTANCE_SCALE
 # spare; the D-dependent term covers the float error for any embedding_dim.
 _PREFILTER_SLACK = 1e-8
 _PREFILTER_ULPS_PER_DIM = 8 * 2.0**-53
+_BLOCK_ROWS = 2048
 
 
 class ZeroEmbedding(ProtocolError):
@@ -154,8 +155,9 @@ class ModelIndex:
         self.stakes = [int(s) for s in stakes]
         self.dim = matrix.shape[1]
         self._matrix = matrix
-        self._matrix64 = matrix.astype(np.float64)
-        self._norms = np.einsum("ij,ij->i", self._matrix64, self._matrix64)
+        self._norms = np.empty(len(matrix))
+        for rows, block in self._blocks64():
+            self._norms[rows] = np.einsum("ij,ij->i", block, block)
         if (self._norms == 0.0).any():
             raise ZeroEmbedding()
         self._exact_norms: dict[int, float] = {}
@@ -195,10 +197,18 @@ class ModelIndex:
         kth_upper = np.partition(upper, k - 1)[k - 1]
         return np.flatnonzero(lower <= kth_upper)
 
+    def _blocks64(self):
+        """(row slice, float64 rows) blocks: bounded memory instead of a float64 copy of all."""
+        for start in range(0, len(self._matrix), _BLOCK_ROWS):
+            rows = slice(start, start + _BLOCK_ROWS)
+            yield rows, self._matrix[rows].astype(np.float64)
+
     def approx_distances(self, targets: np.ndarray) -> np.ndarray:
         """[T, N] float64 cosine distances; any summation order (BLAS) is within the margin."""
         t64 = targets.astype(np.float64)
-        dots = t64 @ self._matrix64.T
+        dots = np.empty((len(t64), len(self)))
+        for rows, block in self._blocks64():
+            dots[:, rows] = t64 @ block.T
         target_norms = np.einsum("ij,ij->i", t64, t64)
         return 1.0 - dots / np.sqrt(target_norms[:, None] * self._norms[None, :])
 

@@ -246,3 +246,10 @@ def test_bad_target_raises_typed_errors():
     assert raised.value.values() == {"expected": 8, "got": 9}
     with pytest.raises(ZeroEmbedding):
         select_models(np.zeros(8, np.float32), ids, embeddings, stakes, 1)
+
+
+def test_selection_across_prefilter_row_blocks_equals_brute_force():
+    ids, embeddings, stakes = random_models(13, 4_500, 8, equal_stakes=True)  # > 2 blocks of rows
+    embeddings[4_400:] = embeddings[:100]  # exact ties that straddle the blocks
+    target = np.random.default_rng(14).standard_normal(8).astype(np.float32)
+    assert select_models(target, ids, embeddings, stakes, 5) == brute_force(target, ids, embeddings, stakes, 5)
