@@ -3,16 +3,18 @@
 After every checkpoint the supply invariant of spec §3 holds exactly.
 """
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from soma_ray.protocol.crypto import sign_certificate
 from soma_ray.protocol.encoding import DOMAIN_CHALLENGE_VOTE, blake2b256
 from soma_ray.protocol.genesis import localnet_config, preset_keypair
 from soma_ray.protocol.sim import Simulator
-from soma_ray.protocol.state import CHALLENGE, MODEL, STAKING_POOL, SUBMISSION, TARGET
+from soma_ray.protocol.state import ACCOUNT, CHALLENGE, MODEL, STAKING_POOL, SUBMISSION, TARGET
 from soma_ray.protocol.submissions import challenge_vote_message, submission_commitment
 from soma_ray.protocol.supply import total_supply
 from soma_ray.protocol.types import (
-    ClaimRewards, CommitSubmission, InitiateChallenge, Model, ResolveChallenge, RevealSubmission,
+    Account, Challenge, ClaimRewards, CommitSubmission, InitiateChallenge, Model, ResolveChallenge, RevealSubmission,
     StakingPool, Submission, Target,
 )
 
@@ -220,3 +222,88 @@ def test_fill_generates_a_replacement_target_in_the_same_epoch(network):
     targets = list(network.state.values(TARGET, Target))
     assert len(targets) == before + 1
     assert len({t.embedding for t in targets}) == len(targets)
+
+
+# --- random interleavings ------------------------------------------------------------------------
+
+COMMIT = st.tuples(st.just("commit"), st.integers(0, 3), st.integers(0, 30), st.sampled_from([999, 1_000, 50_000]))
+REVEAL = st.tuples(st.just("reveal"), st.integers(0, 3), st.integers(0, 30), st.none())
+CHALLENGE_ACTION = st.tuples(st.just("challenge"), st.integers(0, 3), st.integers(0, 30), st.sampled_from([1, 20_000]))
+FILL = st.tuples(st.just("fill"), st.integers(0, 3), st.integers(0, 30), st.none())
+ACTIONS = st.one_of(  # the commit → reveal → challenge path drawn more often than the rest
+    COMMIT, REVEAL, FILL, FILL, CHALLENGE_ACTION, CHALLENGE_ACTION,
+    st.tuples(st.just("resolve"), st.integers(0, 3), st.integers(0, 30), st.booleans()),
+    st.tuples(st.just("claim"), st.integers(0, 3), st.integers(0, 30), st.none()),
+    st.tuples(st.just("wait"), st.just(0), st.integers(1, 40), st.none()),
+    st.tuples(st.just("epoch"), st.just(0), st.just(0), st.none()),
+)
+USERS = [MINER, RIVAL, CHALLENGER, CLAIMER]
+
+
+def pick(items: list, index: int):
+    return items[index % len(items)] if items else None
+
+
+def act(network: Network, action, user_index, index, arg):
+    """Turn one drawn action into a transaction (valid or not) on a relevant object and run it."""
+    user = USERS[user_index]
+    state = network.state
+    targets = list(state.values(TARGET, Target))
+    submissions = list(state.values(SUBMISSION, Submission))
+    if action == "commit":
+        open_now = [t for t in targets if t.status == "Open" and t.generation_epoch == state.system().epoch]
+        target = pick(open_now if index % 4 else targets, index)
+        return target and network.run(user, network.commit_kind(target, bond=arg))
+    if action == "fill":
+        target = pick([t for t in targets if t.status == "Open"], index)
+        effects = target and network.run(user, network.commit_kind(target, bond=50_000))
+        if effects and effects.error is None:
+            return network.run(user, network.reveal_kind(target, effects.created[0]))
+        return effects
+    if action == "reveal":
+        submission = pick([s for s in submissions if s.revealed is None], index)
+        if submission is None:
+            return None
+        miner = next(u for u in USERS if u.address == submission.miner)
+        kind = network.reveal_kind(network.target(submission.target_id), submission.id)
+        return network.run(user if user_index == 3 else miner, kind)
+    if action == "challenge":
+        submission = pick([s for s in submissions if s.revealed is not None], index)
+        return submission and network.run(user, InitiateChallenge(submission.id, "ScoreFraud", arg))
+    if action == "resolve":
+        challenge_id = pick(state.ids(CHALLENGE), index)
+        return challenge_id and network.resolve(challenge_id, "ChallengerWins" if arg else "MinerWins")
+    if action == "claim":
+        return network.claim(pick(targets, index), claimer=user)
+    if action == "wait":
+        return network.checkpoint(network.sim.timestamp_ms + index * 1_000)
+    return network.advance_epoch()
+
+
+def assert_consistent(state) -> None:
+    """Statuses, submissions, challenges and bonds agree; no balance is negative."""
+    challenged = [c.target_id for c in state.values(CHALLENGE, Challenge)]
+    assert len(challenged) == len(set(challenged))
+    for target in state.values(TARGET, Target):
+        assert (target.reward_pool == 0) == (target.status == "Settled")
+        assert (target.status == "Challenged") == (target.id in challenged)
+        if target.status == "Open":
+            assert target.submission_id is None
+        elif target.status != "Settled":
+            submission = state.require(SUBMISSION, target.submission_id, Submission)
+            assert submission.target_id == target.id and submission.bond > 0
+            assert (submission.revealed is not None) == (target.status != "Committed")
+    for submission in state.values(SUBMISSION, Submission):
+        target = state.require(TARGET, submission.target_id, Target)
+        assert target.submission_id == submission.id
+        assert submission.bond == 0 if target.status == "Settled" else submission.bond > 0
+    assert all(account.balance >= 0 for account in state.values(ACCOUNT, Account))
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(ACTIONS, min_size=8, max_size=20))
+def test_any_interleaving_conserves_supply_and_keeps_targets_consistent(actions):
+    network = Network()  # every checkpoint checks the supply invariant
+    for action in actions:
+        act(network, *action)
+        assert_consistent(network.state)
