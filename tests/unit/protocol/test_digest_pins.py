@@ -12,7 +12,7 @@ from soma_ray.protocol.encoding import encode
 from soma_ray.protocol.execution import sign_transaction, transaction_digest
 from soma_ray.protocol.genesis import GenesisConfig, GenesisValidator, genesis, genesis_digest
 from soma_ray.protocol.params import localnet
-from soma_ray.protocol.state import ACCOUNT, State
+from soma_ray.protocol.state import State
 from soma_ray.protocol.types import Account, Transaction, Transfer
 
 VALIDATOR = Keypair.from_secret(b"\x01" * 32)

@@ -15,7 +15,7 @@ from soma_ray.protocol.execution import check_admission, sign_transaction
 from soma_ray.protocol.genesis import genesis, localnet_config, preset_keypair
 from soma_ray.protocol.models import model_commitment
 from soma_ray.protocol.sim import Simulator
-from soma_ray.protocol.state import ACCOUNT, MODEL, STAKED_SOMA, STAKING_POOL, TARGET
+from soma_ray.protocol.state import ACCOUNT, MODEL, STAKED_SOMA, STAKING_POOL, TARGET, State
 from soma_ray.protocol.submissions import submission_commitment
 from soma_ray.protocol.supply import total_supply
 from soma_ray.protocol.types import (
@@ -139,6 +139,14 @@ def _run(steps):
 def test_random_transactions_conserve_supply_and_replay_identically(steps):
     sim = _run(steps)
     replay = genesis(localnet_config())
+    # A validator that persisted genesis and then only the deltas has the same state.
+    persisted = dict(replay.items())
+    for key, value in sim.state.changes():
+        if value is None:
+            persisted.pop(key, None)
+        else:
+            persisted[key] = value
+    assert State.from_items(persisted.items()).state_root() == sim.state.state_root()
     previous = None
     for checkpoint in sim.checkpoints:
         again, _ = build_checkpoint(replay, previous, checkpoint.transactions, checkpoint.timestamp_ms)
