@@ -534,3 +534,29 @@ def test_claim_of_an_unclaimable_target_fails_with_its_status(net, target, statu
         net.set_epoch(1)
         net.apply(process_claim_rewards, ClaimRewards(target.id), CLAIMER)
     net.expect_error(TargetNotFilled, {"status": status}, process_claim_rewards, ClaimRewards(target.id), CLAIMER)
+
+
+# --- helpers for miners and aggregators ---------------------------------------------------------
+
+
+def test_submission_commitment_is_blake2b_of_the_domain_and_the_msgpack_fields():
+    import hashlib
+
+    import msgspec
+
+    fields = [b"h" * 32, 21, b"m" * 32, b"\x00\x00\x80?" * 4, -5, b"nonce"]
+    expected = hashlib.blake2b(b"soma/submission-commitment/v1" + msgspec.msgpack.encode(fields), digest_size=32).digest()
+    assert submission_commitment(*fields) == expected
+
+
+@pytest.mark.parametrize("position", range(6))
+def test_submission_commitment_binds_every_field(position):
+    fields = [b"h" * 32, 21, b"m" * 32, b"\x00\x00\x80?" * 4, 7, b"nonce"]
+    changed = list(fields)
+    changed[position] = changed[position] + (1 if isinstance(changed[position], int) else b"x")
+    assert submission_commitment(*changed) != submission_commitment(*fields)
+
+
+def test_challenge_vote_messages_differ_by_verdict_and_challenge():
+    messages = {challenge_vote_message(c, v) for c in (b"\x01" * 32, b"\x02" * 32) for v in ("MinerWins", "ChallengerWins")}
+    assert len(messages) == 4
