@@ -7,13 +7,14 @@ package ignores; a file without them (e.g. written by the reference) gets the V1
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import struct
+import sys
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import load as load_safetensors_bytes
+import numpy as np
 from safetensors.torch import save_file
 
 from soma_ray.model.config import V1Config
@@ -49,37 +50,53 @@ def load_weights(source: str | os.PathLike | bytes, config: V1Config | None = No
 
     Width, layers, feed-forward size and vocabulary come from the tensors; a `config` that
     disagrees with them raises ConfigMismatchError. Every tensor is checked (name, shape,
-    float32) before any is read, and each is read once into its parameter (no second copy).
+    float32) before any is read, then read straight into its parameter: the only memory
+    used is the parameters' own (no mapped file, no second copy).
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
-        header = _parse_header(bytes(source[:_MAX_HEADER_BYTES + _HEADER_LENGTH_BYTES]),
-                               len(source))
+        stream, size = io.BytesIO(source), len(source)  # BytesIO shares the bytes, no copy
     else:
-        with open(source, "rb") as f:
-            header = _parse_header(_read_header_bytes(f), os.fstat(f.fileno()).st_size)
-    config = _config_from_header(header, config)
-    with torch.device("meta"):
-        model = V1Model(config)
-    _check_tensors(header, model.state_dict())
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        tensors = load_safetensors_bytes(bytes(source))
-    else:
-        tensors = _read_tensors(source)
+        stream = open(source, "rb")
+        size = os.fstat(stream.fileno()).st_size
+    with stream:
+        header = _parse_header(_read_header_bytes(stream), size)
+        config = _config_from_header(header, config)
+        with torch.device("meta"):
+            model = V1Model(config)
+        _check_tensors(header, model.state_dict())
+        data_start = size - _data_size(header)
+        tensors = {key: _read_tensor(stream, data_start, header[key], key)
+                   for key in model.state_dict()}
     model.load_state_dict(tensors, strict=True, assign=True)
     return model.to(device).eval()
 
 
-def _read_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    with safe_open(path, framework="pt") as f:
-        return {key: f.get_tensor(key) for key in f.keys()}
+def _read_tensor(stream, data_start: int, info: dict, key: str) -> torch.Tensor:
+    """Read one little-endian float32 tensor into fresh memory."""
+    begin, end = info["data_offsets"]
+    tensor = torch.empty(info["shape"], dtype=torch.float32)
+    if end - begin != tensor.numel() * 4:
+        raise WeightsFormatError(
+            f"tensor {key!r} spans {end - begin} bytes, its shape needs {tensor.numel() * 4}")
+    stream.seek(data_start + begin)
+    if stream.readinto(tensor.numpy().view(np.uint8)) != end - begin:
+        raise WeightsFormatError(f"file ends inside tensor {key!r}")
+    if sys.byteorder != "little":
+        tensor.numpy().byteswap(inplace=True)
+    return tensor
 
 
-def _read_header_bytes(f) -> bytes:
-    head = f.read(_HEADER_LENGTH_BYTES)
+def _read_header_bytes(stream) -> bytes:
+    head = stream.read(_HEADER_LENGTH_BYTES)
     if len(head) < _HEADER_LENGTH_BYTES:
         return head
     (length,) = struct.unpack("<Q", head)
-    return head + f.read(min(length, _MAX_HEADER_BYTES + 1))
+    return head + stream.read(min(length, _MAX_HEADER_BYTES + 1))
+
+
+def _data_size(header: dict) -> int:
+    return max((info["data_offsets"][1] for key, info in header.items()
+                if key != "__metadata__"), default=0)
 
 
 def _parse_header(prefix: bytes, total_size: int) -> dict:
@@ -96,21 +113,24 @@ def _parse_header(prefix: bytes, total_size: int) -> dict:
         raise WeightsFormatError(f"header is not JSON ({exc})") from None
     if not isinstance(header, dict):
         raise WeightsFormatError("header is not a JSON object")
-    data_size = total_size - _HEADER_LENGTH_BYTES - length
-    end = 0
     for key, info in header.items():
-        if key == "__metadata__":
-            continue
-        try:
-            begin, stop = info["data_offsets"]
-            info["dtype"], list(info["shape"])
-        except (TypeError, KeyError, ValueError):
-            raise WeightsFormatError(f"header entry for {key!r} is malformed") from None
-        end = max(end, stop)
+        if key != "__metadata__" and not _well_formed(info):
+            raise WeightsFormatError(f"header entry for {key!r} is malformed")
+    data_size = total_size - _HEADER_LENGTH_BYTES - length
+    end = _data_size(header)
     if end != data_size:
         raise WeightsFormatError(
             f"tensors need {end} data bytes but the file holds {data_size} (truncated?)")
     return header
+
+
+def _well_formed(info) -> bool:
+    try:
+        begin, end = info["data_offsets"]
+        return (isinstance(info["dtype"], str) and 0 <= begin <= end
+                and all(isinstance(n, int) and n >= 0 for n in info["shape"]))
+    except (TypeError, KeyError, ValueError):
+        return False
 
 
 def _config_from_header(header: dict, config: V1Config | None) -> V1Config:
