@@ -33,7 +33,8 @@ def test_round_trip(tmp_path, size):
     key = encrypt_weights(tmp_path / "p", tmp_path / "c")
     assert len(key) == 32
     sealed = (tmp_path / "c").read_bytes()
-    assert data[:64] not in sealed or size == 0
+    if size >= 64:
+        assert data[:64] not in sealed
     decrypt_weights(tmp_path / "c", tmp_path / "out", key)
     assert (tmp_path / "out").read_bytes() == data
 
