@@ -6,6 +6,8 @@ a stable `code` (the class name) and a `message` in plain words. `to_struct()` t
 """
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 FieldValue = int | str | bytes | bool | None
@@ -13,7 +15,9 @@ FieldValue = int | str | bytes | bool | None
 
 class ExecutionError(msgspec.Struct, array_like=True, forbid_unknown_fields=True, frozen=True):
     code: str
-    fields: list[tuple[str, FieldValue]]
+    # Any, not FieldValue: msgspec cannot decode a union of str and bytes, while msgpack keeps
+    # str and bin apart, so values decode back to exactly what was encoded.
+    fields: list[tuple[str, Any]]
 
 
 class ProtocolError(Exception):
@@ -57,6 +61,26 @@ class ProtocolError(Exception):
         return hash((self.code, tuple(sorted(self.values().items()))))
 
 
+def error_from_struct(error: ExecutionError) -> ProtocolError:
+    """The typed error an `ExecutionError` in effects stands for (for clients and the CLI).
+
+    Looks up every loaded `ProtocolError` subclass by code, including those defined next to the
+    rules that raise them; a code this process does not know becomes `UnknownProtocolError`.
+    """
+    values = dict(error.fields)
+    for cls in _subclasses(ProtocolError):
+        if cls.__name__ == error.code and set(cls.fields) == set(values):
+            return cls(**values)
+    return UnknownProtocolError(error_code=error.code, detail=repr(sorted(values.items())))
+
+
+def _subclasses(cls: type) -> list[type]:
+    found = []
+    for sub in cls.__subclasses__():
+        found += [sub, *_subclasses(sub)]
+    return found
+
+
 def _show(value: FieldValue) -> str:
     return "0x" + value.hex() if isinstance(value, bytes) else str(value)
 
@@ -64,6 +88,8 @@ def _show(value: FieldValue) -> str:
 def _error(name: str, fields: tuple[str, ...], template: str) -> type[ProtocolError]:
     return type(name, (ProtocolError,), {"fields": fields, "template": template})
 
+
+UnknownProtocolError = _error("UnknownProtocolError", ("error_code", "detail"), "error {error_code}: {detail}")
 
 # Admission and transaction envelope.
 MalformedInput = _error("MalformedInput", ("reason",), "malformed input: {reason}")

@@ -137,3 +137,16 @@ def test_changes_since_mark_and_restore_from_items():
     restored = State.from_items(state.items())
     assert restored.state_root() == state.state_root()
     assert restored.account(b"x").balance == 3 and restored.ids(ACCOUNT) == [b"x"]
+
+
+def test_error_round_trips_through_effects_struct():
+    from soma_ray.protocol.errors import UnknownProtocolError, error_from_struct
+    from soma_ray.protocol.errors import ExecutionError
+    from soma_ray.protocol.targets import ZeroEmbedding
+
+    for error in [BadNonce(expected=4, got=2), InvalidCertificate(reason="x"), ZeroEmbedding()]:
+        struct = decode(encode(error.to_struct()), ExecutionError)
+        assert error_from_struct(struct) == error
+    unknown = error_from_struct(ExecutionError(code="FromTheFuture", fields=[("a", 1)]))
+    assert isinstance(unknown, UnknownProtocolError) and unknown.code == "UnknownProtocolError"
+    assert unknown.error_code == "FromTheFuture" and "('a', 1)" in unknown.detail
