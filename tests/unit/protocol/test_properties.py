@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from soma_ray.protocol.checkpoint import build_checkpoint
-from soma_ray.protocol.encoding import encode
+from soma_ray.protocol.encoding import decode, encode
 from soma_ray.protocol.errors import ProtocolError
 from soma_ray.protocol.execution import check_admission, sign_transaction
 from soma_ray.protocol.genesis import genesis, localnet_config, preset_keypair
@@ -21,7 +21,7 @@ from soma_ray.protocol.supply import total_supply
 from soma_ray.protocol.types import (
     Account, AddStake, ClaimRewards, CommitModel, CommitSubmission, CreateModel, DeactivateModel,
     Faucet, Model, ReportModel, RevealModel, RevealSubmission, StakedSoma, StakingPool, Target,
-    Transaction, Transfer, WeightsManifest, WithdrawStake,
+    Checkpoint, Transaction, TransactionEffects, Transfer, WeightsManifest, WithdrawStake,
 )
 
 SOMA = 10**9
@@ -153,6 +153,9 @@ def test_random_transactions_conserve_supply_and_replay_identically(steps):
         assert again == checkpoint
         previous = again
     assert replay.state_root() == sim.state.state_root()
+    # Effects and checkpoints travel as bytes: they decode back to themselves.
+    assert all(decode(encode(e), TransactionEffects) == e for e in sim.effects)
+    assert all(decode(encode(c), Checkpoint) == c for c in sim.checkpoints)
 
 
 def test_a_scripted_run_fills_and_claims_targets():
