@@ -167,12 +167,12 @@ class ConsensusCore:
             return []
         if step == Step.PROPOSE and self.step == Step.PROPOSE:
             return self._prevote(None) + self._progress()
+        # Each timer also re-sends this round's own messages: links may have lost them.
         if step == Step.PREVOTE and self.step == Step.PREVOTE:
-            return self._resend_own_votes() + self._precommit(None) + self._progress()
+            return self._resend_own_messages() + self._precommit(None) + self._progress()
         if step == Step.PRECOMMIT:
-            # Resend before leaving: a lossy link may have eaten this round's votes.
-            return self._resend_own_votes() + self._start_round(round + 1)
-        return []
+            return self._resend_own_messages() + self._start_round(round + 1)
+        return self._resend_own_messages()
 
     def on_commit_certificate(self, certified: CertifiedValue) -> list[Output]:
         """Catch-up: a certified value for the height being decided is decided at once."""
@@ -392,8 +392,9 @@ class ConsensusCore:
         self._add_vote(vote)
         return [PersistSafetyState(self.safety_state()), Broadcast(vote)]
 
-    def _resend_own_votes(self) -> list[Output]:
-        return [Broadcast(v) for (r, _), v in sorted(self._own_votes.items()) if r == self.round]
+    def _resend_own_messages(self) -> list[Output]:
+        out = [Broadcast(self._own_proposal)] if self._own_proposal is not None else []
+        return out + [Broadcast(v) for (r, _), v in sorted(self._own_votes.items()) if r == self.round]
 
     def _add_vote(self, vote: Vote) -> list[Output]:
         result = self._votes.add(vote)

@@ -159,11 +159,13 @@ def test_timeouts_move_through_nil_votes_to_the_next_round_with_longer_timers():
     assert SetTimer(H, 1, Step.PROPOSE, 15) in out
 
 
-def test_stale_timeouts_do_nothing():
+def test_a_repeated_timeout_resends_the_same_vote_and_a_stale_one_does_nothing():
     core = new_core()
-    core.on_timeout(H, 0, Step.PROPOSE)
-    assert core.on_timeout(H, 0, Step.PROPOSE) == []
+    [prevote] = own_votes(core.on_timeout(H, 0, Step.PROPOSE), Step.PREVOTE)
+    out = core.on_timeout(H, 0, Step.PROPOSE)
+    assert out == [Broadcast(prevote)]
     assert core.on_timeout(H + 1, 0, Step.PRECOMMIT) == []
+    assert core.on_timeout(H, 1, Step.PRECOMMIT) == []
     assert core.round == 0
 
 
