@@ -145,3 +145,18 @@ def test_save_replaces_the_file_whole(tmp_path):
     save_weights(V1Model(CONFIG), path)
     assert load_weights(path).config == CONFIG
     assert [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]
+
+
+def test_loaded_model_owns_its_memory(tmp_path):
+    # Overwriting the file in place afterwards must not change a loaded model (no mmap).
+    path = tmp_path / "w.safetensors"
+    save_weights(V1Model(CONFIG), path)
+    loaded = load_weights(path)
+    before = {k: v.clone() for k, v in loaded.state_dict().items()}
+    with open(path, "r+b") as f:
+        f.seek(-64, 2)
+        f.write(bytes(64))
+    reloaded = load_weights(path).state_dict()
+    assert any(not torch.equal(reloaded[k], before[k]) for k in before)  # the write hit a tensor
+    for key, value in loaded.state_dict().items():
+        assert torch.equal(value, before[key]), key
