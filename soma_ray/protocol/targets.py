@@ -30,13 +30,22 @@ from soma_ray.protocol.types import Challenge, Model, StakingPool, Submission, T
 DISTANCE_SCALE = 10**9  # fixed point: 1.0 cosine distance == 10**9
 MAX_DISTANCE_FIXED = 2 * DISTANCE_SCALE
 
-# Bound of the pre-filter's error on one distance, in distance units: float64 dot products and
-# norms of length D carry at most ~2·D·2^-53 relative error in any summation order (with or
-# without FMA), and the exact path rounds to 1e-9. 1e-8 covers the rounding with room to
-# spare; the D-dependent term covers the float error for any embedding_dim.
+# The pre-filter works on unit vectors rounded to float32 (relative error u = 2^-24 per
+# element; no overflow, and underflow can only lose terms below 2^-126). Their float32 dot
+# product of length D errs by at most γ_D·|a||b| = γ_D, with γ_D = D·u/(1 − D·u), in ANY
+# summation order, with or without FMA (Higham, "Accuracy and Stability of Numerical
+# Algorithms", §3.1, with Cauchy–Schwarz). With the rounding of the unit vectors the cosine
+# errs by less than γ_{D+2}; we allow twice that, plus 1e-8 for the exact path's rounding to
+# 1e-9 and the float64 normalisation.
 _PREFILTER_SLACK = 1e-8
-_PREFILTER_ULPS_PER_DIM = 8 * 2.0**-53
+_FLOAT32_UNIT_ROUNDOFF = 2.0**-24
 _BLOCK_ROWS = 2048
+
+
+def prefilter_margin(dim: int) -> float:
+    """Proven bound on |pre-filter distance − exact distance| for embeddings of `dim`."""
+    du = (dim + 2) * _FLOAT32_UNIT_ROUNDOFF
+    return 2 * du / (1 - du) + _PREFILTER_SLACK if du < 0.5 else math.inf
 
 
 class ZeroEmbedding(ProtocolError):
@@ -121,6 +130,19 @@ def cosine_distance_fixed(a, b) -> int:
     return _cosine_distance_from_sums(_exact_dot(a, b), norm_a, norm_b)
 
 
+def _unit_rows(matrix: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Rows scaled to unit length in float64, rounded to float32 (in row blocks to bound
+    memory); and whether any row is zero (float32 squares cannot underflow in float64)."""
+    unit = np.empty(matrix.shape, dtype=np.float32)
+    zero = False
+    for start in range(0, len(matrix), _BLOCK_ROWS):
+        block = matrix[start : start + _BLOCK_ROWS].astype(np.float64)
+        norms = np.sqrt(np.einsum("ij,ij->i", block, block))
+        zero = zero or bool((norms == 0.0).any())
+        unit[start : start + _BLOCK_ROWS] = block / np.where(norms == 0.0, 1.0, norms)[:, None]
+    return unit, zero
+
+
 def selection_key(distance_fixed: int, stake: int) -> tuple:
     """Exact sort key for score = distance / (sqrt(stake) / Σ sqrt(stake)).
 
@@ -136,7 +158,7 @@ def selection_key(distance_fixed: int, stake: int) -> tuple:
 class ModelIndex:
     """The Active models' embeddings and stakes, prepared once for many selections.
 
-    `select` returns exactly the ranking of an exact evaluation of every model; a float64
+    `select` returns exactly the ranking of an exact evaluation of every model; a float32
     pre-filter with a proven error margin only decides which models need exact evaluation.
     """
 
@@ -155,10 +177,8 @@ class ModelIndex:
         self.stakes = [int(s) for s in stakes]
         self.dim = matrix.shape[1]
         self._matrix = matrix
-        self._norms = np.empty(len(matrix))
-        for rows, block in self._blocks64():
-            self._norms[rows] = np.einsum("ij,ij->i", block, block)
-        if (self._norms == 0.0).any():
+        self._unit, zero = _unit_rows(matrix)
+        if zero:
             raise ZeroEmbedding()
         self._exact_norms: dict[int, float] = {}
         sqrt_stake = np.sqrt(np.maximum(np.asarray(self.stakes, dtype=np.float64), 0.0))
@@ -189,7 +209,7 @@ class ModelIndex:
         """Rows whose score could be among the k lowest, given the pre-filter's error bound."""
         if len(self) <= k:
             return np.arange(len(self))
-        margin = _PREFILTER_SLACK + _PREFILTER_ULPS_PER_DIM * self.dim
+        margin = prefilter_margin(self.dim)
         with np.errstate(invalid="ignore"):
             upper = (approx_distances + margin) * self._inv_sqrt_stake * (1 + 1e-12)
             lower = np.maximum(approx_distances - margin, 0.0) * self._inv_sqrt_stake * (1 - 1e-12)
@@ -197,20 +217,10 @@ class ModelIndex:
         kth_upper = np.partition(upper, k - 1)[k - 1]
         return np.flatnonzero(lower <= kth_upper)
 
-    def _blocks64(self):
-        """(row slice, float64 rows) blocks: bounded memory instead of a float64 copy of all."""
-        for start in range(0, len(self._matrix), _BLOCK_ROWS):
-            rows = slice(start, start + _BLOCK_ROWS)
-            yield rows, self._matrix[rows].astype(np.float64)
-
     def approx_distances(self, targets: np.ndarray) -> np.ndarray:
-        """[T, N] float64 cosine distances; any summation order (BLAS) is within the margin."""
-        t64 = targets.astype(np.float64)
-        dots = np.empty((len(t64), len(self)))
-        for rows, block in self._blocks64():
-            dots[:, rows] = t64 @ block.T
-        target_norms = np.einsum("ij,ij->i", t64, t64)
-        return 1.0 - dots / np.sqrt(target_norms[:, None] * self._norms[None, :])
+        """[T, N] cosine distances within `prefilter_margin` of the exact ones, whatever BLAS."""
+        unit_targets, _ = _unit_rows(targets)
+        return 1.0 - (unit_targets @ self._unit.T).astype(np.float64)
 
     def select(self, target, k: int) -> list:
         return self.select_many([target], k)[0]

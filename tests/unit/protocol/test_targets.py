@@ -16,6 +16,7 @@ from soma_ray.protocol.targets import (
     ModelSetMismatch,
     ZeroEmbedding,
     cosine_distance_fixed,
+    prefilter_margin,
     select_models,
     target_embedding,
     target_seed,
@@ -212,8 +213,9 @@ def test_candidates_contain_the_top_k_under_any_summation_order_within_the_bound
     truth = index.rank_exactly(target, norm, range(len(ids)), 3)
     rng = np.random.default_rng(11)
     for _ in range(20):
-        # Half the pre-filter's margin: far more than any float64 summation order can differ.
-        noisy = approx + rng.uniform(-5e-9, 5e-9, approx.shape)
+        # Half the proven margin: what a different summation order may at most change.
+        half = prefilter_margin(128) / 2
+        noisy = approx + rng.uniform(-half, half, approx.shape)
         assert index.rank_exactly(target, norm, index.candidate_rows(noisy, 3), 3) == truth
 
 
@@ -253,3 +255,27 @@ def test_selection_across_prefilter_row_blocks_equals_brute_force():
     embeddings[4_400:] = embeddings[:100]  # exact ties that straddle the blocks
     target = np.random.default_rng(14).standard_normal(8).astype(np.float32)
     assert select_models(target, ids, embeddings, stakes, 5) == brute_force(target, ids, embeddings, stakes, 5)
+
+
+@pytest.mark.parametrize("scale_spread, scale", [(0.0, 1.0), (30.0, 1.0), (0.0, 1e-30), (0.0, 1e30), (60.0, 1.0)])
+def test_prefilter_distances_stay_within_the_proven_margin(scale_spread, scale):
+    """Also with magnitudes spread over 2^±60 or near float32's limits, where a plain float32
+    dot product would cancel, underflow or overflow."""
+    rng = np.random.default_rng(15)
+    dim = 256
+    scales = np.exp2(rng.uniform(-scale_spread, scale_spread, dim)) * scale
+    embeddings = (rng.standard_normal((300, dim)) * scales).astype(np.float32)
+    targets = (rng.standard_normal((4, dim)) * scales).astype(np.float32)
+    index = ModelIndex(list(range(300)), np.asfortranarray(embeddings), [1] * 300)
+    approx = index.approx_distances(targets)
+    for t, target in enumerate(targets):
+        exact = np.array([cosine_distance_fixed(row, target) for row in embeddings]) / DISTANCE_SCALE
+        assert np.abs(approx[t] - exact).max() <= prefilter_margin(dim)
+
+
+@pytest.mark.parametrize("scale", [1e-35, 1e-20, 1e25, 3e36])
+def test_selection_of_tiny_or_huge_embeddings_equals_brute_force(scale):
+    ids, embeddings, stakes = random_models(16, 200, 32)
+    embeddings = (embeddings.astype(np.float64) * scale).astype(np.float32)
+    target = (np.random.default_rng(17).standard_normal(32) * scale).astype(np.float32)
+    assert select_models(target, ids, embeddings, stakes, 4) == brute_force(target, ids, embeddings, stakes, 4)
