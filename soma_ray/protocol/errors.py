@@ -126,6 +126,10 @@ LastValidator = _error(
 CommissionTooHigh = _error(
     "CommissionTooHigh", ("bps", "max"), "commission {bps} bps is above the maximum {max} bps"
 )
+StakeLocked = _error(
+    "StakeLocked", ("model_id", "status"),
+    "the owner's stake in model {model_id} ({status}) is locked until the epoch change after deactivation",
+)
 PoolInactive = _error("PoolInactive", ("pool_id",), "staking pool {pool_id} no longer accepts stake")
 
 # Models.

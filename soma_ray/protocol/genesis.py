@@ -86,17 +86,17 @@ def initial_system_state(config: GenesisConfig) -> SystemState:
     )
 
 
-def allocate_stake(state: State, ctx: ExecutionContext, owner: bytes, amount: int) -> bytes:
+def allocate_stake(state: State, ctx: ExecutionContext, pool_owner: bytes, staker: bytes, amount: int) -> bytes:
     """Move genesis stake out of the emission pool into a fresh pool; returns the pool id."""
     take_from_emission_pool(state, amount)
-    pool = new_pool(state, ctx)
-    stake_active_now(state, ctx, pool, owner, amount)
+    pool = new_pool(state, ctx, pool_owner)
+    stake_active_now(state, ctx, pool, staker, amount)
     return pool.id
 
 
 def add_genesis_validator(state: State, ctx: ExecutionContext, spec: GenesisValidator) -> None:
     address = address_of(spec.public_key)
-    pool_id = allocate_stake(state, ctx, address, spec.stake)
+    pool_id = allocate_stake(state, ctx, address, address, spec.stake)
     validator = Validator(
         address=address, public_key=spec.public_key, network_address=spec.network_address,
         commission_bps=spec.commission_bps, staking_pool_id=pool_id, status="Active",
@@ -107,7 +107,7 @@ def add_genesis_validator(state: State, ctx: ExecutionContext, spec: GenesisVali
 def add_genesis_model(state: State, ctx: ExecutionContext, spec: GenesisModel) -> None:
     validate_embedding(spec.embedding, ctx.params.embedding_dim)
     model_id = ctx.new_id()
-    pool_id = allocate_stake(state, ctx, spec.owner, spec.stake)
+    pool_id = allocate_stake(state, ctx, model_id, spec.owner, spec.stake)
     model = Model(
         id=model_id, owner=spec.owner, architecture_version=ctx.params.model_architecture_version,
         status="Active", commission_bps=spec.commission_bps, staking_pool_id=pool_id,

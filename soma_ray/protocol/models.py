@@ -51,7 +51,7 @@ def process_create_model(state: State, tx: CreateModel, ctx: ExecutionContext) -
         raise CommissionTooHigh(bps=tx.commission_bps, max=10_000)
     debit(state, ctx.sender, tx.stake)
     model_id = ctx.new_id()
-    pool = new_pool(state, ctx)
+    pool = new_pool(state, ctx, model_id)
     stake_active_now(state, ctx, pool, ctx.sender, tx.stake)
     model = Model(
         id=model_id, owner=ctx.sender, architecture_version=tx.architecture_version,
@@ -117,9 +117,9 @@ def process_reveal_model(state: State, tx: RevealModel, ctx: ExecutionContext) -
 
 
 def deactivate_model(state: State, model: Model, epoch: int) -> None:
+    """Inactive from now; reports already made are still tallied at the next epoch change."""
     model.status = "Inactive"
     model.pending_update = None
-    model.reporters = []
     pool = state.require(STAKING_POOL, model.staking_pool_id, StakingPool)
     pool.deactivation_epoch = epoch
     state.put(STAKING_POOL, pool.id, pool)
@@ -128,8 +128,9 @@ def deactivate_model(state: State, model: Model, epoch: int) -> None:
 
 def process_deactivate_model(state: State, tx: DeactivateModel, ctx: ExecutionContext) -> None:
     model = require_owned_model(state, tx.model_id, ctx.sender)
-    if model.status == "Inactive":
-        raise InvalidModelStatus(status=model.status, expected="not Inactive")
+    if model.status not in ("Created", "Active"):
+        # A Pending model must reveal or be slashed: deactivating would dodge the slash.
+        raise InvalidModelStatus(status=model.status, expected="Created or Active")
     deactivate_model(state, model, ctx.epoch)
 
 
@@ -163,19 +164,28 @@ def slash_and_deactivate(state: State, model: Model, bps: int, epoch: int) -> No
     slashed = slash_pool(pool, bps)
     state.put(STAKING_POOL, pool.id, pool)
     return_to_emission_pool(state, slashed)
-    deactivate_model(state, model, epoch)
+    if model.status == "Inactive":
+        state.put(MODEL, model.id, model)
+    else:
+        deactivate_model(state, model, epoch)
 
 
 def process_model_epoch(state: State, new_epoch: int, committee: Committee) -> None:
     """Step 5 for models: missed reveals slashed, unrevealed updates dropped, report quorums
-    slashed, commission changes applied. `committee` is the ending epoch's."""
+    slashed (also of models deactivated during the ending epoch), commission changes applied.
+    `committee` is the ending epoch's."""
     params = state.system().parameters
     for model in list(state.values(MODEL, Model)):
         if model.status == "Pending" and new_epoch >= model.commit_epoch + 2:
             slash_and_deactivate(state, model, params.model_reveal_slash_bps, new_epoch)
             continue
-        if model.status == "Active" and committee.power_of(model.reporters) >= committee.quorum:
+        if committee.power_of(model.reporters) >= committee.quorum:
+            model.reporters = []
             slash_and_deactivate(state, model, params.model_tally_slash_bps, new_epoch)
+            continue
+        if model.status == "Inactive" and model.reporters:
+            model.reporters = []  # reports on a deactivated model are tallied once only
+            state.put(MODEL, model.id, model)
             continue
         changed = False
         if model.pending_update is not None and new_epoch >= model.pending_update.commit_epoch + 2:

@@ -12,7 +12,7 @@ import bisect
 
 from soma_ray.protocol.accounts import credit, debit, require_positive
 from soma_ray.protocol.context import ExecutionContext
-from soma_ray.protocol.errors import NotOwner, ObjectNotFound, PoolInactive
+from soma_ray.protocol.errors import NotOwner, ObjectNotFound, PoolInactive, StakeLocked
 from soma_ray.protocol.state import MODEL, STAKED_SOMA, STAKING_POOL, VALIDATOR, State
 from soma_ray.protocol.types import (
     AddStake, AddStakeToModel, ExchangeRate, Model, StakedSoma, StakingPool, Validator,
@@ -20,8 +20,9 @@ from soma_ray.protocol.types import (
 )
 
 
-def new_pool(state: State, ctx: ExecutionContext) -> StakingPool:
-    pool = StakingPool(id=ctx.new_id(), activation_epoch=ctx.epoch)
+def new_pool(state: State, ctx: ExecutionContext, owner: bytes) -> StakingPool:
+    """A fresh pool for a validator (by address) or a model (by id)."""
+    pool = StakingPool(id=ctx.new_id(), owner=owner, activation_epoch=ctx.epoch)
     state.put(STAKING_POOL, pool.id, pool)
     return pool
 
@@ -106,12 +107,23 @@ def process_add_stake_to_model(state: State, tx: AddStakeToModel, ctx: Execution
     process_add_stake(state, AddStake(pool_owner=model.id, amount=tx.amount), ctx)
 
 
+def require_unlocked(state: State, pool: StakingPool, staked: StakedSoma, epoch: int) -> None:
+    """A model owner's stake stays at risk while its model can still be slashed: while Pending or
+    Active, and until the epoch change after deactivation (when reports are tallied)."""
+    model = state.get(MODEL, pool.owner, Model)
+    if model is None or staked.owner != model.owner or model.status == "Created":
+        return
+    if model.status != "Inactive" or epoch <= pool.deactivation_epoch:
+        raise StakeLocked(model_id=model.id, status=model.status)
+
+
 def process_withdraw_stake(state: State, tx: WithdrawStake, ctx: ExecutionContext) -> None:
     """Pay principal plus compounded rewards at the current rate; pending stake is refunded."""
     staked = state.require(STAKED_SOMA, tx.staked_id, StakedSoma)
     if staked.owner != ctx.sender:
         raise NotOwner(owner=staked.owner, sender=ctx.sender)
     pool = state.require(STAKING_POOL, staked.pool_id, StakingPool)
+    require_unlocked(state, pool, staked, ctx.epoch)
     if staked.activation_epoch > ctx.epoch:
         pool.pending_stake -= staked.principal
         payout = staked.principal

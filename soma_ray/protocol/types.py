@@ -36,10 +36,12 @@ class ExchangeRate(Struct):
 
 
 class StakingPool(Struct):
-    """Exchange-rate staking pool of a validator or a model. `soma_balance` includes compounded
-    rewards; `pending_stake` activates at the next epoch change."""
+    """Exchange-rate staking pool of a validator or a model. `owner` is the validator's address or
+    the model's id; `soma_balance` includes compounded rewards; `pending_stake` activates at the
+    next epoch change."""
 
     id: bytes
+    owner: bytes
     soma_balance: int = 0
     pool_token_balance: int = 0
     pending_stake: int = 0

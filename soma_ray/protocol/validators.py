@@ -30,7 +30,7 @@ def process_add_validator(state: State, tx: AddValidator, ctx: ExecutionContext)
         raise InvalidProofOfPossession(reason="the signature does not verify")
     if state.get(VALIDATOR, ctx.sender, Validator) is not None:
         raise AlreadyValidator(address=ctx.sender)
-    pool = new_pool(state, ctx)
+    pool = new_pool(state, ctx, ctx.sender)
     validator = Validator(
         address=ctx.sender, public_key=tx.public_key, network_address=tx.network_address,
         commission_bps=0, staking_pool_id=pool.id, status="Pending",

@@ -58,10 +58,10 @@ def test_pinned_genesis_and_first_checkpoint():
     config = _config()
     state = genesis(config)
     assert genesis_digest(config).hex() == "f9b66acba5c0f8ee2e8612c702ef6eee0a3721c9959fd076a26fdc04330451c4"
-    assert state.state_root().hex() == "5d928d7f0c680a8a5bd194346264239c73b97a8feeaa0404e78aff63c24c31e3"
+    assert state.state_root().hex() == "e5cf35ac579ee1e53f30ae19e87c12bc5ebc4ba1727be18fd707e29bf2318998"
     entry = encode(sign_transaction(USER, _transfer()))
     checkpoint, effects = build_checkpoint(state, None, [entry], GENESIS_TIME_MS + 1_000)
     assert effects[0].error is None
-    assert checkpoint.state_root.hex() == "654b6b63c825f099c3f86fe1bdbcd86eb4ff64f54271ea76adcd0f8e0fd4b0e1"
+    assert checkpoint.state_root.hex() == "ed881391135cc7f4a75789c743d4c78ea0023606c643c8019d49f2c63fba0896"
     assert checkpoint.effects_digest.hex() == "b0ffad90a290bc635ab30a458389a1131871e7fea620abe12b01c14fab9a8fbe"
-    assert checkpoint_digest(checkpoint).hex() == "d5db38ad0b7032e70443e9c32fa14a6e8d2bf29d0a2ad56b99738c573b1aa27e"
+    assert checkpoint_digest(checkpoint).hex() == "2eb6eea6e9150fc32f4640ebf3ddb57958e95e2921ad8a543a536b7ff9e8442a"

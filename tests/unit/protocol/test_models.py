@@ -6,13 +6,14 @@ from soma_ray.protocol.errors import (
     AlreadyReported, ArchitectureMismatch, CommissionTooHigh, CommitmentMismatch, DataTooLarge,
     EmbeddingDimensionMismatch, InsufficientBalance, InvalidModelStatus, MalformedInput,
     ModelRevealEpochMismatch, NonFiniteEmbedding, NotAValidator, NotOwner, NotReported,
-    StakeBelowMinimum,
+    StakeBelowMinimum, StakeLocked,
 )
 from soma_ray.protocol.models import model_commitment
-from soma_ray.protocol.state import MODEL, STAKING_POOL, TARGET
+from soma_ray.protocol.state import MODEL, STAKED_SOMA, STAKING_POOL, TARGET
 from soma_ray.protocol.targets import ZeroEmbedding
 from soma_ray.protocol.types import (
-    CommitModel, CreateModel, DeactivateModel, Model, ReportModel, RevealModel, StakingPool,
+    AddStakeToModel, CommitModel, CreateModel, DeactivateModel, Model, ReportModel, RevealModel,
+    StakedSoma, StakingPool, WithdrawStake,
     Target, Transfer, UndoReportModel, WeightsManifest,
 )
 
@@ -201,4 +202,50 @@ def test_deactivate_model(net):
     net.fails(net.users[1], DeactivateModel(model.id), NotOwner(owner=net.users[0].address, sender=net.users[1].address))
     net.ok(net.users[0], DeactivateModel(model.id))
     assert net.state.require(MODEL, model.id, Model).status == "Inactive"
-    net.fails(net.users[0], DeactivateModel(model.id), InvalidModelStatus(status="Inactive", expected="not Inactive"))
+    net.fails(net.users[0], DeactivateModel(model.id), InvalidModelStatus(status="Inactive", expected="Created or Active"))
+
+
+def test_a_pending_model_cannot_dodge_the_reveal_slash(net):
+    model = create(net)
+    net.ok(net.users[0], commit_for(model.id, embedding(net.params.embedding_dim)))
+    net.fails(net.users[0], DeactivateModel(model.id), InvalidModelStatus(status="Pending", expected="Created or Active"))
+    net.fails(net.users[0], WithdrawStake(_owner_stake(net, model)), StakeLocked(model_id=model.id, status="Pending"))
+
+
+def _owner_stake(net, model):
+    return next(s.id for s in net.state.values(STAKED_SOMA, StakedSoma)
+                if s.pool_id == model.staking_pool_id and s.owner == model.owner)
+
+
+def test_owner_stake_unlocks_only_after_the_epoch_change_following_deactivation(net):
+    model = _active_model(net)
+    staked_id = _owner_stake(net, model)
+    alice = net.users[0]
+    net.fails(alice, WithdrawStake(staked_id), StakeLocked(model_id=model.id, status="Active"))
+    net.ok(alice, DeactivateModel(model.id))
+    net.fails(alice, WithdrawStake(staked_id), StakeLocked(model_id=model.id, status="Inactive"))
+    net.advance()
+    before = net.balance(alice.address)
+    net.ok(alice, WithdrawStake(staked_id))
+    assert net.balance(alice.address) == before + 10 * SOMA - net.params.base_fee
+
+
+def test_delegators_may_leave_an_active_model(net):
+    model = _active_model(net)
+    _, effects = net.ok(net.users[1], AddStakeToModel(model.id, 2 * SOMA))
+    net.advance()
+    before = net.balance(net.users[1].address)
+    net.ok(net.users[1], WithdrawStake(effects.created[-1]))
+    assert net.balance(net.users[1].address) >= before + 2 * SOMA - net.params.base_fee
+
+
+def test_deactivating_does_not_dodge_a_report_quorum(net):
+    model = _active_model(net)
+    for key in net.validators[:3]:
+        net.ok(net.users[1], Transfer(key.address, 10**9))
+        net.ok(key, ReportModel(model.id))
+    net.ok(net.users[0], DeactivateModel(model.id))
+    stake = pool(net, model).soma_balance
+    net.advance()
+    assert pool(net, model).soma_balance == stake - stake * 9_500 // 10_000
+    assert net.state.require(MODEL, model.id, Model).reporters == []
