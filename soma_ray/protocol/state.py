@@ -173,7 +173,12 @@ class State:
         return state
 
     def copy(self) -> "State":
-        return State.from_items(self._data.items())
+        """An independent copy of the entries and root (open savepoints and the delta are not copied)."""
+        clone = State()
+        clone._data = dict(self._data)
+        clone._by_tag = {tag: set(ids) for tag, ids in self._by_tag.items()}
+        clone._root = self._root
+        return clone
 
     def __len__(self) -> int:
         return len(self._data)
