@@ -83,3 +83,33 @@ def test_bad_config_is_rejected(field, value):
     sizes = dict(embedding_dim=16, num_layers=1, num_heads=4, pwff_hidden_dim=32)
     with pytest.raises(ValueError, match=field):
         V1Config(**{**sizes, field: value})
+
+
+def test_training_loss_reaches_every_parameter():
+    # Training (soma_ray/training) differentiates CE + 0.02·sigreg through the model.
+    import torch.nn.functional as F
+    from soma_ray.model import SIGREG_COEFFICIENT, sigreg
+
+    config = V1Config(embedding_dim=16, num_layers=2, num_heads=4, pwff_hidden_dim=32,
+                      dropout_rate=0.1)
+    model = V1Model(config).train()
+    tokens = torch.randint(0, 256, (2, 8))
+    r = model.encode(tokens, torch.arange(16).view(2, 8))
+    ce = F.cross_entropy(model.predict(r).flatten(0, 1), tokens.roll(-1, 1).flatten())
+    loss = ce + SIGREG_COEFFICIENT * sigreg(r, torch.randn(16, 256))
+    loss.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+    assert model.embedding.weight.grad.abs().sum() > 0
+
+
+def test_dropout_only_in_training_mode():
+    config = V1Config(embedding_dim=16, num_layers=1, num_heads=2, pwff_hidden_dim=32,
+                      dropout_rate=0.5)
+    model = V1Model(config)
+    tokens, positions = torch.randint(0, 256, (1, 8)), torch.arange(8).unsqueeze(0)
+    with torch.no_grad():
+        model.train()
+        assert not torch.equal(model.encode(tokens, positions), model.encode(tokens, positions))
+        model.eval()
+        assert torch.equal(model.encode(tokens, positions), model.encode(tokens, positions))

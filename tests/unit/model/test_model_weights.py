@@ -160,3 +160,23 @@ def test_loaded_model_owns_its_memory(tmp_path):
     assert any(not torch.equal(reloaded[k], before[k]) for k in before)  # the write hit a tensor
     for key, value in loaded.state_dict().items():
         assert torch.equal(value, before[key]), key
+
+
+def test_tensor_span_that_disagrees_with_its_shape_is_a_format_error(tmp_path):
+    save_weights(V1Model(CONFIG), tmp_path / "w.safetensors")
+    data = (tmp_path / "w.safetensors").read_bytes()
+    (length,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + length])
+    header["predictor.bias"]["shape"] = [263]  # claims fewer values than its 264·4 bytes
+    with pytest.raises(TensorShapeError):
+        load_weights(_with_header(header, data[8 + length:]))
+    header["predictor.bias"]["shape"] = [264]
+    begin, end = header["final_norm.beta"]["data_offsets"]
+    header["final_norm.beta"]["data_offsets"] = [begin, end - 4]
+    with pytest.raises(WeightsFormatError, match="final_norm.beta"):
+        load_weights(_with_header(header, data[8 + length:]))
+
+
+def _with_header(header: dict, body: bytes) -> bytes:
+    encoded = json.dumps(header).encode()
+    return struct.pack("<Q", len(encoded)) + encoded + body
