@@ -141,7 +141,7 @@ def test_honest_nodes_agree_and_progress_despite_one_byzantine_node(name, n):
         assert sum(n_.core.stats["invalid_signature"] for n_ in honest) > 0
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=15, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(
     seed=st.integers(0, 2**32 - 1),
     n=st.sampled_from([4, 7]),
@@ -150,7 +150,9 @@ def test_honest_nodes_agree_and_progress_despite_one_byzantine_node(name, n):
     max_delay=st.integers(1, 400),
     byzantine=st.sampled_from(sorted(BYZANTINE) + [None]),
 )
-def test_random_schedules_never_break_agreement(seed, n, loss, duplicate, max_delay, byzantine):
+def test_random_schedules_keep_agreement_and_mostly_progress(seed, n, loss, duplicate, max_delay, byzantine):
+    """Safety under any schedule; liveness asserted where links lose ≤ 20% and delay ≤ 200 ms
+    (heavier loss can need more simulated time than a unit test should spend)."""
     sim = Simulation(equal_powers(n), seed=seed, loss=loss, duplicate=duplicate, delay_ms=(1, max_delay))
     if byzantine is not None:
         behaviour, app = BYZANTINE[byzantine]
@@ -158,5 +160,7 @@ def test_random_schedules_never_break_agreement(seed, n, loss, duplicate, max_de
         node.app, node.behaviour = app(node.index), behaviour or (lambda node, sends: sends)
         node.core = node._build_core()
         node.perform(node.core.start_height())
-    sim.run_until_height(FIRST_HEIGHT + 5, limit_ms=15_000)
+    must_progress = loss <= 0.2 and max_delay <= 200
+    progressed = sim.run_until_height(FIRST_HEIGHT + 4, limit_ms=60_000 if must_progress else 15_000)
     assert_safe_and_certified(sim)
+    assert progressed or not must_progress
