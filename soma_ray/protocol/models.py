@@ -10,13 +10,14 @@ from soma_ray.protocol.context import ExecutionContext
 from soma_ray.protocol.crypto import Committee
 from soma_ray.protocol.encoding import DOMAIN_MODEL_COMMITMENT, digest
 from soma_ray.protocol.errors import (
-    AlreadyReported, ArchitectureMismatch, CommissionTooHigh, CommitmentMismatch, DataTooLarge,
+    AlreadyReported, ArchitectureMismatch, CommitmentMismatch, DataTooLarge,
     InvalidModelStatus, ModelRevealEpochMismatch, NotAValidator, NotOwner, NotReported,
     StakeBelowMinimum,
 )
 from soma_ray.protocol.staking import new_pool, slash_pool, stake_active_now
 from soma_ray.protocol.state import MODEL, STAKING_POOL, State
 from soma_ray.protocol.targets import ZeroEmbedding, as_embedding
+from soma_ray.protocol.validators import require_commission_bps
 from soma_ray.protocol.types import (
     CommitModel, CreateModel, DeactivateModel, Model, PendingUpdate, ReportModel, RevealModel,
     StakingPool, UndoReportModel,
@@ -47,8 +48,7 @@ def process_create_model(state: State, tx: CreateModel, ctx: ExecutionContext) -
         raise ArchitectureMismatch(expected=params.model_architecture_version, got=tx.architecture_version)
     if tx.stake < params.model_min_stake:
         raise StakeBelowMinimum(required=params.model_min_stake, provided=tx.stake)
-    if not 0 <= tx.commission_bps <= 10_000:
-        raise CommissionTooHigh(bps=tx.commission_bps, max=10_000)
+    require_commission_bps(tx.commission_bps)
     debit(state, ctx.sender, tx.stake)
     model_id = ctx.new_id()
     pool = new_pool(state, ctx, model_id)

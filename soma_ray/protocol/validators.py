@@ -7,9 +7,10 @@ from soma_ray.protocol.crypto import (
 )
 from soma_ray.protocol.encoding import DOMAIN_PROOF_OF_POSSESSION
 from soma_ray.protocol.errors import (
-    AlreadyValidator, CommissionTooHigh, InvalidProofOfPossession, LastValidator, NotAValidator,
+    AlreadyValidator, CommissionTooHigh, InvalidAmount, InvalidProofOfPossession, LastValidator, NotAValidator,
     NotOwner, ObjectNotFound,
 )
+from soma_ray.protocol.params import BPS
 from soma_ray.protocol.staking import new_pool
 from soma_ray.protocol.state import MODEL, STAKING_POOL, VALIDATOR, State
 from soma_ray.protocol.types import (
@@ -67,10 +68,16 @@ def process_remove_validator(state: State, tx: RemoveValidator, ctx: ExecutionCo
     state.put(VALIDATOR, ctx.sender, validator)
 
 
+def require_commission_bps(bps: int) -> None:
+    if bps < 0:
+        raise InvalidAmount(amount=bps)
+    if bps > BPS:
+        raise CommissionTooHigh(bps=bps, max=BPS)
+
+
 def process_set_commission(state: State, tx: SetCommission, ctx: ExecutionContext) -> None:
     """Commission of the sender's validator or of a model it owns, from the next epoch."""
-    if tx.bps < 0 or tx.bps > 10_000:
-        raise CommissionTooHigh(bps=tx.bps, max=10_000)
+    require_commission_bps(tx.bps)
     validator = state.get(VALIDATOR, tx.target, Validator)
     if validator is not None:
         if tx.target != ctx.sender:

@@ -4,7 +4,7 @@ import pytest
 from soma_ray.protocol.crypto import Keypair
 from soma_ray.protocol.encoding import DOMAIN_PROOF_OF_POSSESSION, DOMAIN_TX
 from soma_ray.protocol.errors import (
-    AlreadyValidator, CommissionTooHigh, InvalidProofOfPossession, LastValidator, NotAValidator,
+    AlreadyValidator, CommissionTooHigh, InvalidAmount, InvalidProofOfPossession, LastValidator, NotAValidator,
     NotOwner, ObjectNotFound,
 )
 from soma_ray.protocol.state import MODEL, STAKING_POOL, VALIDATOR
@@ -102,6 +102,7 @@ def test_set_commission_of_a_model_by_its_owner(net):
 def test_set_commission_errors(net):
     key, user = net.validators[0], net.users[0]
     net.fails(user, SetCommission(key.address, 10_001), CommissionTooHigh(bps=10_001, max=10_000))
+    net.fails(user, SetCommission(key.address, -1), InvalidAmount(amount=-1))
     net.fails(user, SetCommission(key.address, 10), NotOwner(owner=key.address, sender=user.address))
     model = next(net.state.values(MODEL, Model))
     net.fails(user, SetCommission(model.id, 10), NotOwner(owner=model.owner, sender=user.address))
