@@ -363,6 +363,7 @@ class ValidatorActor:
                     peer.add_transaction.remote(data)
         waiter = self._waiters.get(tx_digest) or asyncio.get_running_loop().create_future()
         self._waiters[tx_digest] = waiter
+        self._start_height()  # after the waiter exists: a lone validator decides at once
         sequence, effects = await waiter
         # The effects struct itself: msgspec cannot build a decoder for ExecutionError's field
         # union, so canonical bytes would not decode on the client.
@@ -373,7 +374,8 @@ class ValidatorActor:
         try:
             self._admit(data)
         except ProtocolError:
-            pass
+            return
+        self._start_height()
 
     async def request_faucet(self, recipient: bytes, amount: int) -> dict:
         """Localnet faucet: this validator signs a Faucet transaction from its own key (its
@@ -390,7 +392,6 @@ class ValidatorActor:
         signed = check_admission(data, self._state, self._state.system().parameters)
         tx_digest = transaction_digest(signed.transaction)
         self._mempool[tx_digest] = bytes(data)
-        self._start_height()
         return tx_digest
 
     # ------------------------------------------------------------------ catch-up

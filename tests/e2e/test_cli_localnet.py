@@ -1,0 +1,72 @@
+"""The `soma` network commands against a one-validator localnet in the shared Ray session."""
+import uuid
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from actors import network as net
+from soma_ray.cli.localnet import BadArgument, parse_address, parse_amount, parse_duration_ms, register
+from soma_ray.protocol.crypto import show_address
+from soma_ray.wallet import Wallet
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+
+
+@pytest.fixture(scope="module")
+def cli_net(ray_session, tmp_path_factory):
+    config = net.NetworkConfig(data_dir=str(tmp_path_factory.mktemp("cli-net")), validators=1,
+                               namespace=f"soma-cli-{uuid.uuid4().hex[:6]}")
+    network = net.start(config)
+    yield network
+    network.stop()
+
+
+@pytest.fixture()
+def soma(cli_net, tmp_path):
+    app = typer.Typer()
+    register(app)
+    wallet_file = tmp_path / "wallet.json"
+    runner = CliRunner()
+
+    def invoke(*args):
+        return runner.invoke(app, [*args, "--namespace", cli_net.config.namespace],
+                             env={"SOMA_WALLET": str(wallet_file)})
+
+    invoke.wallet = wallet_file
+    return invoke
+
+
+def test_faucet_transfer_balance_status_and_epoch_advance(soma):
+    _, alice = Wallet.load(soma.wallet).new_key("alice", set_default=True)
+    _, bob = Wallet.load(soma.wallet).new_key("bob")
+    assert soma("faucet", "12.5").exit_code == 0
+    result = soma("transfer", show_address(bob.address), "2")
+    assert result.exit_code == 0, result.output
+    assert soma("balance").output.strip() == "10.499999 SOMA"  # 12.5 - 2 - the 1000-shannon fee
+    assert soma("balance", show_address(bob.address)).output.strip() == "2 SOMA"
+    assert "epoch 0 checkpoint" in soma("status").output
+    assert soma("epoch", "advance").output.strip() == "epoch 1"
+
+
+def test_bad_arguments_and_failed_transactions_are_one_line_errors(soma):
+    Wallet.load(soma.wallet).new_key("poor", set_default=True)
+    result = soma("transfer", "0x1234", "1")
+    assert result.exit_code == 1 and "expected 0x followed by 64 hex digits" in result.output
+    result = soma("transfer", show_address(bytes(32)), "5")
+    assert result.exit_code == 1 and "InsufficientFee" not in result.output
+    assert "the fee is 1000 shannons but only 0 are available" in result.output
+
+
+def test_parsers_reject_what_they_cannot_read():
+    assert parse_duration_ms("60s") == 60_000 and parse_duration_ms("500ms") == 500
+    assert parse_duration_ms("2m") == 120_000 and parse_duration_ms("5") == 5_000
+    assert parse_amount("0.000000001") == 1
+    for bad in ("0s", "-1s", "5 days"):
+        with pytest.raises(BadArgument):
+            parse_duration_ms(bad)
+    for bad in ("0", "-3", "1e-10", "lots"):
+        with pytest.raises(BadArgument):
+            parse_amount(bad)
+    with pytest.raises(BadArgument):
+        parse_address("0xzz")
