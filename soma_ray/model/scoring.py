@@ -101,6 +101,8 @@ def _score_items(model: V1Model, items: Sequence[bytes], seed: int,
     config = model.config
     if config.vocab_size <= EOS_TOKEN:
         raise ValueError(f"scoring needs PAD and EOS in the vocabulary, got {config.vocab_size}")
+    if not items:
+        return []
     chunks = []
     for index, item in enumerate(items):
         if len(item) == 0:

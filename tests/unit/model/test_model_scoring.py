@@ -96,6 +96,7 @@ def test_score_many_over_several_models_gives_one_list_per_model(model_pair):
     other = seeded_model(tiny_config(), 42)
     per_model = score_many([ours, other], [b"abc", b"hello world"])
     assert [len(x) for x in per_model] == [2, 2]
+    assert score_many(ours, []) == [] and score_many([ours, other], []) == [[], []]
     assert per_model[1][1].loss == pytest.approx(score_model(other, b"hello world").loss, rel=1e-6)
 
 
