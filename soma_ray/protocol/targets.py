@@ -261,9 +261,19 @@ def active_model_index(state: State) -> ModelIndex | None:
     return ModelIndex(ids, np.stack(rows), stakes)
 
 
+def target_index(epoch: int, number_in_epoch: int) -> int:
+    """The u64 target index of §4: epoch in the high 32 bits, the epoch's target count below.
+
+    A checkpoint that fills targets and then changes the epoch seeds both from the same
+    checkpoint seed; the epoch bits keep their targets apart.
+    """
+    return epoch << 32 | number_in_epoch
+
+
 def next_target_seed(state: State, ctx: ExecutionContext) -> bytes:
     """Seed of the next target: this checkpoint's seed and the epoch's target counter (§4)."""
-    return target_seed(ctx.checkpoint_seed, state.system().target_state.targets_generated_this_epoch)
+    counter = state.system().target_state.targets_generated_this_epoch
+    return target_seed(ctx.checkpoint_seed, target_index(ctx.epoch, counter))
 
 
 def _fund_target(
@@ -310,7 +320,7 @@ def generate_epoch_targets(state: State, ctx: ExecutionContext, emission: int) -
 
     The budget is an allowance on the emission pool: the targets' share of E stays in
     `emission_pool.balance` until a target is funded, and what no target uses stays there.
-    Seeds: this checkpoint's seed with indices 0, 1, … of the new epoch.
+    Seeds: this checkpoint's seed with `target_index(epoch, 0)`, `target_index(epoch, 1)`, …
     """
     params = ctx.params
     system = state.system()
@@ -323,7 +333,7 @@ def generate_epoch_targets(state: State, ctx: ExecutionContext, emission: int) -
     if index is None:
         return []
     embeddings = [
-        target_embedding(target_seed(ctx.checkpoint_seed, i), params.embedding_dim)
+        target_embedding(target_seed(ctx.checkpoint_seed, target_index(ctx.epoch, i)), params.embedding_dim)
         for i in range(params.initial_targets_per_epoch)
     ]
     created = []

@@ -17,7 +17,6 @@ from soma_ray.protocol.errors import (
 )
 from soma_ray.protocol.genesis import genesis, localnet_config, preset_keypair
 from soma_ray.protocol.params import BPS
-from soma_ray.protocol.staking import pool_id_of
 from soma_ray.protocol.state import CHALLENGE, MODEL, STAKED_SOMA, STAKING_POOL, SUBMISSION, TARGET
 from soma_ray.protocol.submissions import (
     TargetNotFilled, challenge_vote_message, process_claim_rewards, process_commit_submission,

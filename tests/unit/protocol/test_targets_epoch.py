@@ -12,10 +12,11 @@ from soma_ray.protocol.submissions import (
 )
 from soma_ray.protocol.supply import total_supply
 from soma_ray.protocol.targets import (
-    adjust_difficulty, expire_targets, generate_epoch_targets, select_models, target_embedding, target_seed,
+    adjust_difficulty, expire_targets, generate_epoch_targets, generate_target, next_target_seed, select_models,
+    target_embedding, target_index, target_seed,
 )
 from soma_ray.protocol.types import (
-    Challenge, CommitSubmission, InitiateChallenge, Model, RevealSubmission, StakingPool, Submission, Target,
+    CommitSubmission, InitiateChallenge, Model, RevealSubmission, StakingPool, Submission, Target,
 )
 
 MINER, CHALLENGER = preset_keypair("user", 0).address, preset_keypair("user", 1).address
@@ -170,10 +171,26 @@ def test_targets_follow_the_seed_and_the_stake_weighted_selection():
     embeddings = np.stack([np.frombuffer(m.embedding, "<f4") for m in models])
     stakes = [state.require(STAKING_POOL, m.staking_pool_id, StakingPool).soma_balance for m in models]
     for index, target in enumerate(created):
-        expected = target_embedding(target_seed(seed, index), dim)
+        expected = target_embedding(target_seed(seed, target_index(0, index)), dim)
         assert target.embedding == expected.astype("<f4").tobytes()
         assert target.model_ids == select_models(expected, [m.id for m in models], embeddings, stakes, 3)
     again = localnet(models=6)
     repeat = generate_epoch_targets(again, context(again, seed=seed), 10**12)
     assert [t.embedding for t in repeat] == [t.embedding for t in created]
     assert state.state_root() == again.state_root()
+
+
+def test_fills_and_an_epoch_change_in_one_checkpoint_never_repeat_a_target():
+    """Same checkpoint seed: a fill's replacement in epoch 0, then epoch 1's initial targets."""
+    state = localnet(models=4)
+    seed = b"\x0b" * 32
+    system = state.system()
+    system.target_state.targets_generated_this_epoch = 2  # a budget-limited epoch 0
+    state.put_system(system)
+    ctx = context(state, seed=seed)
+    generate_target(state, next_target_seed(state, ctx), ctx)
+    set_epoch(state, 1)
+    generate_epoch_targets(state, context(state, seed=seed), 10**12)
+    embeddings = [t.embedding for t in targets(state)]
+    assert len(embeddings) == len(set(embeddings))
+    assert target_index(1, 2) == (1 << 32) + 2
