@@ -145,3 +145,14 @@ def test_add_stake_to_model_and_inactive_model_pool(net):
     net.ok(owner, DeactivateModel(model.id))
     net.fails(net.users[0], AddStakeToModel(model.id, 10**9), PoolInactive(pool_id=model.staking_pool_id))
     net.fails(net.users[0], AddStakeToModel(b"\x03" * 32, 10**9), ObjectNotFound(kind="model", id=b"\x03" * 32))
+
+
+def test_faucet_errors(make_net):
+    net = make_net(genesis_supply=4_403_000 * 10**9 + 300 * 10**9)  # a small emission pool
+    net.fails(net.users[0], Faucet(net.users[1].address, 0), InvalidAmount(0))
+    available = net.state.system().emission_pool.balance
+    net.fails(net.users[0], Faucet(net.users[1].address, available + 1), InsufficientBalance(available + 1, available))
+
+
+def test_add_stake_of_non_positive_amount_fails(net):
+    net.fails(net.users[0], AddStake(net.validators[0].address, 0), InvalidAmount(0))

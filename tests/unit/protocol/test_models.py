@@ -5,7 +5,7 @@ import pytest
 from soma_ray.protocol.errors import (
     AlreadyReported, ArchitectureMismatch, CommissionTooHigh, CommitmentMismatch, DataTooLarge,
     EmbeddingDimensionMismatch, InsufficientBalance, InvalidModelStatus, MalformedInput,
-    ModelRevealEpochMismatch, NonFiniteEmbedding, NotAValidator, NotOwner, NotReported,
+    ModelRevealEpochMismatch, NonFiniteEmbedding, NotAValidator, NotOwner, NotReported, ObjectNotFound,
     StakeBelowMinimum, StakeLocked,
 )
 from soma_ray.protocol.models import model_commitment
@@ -249,3 +249,8 @@ def test_deactivating_does_not_dodge_a_report_quorum(net):
     net.advance()
     assert pool(net, model).soma_balance == stake - stake * 9_500 // 10_000
     assert net.state.require(MODEL, model.id, Model).reporters == []
+
+
+def test_commit_to_an_unknown_model_fails(net):
+    emb = embedding(net.params.embedding_dim)
+    net.fails(net.users[0], commit_for(b"\x05" * 32, emb), ObjectNotFound(kind="model", id=b"\x05" * 32))

@@ -127,3 +127,12 @@ def test_commission_goes_to_the_validator_as_new_stake(make_net):
 )
 def test_voting_powers_sum_to_ten_thousand(stakes, powers):
     assert voting_powers(stakes) == powers
+
+
+def test_a_pending_validator_leaves_at_once(net):
+    key = Keypair.from_secret(b"\x42" * 32)
+    _join(net, key)
+    net.ok(key, RemoveValidator())
+    assert net.state.get(VALIDATOR, key.address, Validator) is None
+    net.advance()
+    assert key.address not in [m.address for m in net.state.system().committee.members]
