@@ -279,3 +279,30 @@ def test_selection_of_tiny_or_huge_embeddings_equals_brute_force(scale):
     embeddings = (embeddings.astype(np.float64) * scale).astype(np.float32)
     target = (np.random.default_rng(17).standard_normal(32) * scale).astype(np.float32)
     assert select_models(target, ids, embeddings, stakes, 4) == brute_force(target, ids, embeddings, stakes, 4)
+
+
+def test_selection_is_identical_in_a_process_with_another_blas_threading():
+    """BLAS thread count changes the pre-filter's summation order; the selection must not change."""
+    import os
+    import subprocess
+    import sys
+
+    program = (
+        "import numpy as np\n"
+        "from soma_ray.protocol.targets import ModelIndex, target_embedding, target_seed\n"
+        "rng = np.random.default_rng(21)\n"
+        "e = rng.standard_normal((3000, 256)).astype(np.float32)\n"
+        "stakes = rng.integers(1, 10**12, 3000).tolist()\n"
+        "targets = [target_embedding(target_seed(b'p' * 32, i), 256) for i in range(20)]\n"
+        "print(ModelIndex(list(range(3000)), e, stakes).select_many(targets, 3))\n"
+    )
+    results = set()
+    for threads in ("1", "2"):
+        env = dict(os.environ, OPENBLAS_NUM_THREADS=threads, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
+        results.add(subprocess.run([sys.executable, "-c", program], env=env, capture_output=True, text=True, check=True).stdout)
+    rng = np.random.default_rng(21)
+    e = rng.standard_normal((3000, 256)).astype(np.float32)
+    stakes = rng.integers(1, 10**12, 3000).tolist()
+    targets = [target_embedding(target_seed(b"p" * 32, i), 256) for i in range(20)]
+    in_process = ModelIndex(list(range(3000)), np.asfortranarray(e), stakes).select_many(targets, 3)
+    assert results == {f"{in_process}\n"}
