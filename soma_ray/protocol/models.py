@@ -17,11 +17,11 @@ from soma_ray.protocol.errors import (
 from soma_ray.protocol.staking import new_pool, slash_pool, stake_active_now
 from soma_ray.protocol.state import MODEL, STAKING_POOL, State
 from soma_ray.protocol.targets import ZeroEmbedding, as_embedding
-from soma_ray.protocol.validators import require_commission_bps
 from soma_ray.protocol.types import (
     CommitModel, CreateModel, DeactivateModel, Model, PendingUpdate, ReportModel, RevealModel,
     StakingPool, UndoReportModel,
 )
+from soma_ray.protocol.validators import require_commission_bps
 
 
 def model_commitment(data: bytes) -> bytes:
