@@ -117,19 +117,23 @@ BYZANTINE = {
     "garbage signatures": (garbage_signer, ValueApp),
     "double voter": (double_voter, ValueApp),
     "bad transactions": (None, BadValueApp),
+    "equivocating double voter": (lambda node, sends: double_voter(node, equivocating_leader(node, sends)), ValueApp),
 }
+
+
+def make_byzantine(sim: Simulation, index: int, name: str) -> None:
+    behaviour, app = BYZANTINE[name]
+    node = sim.nodes[index]
+    node.app, node.behaviour = app(index), behaviour or (lambda node, sends: sends)
+    node.core = node._build_core()
+    node.perform(node.core.start_height())
 
 
 @pytest.mark.parametrize("name", sorted(BYZANTINE))
 @pytest.mark.parametrize("n", [4, 7])
 def test_honest_nodes_agree_and_progress_despite_one_byzantine_node(name, n):
-    behaviour, app = BYZANTINE[name]
     sim = Simulation(equal_powers(n), seed=10 + n, loss=0.05, delay_ms=(1, 40))
-    byzantine = sim.nodes[1]
-    byzantine.app = app(1)
-    byzantine.behaviour = behaviour or (lambda node, sends: sends)
-    byzantine.core = byzantine._build_core()
-    byzantine.perform(byzantine.core.start_height())
+    make_byzantine(sim, 1, name)
     assert sim.run_until_height(10, limit_ms=120_000)
     assert_safe_and_certified(sim)
     honest = sim.honest()
@@ -139,6 +143,15 @@ def test_honest_nodes_agree_and_progress_despite_one_byzantine_node(name, n):
         assert any(isinstance(e, VoteEquivocation) and e.first.signer == 1 for n_ in honest for e in n_.core.evidence)
     if name == "garbage signatures":
         assert sum(n_.core.stats["invalid_signature"] for n_ in honest) > 0
+
+
+def test_two_byzantine_of_seven_below_a_third_of_the_power_cannot_split_the_honest():
+    sim = Simulation(equal_powers(7), seed=31, loss=0.05, delay_ms=(1, 40))
+    make_byzantine(sim, 1, "equivocating double voter")
+    make_byzantine(sim, 4, "equivocating double voter")
+    assert sim.run_until_height(10, limit_ms=120_000)
+    assert_safe_and_certified(sim)
+    assert {e.first.signer for n_ in sim.honest() for e in n_.core.evidence} == {1, 4}
 
 
 @settings(max_examples=15, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
@@ -155,11 +168,7 @@ def test_random_schedules_keep_agreement_and_mostly_progress(seed, n, loss, dupl
     (heavier loss can need more simulated time than a unit test should spend)."""
     sim = Simulation(equal_powers(n), seed=seed, loss=loss, duplicate=duplicate, delay_ms=(1, max_delay))
     if byzantine is not None:
-        behaviour, app = BYZANTINE[byzantine]
-        node = sim.nodes[seed % n]
-        node.app, node.behaviour = app(node.index), behaviour or (lambda node, sends: sends)
-        node.core = node._build_core()
-        node.perform(node.core.start_height())
+        make_byzantine(sim, seed % n, byzantine)
     must_progress = loss <= 0.2 and max_delay <= 200
     progressed = sim.run_until_height(FIRST_HEIGHT + 4, limit_ms=60_000 if must_progress else 15_000)
     assert_safe_and_certified(sim)
