@@ -8,7 +8,7 @@ names in comments follow that paper. See docs/consensus.md for the safety and li
 """
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from typing import Protocol
 
 import msgspec
@@ -91,6 +91,7 @@ class ConsensusCore:
         retain_decisions: int = 16,
         max_buffered: int = 1024,
         max_rounds_ahead: int = 256,
+        max_evidence: int = 256,
     ) -> None:
         self.committee = committee
         self.index = _member_index(committee, keypair)
@@ -104,7 +105,7 @@ class ConsensusCore:
         self._skip_power = committee.total_power - committee.quorum + 1
         self.height = height
         self.stats: Counter[str] = Counter()
-        self.evidence: list[Evidence] = []
+        self.evidence: deque[Evidence] = deque(maxlen=max_evidence)  # the latest; the shell keeps all
         self._decisions: dict[int, CertifiedValue] = {}
         self._buffer: list[Message] = []
         self._restored = _restore(safety_state, height)

@@ -136,7 +136,7 @@ def test_double_vote_is_recorded_as_evidence_and_only_the_first_counts():
     core.on_vote(first)
     out = core.on_vote(second)
     assert out == [EvidenceFound(VoteEquivocation(first, second))]
-    assert core.evidence == [VoteEquivocation(first, second)]
+    assert list(core.evidence) == [VoteEquivocation(first, second)]
 
 
 def test_two_proposals_from_one_leader_are_evidence_and_the_first_stands():
