@@ -2,13 +2,15 @@
 import msgspec
 import pytest
 
-from soma_ray.protocol.errors import InsufficientBalance
+from soma_ray.protocol.checkpoint import build_checkpoint
+from soma_ray.protocol.encoding import encode
+from soma_ray.protocol.errors import InsufficientBalance, TimestampRegression
 from soma_ray.protocol.genesis import genesis, localnet_config
 from soma_ray.protocol import genesis as presets
 from soma_ray.protocol.params import SHANNONS_PER_SOMA
 from soma_ray.protocol.state import MODEL, STAKING_POOL, TARGET, VALIDATOR
 from soma_ray.protocol.supply import total_supply
-from soma_ray.protocol.types import Model, StakingPool, Target, Transfer, Validator
+from soma_ray.protocol.types import ChangeEpoch, Model, StakingPool, Target, Transfer, Validator
 
 SOMA = SHANNONS_PER_SOMA
 
@@ -86,3 +88,21 @@ def test_each_epoch_generates_funded_targets(net):
     new = [t for t in net.state.values(TARGET, Target) if t.generation_epoch == 1]
     assert len(new) == net.params.initial_targets_per_epoch
     assert all(t.reward_pool == system.target_state.reward_per_target for t in new)
+
+
+def test_checkpoint_timestamps_never_decrease(net):
+    checkpoint, _ = net.sim.make_checkpoint()
+    root = net.state.state_root()
+    with pytest.raises(TimestampRegression) as info:
+        build_checkpoint(net.state, checkpoint, [], checkpoint.timestamp_ms - 1)
+    assert (info.value.previous_ms, info.value.got_ms) == (checkpoint.timestamp_ms, checkpoint.timestamp_ms - 1)
+    assert net.state.state_root() == root
+
+
+def test_change_epoch_before_the_epoch_start_is_refused(net):
+    net.advance()
+    start = net.state.system().epoch_start_timestamp_ms
+    root = net.state.state_root()
+    _, effects = net.sim.make_checkpoint(extra=[encode(ChangeEpoch(epoch=2, timestamp_ms=start - 1))])
+    assert effects[0].error == TimestampRegression(previous_ms=start, got_ms=start - 1).to_struct()
+    assert net.state.state_root() == root and net.state.system().epoch == 1

@@ -8,7 +8,10 @@ from soma_ray.protocol.crypto import (
     verify_certificate, verify_signature,
 )
 from soma_ray.protocol.encoding import DOMAIN_TX, DOMAIN_VOTE, decode, digest, encode
-from soma_ray.protocol.errors import BadNonce, InvalidCertificate, MalformedInput
+from soma_ray.protocol.errors import (
+    BadNonce, ExecutionError, InvalidCertificate, MalformedInput, UnknownProtocolError, error_from_struct,
+)
+from soma_ray.protocol.targets import ZeroEmbedding
 from soma_ray.protocol.state import ACCOUNT, MODEL, State
 from soma_ray.protocol.types import Account, Transaction, Transfer
 
@@ -140,13 +143,15 @@ def test_changes_since_mark_and_restore_from_items():
 
 
 def test_error_round_trips_through_effects_struct():
-    from soma_ray.protocol.errors import UnknownProtocolError, error_from_struct
-    from soma_ray.protocol.errors import ExecutionError
-    from soma_ray.protocol.targets import ZeroEmbedding
-
     for error in [BadNonce(expected=4, got=2), InvalidCertificate(reason="x"), ZeroEmbedding()]:
         struct = decode(encode(error.to_struct()), ExecutionError)
         assert error_from_struct(struct) == error
     unknown = error_from_struct(ExecutionError(code="FromTheFuture", fields=[("a", 1)]))
     assert isinstance(unknown, UnknownProtocolError) and unknown.code == "UnknownProtocolError"
     assert unknown.error_code == "FromTheFuture" and "('a', 1)" in unknown.detail
+
+
+def test_generated_keypairs_are_distinct_and_sign():
+    first, second = Keypair.generate(), Keypair.generate()
+    assert first.secret != second.secret and first.address != second.address
+    assert verify_signature(first.public_key, DOMAIN_TX, b"m", first.sign(DOMAIN_TX, b"m"))
