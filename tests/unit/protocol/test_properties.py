@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from soma_ray.protocol.checkpoint import build_checkpoint
-from soma_ray.protocol.encoding import decode, encode
+from soma_ray.protocol.encoding import DOMAIN_PROOF_OF_POSSESSION, decode, encode
 from soma_ray.protocol.errors import ProtocolError
 from soma_ray.protocol.execution import check_admission, sign_transaction
 from soma_ray.protocol.genesis import genesis, localnet_config, preset_keypair
@@ -19,8 +19,9 @@ from soma_ray.protocol.state import ACCOUNT, MODEL, STAKED_SOMA, STAKING_POOL, T
 from soma_ray.protocol.submissions import submission_commitment
 from soma_ray.protocol.supply import total_supply
 from soma_ray.protocol.types import (
-    Account, AddStake, ClaimRewards, CommitModel, CommitSubmission, CreateModel, DeactivateModel,
-    Faucet, Model, ReportModel, RevealModel, RevealSubmission, StakedSoma, StakingPool, Target,
+    Account, AddStake, AddValidator, ClaimRewards, CommitModel, CommitSubmission, CreateModel, DeactivateModel,
+    Faucet, Model, RemoveValidator, ReportModel, RevealModel, RevealSubmission, SetCommission,
+    StakedSoma, StakingPool, Target, UndoReportModel,
     Checkpoint, Transaction, TransactionEffects, Transfer, WeightsManifest, WithdrawStake,
 )
 
@@ -33,7 +34,7 @@ NONCE = b"n" * 16
 
 amounts = st.one_of(st.integers(-3, 5 * SOMA), st.integers(0, 2 * 10**15), st.just(0))
 actions = st.lists(
-    st.tuples(st.integers(0, 13), st.integers(0, 7), st.integers(0, 7), amounts), min_size=5, max_size=40
+    st.tuples(st.integers(0, 17), st.integers(0, 7), st.integers(0, 7), amounts), min_size=5, max_size=40
 )
 
 
@@ -78,6 +79,15 @@ def _kind(sim, action, a, b, amount):
         return ReportModel(_pick(models, b))
     if action == 11:
         return DeactivateModel(_pick(models, b))
+    if action == 14:
+        pop = actor.sign(DOMAIN_PROOF_OF_POSSESSION, actor.address)
+        return AddValidator(actor.public_key, "validator", pop if b % 4 else b"bad")
+    if action == 15:
+        return RemoveValidator()
+    if action == 16:
+        return SetCommission(actor.address if b % 2 else _pick(models, b), amount % 12_000 - 1_000)
+    if action == 17:
+        return UndoReportModel(_pick(models, b))
     return None  # 12, 13: epoch change / stray nonce, handled by the caller
 
 
