@@ -284,18 +284,21 @@ class ConsensusCore:
     # ----------------------------------------------------------------- the rules
 
     def _progress(self) -> list[Output]:
-        """Apply the upon-rules until none fires; the first to fire restarts the scan."""
+        """Apply the upon-rules until none fires; the first to fire restarts the scan.
+
+        A rule returns None when it does not apply, else its outputs (possibly none)."""
+        rules = (
+            self._rule_decide,
+            self._rule_skip_round,
+            self._rule_prevote_on_proposal,
+            self._rule_lock_on_polka,
+            self._rule_precommit_nil,
+            self._rule_precommit_timer,
+        )
         out: list[Output] = []
         start_height = self.height
         while self.height == start_height and self._started:
-            fired = (
-                self._rule_decide()
-                or self._rule_skip_round()
-                or self._rule_prevote_on_proposal()
-                or self._rule_lock_on_polka()
-                or self._rule_precommit_nil()
-                or self._rule_precommit_timer()
-            )
+            fired = next((o for o in (rule() for rule in rules) if o is not None), None)
             if fired is None:
                 break
             out += fired
