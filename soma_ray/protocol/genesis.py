@@ -19,7 +19,7 @@ from soma_ray.protocol.targets import generate_epoch_targets, target_embedding
 from soma_ray.protocol.types import (
     EmissionPool, Model, SystemState, TargetState, Validator, WeightsManifest,
 )
-from soma_ray.protocol.validators import update_validator_set
+from soma_ray.protocol.validators import require_commission_bps, update_validator_set
 
 PROTOCOL_VERSION = 1
 
@@ -53,7 +53,8 @@ def genesis_digest(config: GenesisConfig) -> bytes:
 
 
 def genesis(config: GenesisConfig) -> State:
-    """The epoch-0 state; raises InsufficientBalance when allocations exceed the supply."""
+    """The epoch-0 state. Raises InsufficientBalance when allocations exceed the supply, and the
+    kinds' own errors for a bad commission or model embedding."""
     params = config.parameters
     state = State()
     ctx = ExecutionContext(params, 0, config.timestamp_ms, genesis_digest(config), bytes(32), genesis_digest(config))
@@ -95,6 +96,7 @@ def allocate_stake(state: State, ctx: ExecutionContext, pool_owner: bytes, stake
 
 
 def add_genesis_validator(state: State, ctx: ExecutionContext, spec: GenesisValidator) -> None:
+    require_commission_bps(spec.commission_bps)
     address = address_of(spec.public_key)
     pool_id = allocate_stake(state, ctx, address, address, spec.stake)
     validator = Validator(
@@ -106,6 +108,7 @@ def add_genesis_validator(state: State, ctx: ExecutionContext, spec: GenesisVali
 
 def add_genesis_model(state: State, ctx: ExecutionContext, spec: GenesisModel) -> None:
     validate_embedding(spec.embedding, ctx.params.embedding_dim)
+    require_commission_bps(spec.commission_bps)
     model_id = ctx.new_id()
     pool_id = allocate_stake(state, ctx, model_id, spec.owner, spec.stake)
     model = Model(

@@ -4,7 +4,9 @@ import pytest
 
 from soma_ray.protocol.checkpoint import build_checkpoint
 from soma_ray.protocol.encoding import encode
-from soma_ray.protocol.errors import InsufficientBalance, TimestampRegression
+from soma_ray.protocol.errors import (
+    CommissionTooHigh, EmbeddingDimensionMismatch, InsufficientBalance, TimestampRegression,
+)
 from soma_ray.protocol.genesis import genesis, localnet_config
 from soma_ray.protocol import genesis as presets
 from soma_ray.protocol.params import SHANNONS_PER_SOMA
@@ -40,6 +42,17 @@ def test_genesis_allocations_beyond_supply_fail():
     config = localnet_config()
     config.parameters = msgspec.structs.replace(config.parameters, genesis_supply=10 * SOMA)
     with pytest.raises(InsufficientBalance):
+        genesis(config)
+
+
+def test_genesis_rejects_bad_commission_and_embeddings():
+    config = localnet_config()
+    config.validators[0].commission_bps = 10_001
+    with pytest.raises(CommissionTooHigh):
+        genesis(config)
+    config = localnet_config()
+    config.models[0].embedding = config.models[0].embedding[:-4]
+    with pytest.raises(EmbeddingDimensionMismatch):
         genesis(config)
 
 
