@@ -35,7 +35,8 @@ _UNIT_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, None: 1_000}
 
 NamespaceOption = Annotated[str, typer.Option("--namespace", help="Ray namespace of the network.")]
 AddressOption = Annotated[
-    Optional[str], typer.Option("--address", envvar="RAY_ADDRESS", help="Ray cluster address.")
+    Optional[str], typer.Option("--address", envvar="RAY_ADDRESS",
+                                help="Ray cluster address (default: the running local cluster).")
 ]
 KeyOption = Annotated[Optional[str], typer.Option("--key", help="Wallet key name (default key).")]
 
@@ -107,25 +108,25 @@ def load_key(wallet: Path | None, key: str | None):
 
 
 def ensure_ray(address: str | None, detach: bool, namespace: str) -> str | None:
-    """Join the given or running Ray cluster, or start one; returns the dashboard URL.
+    """Join the cluster at `address`, or start one; returns the dashboard URL.
 
-    A detached network must outlive this process, so it gets a `ray start --head` cluster;
-    otherwise this process hosts a local Ray that ends with it."""
+    Without an address a new cluster is started rather than joining whatever `auto` finds: on
+    a shared machine that could be somebody else's test cluster. A detached network must
+    outlive this process, so it gets a `ray start --head` cluster; otherwise this process hosts
+    a local Ray that ends with it."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    try:
-        context = ray.init(address=address or "auto", namespace=namespace, log_to_driver=False)
-    except ConnectionError:
-        if address:
-            raise
-        if not detach:
-            context = ray.init(address="local", namespace=namespace, include_dashboard=True,
-                               log_to_driver=False)
-            return context.dashboard_url
-        ray_cli = Path(sys.executable).with_name("ray")
-        subprocess.run([str(ray_cli), "start", "--head", "--dashboard-host", "127.0.0.1",
-                        "--disable-usage-stats"], check=True, capture_output=True)
-        context = ray.init(address="auto", namespace=namespace, log_to_driver=False)
-    return context.dashboard_url
+    if address:
+        return ray.init(address=address, namespace=namespace, log_to_driver=False).dashboard_url
+    if not detach:
+        context = ray.init(address="local", namespace=namespace, include_dashboard=True,
+                           log_to_driver=False)
+        return context.dashboard_url
+    ray_cli = Path(sys.executable).with_name("ray")
+    started = subprocess.run([str(ray_cli), "start", "--head", "--dashboard-host", "127.0.0.1",
+                              "--disable-usage-stats"], capture_output=True, text=True)
+    if started.returncode != 0:
+        raise fail(f"could not start a Ray cluster: {started.stderr.strip()[-300:]}")
+    return ray.init(address="auto", namespace=namespace, log_to_driver=False).dashboard_url
 
 
 def status_line(found: list[dict | None], tx_per_s: float) -> str:
@@ -177,7 +178,8 @@ def start_localnet(
                                epoch_duration_ms=duration_ms, namespace=namespace)
     network = net.start(config, force_regenesis=force_regenesis, detached=detach)
     typer.echo(f"localnet of {network.config.validators} validators in Ray namespace "
-               f"{namespace!r}, data in {network.config.data_dir}")
+               f"{namespace!r}, epochs of {network.config.epoch_duration_ms / 1000:g} s, "
+               f"data in {network.config.data_dir} (a resumed network keeps its stored settings)")
     typer.echo(f"Ray dashboard: http://{dashboard}" if dashboard else "Ray dashboard: not running")
     if detach:
         typer.echo("running detached; `soma stop` stops it")
