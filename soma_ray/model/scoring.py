@@ -24,12 +24,15 @@ from soma_ray.model.config import (
 )
 from soma_ray.model.errors import EmptyDataError
 from soma_ray.model.network import V1Model
-from soma_ray.model.sigreg import sigreg_per_token
+from soma_ray.model.sigreg import characteristic_error, unit_directions
 from soma_ray.model.tokenizer import tokenize
 from soma_ray.protocol.targets import DISTANCE_SCALE, cosine_distance_fixed
 
 TOKENS_PER_PASS = CHUNKS_PER_BATCH * 1024  # bounds activation memory of one forward pass
-_SIGREG_TOKENS = 4096  # bounds the [tokens, 256, 17] characteristic-function tensors
+# Tokens per [tokens, 256, 17] characteristic-function block: memory-bound on CPU, where
+# cache-sized blocks measured ~3x faster; large blocks keep accelerators busy.
+_SIGREG_BLOCK_TOKENS_CPU = 128
+_SIGREG_BLOCK_TOKENS = 4096
 
 
 class ModelScore(NamedTuple):
@@ -152,14 +155,14 @@ def _chunk_stats(model: V1Model, tokens: np.ndarray, positions: np.ndarray,
 def _sigreg_means(r: torch.Tensor, batch_index: np.ndarray, seed: int) -> np.ndarray:
     """Mean SIGReg statistic of each chunk of r [n, S, D], with batch k's noise (seed + k)."""
     out = np.empty(r.shape[0])
-    per_step = max(1, _SIGREG_TOKENS // r.shape[1])
+    block = _SIGREG_BLOCK_TOKENS_CPU if r.device.type == "cpu" else _SIGREG_BLOCK_TOKENS
     for k in np.unique(batch_index):
-        noise = _noise(seed + int(k), r.shape[-1])
-        (chunk_ids,) = np.nonzero(batch_index == k)
-        for start in range(0, len(chunk_ids), per_step):
-            ids = chunk_ids[start:start + per_step]
-            stat = sigreg_per_token(r[torch.from_numpy(ids).to(r.device)], noise)
-            out[ids] = stat.mean(dim=1).double().cpu().numpy()
+        directions = unit_directions(_noise(seed + int(k), r.shape[-1]).to(r))
+        (ids,) = np.nonzero(batch_index == k)
+        projections = r[torch.from_numpy(ids).to(r.device)].flatten(0, 1) @ directions
+        stat = torch.cat([characteristic_error(projections[i:i + block])
+                          for i in range(0, projections.shape[0], block)])
+        out[ids] = stat.view(len(ids), -1).mean(dim=1).double().cpu().numpy()
     return out
 
 
