@@ -256,15 +256,26 @@ class ValidatorActor:
 
     def _next_entries(self, timestamp_ms: int) -> list:
         """Mempool transactions in nonce order per sender, then a requested ChangeEpoch."""
-        def order(raw: bytes) -> tuple:
-            tx = decode(raw, SignedTransaction).transaction
-            return tx.sender, tx.nonce
-
-        entries = sorted(self._mempool.values(), key=order)[:MAX_CHECKPOINT_TRANSACTIONS]
+        entries = self._ready_transactions()[:MAX_CHECKPOINT_TRANSACTIONS]
         if self._requested_epoch_due():
             next_epoch = self._state.system().epoch + 1
             entries.append(encode(ChangeEpoch(epoch=next_epoch, timestamp_ms=timestamp_ms)))
         return entries
+
+    def _ready_transactions(self) -> list[bytes]:
+        """Per sender, the mempool transactions whose nonces follow the account's without a gap
+        (a later nonce that arrived first waits for its predecessor instead of failing)."""
+        by_sender: dict[bytes, dict[int, bytes]] = {}
+        for raw in self._mempool.values():
+            tx = decode(raw, SignedTransaction).transaction
+            by_sender.setdefault(tx.sender, {})[tx.nonce] = raw
+        ready = []
+        for sender in sorted(by_sender):
+            nonce = self._state.account(sender).nonce
+            while nonce in by_sender[sender]:
+                ready.append(by_sender[sender][nonce])
+                nonce += 1
+        return ready
 
     def _latest_checkpoint(self) -> Checkpoint | None:
         latest = self._store.latest_sequence()
@@ -299,7 +310,8 @@ class ValidatorActor:
 
     def _schedule_next_height(self) -> None:
         """Start the next height now when there is work, else after the idle interval."""
-        delay = 0.0 if self._mempool or self._requested_epoch_due() else IDLE_CHECKPOINT_INTERVAL_S
+        busy = self._requested_epoch_due() or self._ready_transactions()
+        delay = 0.0 if busy else IDLE_CHECKPOINT_INTERVAL_S
         loop = asyncio.get_running_loop()
         self._next_height = loop.call_later(delay, self._start_height)
 
