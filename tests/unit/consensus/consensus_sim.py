@@ -19,6 +19,7 @@ from soma_ray.consensus import (
     CertifiedValue,
     ConsensusCore,
     Decide,
+    EvidenceFound,
     PeerBehind,
     PersistSafetyState,
     Proposal,
@@ -88,6 +89,7 @@ class SimNode:
         self.alive = True
         self.decided: dict[int, CertifiedValue] = {}
         self.persisted: bytes | None = None
+        self.evidence: list = []  # every EvidenceFound output, kept across restarts
         self.core = self._build_core()
 
     @property
@@ -120,6 +122,8 @@ class SimNode:
                 sends.append((None, output.message))
             elif isinstance(output, Send):
                 sends.append((output.to, output.message))
+            elif isinstance(output, EvidenceFound):
+                self.evidence.append(output.evidence)
             elif isinstance(output, PeerBehind) and output.height in self.decided:
                 sends.append((output.peer, self.decided[output.height]))  # served from "disk"
             elif isinstance(output, SetTimer):
@@ -252,6 +256,13 @@ class Simulation:
             for height, certified in node.decided.items():
                 agreed = by_height.setdefault(height, certified.value)
                 assert agreed == certified.value, f"disagreement at height {height}"
+
+    def assert_no_honest_equivocation(self) -> None:
+        """No honest node was ever caught signing two messages for one slot (restarts included)."""
+        honest = {n.index for n in self.honest()}
+        for node in self.honest():
+            for evidence in node.evidence:
+                assert evidence.first.signer not in honest, evidence
 
     def assert_validity(self) -> None:
         """Every honest decision is a value an honest application accepts for that height."""

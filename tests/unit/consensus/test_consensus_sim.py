@@ -23,6 +23,7 @@ UNEQUAL = [4000, 2000, 2000, 2000]
 def assert_safe_and_certified(sim: Simulation) -> None:
     sim.assert_agreement()
     sim.assert_validity()
+    sim.assert_no_honest_equivocation()
     for node in sim.honest():
         chain = [node.decided[h] for h in sorted(node.decided)]
         assert verify_checkpoint_chain(sim.committee, chain, FIRST_HEIGHT) == FIRST_HEIGHT + len(chain)
@@ -162,13 +163,17 @@ def test_two_byzantine_of_seven_below_a_third_of_the_power_cannot_split_the_hone
     duplicate=st.floats(0.0, 0.3),
     max_delay=st.integers(1, 400),
     byzantine=st.sampled_from(sorted(BYZANTINE) + [None]),
+    restarts=st.lists(st.tuples(st.integers(1, 3_000), st.integers(0, 6)), max_size=4),
 )
-def test_random_schedules_keep_agreement_and_mostly_progress(seed, n, loss, duplicate, max_delay, byzantine):
+def test_random_schedules_keep_agreement_and_mostly_progress(seed, n, loss, duplicate, max_delay, byzantine, restarts):
     """Safety under any schedule; liveness asserted where links lose ≤ 20% and delay ≤ 200 ms
     (heavier loss can need more simulated time than a unit test should spend)."""
     sim = Simulation(equal_powers(n), seed=seed, loss=loss, duplicate=duplicate, delay_ms=(1, max_delay))
     if byzantine is not None:
         make_byzantine(sim, seed % n, byzantine)
+    for at, index in sorted(restarts):  # crash and restart from disk at once
+        sim.run(at)
+        sim.nodes[index % n].restart()
     must_progress = loss <= 0.2 and max_delay <= 200
     progressed = sim.run_until_height(FIRST_HEIGHT + 4, limit_ms=60_000 if must_progress else 15_000)
     assert_safe_and_certified(sim)
