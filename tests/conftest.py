@@ -1,11 +1,18 @@
 import os
 
 import pytest
+from hypothesis import settings
+
 
 # Ray reads these at start; set them before any test starts Ray.
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+
+# Property tests explore fixed example sequences, so a run is repeatable and a CI failure
+# reproduces locally; no per-example deadline, since the 2-core machines are often loaded.
+settings.register_profile("soma", derandomize=True, deadline=None, print_blob=True)
+settings.load_profile("soma")
 
 
 @pytest.fixture(scope="session")
