@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import functools
+import math
 
 import torch
 
 from soma_ray.model.config import SIGREG_POINTS, SIGREG_T_MAX
 
-
-@functools.lru_cache(maxsize=8)
-def _quadrature(dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, ...]:
-    """t_j = j·3/16, the normal characteristic function exp(−t²/2), trapezoid weights × it."""
-    t = torch.linspace(0.0, SIGREG_T_MAX, SIGREG_POINTS, dtype=dtype, device=device)
-    phi = torch.exp(-0.5 * t * t)
-    step = SIGREG_T_MAX / (SIGREG_POINTS - 1)
-    trapezoid = torch.full_like(t, 2 * step)
-    trapezoid[0] = trapezoid[-1] = step
-    return t, phi, trapezoid * phi
+_STEP = SIGREG_T_MAX / (SIGREG_POINTS - 1)  # t_j = j·3/16
+_PHI = [math.exp(-0.5 * (j * _STEP) ** 2) for j in range(SIGREG_POINTS)]  # normal char. fn
+_WEIGHTS = [_STEP * (1 if j in (0, SIGREG_POINTS - 1) else 2) * _PHI[j]  # trapezoid × phi
+            for j in range(SIGREG_POINTS)]
 
 
 def unit_directions(noise: torch.Tensor) -> torch.Tensor:
@@ -27,11 +21,23 @@ def unit_directions(noise: torch.Tensor) -> torch.Tensor:
 
 def characteristic_error(projections: torch.Tensor) -> torch.Tensor:
     """Per-token statistic from projections [..., slices]: the empirical characteristic
-    function over the slices against exp(−t²/2), integrated over t in [0, 3], × slices."""
-    t, phi, weights = _quadrature(projections.dtype, projections.device)
-    angles = projections.unsqueeze(-1) * t  # [..., slices, points]
-    err = (torch.cos(angles).mean(dim=-2) - phi) ** 2 + torch.sin(angles).mean(dim=-2) ** 2
-    return (err * weights).sum(dim=-1) * projections.shape[-1]
+    function over the slices against exp(−t²/2), trapezoid-integrated on t in [0, 3], × slices.
+
+    cos/sin(t_j·y) come from one cos and one sin by angle addition (rotating by t_1·y), in
+    float64: 2 transcendentals per projection instead of 34, and more accurate than float32.
+    """
+    angle = projections.double() * _STEP
+    c1, s1 = torch.cos(angle), torch.sin(angle)
+    slices = projections.shape[-1]
+    average = torch.full((slices,), 1.0 / slices, dtype=torch.float64, device=angle.device)
+    # j = 0 adds nothing: cos 0 = 1 = exp(0) and sin 0 = 0.
+    c, s = c1, s1
+    total = torch.zeros(projections.shape[:-1], dtype=torch.float64, device=angle.device)
+    for j in range(1, SIGREG_POINTS):
+        if j > 1:
+            c, s = c * c1 - s * s1, s * c1 + c * s1
+        total = total + _WEIGHTS[j] * ((c @ average - _PHI[j]) ** 2 + (s @ average) ** 2)
+    return (total * slices).to(projections.dtype)
 
 
 def sigreg_per_token(representations: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
