@@ -45,7 +45,7 @@ from soma_ray.protocol.execution import check_admission, sign_transaction, trans
 from soma_ray.protocol.genesis import genesis, preset_config
 from soma_ray.protocol.params import SHANNONS_PER_SOMA, localnet
 from soma_ray.protocol.types import ChangeEpoch, Checkpoint, CheckpointEntry, Faucet, SignedTransaction, Transaction
-from soma_ray.protocol.errors import ProtocolError
+from soma_ray.protocol.errors import BadNonce, ProtocolError
 from soma_ray.protocol.state import State
 from soma_ray.storage import ValidatorStore
 
@@ -107,9 +107,6 @@ class ValidatorActor:
 
     def ready(self) -> bool:
         return True
-
-    def pid(self) -> int:
-        return os.getpid()
 
     async def start_consensus(self) -> None:
         """Catch up with the peers, then join consensus at the next height (idempotent).
@@ -331,11 +328,16 @@ class ValidatorActor:
             waiter = self._waiters.pop(effect.transaction_digest, None)
             if waiter is not None and not waiter.done():
                 waiter.set_result((height, effect))
-        # Transactions whose nonce is now stale can never execute: drop them.
+        # Transactions whose nonce is now stale can never execute (another transaction of the
+        # sender took the nonce): drop them and tell their submitters.
         for tx_digest, raw in list(self._mempool.items()):
             tx = decode(raw, SignedTransaction).transaction
-            if tx.nonce < self._state.account(tx.sender).nonce:
+            expected = self._state.account(tx.sender).nonce
+            if tx.nonce < expected:
                 del self._mempool[tx_digest]
+                waiter = self._waiters.pop(tx_digest, None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(BadNonce(expected=expected, got=tx.nonce))
 
     def _cancel_timers(self) -> None:
         for handle in self._timers.values():
@@ -376,7 +378,10 @@ class ValidatorActor:
         waiter = self._waiters.get(tx_digest) or asyncio.get_running_loop().create_future()
         self._waiters[tx_digest] = waiter
         self._start_height()  # after the waiter exists: a lone validator decides at once
-        sequence, effects = await waiter
+        outcome = await waiter
+        if isinstance(outcome, ProtocolError):
+            return {"error": (outcome.code, outcome.values())}
+        sequence, effects = outcome
         # The effects struct itself: msgspec cannot build a decoder for ExecutionError's field
         # union, so canonical bytes would not decode on the client.
         return {"sequence": sequence, "effects": effects}

@@ -11,6 +11,7 @@ or execution failed after ordering (the fee is then still charged, as the spec s
 """
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 
@@ -19,14 +20,23 @@ import ray
 from actors.network import DEFAULT_NAMESPACE, Network, connect
 from soma_ray.protocol import errors
 from soma_ray.protocol.crypto import Keypair
-from soma_ray.protocol.encoding import decode
+from soma_ray.protocol.encoding import decode, encode
 from soma_ray.protocol.execution import sign_transaction
 from soma_ray.protocol.types import (
     Account, Checkpoint, SystemState, Transaction, TransactionEffects, TransactionKind, Transfer,
 )
-from soma_ray.protocol.encoding import encode
 
 CHAINS = {"localnet": DEFAULT_NAMESPACE}
+DEFAULT_FINALITY_TIMEOUT_S = 60.0
+
+
+class FinalityTimeout(TimeoutError):
+    """The transaction was admitted but not seen in a certified checkpoint in time; it may
+    still commit later (resubmitting the same bytes is safe: the nonce prevents a replay)."""
+
+    def __init__(self, timeout_s: float):
+        self.timeout_s = timeout_s
+        super().__init__(f"the transaction was not finalized within {timeout_s} s")
 
 
 class NoValidatorAvailable(RuntimeError):
@@ -134,9 +144,15 @@ class SomaClient:
                          max_fee=system.parameters.base_fee if max_fee is None else max_fee)
         return await self.submit(encode(sign_transaction(keypair, tx)))
 
-    async def submit(self, signed_transaction: bytes) -> TransactionEffects:
-        """Submit already signed canonical bytes; raises the typed error if it fails."""
-        return self._effects_of(await self._call("submit", signed_transaction))
+    async def submit(self, signed_transaction: bytes, timeout_s: float = DEFAULT_FINALITY_TIMEOUT_S
+                     ) -> TransactionEffects:
+        """Submit already signed canonical bytes; raises the typed error if it fails, and
+        `FinalityTimeout` if no certified checkpoint holds it within `timeout_s`."""
+        try:
+            result = await asyncio.wait_for(self._call("submit", signed_transaction), timeout_s)
+        except asyncio.TimeoutError:
+            raise FinalityTimeout(timeout_s) from None
+        return self._effects_of(result)
 
     async def transfer(self, keypair: Keypair, recipient: bytes, amount: int) -> TransactionEffects:
         return await self.execute(keypair, Transfer(recipient=recipient, amount=amount))

@@ -4,6 +4,7 @@ import uuid
 import pytest
 
 from actors import network as net
+from localnet_helpers import statuses, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -13,5 +14,6 @@ def localnet(ray_session, tmp_path_factory):
         namespace="soma-test", prefix=f"e2e-{uuid.uuid4().hex[:6]}-",
     )
     network = net.start(config)
+    wait_until(lambda: all(s["sequence"] is not None for s in statuses(network)))
     yield network
     network.stop()
