@@ -91,3 +91,12 @@ def test_missing_or_corrupt_init_file_is_a_typed_error(tmp_path):
     for path in (tmp_path / "junk", tmp_path / "absent"):
         with pytest.raises(InitWeightsError):
             initial_model(dataclasses.replace(CONFIG, init=path))
+
+
+def test_scoring_the_held_out_split_before_training_leaves_the_model_trainable():
+    from soma_ray.training.job import _held_out_loss
+
+    runner, model = _runner()
+    before = _held_out_loss(model, SPLIT.held_out[0].data)
+    assert model.training and before > 0
+    assert runner.run(0)["loss"] > 0
