@@ -53,6 +53,8 @@ from soma_ray.storage import ValidatorStore
 MAX_CHECKPOINT_TRANSACTIONS = 500
 # How many certified checkpoints one catch-up request fetches.
 CATCH_UP_BATCH = 64
+# A proposal stamped further ahead of this validator's clock is refused.
+MAX_CLOCK_AHEAD_MS = 10_000
 # An idle network still cuts a checkpoint this often, so the consensus clock (and with it the
 # epoch clock) advances without traffic.
 IDLE_CHECKPOINT_INTERVAL_S = 1.0
@@ -212,6 +214,8 @@ class ValidatorActor:
         """Re-execute a proposed checkpoint on this replica; valid when it rebuilds identically."""
         try:
             checkpoint = decode(value, Checkpoint)
+            if checkpoint.timestamp_ms > time.time() * 1000 + MAX_CLOCK_AHEAD_MS:
+                return False  # a leader must not pull consensus time (and epochs) forward
             self._executed[value_digest(value)] = self._execute(height, checkpoint)
         except (ProtocolError, InvalidCheckpoint):
             return False
@@ -223,7 +227,7 @@ class ValidatorActor:
         Raises InvalidCheckpoint when the checkpoint is not what this replica would build."""
         if checkpoint.sequence != height or checkpoint.timestamp_ms < self._latest_timestamp_ms():
             raise InvalidCheckpoint(f"sequence/timestamp out of order at height {height}")
-        self._check_epoch_change(checkpoint.transactions)
+        self._check_epoch_change(checkpoint)
         self._state.begin()
         self._state.mark()
         try:
@@ -236,11 +240,12 @@ class ValidatorActor:
             raise InvalidCheckpoint(f"checkpoint {height} does not re-execute to the same state")
         return changes, effects
 
-    def _check_epoch_change(self, entries: list[bytes]) -> None:
-        """A ChangeEpoch must be the next epoch and, outside a localnet, be due by the clock.
-        (Entries that do not decode are the executor's business: they fail, changing nothing.)"""
+    def _check_epoch_change(self, checkpoint: Checkpoint) -> None:
+        """A ChangeEpoch must be the next epoch at the checkpoint's own timestamp and, outside a
+        localnet, be due by that consensus time. (Entries that do not decode are the executor's
+        business: they fail, changing nothing.)"""
         system = self._state.system()
-        for raw in entries:
+        for raw in checkpoint.transactions:
             try:
                 entry = decode(raw, CheckpointEntry)
             except ProtocolError:
@@ -248,7 +253,8 @@ class ValidatorActor:
             if isinstance(entry, ChangeEpoch):
                 due = change_epoch_due(system.epoch_start_timestamp_ms,
                                        system.parameters.epoch_duration_ms, entry.timestamp_ms)
-                if entry.epoch != system.epoch + 1 or not (due or self._network.localnet):
+                allowed = due or self._network.localnet
+                if entry.epoch != system.epoch + 1 or entry.timestamp_ms != checkpoint.timestamp_ms or not allowed:
                     raise InvalidCheckpoint(f"ChangeEpoch to {entry.epoch} is not allowed now")
 
     def _next_entries(self, timestamp_ms: int) -> list:
