@@ -26,7 +26,8 @@ import torch  # noqa: E402
 
 from soma_ray.model import V1Config  # noqa: E402
 from soma_ray.training import TrainConfig, prepare_corpus, train  # noqa: E402
-from soma_ray.training.loop import StepRunner, TrainingLoss, initial_model, make_optimizer  # noqa: E402,E501
+from soma_ray.training.loop import (StepRunner, TrainingLoss, initial_model,  # noqa: E402
+                                    make_optimizer)
 
 
 def plain_torch_tokens_per_s(config: TrainConfig, split, skip: int) -> float:
@@ -66,7 +67,8 @@ def main() -> None:
 
     config = TrainConfig(model=V1Config() if args.gpu else V1Config.small(), steps=args.steps,
                          micro_batch=args.micro_batch or (2 if args.gpu else 4),
-                         checkpoint_every=args.steps if args.gpu else 10, cpus_per_worker=args.threads,
+                         checkpoint_every=args.steps if args.gpu else 10,
+                         cpus_per_worker=args.threads,
                          use_gpu=args.gpu, eval_bytes=4096)
     split = prepare_corpus(None, config.held_out_fraction)  # the default corpus: Python's stdlib
     torch.set_num_threads(args.threads)

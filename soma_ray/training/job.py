@@ -55,10 +55,12 @@ def prepare_corpus(corpus: CorpusSource = None, held_out_fraction: float = 0.05)
     return split_corpus(read_corpus(corpus), held_out_fraction)
 
 
-def train(config: TrainConfig, corpus: CorpusSource | CorpusSplit = None, *, out: str | os.PathLike | None = None,
-          name: str = "soma-train", storage_path: str | os.PathLike | None = None,
-          max_failures: int = 0, on_step: Callable[[dict], None] | None = None) -> TrainResult:
-    """Train on `corpus` (see `read_corpus`, or a `prepare_corpus` split) with Ray Train; copy the weights to `out` if given.
+def train(config: TrainConfig, corpus: CorpusSource | CorpusSplit = None, *,
+          out: str | os.PathLike | None = None, name: str = "soma-train",
+          storage_path: str | os.PathLike | None = None, max_failures: int = 0,
+          on_step: Callable[[dict], None] | None = None) -> TrainResult:
+    """Train on `corpus` (see `read_corpus`, or a `prepare_corpus` split) with Ray Train;
+    copy the weights to `out` if given.
 
     Needs a Ray connection (`ray.init`); corpus and `config.init` errors are raised before any
     worker starts. `on_step` is called in this thread with each step's metrics, plus the `pid`

@@ -18,7 +18,8 @@ def test_directory_corpus_reads_every_file_named_relative_to_root(tmp_path):
     (tmp_path / "a.txt").write_bytes(b"alpha")
     (tmp_path / "sub" / "b.bin").write_bytes(bytes(range(256)))
     docs = read_corpus(tmp_path)
-    assert [(d.name, d.data) for d in docs] == [("a.txt", b"alpha"), ("sub/b.bin", bytes(range(256)))]
+    assert [(d.name, d.data) for d in docs] == [("a.txt", b"alpha"),
+                                                ("sub/b.bin", bytes(range(256)))]
 
 
 def test_iterable_corpus_mixes_bytes_and_paths(tmp_path):

@@ -18,7 +18,8 @@ def test_cosine_decays_monotonically_to_the_floor_at_the_last_step():
     assert decay[0] == pytest.approx(1e-3) and decay[-1] == pytest.approx(1e-4)
     assert all(a >= b for a, b in zip(decay, decay[1:]))
     # halfway through the decay the cosine is at the midpoint of peak and floor
-    assert learning_rate(5, peak=1.0, warmup_steps=0, total_steps=11, min_ratio=0.0) == pytest.approx(0.5)
+    middle = learning_rate(5, peak=1.0, warmup_steps=0, total_steps=11, min_ratio=0.0)
+    assert middle == pytest.approx(0.5)
 
 
 def test_steps_past_the_end_stay_at_the_floor():
