@@ -38,10 +38,6 @@ class EpochClock:
     def config(self) -> dict:
         return self._config
 
-    def current_epoch(self) -> dict:
-        return {"epoch": self._waiter.current, "epoch_start_ms": self._epoch_start_ms,
-                "timestamp_ms": self._latest_timestamp_ms}
-
     async def observe_checkpoint(self, epoch: int, epoch_start_ms: int, timestamp_ms: int) -> None:
         """A validator committed a checkpoint: move the clock forward, wake the waiters."""
         self._latest_timestamp_ms = max(self._latest_timestamp_ms, timestamp_ms)
