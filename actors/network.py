@@ -148,6 +148,8 @@ class Network:
     def stop(self) -> None:
         """Kill every actor of the network; their disks stay, so a later start resumes."""
         for handle in [*self.validators, self.clock]:
+            if handle is None:
+                continue
             try:
                 ray.kill(handle, no_restart=True)
             except ValueError:  # already gone
@@ -168,17 +170,23 @@ def start(config: NetworkConfig, force_regenesis: bool = False, detached: bool =
 
 
 def connect(namespace: str = DEFAULT_NAMESPACE, prefix: str = "") -> Network:
-    """Handles to a network started elsewhere (another process, a detached localnet)."""
+    """Handles to a network started elsewhere (another process, a detached localnet); a
+    validator that is not running has None in its place."""
     clock_name = f"{prefix}epoch-clock"
     try:
         clock = ray.get_actor(clock_name, namespace=namespace)
     except ValueError:
         raise NetworkNotRunning(namespace, clock_name) from None
     config = NetworkConfig(**ray.get(clock.config.remote()))
-    validators = []
-    for i in range(config.validators):
-        try:
-            validators.append(ray.get_actor(config.validator_name(i), namespace=namespace))
-        except ValueError:
-            raise NetworkNotRunning(namespace, config.validator_name(i)) from None
+    validators = [_find(config.validator_name(i), namespace) for i in range(config.validators)]
+    if not any(validators):
+        raise NetworkNotRunning(namespace, config.validator_name(0))
     return Network(config, validators, clock)
+
+
+def _find(name: str, namespace: str):
+    """The named actor, or None when it is not running (a stopped validator)."""
+    try:
+        return ray.get_actor(name, namespace=namespace)
+    except ValueError:
+        return None

@@ -82,6 +82,8 @@ class SomaClient:
         start = next(self._turn)
         for offset in range(len(validators)):
             handle = validators[(start + offset) % len(validators)]
+            if handle is None:
+                continue
             try:
                 return await getattr(handle, method).remote(*args)
             except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
@@ -119,7 +121,7 @@ class SomaClient:
         out = []
         for handle in self.network.validators:
             try:
-                out.append(await handle.status.remote())
+                out.append(None if handle is None else await handle.status.remote())
             except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
                 out.append(None)
         return out

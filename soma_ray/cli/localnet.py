@@ -146,7 +146,7 @@ def watch(network: net.Network) -> None:
         found = []
         for handle in network.validators:
             try:
-                found.append(ray.get(handle.status.remote(), timeout=5))
+                found.append(None if handle is None else ray.get(handle.status.remote(), timeout=5))
             except (ray.exceptions.RayError, TimeoutError):
                 found.append(None)
         counts = [s["committed_transactions"] for s in found if s is not None]

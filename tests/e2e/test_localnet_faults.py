@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from localnet_helpers import same_root_at_same_height, statuses, wait_until
+from localnet_helpers import client_of, run, same_root_at_same_height, statuses, wait_until
+from soma_ray.protocol.genesis import preset_keypair
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -35,6 +36,14 @@ def test_two_of_four_stopped_halts_commits_until_they_return(localnet):
     stalled = sequences(localnet, [0, 1])
     time.sleep(3)
     assert sequences(localnet, [0, 1]) == stalled  # 2 of 4 is below the 2f+1 quorum
+
+    async def reads_while_halted():  # any running validator still serves reads
+        client = await client_of(localnet)
+        user = preset_keypair("user", 0).address
+        return [s is None for s in await client.status()], await client.get_balance(user)
+
+    down, balance = run(reads_while_halted())
+    assert down == [False, False, True, True] and balance > 0
     for index in (2, 3):
         localnet.relaunch_validator(index)
     wait_until(lambda: min(sequences(localnet, [0, 1, 2, 3])) >= max(stalled) + 2)
