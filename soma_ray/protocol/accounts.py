@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from soma_ray.protocol.context import ExecutionContext
-from soma_ray.protocol.errors import FaucetDisabled, InsufficientBalance, InvalidAmount
+from soma_ray.protocol.errors import FaucetDisabled, FaucetLimitExceeded, InsufficientBalance, InvalidAmount
 from soma_ray.protocol.state import State
 from soma_ray.protocol.types import Faucet, Transfer
 
@@ -52,5 +52,7 @@ def process_faucet(state: State, tx: Faucet, ctx: ExecutionContext) -> None:
     if not ctx.params.faucet_enabled:
         raise FaucetDisabled()
     require_positive(tx.amount)
+    if tx.amount > ctx.params.faucet_max_amount:
+        raise FaucetLimitExceeded(amount=tx.amount, max=ctx.params.faucet_max_amount)
     take_from_emission_pool(state, tx.amount)
     credit(state, tx.recipient, tx.amount)

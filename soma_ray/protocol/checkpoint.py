@@ -13,12 +13,15 @@ from soma_ray.protocol.encoding import (
     DOMAIN_CHECKPOINT, DOMAIN_EFFECTS, DOMAIN_TARGET_SEED, DOMAIN_TX, decode, digest, u64_le,
 )
 from soma_ray.protocol.epoch import SYSTEM_SENDER, change_epoch
-from soma_ray.protocol.errors import ProtocolError, TimestampRegression
-from soma_ray.protocol.execution import check_admission, execute_transaction
+from soma_ray.protocol.errors import (
+    DuplicateEpochChange, InternalError, ProtocolError, TimestampOutOfRange, TimestampRegression,
+)
+from soma_ray.protocol.execution import INTERNAL_ERROR_REASON, check_admission, execute_transaction
 from soma_ray.protocol.state import State
 from soma_ray.protocol.types import ChangeEpoch, Checkpoint, CheckpointEntry, TransactionEffects
 
 GENESIS_PREVIOUS_DIGEST = bytes(32)
+MAX_TIMESTAMP_MS = 2**63 - 1  # every timestamp must fit the signed 64-bit fields derived from it
 
 
 def checkpoint_digest(checkpoint: Checkpoint) -> bytes:
@@ -40,7 +43,12 @@ def failed_entry(raw: bytes, error: ProtocolError) -> TransactionEffects:
     )
 
 
-def execute_change_epoch(state: State, entry: ChangeEpoch, ctx: ExecutionContext) -> TransactionEffects:
+def execute_change_epoch(
+    state: State, entry: ChangeEpoch, ctx: ExecutionContext, checkpoint_epoch: int
+) -> TransactionEffects:
+    """Run ChangeEpoch all or nothing; at most one per checkpoint (only it moves the epoch)."""
+    if state.system().epoch != checkpoint_epoch:
+        raise DuplicateEpochChange(epoch=state.system().epoch)
     state.begin()
     try:
         effects = change_epoch(state, entry.epoch, entry.timestamp_ms, ctx)
@@ -51,15 +59,20 @@ def execute_change_epoch(state: State, entry: ChangeEpoch, ctx: ExecutionContext
     return effects
 
 
-def execute_entry(state: State, raw: bytes, ctx: ExecutionContext) -> TransactionEffects:
+def execute_entry(state: State, raw: bytes, ctx: ExecutionContext, checkpoint_epoch: int) -> TransactionEffects:
+    """Effects of one entry; every failure, even a bug's exception, becomes a typed error."""
     params = state.system().parameters
     try:
         entry = decode(raw, CheckpointEntry)
         if isinstance(entry, ChangeEpoch):
-            return execute_change_epoch(state, entry, ctx)
+            return execute_change_epoch(state, entry, ctx, checkpoint_epoch)
         signed = check_admission(raw, state, params)
     except ProtocolError as error:
         return failed_entry(raw, error)
+    except MemoryError:
+        raise
+    except Exception:
+        return failed_entry(raw, InternalError(reason=INTERNAL_ERROR_REASON))
     return execute_transaction(state, signed, ctx)
 
 
@@ -71,12 +84,14 @@ def build_checkpoint(
     sequence = 0 if previous is None else previous.sequence + 1
     if previous is not None and timestamp_ms < previous.timestamp_ms:
         raise TimestampRegression(previous_ms=previous.timestamp_ms, got_ms=timestamp_ms)
+    if not 0 <= timestamp_ms <= MAX_TIMESTAMP_MS:
+        raise TimestampOutOfRange(timestamp_ms=timestamp_ms, max_ms=MAX_TIMESTAMP_MS)
     epoch = state.system().epoch
     seed = checkpoint_seed(previous_digest, sequence)
     effects = []
     for raw in transactions:
         ctx = ExecutionContext(state.system().parameters, state.system().epoch, timestamp_ms, seed)
-        effects.append(execute_entry(state, raw, ctx))
+        effects.append(execute_entry(state, raw, ctx, epoch))
     checkpoint = Checkpoint(
         epoch=epoch, sequence=sequence, previous_digest=previous_digest, timestamp_ms=timestamp_ms,
         transactions=list(transactions), effects_digest=effects_digest(effects), state_root=state.state_root(),

@@ -18,7 +18,9 @@ from soma_ray.protocol.accounts import return_to_emission_pool, take_from_emissi
 from soma_ray.protocol.context import ExecutionContext
 from soma_ray.protocol.crypto import TOTAL_VOTING_POWER, Committee
 from soma_ray.protocol.encoding import DOMAIN_TX, digest
-from soma_ray.protocol.errors import EpochMismatch, TimestampRegression
+from soma_ray.protocol.errors import (
+    EpochChangeNotDue, EpochChangeTimestampMismatch, EpochMismatch, TimestampRegression,
+)
 from soma_ray.protocol.models import process_model_epoch
 from soma_ray.protocol.params import BPS
 from soma_ray.protocol.staking import activate_pending_stake, stake_pending
@@ -90,13 +92,36 @@ def start_epoch(state: State, epoch: int, timestamp_ms: int) -> None:
     state.put_system(system)
 
 
-def change_epoch(state: State, epoch: int, timestamp_ms: int, ctx: ExecutionContext) -> TransactionEffects:
-    """Execute ChangeEpoch{epoch, timestamp_ms}; raises EpochMismatch/TimestampRegression."""
+def epoch_end_ms(state: State) -> int:
+    system = state.system()
+    return system.epoch_start_timestamp_ms + system.parameters.epoch_duration_ms
+
+
+def epoch_change_due(state: State, timestamp_ms: int) -> bool:
+    """True once consensus time `timestamp_ms` has reached the current epoch's end (spec §3).
+    The single rule for the epoch clock and for ChangeEpoch's own check."""
+    return timestamp_ms >= epoch_end_ms(state)
+
+
+def require_change_allowed(state: State, epoch: int, timestamp_ms: int, ctx: ExecutionContext) -> None:
+    """ChangeEpoch follows the consensus clock: it carries its checkpoint's timestamp and comes
+    only once the epoch is over (localnet may allow it earlier)."""
     system = state.system()
     if epoch != system.epoch + 1:
         raise EpochMismatch(expected=system.epoch + 1, got=epoch)
+    if timestamp_ms != ctx.timestamp_ms:
+        raise EpochChangeTimestampMismatch(checkpoint_ms=ctx.timestamp_ms, got_ms=timestamp_ms)
     if timestamp_ms < system.epoch_start_timestamp_ms:
         raise TimestampRegression(previous_ms=system.epoch_start_timestamp_ms, got_ms=timestamp_ms)
+    if not system.parameters.allow_early_epoch_change and not epoch_change_due(state, timestamp_ms):
+        raise EpochChangeNotDue(due_at_ms=epoch_end_ms(state), timestamp_ms=timestamp_ms)
+
+
+def change_epoch(state: State, epoch: int, timestamp_ms: int, ctx: ExecutionContext) -> TransactionEffects:
+    """Execute ChangeEpoch{epoch, timestamp_ms} in a checkpoint at `ctx.timestamp_ms`; raises
+    EpochMismatch, EpochChangeTimestampMismatch, TimestampRegression or EpochChangeNotDue."""
+    require_change_allowed(state, epoch, timestamp_ms, ctx)
+    system = state.system()
     tx_digest = digest(DOMAIN_TX, ChangeEpoch(epoch=epoch, timestamp_ms=timestamp_ms))
     epoch_ctx = ExecutionContext(system.parameters, epoch, timestamp_ms, ctx.checkpoint_seed, SYSTEM_SENDER, tx_digest)
     ending = system.committee

@@ -110,7 +110,10 @@ InsufficientBalance = _error(
     "needs {required} shannons, the account has {available}",
 )
 InvalidAmount = _error("InvalidAmount", ("amount",), "amount {amount} must be a positive integer")
-FaucetDisabled = _error("FaucetDisabled", (), "the faucet is only enabled on localnet and testnet")
+FaucetDisabled = _error("FaucetDisabled", (), "the faucet is off unless the genesis enables it (localnet)")
+FaucetLimitExceeded = _error(
+    "FaucetLimitExceeded", ("amount", "max"), "the faucet pays at most {max} shannons per transaction, not {amount}"
+)
 ObjectNotFound = _error("ObjectNotFound", ("kind", "id"), "no {kind} with id {id}")
 NotOwner = _error("NotOwner", ("owner", "sender"), "only the owner {owner} may do this, not {sender}")
 
@@ -187,3 +190,18 @@ EpochMismatch = _error("EpochMismatch", ("expected", "got"), "the next epoch is 
 TimestampRegression = _error(
     "TimestampRegression", ("previous_ms", "got_ms"), "timestamp {got_ms} ms is before {previous_ms} ms"
 )
+TimestampOutOfRange = _error(
+    "TimestampOutOfRange", ("timestamp_ms", "max_ms"), "timestamp {timestamp_ms} ms is outside 0..{max_ms} ms"
+)
+EpochChangeNotDue = _error(
+    "EpochChangeNotDue", ("due_at_ms", "timestamp_ms"),
+    "the epoch ends at {due_at_ms} ms, the checkpoint is at {timestamp_ms} ms",
+)
+EpochChangeTimestampMismatch = _error(
+    "EpochChangeTimestampMismatch", ("checkpoint_ms", "got_ms"),
+    "ChangeEpoch carries {got_ms} ms, its checkpoint is at {checkpoint_ms} ms",
+)
+DuplicateEpochChange = _error(
+    "DuplicateEpochChange", ("epoch",), "this checkpoint already changed the epoch (to {epoch})"
+)
+InternalError = _error("InternalError", ("reason",), "internal error: {reason}")

@@ -14,12 +14,15 @@ from soma_ray.protocol.context import ExecutionContext
 from soma_ray.protocol.crypto import address_of, verify_signature
 from soma_ray.protocol.encoding import DOMAIN_TX, digest, decode, encode
 from soma_ray.protocol.errors import (
-    BadNonce, InsufficientFee, InvalidSignature, NonCanonicalEncoding, ProtocolError,
+    BadNonce, InsufficientFee, InternalError, InvalidSignature, NonCanonicalEncoding, ProtocolError,
     TransactionTooLarge,
 )
 from soma_ray.protocol.params import Parameters
 from soma_ray.protocol.state import State
 from soma_ray.protocol import types as t
+
+# Fixed text, never the exception's: effects are hashed, so they must not depend on a library.
+INTERNAL_ERROR_REASON = "unexpected failure while executing the entry"
 
 ProcessFunction = Callable[[State, object, ExecutionContext], None]
 
@@ -110,6 +113,14 @@ def execute_transaction(state: State, signed: t.SignedTransaction, ctx: Executio
     except ProtocolError as error:
         state.rollback()
         effects.error = error.to_struct()
+        return effects
+    except MemoryError:
+        state.rollback()
+        raise
+    except Exception:
+        # A bug in one kind must not halt the chain: every executor fails the entry alike.
+        state.rollback()
+        effects.error = InternalError(reason=INTERNAL_ERROR_REASON).to_struct()
         return effects
     except BaseException:
         state.rollback()

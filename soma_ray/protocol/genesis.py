@@ -21,7 +21,7 @@ from soma_ray.protocol.types import (
 )
 from soma_ray.protocol.validators import require_commission_bps, update_validator_set
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: ChangeEpoch on the consensus clock, faucet off by default and capped
 
 
 class GenesisValidator(Struct):

@@ -45,7 +45,11 @@ class Parameters(Struct, frozen=True):
     audit_timeout_ms: int = 60_000
     quorum: int = 6_667
     max_tx_bytes: int = 256 * KIB
-    faucet_enabled: bool = True
+    # Localnet only: ChangeEpoch may come before the epoch's end (`advance_epoch`).
+    allow_early_epoch_change: bool = False
+    # The faucet pays out of the emission pool, so it is off unless a genesis enables it.
+    faucet_enabled: bool = False
+    faucet_max_amount: int = 1_000 * SHANNONS_PER_SOMA
 
 
 def testnet() -> Parameters:
@@ -62,4 +66,6 @@ def localnet() -> Parameters:
         embedding_dim=LOCALNET_EMBEDDING_DIM,
         initial_targets_per_epoch=10,
         target_hits_per_epoch=100,
+        allow_early_epoch_change=True,
+        faucet_enabled=True,
     )

@@ -141,9 +141,10 @@ def chain_distance(embedding: bytes, target: Target, dim: int) -> int:
 
 
 def record_hit(state: State, target: Target, ctx: ExecutionContext) -> None:
-    """Hit time = reveal timestamp − target generation timestamp; feeds the difficulty (§3.4)."""
+    """Hit time = reveal timestamp − target generation timestamp; feeds the difficulty (§3.4).
+    Clamped at 0 so a hit never counts as faster than instant."""
     system = state.system()
-    system.target_state.hit_time_sum_ms += ctx.timestamp_ms - target.generation_timestamp_ms
+    system.target_state.hit_time_sum_ms += max(0, ctx.timestamp_ms - target.generation_timestamp_ms)
     system.target_state.confirmed_hits += 1
     state.put_system(system)
 

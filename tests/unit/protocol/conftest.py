@@ -2,7 +2,7 @@
 import msgspec
 import pytest
 
-from soma_ray.protocol.genesis import localnet_config, preset_keypair
+from soma_ray.protocol.genesis import localnet_config, preset_keypair, testnet_config
 from soma_ray.protocol.params import localnet
 from soma_ray.protocol.sim import Simulator
 from soma_ray.protocol.state import State
@@ -80,3 +80,9 @@ def make_net():
         return Harness(Simulator(config))
 
     return make
+
+
+@pytest.fixture
+def testnet_net():
+    """A harness on testnet parameters: no models, one funded user."""
+    return Harness(Simulator(testnet_config(users=1)))

@@ -2,7 +2,8 @@
 import pytest
 
 from soma_ray.protocol.errors import (
-    BadNonce, FaucetDisabled, InsufficientBalance, InsufficientFee, InvalidAmount, NotOwner,
+    BadNonce, FaucetDisabled, FaucetLimitExceeded, InsufficientBalance, InsufficientFee, InvalidAmount,
+    NotOwner,
     ObjectNotFound, PoolInactive,
 )
 from soma_ray.protocol.state import MODEL, STAKED_SOMA, STAKING_POOL, VALIDATOR
@@ -76,6 +77,19 @@ def test_faucet_pays_from_the_emission_pool(net):
 def test_faucet_disabled_by_genesis_flag(make_net):
     net = make_net(faucet_enabled=False)
     net.fails(net.users[0], Faucet(net.users[0].address, 1), FaucetDisabled())
+
+
+def test_faucet_is_off_on_testnet_by_default(testnet_net):
+    net = testnet_net
+    pool = net.state.system().emission_pool.balance
+    net.fails(net.users[0], Faucet(net.users[0].address, pool), FaucetDisabled())
+    assert net.state.system().emission_pool.balance == pool
+
+
+def test_faucet_pays_at_most_its_cap_per_transaction(net):
+    cap = net.params.faucet_max_amount
+    net.ok(net.users[0], Faucet(net.users[1].address, cap))
+    net.fails(net.users[0], Faucet(net.users[1].address, cap + 1), FaucetLimitExceeded(amount=cap + 1, max=cap))
 
 
 def _validator_pool(net, index=0):

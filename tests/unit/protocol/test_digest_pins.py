@@ -57,11 +57,11 @@ def test_state_root_of_one_entry_matches_hashlib():
 def test_pinned_genesis_and_first_checkpoint():
     config = _config()
     state = genesis(config)
-    assert genesis_digest(config).hex() == "f9b66acba5c0f8ee2e8612c702ef6eee0a3721c9959fd076a26fdc04330451c4"
-    assert state.state_root().hex() == "e5cf35ac579ee1e53f30ae19e87c12bc5ebc4ba1727be18fd707e29bf2318998"
+    assert genesis_digest(config).hex() == "ff404f7a86e86c0e0103d2961ab82247e3e1373136e8ca6749a075efd69b335d"
+    assert state.state_root().hex() == "0e3b558767ef7182f6483a85236eef3f69834608cbe32415a501551369deeec5"
     entry = encode(sign_transaction(USER, _transfer()))
     checkpoint, effects = build_checkpoint(state, None, [entry], GENESIS_TIME_MS + 1_000)
     assert effects[0].error is None
-    assert checkpoint.state_root.hex() == "ed881391135cc7f4a75789c743d4c78ea0023606c643c8019d49f2c63fba0896"
+    assert checkpoint.state_root.hex() == "74079cf009f7378e3225a6fb14e51b4633c2202e5d958bce5a2c183b280c2fbe"
     assert checkpoint.effects_digest.hex() == "b0ffad90a290bc635ab30a458389a1131871e7fea620abe12b01c14fab9a8fbe"
-    assert checkpoint_digest(checkpoint).hex() == "2eb6eea6e9150fc32f4640ebf3ddb57958e95e2921ad8a543a536b7ff9e8442a"
+    assert checkpoint_digest(checkpoint).hex() == "528b599243067fe85044059650e8124bf663c9276636ce9477dbe3dc98b0b893"

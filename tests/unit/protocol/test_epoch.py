@@ -5,11 +5,14 @@ import pytest
 from soma_ray.protocol.checkpoint import build_checkpoint
 from soma_ray.protocol.encoding import encode
 from soma_ray.protocol.errors import (
-    CommissionTooHigh, EmbeddingDimensionMismatch, InsufficientBalance, TimestampRegression,
+    CommissionTooHigh, DuplicateEpochChange, EmbeddingDimensionMismatch, EpochChangeNotDue,
+    EpochChangeTimestampMismatch, InsufficientBalance, TimestampOutOfRange, TimestampRegression,
 )
+from soma_ray.protocol.epoch import epoch_change_due
 from soma_ray.protocol.genesis import genesis, localnet_config
 from soma_ray.protocol import genesis as presets
 from soma_ray.protocol.params import SHANNONS_PER_SOMA
+from soma_ray.protocol import params as parameters
 from soma_ray.protocol.state import MODEL, STAKING_POOL, TARGET, VALIDATOR
 from soma_ray.protocol.supply import total_supply
 from soma_ray.protocol.types import ChangeEpoch, Model, StakingPool, Target, Transfer, Validator
@@ -112,10 +115,61 @@ def test_checkpoint_timestamps_never_decrease(net):
     assert net.state.state_root() == root
 
 
-def test_change_epoch_before_the_epoch_start_is_refused(net):
-    net.advance()
-    start = net.state.system().epoch_start_timestamp_ms
+def test_change_epoch_before_the_epoch_start_is_refused():
+    config = localnet_config()
+    config.timestamp_ms = 10_000
+    state = genesis(config)
+    root = state.state_root()
+    _, effects = build_checkpoint(state, None, [encode(ChangeEpoch(epoch=1, timestamp_ms=5_000))], 5_000)
+    assert effects[0].error == TimestampRegression(previous_ms=10_000, got_ms=5_000).to_struct()
+    assert state.state_root() == root and state.system().epoch == 0
+
+
+def _change(net, epoch, timestamp_ms):
+    return encode(ChangeEpoch(epoch=epoch, timestamp_ms=timestamp_ms))
+
+
+def test_change_epoch_must_carry_its_checkpoint_timestamp(net):
     root = net.state.state_root()
-    _, effects = net.sim.make_checkpoint(extra=[encode(ChangeEpoch(epoch=2, timestamp_ms=start - 1))])
-    assert effects[0].error == TimestampRegression(previous_ms=start, got_ms=start - 1).to_struct()
-    assert net.state.state_root() == root and net.state.system().epoch == 1
+    _, effects = net.sim.make_checkpoint(5_000, [_change(net, 1, 10**13)])
+    assert effects[0].error == EpochChangeTimestampMismatch(checkpoint_ms=5_000, got_ms=10**13).to_struct()
+    assert net.state.system().epoch == 0 and net.state.state_root() == root
+
+
+def test_change_epoch_is_refused_before_the_epoch_ends_unless_early_changes_are_allowed(make_net):
+    net = make_net(allow_early_epoch_change=False)
+    end = net.params.epoch_duration_ms
+    assert not epoch_change_due(net.state, end - 1) and epoch_change_due(net.state, end)
+    root = net.state.state_root()
+    _, effects = net.sim.make_checkpoint(end - 1, [_change(net, 1, end - 1)])
+    assert effects[0].error == EpochChangeNotDue(due_at_ms=end, timestamp_ms=end - 1).to_struct()
+    assert net.state.system().epoch == 0 and net.state.state_root() == root
+    _, effects = net.sim.make_checkpoint(end, [_change(net, 1, end)])
+    assert effects[0].error is None
+    assert (net.state.system().epoch, net.state.system().epoch_start_timestamp_ms) == (1, end)
+
+
+def test_advance_epoch_waits_for_the_epoch_end_on_testnet_parameters(make_net):
+    net = make_net(allow_early_epoch_change=False)
+    net.advance(2)
+    assert net.state.system().epoch_start_timestamp_ms == 2 * net.params.epoch_duration_ms
+
+
+def test_localnet_allows_an_early_change(net):
+    assert net.params.allow_early_epoch_change and not parameters.testnet().allow_early_epoch_change
+    _, effects = net.sim.make_checkpoint(1_000, [_change(net, 1, 1_000)])
+    assert effects[0].error is None and net.state.system().epoch == 1
+
+
+def test_at_most_one_epoch_change_per_checkpoint(net):
+    _, effects = net.sim.make_checkpoint(1_000, [_change(net, 1, 1_000), _change(net, 2, 1_000)])
+    assert effects[0].error is None
+    assert effects[1].error == DuplicateEpochChange(epoch=1).to_struct()
+    assert net.state.system().epoch == 1
+
+
+def test_checkpoint_timestamps_must_fit_in_63_bits(net):
+    root = net.state.state_root()
+    with pytest.raises(TimestampOutOfRange):
+        build_checkpoint(net.state, None, [], 2**63)
+    assert net.state.state_root() == root
