@@ -108,10 +108,10 @@ def process_add_stake_to_model(state: State, tx: AddStakeToModel, ctx: Execution
 
 
 def require_unlocked(state: State, pool: StakingPool, staked: StakedSoma, epoch: int) -> None:
-    """A model owner's stake stays at risk while its model can still be slashed: while Pending or
-    Active, and until the epoch change after deactivation (when reports are tallied)."""
+    """A model owner's stake is locked from CreateModel on (so model_min_stake always backs the
+    model's slashes) until the epoch change after deactivation (when reports are tallied)."""
     model = state.get(MODEL, pool.owner, Model)
-    if model is None or staked.owner != model.owner or model.status == "Created":
+    if model is None or staked.owner != model.owner:
         return
     if model.status != "Inactive" or epoch <= pool.deactivation_epoch:
         raise StakeLocked(model_id=model.id, status=model.status)

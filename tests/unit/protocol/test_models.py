@@ -212,6 +212,21 @@ def test_a_pending_model_cannot_dodge_the_reveal_slash(net):
     net.fails(net.users[0], WithdrawStake(_owner_stake(net, model)), StakeLocked(model_id=model.id, status="Pending"))
 
 
+def test_the_owner_cannot_withdraw_the_minimum_stake_before_committing(net):
+    model = create(net)
+    net.fails(net.users[0], WithdrawStake(_owner_stake(net, model)), StakeLocked(model_id=model.id, status="Created"))
+    assert pool(net, model).soma_balance == 10 * SOMA
+
+
+def test_a_created_model_unlocks_its_stake_after_deactivation_and_an_epoch_change(net):
+    model = create(net)
+    net.ok(net.users[0], DeactivateModel(model.id))
+    net.advance()
+    before = net.balance(net.users[0].address)
+    net.ok(net.users[0], WithdrawStake(_owner_stake(net, model)))
+    assert net.balance(net.users[0].address) == before + 10 * SOMA - net.params.base_fee
+
+
 def _owner_stake(net, model):
     return next(s.id for s in net.state.values(STAKED_SOMA, StakedSoma)
                 if s.pool_id == model.staking_pool_id and s.owner == model.owner)
