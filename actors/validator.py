@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from typing import NamedTuple
 
 import msgspec
 import ray
@@ -44,7 +45,7 @@ from soma_ray.protocol.encoding import decode, encode
 from soma_ray.protocol.execution import check_admission, sign_transaction, transaction_digest
 from soma_ray.protocol.genesis import genesis, preset_config
 from soma_ray.protocol.params import SHANNONS_PER_SOMA, localnet
-from soma_ray.protocol.types import ChangeEpoch, Checkpoint, CheckpointEntry, Faucet, SignedTransaction, Transaction
+from soma_ray.protocol.types import ChangeEpoch, Checkpoint, CheckpointEntry, Faucet, Transaction
 from soma_ray.protocol.errors import BadNonce, ProtocolError
 from soma_ray.protocol.state import State
 from soma_ray.storage import ValidatorStore
@@ -78,6 +79,14 @@ def build_genesis(network: NetworkConfig) -> State:
                                            timestamp_ms=network.genesis_timestamp_ms))
 
 
+class Pending(NamedTuple):
+    """An admitted transaction waiting in the mempool."""
+
+    sender: bytes
+    nonce: int
+    data: bytes
+
+
 class InvalidCheckpoint(Exception):
     """A proposed checkpoint is not the one this replica builds from the same inputs."""
 
@@ -92,7 +101,8 @@ class ValidatorActor:
         self._store = ValidatorStore(self._network.validator_dir(index) / "db", genesis_digest=root)
         self._store.write_genesis(root, genesis.items())
         self._state = State.from_items(self._store.state_items())
-        self._mempool: dict[bytes, bytes] = {}  # tx digest -> signed transaction bytes
+        self._latest = self._stored_latest_checkpoint()
+        self._mempool: dict[bytes, Pending] = {}  # by transaction digest
         self._waiters: dict[bytes, asyncio.Future] = {}
         self._executed: dict[bytes, tuple] = {}  # value digest -> (changes, effects) of validate
         self._requested_epoch: int | None = None
@@ -204,7 +214,7 @@ class ValidatorActor:
         entries = self._next_entries(timestamp_ms)
         self._state.begin()
         try:
-            checkpoint, _ = build_checkpoint(self._state, self._latest_checkpoint(), entries,
+            checkpoint, _ = build_checkpoint(self._state, self._latest, entries,
                                              timestamp_ms)
         finally:
             self._state.rollback()
@@ -231,7 +241,7 @@ class ValidatorActor:
         self._state.begin()
         self._state.mark()
         try:
-            rebuilt, effects = build_checkpoint(self._state, self._latest_checkpoint(), checkpoint.transactions,
+            rebuilt, effects = build_checkpoint(self._state, self._latest, checkpoint.transactions,
                                                 checkpoint.timestamp_ms)
             changes = self._state.changes()
         finally:
@@ -269,9 +279,8 @@ class ValidatorActor:
         """Per sender, the mempool transactions whose nonces follow the account's without a gap
         (a later nonce that arrived first waits for its predecessor instead of failing)."""
         by_sender: dict[bytes, dict[int, bytes]] = {}
-        for raw in self._mempool.values():
-            tx = decode(raw, SignedTransaction).transaction
-            by_sender.setdefault(tx.sender, {})[tx.nonce] = raw
+        for pending in self._mempool.values():
+            by_sender.setdefault(pending.sender, {})[pending.nonce] = pending.data
         ready = []
         for sender in sorted(by_sender):
             nonce = self._state.account(sender).nonce
@@ -280,15 +289,14 @@ class ValidatorActor:
                 nonce += 1
         return ready
 
-    def _latest_checkpoint(self) -> Checkpoint | None:
+    def _stored_latest_checkpoint(self) -> Checkpoint | None:
         latest = self._store.latest_sequence()
         if latest is None:
             return None
         return decode(self._store.get_checkpoint(latest)[0], Checkpoint)
 
     def _latest_timestamp_ms(self) -> int:
-        latest = self._latest_checkpoint()
-        return 0 if latest is None else latest.timestamp_ms
+        return 0 if self._latest is None else self._latest.timestamp_ms
 
     # ------------------------------------------------------------------ committing
 
@@ -299,17 +307,23 @@ class ValidatorActor:
         changes, effects = self._executed.pop(key, None) or self._execute(height, checkpoint)
         self._executed.clear()
         epoch_before = self._state.system().epoch
-        self._store.commit_checkpoint(height, value, encode(certificate), changes,
-                                      epoch=checkpoint.epoch)
-        for k, v in changes:
-            self._state.put_raw(k, v)
-        self._finish_transactions(effects, height)
+        self._persist_and_apply(checkpoint, value, encode(certificate), changes, effects)
         self._cancel_timers()
         if self._state.system().epoch != epoch_before:  # a new committee runs the next heights
             self._peers.clear()
             self._core = self._new_core(None)
         self._report_to_clock(checkpoint)
         self._schedule_next_height()
+
+    def _persist_and_apply(self, checkpoint: Checkpoint, value: bytes, certificate: bytes,
+                           changes: list, effects: list) -> None:
+        """Durably store a certified checkpoint with its state changes, then apply them here."""
+        self._store.commit_checkpoint(checkpoint.sequence, value, certificate, changes,
+                                      epoch=checkpoint.epoch)
+        for key, item in changes:
+            self._state.put_raw(key, item)
+        self._latest = checkpoint
+        self._finish_transactions(effects, checkpoint.sequence)
 
     def _schedule_next_height(self) -> None:
         """Start the next height now when there is work, else after the idle interval."""
@@ -336,14 +350,13 @@ class ValidatorActor:
                 waiter.set_result((height, effect))
         # Transactions whose nonce is now stale can never execute (another transaction of the
         # sender took the nonce): drop them and tell their submitters.
-        for tx_digest, raw in list(self._mempool.items()):
-            tx = decode(raw, SignedTransaction).transaction
-            expected = self._state.account(tx.sender).nonce
-            if tx.nonce < expected:
+        for tx_digest, pending in list(self._mempool.items()):
+            expected = self._state.account(pending.sender).nonce
+            if pending.nonce < expected:
                 del self._mempool[tx_digest]
                 waiter = self._waiters.pop(tx_digest, None)
                 if waiter is not None and not waiter.done():
-                    waiter.set_result(BadNonce(expected=expected, got=tx.nonce))
+                    waiter.set_result(BadNonce(expected=expected, got=pending.nonce))
 
     def _cancel_timers(self) -> None:
         for handle in self._timers.values():
@@ -413,8 +426,9 @@ class ValidatorActor:
 
     def _admit(self, data: bytes) -> bytes:
         signed = check_admission(data, self._state, self._state.system().parameters)
-        tx_digest = transaction_digest(signed.transaction)
-        self._mempool[tx_digest] = bytes(data)
+        tx = signed.transaction
+        tx_digest = transaction_digest(tx)
+        self._mempool[tx_digest] = Pending(tx.sender, tx.nonce, bytes(data))
         return tx_digest
 
     # ------------------------------------------------------------------ catch-up
@@ -448,10 +462,7 @@ class ValidatorActor:
         verify_checkpoint_chain(self._state.system().committee, [(value, cert)], sequence)
         checkpoint = decode(value, Checkpoint)
         changes, effects = self._execute(sequence, checkpoint)
-        self._store.commit_checkpoint(sequence, value, certificate, changes, epoch=checkpoint.epoch)
-        for key, item in changes:
-            self._state.put_raw(key, item)
-        self._finish_transactions(effects, sequence)
+        self._persist_and_apply(checkpoint, value, certificate, changes, effects)
 
     # ------------------------------------------------------------------ reads
 
