@@ -25,6 +25,10 @@ DOMAIN_TARGET_SEED = b"soma/target-seed/v1"
 
 T = TypeVar("T")
 
+# The reason recorded for any undecodable bytes. Fixed: a decoder's own message varies between
+# msgspec versions, and the reason ends up in hashed effects.
+UNDECODABLE = "the bytes do not decode as the expected canonical type"
+
 
 class Struct(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
     """Base of every canonically encoded object: fields encode as a positional array."""
@@ -46,9 +50,9 @@ def decode(data: bytes, type_: type[T]) -> T:
         decoder = _decoders[type_] = msgspec.msgpack.Decoder(type_)
     try:
         return decoder.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError, TypeError, ValueError) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError, TypeError, ValueError):
         # ValueError covers invalid UTF-8 in str fields (UnicodeDecodeError).
-        raise MalformedInput(reason=str(exc)) from None
+        raise MalformedInput(reason=UNDECODABLE) from None
 
 
 def blake2b256(data: bytes) -> bytes:

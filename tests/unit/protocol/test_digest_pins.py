@@ -6,14 +6,18 @@ update the pins in the same commit. The first test recomputes one digest with ha
 """
 import hashlib
 
+import numpy as np
+
 from soma_ray.protocol.checkpoint import build_checkpoint, checkpoint_digest
 from soma_ray.protocol.crypto import Keypair
-from soma_ray.protocol.encoding import encode
+from soma_ray.protocol.encoding import UNDECODABLE, encode
+from soma_ray.protocol.errors import MalformedInput
 from soma_ray.protocol.execution import sign_transaction, transaction_digest
-from soma_ray.protocol.genesis import GenesisConfig, GenesisValidator, genesis, genesis_digest
+from soma_ray.protocol.genesis import GenesisConfig, GenesisValidator, genesis, genesis_digest, localnet_config
 from soma_ray.protocol.params import localnet
-from soma_ray.protocol.state import State
-from soma_ray.protocol.types import Account, Transaction, Transfer
+from soma_ray.protocol.state import TARGET, State
+from soma_ray.protocol.targets import target_embedding
+from soma_ray.protocol.types import Account, ChangeEpoch, Target, Transaction, Transfer
 
 VALIDATOR = Keypair.from_secret(b"\x01" * 32)
 USER = Keypair.from_secret(b"\x02" * 32)
@@ -65,3 +69,37 @@ def test_pinned_genesis_and_first_checkpoint():
     assert checkpoint.state_root.hex() == "74079cf009f7378e3225a6fb14e51b4633c2202e5d958bce5a2c183b280c2fbe"
     assert checkpoint.effects_digest.hex() == "b0ffad90a290bc635ab30a458389a1131871e7fea620abe12b01c14fab9a8fbe"
     assert checkpoint_digest(checkpoint).hex() == "528b599243067fe85044059650e8124bf663c9276636ce9477dbe3dc98b0b893"
+
+
+def test_target_embedding_known_answer():
+    # arrgen's normal_array for seed bytes 0..31 (u64 seed 0x0706050403020100): a generator
+    # change would change every target, hence every checkpoint digest after genesis.
+    vector = target_embedding(bytes(range(32)), 64)
+    assert vector.dtype == np.float32
+    expected = np.array([1.9571510553359985, -1.3436557054519653, 0.4603723883628845, 0.18171918392181396], np.float32)
+    assert vector[:4].tobytes() == expected.tobytes()
+    assert hashlib.blake2b(vector.astype("<f4").tobytes(), digest_size=32).hexdigest() == (
+        "8f1eb61b82dd2293edf6f68648c15bd8b4e0b66dd0a983c94a8b5221d2ab4852"
+    )
+
+
+def test_undecodable_entries_record_a_fixed_reason():
+    # msgspec's own message differs between versions; the hashed effects must not.
+    state = genesis(_config())
+    entries = [b"\x93\xa8Transfer\x01", b"\xc1", encode([1, 2, 3])]
+    _, effects = build_checkpoint(state, None, entries, GENESIS_TIME_MS + 1_000)
+    assert [e.error for e in effects] == [MalformedInput(reason=UNDECODABLE).to_struct()] * 3
+
+
+def test_pinned_genesis_with_models_targets_and_an_epoch_change():
+    config = localnet_config(validators=2, models=3, users=1)
+    config.timestamp_ms = GENESIS_TIME_MS
+    state = genesis(config)
+    assert state.state_root().hex() == "a1dae299a74b5b006837920d3225bf17ccab95c808b95b15b4d34de07ca5c148"
+    first = state.require(TARGET, state.ids(TARGET)[0], Target)
+    assert hashlib.blake2b(first.embedding, digest_size=32).hexdigest() == "4cf29cb26656ddcd39435c6a3602fc307d8fcea54cc609246d6bcb7786662dfe"
+    assert [model_id.hex()[:16] for model_id in first.model_ids] == ["6f8597f20c861602", "d25b15b52098a754", "b7b78f43cbad8117"]
+    change = encode(ChangeEpoch(epoch=1, timestamp_ms=GENESIS_TIME_MS + 1_000))
+    checkpoint, effects = build_checkpoint(state, None, [change], GENESIS_TIME_MS + 1_000)
+    assert effects[0].error is None
+    assert checkpoint_digest(checkpoint).hex() == "deb20bbf274ba8843340d057efb21a1201c18a910168c704effb191defbb4799"
