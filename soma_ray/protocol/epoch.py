@@ -23,7 +23,7 @@ from soma_ray.protocol.errors import (
 )
 from soma_ray.protocol.models import process_model_epoch
 from soma_ray.protocol.params import BPS
-from soma_ray.protocol.staking import activate_pending_stake, stake_pending
+from soma_ray.protocol.staking import activate_pending_stake, pay_pending_withdrawals, stake_pending
 from soma_ray.protocol.state import STAKING_POOL, VALIDATOR, State
 from soma_ray.protocol.targets import adjust_difficulty, expire_targets, generate_epoch_targets
 from soma_ray.protocol.types import ChangeEpoch, StakingPool, TransactionEffects, Validator
@@ -70,8 +70,10 @@ def pay_validator_rewards(state: State, committee: Committee, reward: int, ctx: 
 
 
 def process_pools(state: State, epoch: int) -> None:
-    """Step 5 for pools: activate pending stake at the new epoch's rate."""
+    """Step 5 for pools, after the model slashes: pay queued withdrawals, then activate pending
+    stake at the new epoch's rate."""
     for pool in list(state.values(STAKING_POOL, StakingPool)):
+        pay_pending_withdrawals(state, pool)
         activate_pending_stake(pool, epoch)
         state.put(STAKING_POOL, pool.id, pool)
 

@@ -133,6 +133,9 @@ StakeLocked = _error(
     "StakeLocked", ("model_id", "status"),
     "the owner's stake in model {model_id} ({status}) is locked until the epoch change after deactivation",
 )
+WithdrawalPending = _error(
+    "WithdrawalPending", ("staked_id",), "staked {staked_id} is already queued to withdraw at the epoch change"
+)
 PoolInactive = _error("PoolInactive", ("pool_id",), "staking pool {pool_id} no longer accepts stake")
 
 # Models.

@@ -2,7 +2,8 @@
 
 A pool holds `soma_balance` SOMA backing `pool_token_balance` tokens. Rewards raise
 `soma_balance` (so they compound); new stake waits in `pending_stake` until the next epoch
-change mints tokens at that epoch's rate. A `StakedSoma` stores only its principal: its tokens are
+change mints tokens at that epoch's rate. A withdrawal of active stake is queued in
+`pending_withdraw` and paid at the next epoch change, after that change's slashes. A `StakedSoma` stores only its principal: its tokens are
 principal × tokens/SOMA at the rate recorded for its activation epoch. All integer, rounding
 toward the pool, so a pool can always pay every withdrawal.
 """
@@ -12,7 +13,7 @@ import bisect
 
 from soma_ray.protocol.accounts import credit, debit, require_positive
 from soma_ray.protocol.context import ExecutionContext
-from soma_ray.protocol.errors import NotOwner, ObjectNotFound, PoolInactive, StakeLocked
+from soma_ray.protocol.errors import NotOwner, ObjectNotFound, PoolInactive, StakeLocked, WithdrawalPending
 from soma_ray.protocol.state import MODEL, STAKED_SOMA, STAKING_POOL, VALIDATOR, State
 from soma_ray.protocol.types import (
     AddStake, AddStakeToModel, ExchangeRate, Model, StakedSoma, StakingPool, Validator,
@@ -118,20 +119,32 @@ def require_unlocked(state: State, pool: StakingPool, staked: StakedSoma, epoch:
 
 
 def process_withdraw_stake(state: State, tx: WithdrawStake, ctx: ExecutionContext) -> None:
-    """Pay principal plus compounded rewards at the current rate; pending stake is refunded."""
+    """Stake not yet active is refunded now (it earns and risks nothing); active stake is queued
+    and paid, principal plus rewards, at the next epoch change (`pay_pending_withdrawals`)."""
     staked = state.require(STAKED_SOMA, tx.staked_id, StakedSoma)
     if staked.owner != ctx.sender:
         raise NotOwner(owner=staked.owner, sender=ctx.sender)
     pool = state.require(STAKING_POOL, staked.pool_id, StakingPool)
     require_unlocked(state, pool, staked, ctx.epoch)
+    if staked.id in pool.pending_withdraw:
+        raise WithdrawalPending(staked_id=staked.id)
     if staked.activation_epoch > ctx.epoch:
         pool.pending_stake -= staked.principal
-        payout = staked.principal
+        state.delete(STAKED_SOMA, staked.id)
+        credit(state, ctx.sender, staked.principal)
     else:
+        pool.pending_withdraw.append(staked.id)
+    state.put(STAKING_POOL, pool.id, pool)
+
+
+def pay_pending_withdrawals(state: State, pool: StakingPool) -> None:
+    """Epoch change, step 5: pay each queued withdrawal at the pool's rate after the slashes."""
+    for staked_id in pool.pending_withdraw:
+        staked = state.require(STAKED_SOMA, staked_id, StakedSoma)
         tokens = pool_tokens_of(pool, staked)
         payout = tokens * pool.soma_balance // pool.pool_token_balance if pool.pool_token_balance else 0
         pool.soma_balance -= payout
         pool.pool_token_balance -= tokens
-    state.put(STAKING_POOL, pool.id, pool)
-    state.delete(STAKED_SOMA, staked.id)
-    credit(state, ctx.sender, payout)
+        state.delete(STAKED_SOMA, staked.id)
+        credit(state, staked.owner, payout)
+    pool.pending_withdraw = []

@@ -37,14 +37,17 @@ class ExchangeRate(Struct):
 
 class StakingPool(Struct):
     """Exchange-rate staking pool of a validator or a model. `owner` is the validator's address or
-    the model's id; `soma_balance` includes compounded rewards; `pending_stake` activates at the
-    next epoch change."""
+    the model's id; `soma_balance` includes compounded rewards; `pending_stake` activates and
+    `pending_withdraw` is paid at the next epoch change."""
 
     id: bytes
     owner: bytes
     soma_balance: int = 0
     pool_token_balance: int = 0
     pending_stake: int = 0
+    # StakedSoma ids whose withdrawal is paid at the next epoch change, after that change's
+    # slashes (spec §3 step 5), so a delegator cannot leave ahead of a slash.
+    pending_withdraw: list[bytes] = []
     exchange_rates: list[ExchangeRate] = []
     activation_epoch: int | None = None
     deactivation_epoch: int | None = None

@@ -3,7 +3,7 @@ import pytest
 
 from soma_ray.protocol.errors import (
     BadNonce, FaucetDisabled, FaucetLimitExceeded, InsufficientBalance, InsufficientFee, InvalidAmount,
-    NotOwner,
+    NotOwner, WithdrawalPending,
     ObjectNotFound, PoolInactive,
 )
 from soma_ray.protocol.state import MODEL, STAKED_SOMA, STAKING_POOL, VALIDATOR
@@ -124,10 +124,14 @@ def test_withdraw_active_stake_pays_compounded_rewards(net):
     net.advance(3)  # active from epoch 1, earns rewards in epochs 1 and 2
     before = net.balance(alice.address)
     net.ok(alice, WithdrawStake(effects.created[-1]))
-    gained = net.balance(alice.address) + net.params.base_fee - before
+    assert net.balance(alice.address) == before - net.params.base_fee  # queued, paid at the change
+    net.fails(alice, WithdrawStake(effects.created[-1]), WithdrawalPending(staked_id=effects.created[-1]))
+    net.advance()  # also earns epoch 3's reward: it stays in the pool until the change
+    assert net.state.get(STAKED_SOMA, effects.created[-1], StakedSoma) is None
+    gained = net.balance(alice.address) + 2 * net.params.base_fee - before
     assert gained > 100 * 10**9
     # Rewards are a share of the validators' part of emission: at most all of it.
-    assert gained - 100 * 10**9 < 2 * net.params.initial_emission_per_epoch
+    assert gained - 100 * 10**9 < 3 * net.params.initial_emission_per_epoch
 
 
 def test_withdraw_someone_elses_stake_fails(net):

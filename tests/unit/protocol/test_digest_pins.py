@@ -62,13 +62,13 @@ def test_pinned_genesis_and_first_checkpoint():
     config = _config()
     state = genesis(config)
     assert genesis_digest(config).hex() == "ff404f7a86e86c0e0103d2961ab82247e3e1373136e8ca6749a075efd69b335d"
-    assert state.state_root().hex() == "0e3b558767ef7182f6483a85236eef3f69834608cbe32415a501551369deeec5"
+    assert state.state_root().hex() == "953c41599d2d1fd50a420d6241004c92ba28884d07ec79a4b0daae9986465494"
     entry = encode(sign_transaction(USER, _transfer()))
     checkpoint, effects = build_checkpoint(state, None, [entry], GENESIS_TIME_MS + 1_000)
     assert effects[0].error is None
-    assert checkpoint.state_root.hex() == "74079cf009f7378e3225a6fb14e51b4633c2202e5d958bce5a2c183b280c2fbe"
+    assert checkpoint.state_root.hex() == "fb0888c23f34e5e0461f79d83276789984676272999ee15d660571c14473958d"
     assert checkpoint.effects_digest.hex() == "b0ffad90a290bc635ab30a458389a1131871e7fea620abe12b01c14fab9a8fbe"
-    assert checkpoint_digest(checkpoint).hex() == "528b599243067fe85044059650e8124bf663c9276636ce9477dbe3dc98b0b893"
+    assert checkpoint_digest(checkpoint).hex() == "c8279daeb97768371a09c674668e569cbc81177e83c85555667411bdbd15d9ea"
 
 
 def test_target_embedding_known_answer():
@@ -95,11 +95,11 @@ def test_pinned_genesis_with_models_targets_and_an_epoch_change():
     config = localnet_config(validators=2, models=3, users=1)
     config.timestamp_ms = GENESIS_TIME_MS
     state = genesis(config)
-    assert state.state_root().hex() == "a1dae299a74b5b006837920d3225bf17ccab95c808b95b15b4d34de07ca5c148"
+    assert state.state_root().hex() == "ac15ad010e3d21d52527849bb5b8358ff07e2119d12dad9b8767ad628dd1a858"
     first = state.require(TARGET, state.ids(TARGET)[0], Target)
     assert hashlib.blake2b(first.embedding, digest_size=32).hexdigest() == "4cf29cb26656ddcd39435c6a3602fc307d8fcea54cc609246d6bcb7786662dfe"
     assert [model_id.hex()[:16] for model_id in first.model_ids] == ["6f8597f20c861602", "d25b15b52098a754", "b7b78f43cbad8117"]
     change = encode(ChangeEpoch(epoch=1, timestamp_ms=GENESIS_TIME_MS + 1_000))
     checkpoint, effects = build_checkpoint(state, None, [change], GENESIS_TIME_MS + 1_000)
     assert effects[0].error is None
-    assert checkpoint_digest(checkpoint).hex() == "deb20bbf274ba8843340d057efb21a1201c18a910168c704effb191defbb4799"
+    assert checkpoint_digest(checkpoint).hex() == "e12a0df0c49fcb27a484c5acd1edf33bad79cb9098547638c3e84f9aeaad510e"
