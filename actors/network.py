@@ -131,14 +131,7 @@ class Network:
     def stop_validator(self, index: int) -> None:
         """Kill validator `index` for good (Ray does not restart it); its disk stays."""
         ray.kill(self.validators[index], no_restart=True)
-        name = self.config.validator_name(index)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:  # the name is free once the actor is dead
-            try:
-                ray.get_actor(name, namespace=self.config.namespace)
-            except ValueError:
-                return
-            time.sleep(0.1)
+        _wait_until_gone(self.config.validator_name(index), self.config.namespace)
 
     def relaunch_validator(self, index: int, timeout_s: float = 120.0) -> None:
         """Launch validator `index` again after `stop_validator`: it recovers and catches up."""
@@ -146,14 +139,21 @@ class Network:
         ray.get(self.validators[index].start_consensus.remote(), timeout=timeout_s)
 
     def stop(self) -> None:
-        """Kill every actor of the network; their disks stay, so a later start resumes."""
+        """Kill every actor of the network and wait until their names are free; their disks
+        stay, so a later start resumes."""
+        names = [self.config.validator_name(i) for i in range(self.config.validators)]
         for handle in [*self.validators, self.clock]:
-            if handle is None:
-                continue
-            try:
+            if handle is not None:
                 ray.kill(handle, no_restart=True)
-            except ValueError:  # already gone
-                pass
+        for name in [*names, self.config.clock_name]:
+            _wait_until_gone(name, self.config.namespace)
+
+
+def _wait_until_gone(name: str, namespace: str, timeout_s: float = 30.0) -> None:
+    """Ray frees an actor's name once the actor is dead; kill returns before that."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and _find(name, namespace) is not None:
+        time.sleep(0.1)
 
 
 def start(config: NetworkConfig, force_regenesis: bool = False, detached: bool = False,

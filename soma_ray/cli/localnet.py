@@ -195,7 +195,8 @@ def start_localnet(
 def stop(address: AddressOption = None, namespace: NamespaceOption = net.DEFAULT_NAMESPACE) -> None:
     """Stop a running (detached) network; its data dir stays, so `soma start` resumes it."""
     try:
-        ray.init(address=address or "auto", namespace=namespace, log_to_driver=False)
+        if not ray.is_initialized():
+            ray.init(address=address or "auto", namespace=namespace, log_to_driver=False)
         network = net.connect(namespace)
     except (ConnectionError, net.NetworkNotRunning) as error:
         raise fail(str(error)) from None

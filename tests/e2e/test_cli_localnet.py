@@ -58,6 +58,22 @@ def test_bad_arguments_and_failed_transactions_are_one_line_errors(soma):
     assert "the fee is 1000 shannons but only 0 are available" in result.output
 
 
+def test_stop_ends_a_detached_network_found_by_namespace(ray_session, tmp_path):
+    import ray
+
+    config = net.NetworkConfig(data_dir=str(tmp_path), validators=1,
+                               namespace=f"soma-detached-{uuid.uuid4().hex[:6]}")
+    network = net.start(config, detached=True)
+    app = typer.Typer()
+    register(app)
+    result = CliRunner().invoke(app, ["stop", "--namespace", config.namespace])
+    assert result.exit_code == 0, result.output
+    with pytest.raises(ValueError):  # the names are free: nothing of the network runs
+        ray.get_actor(network.config.validator_name(0), namespace=config.namespace)
+    again = CliRunner().invoke(app, ["stop", "--namespace", config.namespace])
+    assert again.exit_code == 1 and "is the network started?" in again.output
+
+
 def test_parsers_reject_what_they_cannot_read():
     assert parse_duration_ms("60s") == 60_000 and parse_duration_ms("500ms") == 500
     assert parse_duration_ms("2m") == 120_000 and parse_duration_ms("5") == 5_000
