@@ -144,10 +144,16 @@ def _config_from_header(header: dict, config: V1Config | None) -> V1Config:
     metadata = header.get("__metadata__") or {}
     for field in _METADATA_FIELDS:
         if _METADATA_PREFIX + field in metadata:
-            kind = type(getattr(V1Config, field))
-            found[field] = kind(metadata[_METADATA_PREFIX + field])
+            value = metadata[_METADATA_PREFIX + field]
+            try:
+                found[field] = type(getattr(V1Config, field))(value)
+            except (TypeError, ValueError):
+                raise WeightsFormatError(f"metadata {field} is {value!r}") from None
     if config is None:
-        return V1Config(**found)
+        try:
+            return V1Config(**found)
+        except ValueError as exc:
+            raise WeightsFormatError(f"the file's sizes are not a V1 model: {exc}") from None
     for field, value in found.items():
         if getattr(config, field) != value:
             raise ConfigMismatchError(field, getattr(config, field), value)

@@ -180,3 +180,11 @@ def test_tensor_span_that_disagrees_with_its_shape_is_a_format_error(tmp_path):
 def _with_header(header: dict, body: bytes) -> bytes:
     encoded = json.dumps(header).encode()
     return struct.pack("<Q", len(encoded)) + encoded + body
+
+
+@pytest.mark.parametrize("heads,match", [("four", "num_heads"), ("3", "not a V1 model")])
+def test_bad_size_metadata_is_a_format_error(tmp_path, heads, match):
+    state = _state(V1Model(CONFIG))
+    save_file(state, tmp_path / "w.safetensors", metadata={"soma.v1.num_heads": heads})
+    with pytest.raises(WeightsFormatError, match=match):
+        load_weights(tmp_path / "w.safetensors")
