@@ -7,17 +7,14 @@ import os
 from pathlib import Path
 from typing import Optional
 
-import ray
 import typer
 
-from soma_ray.model import V1Config
-from soma_ray.training import (TrainConfig, TrainConfigError, TrainingError, prepare_corpus,
-                               train as run_training)
-from soma_ray.training.loop import initial_model
+# torch and Ray Train are imported inside the command: every other `soma` command (and
+# `--help`) would otherwise pay seconds of import time for them.
 
 app = typer.Typer(help="Train V1 model weights.", no_args_is_help=True)
 
-MODEL_SIZES = {"small": V1Config.small, "v1": V1Config}
+MODEL_SIZES = ("small", "v1")
 
 
 @app.callback()
@@ -48,6 +45,11 @@ def train(
         None, help="Ray address [default: a running cluster if any, else a local Ray]."),
 ) -> None:
     """Train V1 weights; print progress, then held-out loss before/after and the weights path."""
+    import ray
+
+    from soma_ray.training import TrainingError, prepare_corpus
+    from soma_ray.training.loop import initial_model
+
     try:
         settings = _settings(config, dropout, steps=steps, num_workers=workers, init=init,
                              micro_batch=micro_batch, grad_accum=grad_accum, lr=lr,
@@ -70,10 +72,13 @@ def train(
     typer.echo(f"weights: {result.weights}")
 
 
-def _settings(size: str, dropout: float | None, **fields) -> TrainConfig:
+def _settings(size: str, dropout: float | None, **fields):
+    from soma_ray.model import V1Config
+    from soma_ray.training import TrainConfig, TrainConfigError
+
     if size not in MODEL_SIZES:
         raise TrainConfigError("model", size, f"one of {', '.join(MODEL_SIZES)}")
-    model = MODEL_SIZES[size]()
+    model = V1Config.small() if size == "small" else V1Config()
     if dropout is not None:
         model = dataclasses.replace(model, dropout_rate=dropout)
     return TrainConfig(model=model, **fields)
@@ -81,6 +86,8 @@ def _settings(size: str, dropout: float | None, **fields) -> TrainConfig:
 
 def _start_ray(address: str | None) -> None:
     """Join the given cluster, else a running one, else start a local Ray for this command."""
+    import ray
+
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if address is not None:
         ray.init(address=address, log_to_driver=False)
@@ -91,8 +98,9 @@ def _start_ray(address: str | None) -> None:
         ray.init(address="local", include_dashboard=False, log_to_driver=False)
 
 
-def _train_with_progress(settings: TrainConfig, split, out: Path, name: str,
-                         storage: Path | None):
+def _train_with_progress(settings, split, out: Path, name: str, storage: Path | None):
+    from soma_ray.training import train as run_training
+
     with typer.progressbar(length=settings.steps, label="training", show_eta=True,
                            show_pos=True, item_show_func=_describe) as bar:
         done = 0
