@@ -23,7 +23,8 @@ from soma_ray.protocol.params import BPS
 from soma_ray.protocol.staking import stake_pending
 from soma_ray.protocol.state import CHALLENGE, MODEL, STAKING_POOL, SUBMISSION, TARGET, State
 from soma_ray.protocol.targets import (
-    as_embedding, cosine_distance_fixed, generate_target, next_target_seed, slash_stale_commit,
+    as_embedding, cosine_distance_fixed, generate_target, next_target_seed, reveal_deadline_ms,
+    slash_stale_commit,
 )
 from soma_ray.protocol.types import (
     Challenge, ClaimRewards, CommitSubmission, InitiateChallenge, Model, ResolveChallenge,
@@ -59,10 +60,6 @@ def challenge_vote_message(challenge_id: bytes, verdict: Verdict) -> bytes:
 
 
 # --- CommitSubmission ---------------------------------------------------------------------------
-
-
-def reveal_deadline_ms(submission: Submission, ctx: ExecutionContext) -> int:
-    return submission.commit_timestamp_ms + ctx.params.reveal_window_ms
 
 
 def clear_expired_commit(state: State, target: Target, ctx: ExecutionContext) -> None:

@@ -348,15 +348,17 @@ def generate_epoch_targets(state: State, ctx: ExecutionContext, emission: int) -
 def expire_targets(state: State, ctx: ExecutionContext) -> None:
     """§3 step 1, run before the epoch number advances: the ending epoch is `system.epoch`.
 
-    Committed targets of the ending epoch lose their stale commit (bond slashed to the emission
-    pool) and stay Open, i.e. expired and claimable; challenges whose window (fill_epoch + 1)
-    closes now are dropped with the challenger's bond returned, the miner staying the winner.
+    Committed targets of the ending epoch lose their commit and stay Open, i.e. expired and
+    claimable: a stale commit (reveal window passed) has its bond slashed to the emission pool; a
+    commit still inside its reveal window gets its bond back, since the miner is not at fault.
+    Challenges whose window (fill_epoch + 1) closes now are dropped with the challenger's bond
+    returned, the miner staying the winner.
     """
     ending = state.system().epoch
     open_challenges = {c.target_id: c for c in state.values(CHALLENGE, Challenge)}
     for target in state.values(TARGET, Target):
         if target.status == "Committed" and target.generation_epoch <= ending:
-            slash_stale_commit(state, target)
+            drop_commit(state, target, ctx)
         elif target.status == "Challenged" and target.fill_epoch + 1 <= ending:
             challenge = open_challenges[target.id]
             credit(state, challenge.challenger, challenge.bond)
@@ -365,10 +367,28 @@ def expire_targets(state: State, ctx: ExecutionContext) -> None:
             state.put(TARGET, target.id, target)
 
 
+def reveal_deadline_ms(submission: Submission, ctx: ExecutionContext) -> int:
+    return submission.commit_timestamp_ms + ctx.params.reveal_window_ms
+
+
+def drop_commit(state: State, target: Target, ctx: ExecutionContext) -> None:
+    """At the epoch change: refund a commit whose reveal window is open, slash a stale one."""
+    submission = state.require(SUBMISSION, target.submission_id, Submission)
+    if ctx.timestamp_ms <= reveal_deadline_ms(submission, ctx):
+        credit(state, submission.miner, submission.bond)
+        reopen(state, target, submission)
+    else:
+        slash_stale_commit(state, target)
+
+
 def slash_stale_commit(state: State, target: Target) -> None:
     """Slash the commit of `target` to the emission pool and reopen the target."""
     submission = state.require(SUBMISSION, target.submission_id, Submission)
     return_to_emission_pool(state, submission.bond)
+    reopen(state, target, submission)
+
+
+def reopen(state: State, target: Target, submission: Submission) -> None:
     state.delete(SUBMISSION, submission.id)
     target.status = "Open"
     target.submission_id = None

@@ -193,14 +193,26 @@ def test_stale_commit_is_slashed_when_the_next_miner_commits(network):
     assert network.run(MINER, network.reveal_kind(target, stale)).error.code == "ObjectNotFound"
 
 
-def test_commit_left_at_the_epoch_change_is_slashed_and_the_target_expires(network):
+def test_a_stale_commit_left_at_the_epoch_change_is_slashed_and_the_target_expires(network):
     target = network.open_target()
     network.run(MINER, network.commit_kind(target, bond=8_000))
+    network.checkpoint(network.sim.timestamp_ms + network.sim.params.reveal_window_ms + 1)
     miner = network.balance(MINER)
     network.advance_epoch()
     assert network.target(target.id).status == "Open"  # Open in a past epoch: expired
     assert not list(network.state.values(SUBMISSION, Submission))
     assert network.balance(MINER) == miner  # the bond is not returned (it went to the emission pool)
+    assert network.run(MINER, network.commit_kind(target)).error.code == "TargetExpired"
+
+
+def test_a_commit_inside_its_reveal_window_at_the_epoch_change_gets_its_bond_back(network):
+    target = network.open_target()
+    network.run(MINER, network.commit_kind(target, bond=8_000))
+    miner = network.balance(MINER)
+    network.advance_epoch()  # 1 s after the commit: the 30 s reveal window is still open
+    assert network.target(target.id).status == "Open"
+    assert not list(network.state.values(SUBMISSION, Submission))
+    assert network.balance(MINER) == miner + 8_000
     assert network.run(MINER, network.commit_kind(target)).error.code == "TargetExpired"
 
 

@@ -84,8 +84,19 @@ def test_expiry_returns_the_stale_bond_to_the_emission_pool_exactly():
     state = localnet()
     commit_and_reveal(state, targets(state, "Open")[0], reveal=False)
     pool = state.system().emission_pool.balance
-    expire_targets(state, context(state))
+    stale = 5_000 + state.system().parameters.reveal_window_ms + 1  # committed at 5 000 ms
+    expire_targets(state, context(state, timestamp_ms=stale))
     assert state.system().emission_pool.balance == pool + 10_000
+
+
+def test_expiry_inside_the_reveal_window_refunds_the_bond_to_the_miner():
+    state = localnet()
+    commit_and_reveal(state, targets(state, "Open")[0], reveal=False)
+    pool, miner = state.system().emission_pool.balance, state.account(MINER).balance
+    expire_targets(state, context(state, timestamp_ms=5_000 + state.system().parameters.reveal_window_ms))
+    assert state.system().emission_pool.balance == pool
+    assert state.account(MINER).balance == miner + 10_000
+    assert state.ids(SUBMISSION) == []
 
 
 # --- adjust_difficulty --------------------------------------------------------------------------
