@@ -137,12 +137,25 @@ def chain_distance(embedding: bytes, target: Target, dim: int) -> int:
     return cosine_distance_fixed(as_embedding(embedding, dim), target.embedding)
 
 
+def hit_time_ms(target: Target, ctx: ExecutionContext) -> int:
+    """Reveal timestamp − target generation timestamp (§3.4), clamped at 0 so a hit never counts
+    as faster than instant."""
+    return max(0, ctx.timestamp_ms - target.generation_timestamp_ms)
+
+
 def record_hit(state: State, target: Target, ctx: ExecutionContext) -> None:
-    """Hit time = reveal timestamp − target generation timestamp; feeds the difficulty (§3.4).
-    Clamped at 0 so a hit never counts as faster than instant."""
+    """Add a hit to the ending epoch's tally, which feeds the difficulty (§3.4)."""
     system = state.system()
-    system.target_state.hit_time_sum_ms += max(0, ctx.timestamp_ms - target.generation_timestamp_ms)
+    system.target_state.hit_time_sum_ms += hit_time_ms(target, ctx)
     system.target_state.confirmed_hits += 1
+    state.put_system(system)
+
+
+def remove_hit(state: State, revealed: RevealedSubmission) -> None:
+    """Undo a fraudulent fill's hit while it is still in this epoch's tally."""
+    system = state.system()
+    system.target_state.hit_time_sum_ms -= revealed.hit_time_ms
+    system.target_state.confirmed_hits -= 1
     state.put_system(system)
 
 
@@ -167,6 +180,7 @@ def process_reveal_submission(state: State, tx: RevealSubmission, ctx: Execution
         embedding=bytes(tx.embedding),
         loss_score=tx.loss_score,
         distance=distance,
+        hit_time_ms=hit_time_ms(target, ctx),
     )
     state.put(SUBMISSION, submission.id, submission)
     target.status = "Filled"
@@ -219,6 +233,8 @@ def challenger_wins(state: State, challenge: Challenge, target: Target, ctx: Exe
     """Miner's bond and the challenger's own bond go to the challenger; the fill is undone."""
     submission = state.require(SUBMISSION, challenge.submission_id, Submission)
     credit(state, challenge.challenger, challenge.bond + submission.bond)
+    if target.fill_epoch == ctx.epoch:  # the tally resets at each epoch change
+        remove_hit(state, submission.revealed)
     state.delete(SUBMISSION, submission.id)
     target.submission_id = None
     target.fill_epoch = None

@@ -127,6 +127,7 @@ class RevealedSubmission(Struct):
     embedding: bytes
     loss_score: int
     distance: int
+    hit_time_ms: int = 0  # its contribution to the epoch's difficulty tally
 
 
 class Submission(Struct):

@@ -138,6 +138,16 @@ def test_challenger_wins_then_another_miner_fills_and_claims(network):
     assert network.balance(RIVAL) == rival - network.sim.params.base_fee + fee + miner_share + 10_000
 
 
+def test_a_fraudulent_fill_leaves_the_difficulty_tally_when_the_challenger_wins(network):
+    tally = network.state.system().target_state
+    cheat = network.fill(network.open_target())
+    filled = network.state.system().target_state
+    assert filled.confirmed_hits == tally.confirmed_hits + 1 and filled.hit_time_sum_ms > tally.hit_time_sum_ms
+    assert network.resolve(network.challenge(cheat), "ChallengerWins").error is None
+    after = network.state.system().target_state
+    assert (after.confirmed_hits, after.hit_time_sum_ms) == (tally.confirmed_hits, tally.hit_time_sum_ms)
+
+
 def test_miner_wins_the_challenge_and_claims(network):
     target = network.open_target()
     submission_id = network.fill(target)
