@@ -39,7 +39,7 @@ from soma_ray.model.scoring import (
     score_many,
     score_model,
 )
-from soma_ray.model.sigreg import sigreg
+from soma_ray.model.sigreg_stat import sigreg
 from soma_ray.model.tokenizer import Chunks, tokenize
 from soma_ray.model.weights import load_weights, save_weights
 

@@ -24,7 +24,7 @@ from soma_ray.model.config import (
 )
 from soma_ray.model.errors import EmptyDataError
 from soma_ray.model.network import V1Model
-from soma_ray.model.sigreg import characteristic_error, unit_directions
+from soma_ray.model.sigreg_stat import characteristic_error, unit_directions
 from soma_ray.model.tokenizer import tokenize
 from soma_ray.protocol.targets import DISTANCE_SCALE, cosine_distance_fixed
 

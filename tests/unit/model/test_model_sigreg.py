@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from soma_ray.model import sigreg
-from soma_ray.model.sigreg import sigreg_per_token
+from soma_ray.model.sigreg_stat import sigreg_per_token
 
 
 @pytest.fixture(scope="module")

@@ -23,20 +23,21 @@ def characteristic_error(projections: torch.Tensor) -> torch.Tensor:
     """Per-token statistic from projections [..., slices]: the empirical characteristic
     function over the slices against exp(−t²/2), trapezoid-integrated on t in [0, 3], × slices.
 
-    cos/sin(t_j·y) come from one cos and one sin by angle addition (rotating by t_1·y), in
-    float64: 2 transcendentals per projection instead of 34, and more accurate than float32.
+    e^(i·t_j·y) comes from one cos and one sin of t_1·y by repeated rotation (t_j = j·t_1), in
+    float64: 2 transcendentals per projection instead of 34, and closer to the exact value
+    than a float32 evaluation.
     """
     angle = projections.double() * _STEP
-    c1, s1 = torch.cos(angle), torch.sin(angle)
+    rotation = torch.complex(torch.cos(angle), torch.sin(angle))
     slices = projections.shape[-1]
-    average = torch.full((slices,), 1.0 / slices, dtype=torch.float64, device=angle.device)
-    # j = 0 adds nothing: cos 0 = 1 = exp(0) and sin 0 = 0.
-    c, s = c1, s1
+    average = torch.full((slices,), 1.0 / slices, dtype=rotation.dtype, device=angle.device)
+    # j = 0 adds nothing: e^0 = 1 = exp(−0²/2).
+    z = rotation
     total = torch.zeros(projections.shape[:-1], dtype=torch.float64, device=angle.device)
     for j in range(1, SIGREG_POINTS):
         if j > 1:
-            c, s = c * c1 - s * s1, s * c1 + c * s1
-        total = total + _WEIGHTS[j] * ((c @ average - _PHI[j]) ** 2 + (s @ average) ** 2)
+            z = z * rotation
+        total = total + _WEIGHTS[j] * (z @ average - _PHI[j]).abs().square()
     return (total * slices).to(projections.dtype)
 
 
