@@ -1,0 +1,43 @@
+"""Starting again on the same data dir resumes the chain; --force-regenesis starts a new one."""
+import uuid
+
+import pytest
+
+from actors import network as net
+from localnet_helpers import client_of, run
+from soma_ray.protocol.genesis import preset_keypair
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+
+
+def test_restart_resumes_from_the_data_dir_unless_regenesis_is_forced(ray_session, tmp_path):
+    config = net.NetworkConfig(data_dir=str(tmp_path), validators=1, namespace="soma-test",
+                               prefix=f"resume-{uuid.uuid4().hex[:6]}-")
+    dave = preset_keypair("e2e-dave", 0).address
+
+    async def fund_and_read():
+        client = await client_of(network)
+        await client.request_faucet(dave, 3)
+        return (await client.get_checkpoint()).sequence
+
+    async def read():
+        client = await client_of(network)
+        return await client.get_balance(dave), await client.get_checkpoint()
+
+    network = net.start(config)
+    sequence = run(fund_and_read())
+    network.stop()
+
+    network = net.start(config)
+    try:
+        balance, latest = run(read())
+    finally:
+        network.stop()
+    assert balance == 3 and latest.sequence >= sequence
+
+    network = net.start(config, force_regenesis=True)
+    try:
+        balance, _ = run(read())
+    finally:
+        network.stop()
+    assert balance == 0
