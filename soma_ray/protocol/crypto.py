@@ -121,9 +121,10 @@ def sign_certificate(
 
 
 def verify_certificate(
-    committee: Committee, domain: bytes, message: bytes, certificate: Certificate
+    committee: Committee, domain: bytes, message: bytes, certificate: Certificate, quorum: int = QUORUM
 ) -> None:
-    """Raise `InvalidCertificate` unless distinct members with ≥ quorum power signed the message."""
+    """Raise `InvalidCertificate` unless distinct members with ≥ `quorum` power signed the message
+    (on the execution path, the state's `params.quorum`)."""
     if len(certificate.signer_indices) != len(certificate.signatures):
         raise InvalidCertificate(reason="signer_indices and signatures differ in length")
     seen: set[int] = set()
@@ -138,5 +139,5 @@ def verify_certificate(
             raise InvalidCertificate(reason=f"bad signature from signer index {index}")
         seen.add(index)
         power += member.voting_power
-    if power < committee.quorum:
-        raise InvalidCertificate(reason=f"voting power {power} is below the quorum {committee.quorum}")
+    if power < quorum:
+        raise InvalidCertificate(reason=f"voting power {power} is below the quorum {quorum}")

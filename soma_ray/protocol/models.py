@@ -179,7 +179,7 @@ def process_model_epoch(state: State, new_epoch: int, committee: Committee) -> N
         if model.status == "Pending" and new_epoch >= model.commit_epoch + 2:
             slash_and_deactivate(state, model, params.model_reveal_slash_bps, new_epoch)
             continue
-        if committee.power_of(model.reporters) >= committee.quorum:
+        if committee.power_of(model.reporters) >= params.quorum:
             model.reporters = []
             slash_and_deactivate(state, model, params.model_tally_slash_bps, new_epoch)
             continue

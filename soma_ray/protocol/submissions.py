@@ -257,7 +257,8 @@ def process_resolve_challenge(state: State, tx: ResolveChallenge, ctx: Execution
     challenge = state.require(CHALLENGE, tx.challenge_id, Challenge)
     committee = state.system().committee
     verify_certificate(
-        committee, DOMAIN_CHALLENGE_VOTE, challenge_vote_message(challenge.id, tx.verdict), tx.certificate
+        committee, DOMAIN_CHALLENGE_VOTE, challenge_vote_message(challenge.id, tx.verdict), tx.certificate,
+        ctx.params.quorum,
     )
     target = state.require(TARGET, challenge.target_id, Target)
     if tx.verdict == "ChallengerWins":

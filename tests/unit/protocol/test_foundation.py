@@ -75,6 +75,14 @@ def test_certificate_with_quorum_verifies():
     verify_certificate(committee, DOMAIN_VOTE, b"m", cert)
 
 
+def test_certificate_checks_the_quorum_it_is_given():
+    keys = _keys(4)
+    committee = _committee(keys, [2500] * 4)
+    cert = sign_certificate(committee, keys[:3], DOMAIN_VOTE, b"m")
+    with pytest.raises(InvalidCertificate, match="below the quorum 7501"):
+        verify_certificate(committee, DOMAIN_VOTE, b"m", cert, quorum=7_501)
+
+
 @pytest.mark.parametrize(
     "make, reason",
     [

@@ -273,6 +273,18 @@ def test_deactivating_does_not_dodge_a_report_quorum(net):
     assert net.state.require(MODEL, model.id, Model).reporters == []
 
 
+def test_report_tally_uses_the_quorum_parameter(make_net):
+    net = make_net(quorum=7_501)  # 3 of 4 equal validators hold 7 500
+    model = _active_model(net)
+    for key in net.validators[:3]:
+        net.ok(net.users[1], Transfer(key.address, 10**9))
+        net.ok(key, ReportModel(model.id))
+    stake = pool(net, model).soma_balance
+    net.advance()
+    assert pool(net, model).soma_balance == stake
+    assert net.state.require(MODEL, model.id, Model).status == "Active"
+
+
 def test_commit_to_an_unknown_model_fails(net):
     emb = embedding(net.params.embedding_dim)
     net.fails(net.users[0], commit_for(b"\x05" * 32, emb), ObjectNotFound(kind="model", id=b"\x05" * 32))
