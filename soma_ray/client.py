@@ -45,13 +45,30 @@ class NoValidatorAvailable(RuntimeError):
         super().__init__(f"none of the {tried} validators answered")
 
 
+class UnknownProtocolError(errors.ProtocolError):
+    """A typed error this client does not know (a newer validator): shown with its fields."""
+
+    fields = ("name", "detail")
+    template = "{name}: {detail}"
+
+
+def protocol_error_types() -> dict[str, type[errors.ProtocolError]]:
+    """Every ProtocolError subclass by name, wherever in soma_ray it is defined."""
+    found, todo = {}, [errors.ProtocolError]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            found[sub.__name__] = sub
+            todo.append(sub)
+    return found
+
+
 def raise_error(code: str, fields) -> None:
     """Raise the typed protocol error named `code` with its fields."""
-    error_type = getattr(errors, code, None)
     values = dict(fields)
-    if isinstance(error_type, type) and issubclass(error_type, errors.ProtocolError):
-        raise error_type(**values)
-    raise errors.ProtocolError(f"{code}: {values}")
+    error_type = protocol_error_types().get(code)
+    if error_type is None or set(values) != set(error_type.fields):
+        raise UnknownProtocolError(name=code, detail=str(values))
+    raise error_type(**values)
 
 
 class SomaClient:
@@ -60,6 +77,8 @@ class SomaClient:
     def __init__(self, chain: str = "localnet", address: str | None = None,
                  namespace: str | None = None, prefix: str = ""):
         self._address = address or os.environ.get("RAY_ADDRESS", "auto")
+        if namespace is None and chain not in CHAINS:
+            raise ValueError(f"unknown chain {chain!r}: known are {', '.join(CHAINS)}")
         self._namespace = namespace or CHAINS[chain]
         self._prefix = prefix
         self.network: Network | None = None
