@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 from soma_ray.protocol.context import ExecutionContext
-from soma_ray.protocol.errors import FaucetDisabled, FaucetLimitExceeded, InsufficientBalance, InvalidAmount
+from soma_ray.protocol.errors import (
+    FaucetDisabled, FaucetLimitExceeded, InsufficientBalance, InvalidAddress, InvalidAmount,
+)
 from soma_ray.protocol.state import State
 from soma_ray.protocol.types import Faucet, Transfer
 
@@ -10,6 +12,15 @@ from soma_ray.protocol.types import Faucet, Transfer
 def require_positive(amount: int) -> None:
     if amount <= 0:
         raise InvalidAmount(amount=amount)
+
+
+ADDRESS_BYTES = 32
+
+
+def require_address(value: bytes, field: str) -> None:
+    """Coins sent to anything but a 32-byte address could never be spent."""
+    if len(value) != ADDRESS_BYTES:
+        raise InvalidAddress(field=field, length=len(value))
 
 
 def debit(state: State, address: bytes, amount: int) -> None:
@@ -42,6 +53,7 @@ def return_to_emission_pool(state: State, amount: int) -> None:
 
 
 def process_transfer(state: State, tx: Transfer, ctx: ExecutionContext) -> None:
+    require_address(tx.recipient, "recipient")
     require_positive(tx.amount)
     debit(state, ctx.sender, tx.amount)
     credit(state, tx.recipient, tx.amount)
@@ -51,6 +63,7 @@ def process_faucet(state: State, tx: Faucet, ctx: ExecutionContext) -> None:
     """Mint-free faucet: the coins come out of the emission pool, so supply is conserved."""
     if not ctx.params.faucet_enabled:
         raise FaucetDisabled()
+    require_address(tx.recipient, "recipient")
     require_positive(tx.amount)
     if tx.amount > ctx.params.faucet_max_amount:
         raise FaucetLimitExceeded(amount=tx.amount, max=ctx.params.faucet_max_amount)

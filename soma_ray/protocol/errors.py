@@ -110,6 +110,7 @@ InsufficientBalance = _error(
     "needs {required} shannons, the account has {available}",
 )
 InvalidAmount = _error("InvalidAmount", ("amount",), "amount {amount} must be a positive integer")
+InvalidAddress = _error("InvalidAddress", ("field", "length"), "{field} is {length} bytes, an address is 32")
 FaucetDisabled = _error("FaucetDisabled", (), "the faucet is off unless the genesis enables it (localnet)")
 FaucetLimitExceeded = _error(
     "FaucetLimitExceeded", ("amount", "max"), "the faucet pays at most {max} shannons per transaction, not {amount}"
@@ -135,6 +136,9 @@ StakeLocked = _error(
 )
 WithdrawalPending = _error(
     "WithdrawalPending", ("staked_id",), "staked {staked_id} is already queued to withdraw at the epoch change"
+)
+StakeTooSmall = _error(
+    "StakeTooSmall", ("amount", "minimum"), "a stake of {amount} would mint no pool tokens; stake at least {minimum}"
 )
 PoolInactive = _error("PoolInactive", ("pool_id",), "staking pool {pool_id} no longer accepts stake")
 

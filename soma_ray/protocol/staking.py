@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import bisect
 
-from soma_ray.protocol.accounts import credit, debit, require_positive
+from soma_ray.protocol.accounts import credit, debit, require_address, require_positive
 from soma_ray.protocol.context import ExecutionContext
-from soma_ray.protocol.errors import NotOwner, ObjectNotFound, PoolInactive, StakeLocked, WithdrawalPending
+from soma_ray.protocol.errors import (
+    NotOwner, ObjectNotFound, PoolInactive, StakeLocked, StakeTooSmall, WithdrawalPending,
+)
 from soma_ray.protocol.state import MODEL, STAKED_SOMA, STAKING_POOL, VALIDATOR, State
 from soma_ray.protocol.types import (
     AddStake, AddStakeToModel, ExchangeRate, Model, StakedSoma, StakingPool, Validator,
@@ -96,9 +98,18 @@ def slash_pool(pool: StakingPool, bps: int) -> int:
     return amount
 
 
+def require_mints_tokens(pool: StakingPool, amount: int) -> None:
+    """Refuse a stake that would mint 0 tokens at the pool's rate: it would be lost silently."""
+    if pool.soma_balance and pool.pool_token_balance and amount * pool.pool_token_balance < pool.soma_balance:
+        minimum = -(-pool.soma_balance // pool.pool_token_balance)
+        raise StakeTooSmall(amount=amount, minimum=minimum)
+
+
 def process_add_stake(state: State, tx: AddStake, ctx: ExecutionContext) -> None:
+    require_address(tx.pool_owner, "pool_owner")
     require_positive(tx.amount)
     pool_id = pool_id_of(state, tx.pool_owner)
+    require_mints_tokens(state.require(STAKING_POOL, pool_id, StakingPool), tx.amount)
     debit(state, ctx.sender, tx.amount)
     stake_pending(state, ctx, pool_id, ctx.sender, tx.amount, ctx.epoch + 1)
 

@@ -3,7 +3,7 @@ import pytest
 
 from soma_ray.protocol.errors import (
     BadNonce, FaucetDisabled, FaucetLimitExceeded, InsufficientBalance, InsufficientFee, InvalidAmount,
-    NotOwner, WithdrawalPending,
+    InvalidAddress, NotOwner, StakeTooSmall, WithdrawalPending,
     ObjectNotFound, PoolInactive,
 )
 from soma_ray.protocol.state import MODEL, STAKED_SOMA, STAKING_POOL, VALIDATOR
@@ -174,3 +174,20 @@ def test_faucet_errors(make_net):
 
 def test_add_stake_of_non_positive_amount_fails(net):
     net.fails(net.users[0], AddStake(net.validators[0].address, 0), InvalidAmount(0))
+
+
+@pytest.mark.parametrize("address", [b"", b"\x01" * 31, b"\x01" * 33])
+def test_coins_go_only_to_32_byte_addresses(net, address):
+    field = "recipient"
+    net.fails(net.users[0], Transfer(address, 5), InvalidAddress(field=field, length=len(address)))
+    net.fails(net.users[0], Faucet(address, 5), InvalidAddress(field=field, length=len(address)))
+    net.fails(net.users[0], AddStake(address, 10**9), InvalidAddress(field="pool_owner", length=len(address)))
+
+
+def test_a_stake_that_would_mint_no_pool_tokens_is_refused(net):
+    net.advance()  # rewards raise the pool's SOMA per token above 1
+    validator = net.validators[0].address
+    pool = _validator_pool(net)
+    assert pool.soma_balance > pool.pool_token_balance
+    net.fails(net.users[0], AddStake(validator, 1), StakeTooSmall(amount=1, minimum=2))
+    net.ok(net.users[0], AddStake(validator, 2))
