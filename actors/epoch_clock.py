@@ -31,6 +31,7 @@ class EpochClock:
         self._latest_timestamp_ms = 0
         self._requested_epoch = 0
         self._resender: asyncio.Task | None = None
+        self._observed = asyncio.Event()  # set by the first checkpoint report
 
     def ready(self) -> bool:
         return True
@@ -44,6 +45,7 @@ class EpochClock:
         if epoch >= self._waiter.current:
             self._epoch_start_ms = epoch_start_ms
             self._waiter.advance(epoch)
+        self._observed.set()
         if self._epoch_due():
             self._request_change()
 
@@ -51,6 +53,8 @@ class EpochClock:
         """Localnet only: change the epoch now and return the new epoch once it is committed."""
         if not self._network.localnet:
             raise PermissionError("advance_epoch is only available on a localnet")
+        # A freshly (re)started clock learns the current epoch from the next report first.
+        await asyncio.wait_for(self._observed.wait(), timeout_s)
         target = self._waiter.current + 1
         self._request_change()
         return await self._waiter.wait_for(target, timeout_s)
