@@ -9,20 +9,21 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from soma_ray.protocol.checkpoint import build_checkpoint
-from soma_ray.protocol.encoding import DOMAIN_PROOF_OF_POSSESSION, decode, encode
+from soma_ray.protocol.crypto import sign_certificate
+from soma_ray.protocol.encoding import DOMAIN_CHALLENGE_VOTE, DOMAIN_PROOF_OF_POSSESSION, decode, encode
 from soma_ray.protocol.errors import ProtocolError
 from soma_ray.protocol.execution import check_admission, sign_transaction
 from soma_ray.protocol.genesis import genesis, localnet_config, preset_keypair
 from soma_ray.protocol.models import model_commitment
 from soma_ray.protocol.sim import Simulator
-from soma_ray.protocol.state import ACCOUNT, MODEL, STAKED_SOMA, STAKING_POOL, TARGET, State
-from soma_ray.protocol.submissions import submission_commitment
+from soma_ray.protocol.state import ACCOUNT, CHALLENGE, MODEL, STAKED_SOMA, STAKING_POOL, SUBMISSION, TARGET, State
+from soma_ray.protocol.submissions import challenge_vote_message, submission_commitment
 from soma_ray.protocol.supply import total_supply
 from soma_ray.protocol.types import (
-    Account, AddStake, AddValidator, ClaimRewards, CommitModel, CommitSubmission, CreateModel, DeactivateModel,
-    Faucet, Model, RemoveValidator, ReportModel, RevealModel, RevealSubmission, SetCommission,
-    StakedSoma, StakingPool, Target, UndoReportModel,
-    Checkpoint, Transaction, TransactionEffects, Transfer, WeightsManifest, WithdrawStake,
+    Account, AddStake, AddStakeToModel, AddValidator, ChangeEpoch, Checkpoint, ClaimRewards, CommitModel,
+    CommitSubmission, CreateModel, DeactivateModel, Faucet, InitiateChallenge, Model, RemoveValidator,
+    ReportModel, ResolveChallenge, RevealModel, RevealSubmission, SetCommission, StakedSoma, StakingPool,
+    Submission, Target, Transaction, TransactionEffects, Transfer, UndoReportModel, WeightsManifest, WithdrawStake,
 )
 
 SOMA = 10**9
@@ -34,7 +35,7 @@ NONCE = b"n" * 16
 
 amounts = st.one_of(st.integers(-3, 5 * SOMA), st.integers(0, 2 * 10**15), st.just(0))
 actions = st.lists(
-    st.tuples(st.integers(0, 17), st.integers(0, 7), st.integers(0, 7), amounts), min_size=5, max_size=40
+    st.tuples(st.integers(0, 21), st.integers(0, 7), st.integers(0, 7), amounts), min_size=5, max_size=40
 )
 
 
@@ -72,7 +73,7 @@ def _kind(sim, action, a, b, amount):
     if action == 7:
         return CommitSubmission(_pick(targets, b), _submission_commitment(state, _pick(targets, b)), abs(amount) % 10**8)
     if action == 8:
-        return _reveal_submission(state, b)
+        return _reveal_submission(state, actor, b)
     if action == 9:
         return ClaimRewards(_pick(targets, b))
     if action == 10:
@@ -88,7 +89,25 @@ def _kind(sim, action, a, b, amount):
         return SetCommission(actor.address if b % 2 else _pick(models, b), amount % 12_000 - 1_000)
     if action == 17:
         return UndoReportModel(_pick(models, b))
-    return None  # 12, 13: epoch change / stray nonce, handled by the caller
+    if action == 18:
+        return AddStakeToModel(_pick(models, b), amount)
+    if action == 19:
+        filled = [t.submission_id for t in state.values(TARGET, Target) if t.submission_id is not None]
+        return InitiateChallenge(_pick(filled, b), "ScoreFraud" if b % 2 else "DataFraud", abs(amount) % 10**8)
+    if action == 20:
+        return _resolve_challenge(state, a, b)
+    return None  # 12, 13, 21: epoch changes / stray nonce, handled by the caller
+
+
+def _resolve_challenge(state, a, b):
+    """A certificate of 1–4 current validators on a verdict for an open challenge (or a bad id)."""
+    challenge_id = _pick(state.ids(CHALLENGE), b)
+    verdict = "ChallengerWins" if a % 2 else "MinerWins"
+    committee = state.system().committee
+    members = {m.address for m in committee.members}
+    signers = [v for v in VALIDATORS if v.address in members][: 1 + b % 4]
+    message = challenge_vote_message(challenge_id, verdict)
+    return ResolveChallenge(challenge_id, verdict, sign_certificate(committee, signers, DOMAIN_CHALLENGE_VOTE, message))
 
 
 def _submission_parts(state, target_id):
@@ -106,8 +125,11 @@ def _submission_commitment(state, target_id):
     return submission_commitment(b"h" * 32, 100, model_id, embedding, 5, NONCE)
 
 
-def _reveal_submission(state, b):
+def _reveal_submission(state, actor, b):
+    """Reveal a commit of `actor` when it has one (any commit otherwise: NotOwner)."""
     committed = [t for t in state.values(TARGET, Target) if t.status == "Committed"]
+    own = [t for t in committed if state.require(SUBMISSION, t.submission_id, Submission).miner == actor.address]
+    committed = own or committed
     if not committed:
         return RevealSubmission(b"\x00" * 32, b"h" * 32, 100, "u", b"\x00" * 32, b"", 5, NONCE)
     target = committed[b % len(committed)]
@@ -120,6 +142,9 @@ def _assert_invariants(sim):
     assert all(acc.balance >= 0 and acc.nonce >= 0 for acc in state.values(ACCOUNT, Account))
     assert all(p.soma_balance >= 0 and p.pending_stake >= 0 and p.pool_token_balance >= 0
                for p in state.values(STAKING_POOL, StakingPool))
+    assert all(state.get(STAKED_SOMA, staked_id, StakedSoma) is not None
+               for p in state.values(STAKING_POOL, StakingPool) for staked_id in p.pending_withdraw)
+    assert not [e for e in sim.effects if e.error is not None and e.error.code == "InternalError"]
 
 
 def _run(steps):
@@ -130,13 +155,22 @@ def _run(steps):
     for action, a, b, amount in steps:
         if action == 12:
             sim.advance_epoch()
+        elif action == 21:  # a malformed ChangeEpoch: wrong epoch or not the checkpoint's time
+            epoch, timestamp = sim.state.system().epoch + 1 + (b % 2), sim.timestamp_ms + 1_000 + (b // 2) % 2
+            sim.make_checkpoint(sim.timestamp_ms + 1_000, [encode(ChangeEpoch(epoch, timestamp))])
         elif action == 13:
             actor = ACTORS[a]
             tx = Transaction(actor.address, sim.next_nonce(actor.address) + 1 + b, Transfer(USERS[0].address, 1), 1000)
             sim.make_checkpoint(extra=[encode(sign_transaction(actor, tx))])
         else:
             sim.submit_kind(ACTORS[a], _kind(sim, action, a, b, amount))
-            if b % 3 == 0:
+            if b % 3 == 0 or action in (7, 8, 19):  # these land, so later steps see them
+                sim.make_checkpoint()
+            if action == 7 and b % 4:  # mostly reveal at once: fills give challenges something to hit
+                sim.submit_kind(ACTORS[a], _reveal_submission(sim.state, ACTORS[a], b))
+                sim.make_checkpoint()
+            if action == 19 and b % 2 == 0:  # and a verdict on it
+                sim.submit_kind(USERS[0], _resolve_challenge(sim.state, a, b))
                 sim.make_checkpoint()
         _assert_invariants(sim)
     sim.advance_epoch()

@@ -12,12 +12,14 @@ from soma_ray.protocol.submissions import (
 )
 from soma_ray.protocol.supply import total_supply
 from soma_ray.protocol.targets import (
-    adjust_difficulty, expire_targets, generate_epoch_targets, generate_target, next_target_seed, select_models,
+    adjust_difficulty, expire_targets, generate_epoch_targets, generate_target, next_target_seed,
     target_embedding, target_index, target_seed,
 )
 from soma_ray.protocol.types import (
     CommitSubmission, InitiateChallenge, Model, RevealSubmission, StakingPool, Submission, Target,
 )
+
+from test_targets import brute_force  # the exact, independent reference selection
 
 MINER, CHALLENGER = preset_keypair("user", 0).address, preset_keypair("user", 1).address
 
@@ -173,19 +175,29 @@ def test_inactive_models_are_never_selected():
     assert created and all(sorted(t.model_ids) == sorted(active) for t in created)
 
 
+def _spread_stakes(state):
+    """Unequal stakes (1×, 4×, 9×, …), so the selection's stake weighting matters."""
+    for i, model in enumerate(state.values(MODEL, Model)):
+        pool = state.require(STAKING_POOL, model.staking_pool_id, StakingPool)
+        pool.soma_balance *= (i + 1) ** 2
+        state.put(STAKING_POOL, pool.id, pool)
+
+
 def test_targets_follow_the_seed_and_the_stake_weighted_selection():
     state = localnet(models=6)
+    _spread_stakes(state)
     seed = b"\x0a" * 32
     created = generate_epoch_targets(state, context(state, seed=seed), 10**12)
     dim = state.system().parameters.embedding_dim
     models = list(state.values(MODEL, Model))
-    embeddings = np.stack([np.frombuffer(m.embedding, "<f4") for m in models])
+    embeddings = [np.frombuffer(m.embedding, "<f4") for m in models]
     stakes = [state.require(STAKING_POOL, m.staking_pool_id, StakingPool).soma_balance for m in models]
     for index, target in enumerate(created):
         expected = target_embedding(target_seed(seed, target_index(0, index)), dim)
         assert target.embedding == expected.astype("<f4").tobytes()
-        assert target.model_ids == select_models(expected, [m.id for m in models], embeddings, stakes, 3)
+        assert target.model_ids == brute_force(expected, [m.id for m in models], embeddings, stakes, 3)
     again = localnet(models=6)
+    _spread_stakes(again)
     repeat = generate_epoch_targets(again, context(again, seed=seed), 10**12)
     assert [t.embedding for t in repeat] == [t.embedding for t in created]
     assert state.state_root() == again.state_root()
