@@ -39,13 +39,12 @@ from soma_ray.consensus.messages import (
     value_digest,
 )
 from soma_ray.consensus.chain import verify_checkpoint_chain
-from soma_ray.epoch_schedule import change_epoch_due
 from soma_ray.protocol.checkpoint import build_checkpoint
 from soma_ray.protocol.encoding import decode, encode
 from soma_ray.protocol.execution import check_admission, sign_transaction, transaction_digest
 from soma_ray.protocol.genesis import genesis, preset_config
 from soma_ray.protocol.params import SHANNONS_PER_SOMA, localnet
-from soma_ray.protocol.types import ChangeEpoch, Checkpoint, CheckpointEntry, Faucet, Transaction
+from soma_ray.protocol.types import ChangeEpoch, Checkpoint, Faucet, Transaction
 from soma_ray.protocol.errors import BadNonce, ProtocolError
 from soma_ray.protocol.state import State
 from soma_ray.storage import ValidatorStore
@@ -71,7 +70,8 @@ GENESIS_USERS = 4
 def build_genesis(network: NetworkConfig) -> State:
     """The localnet genesis every validator computes alike from the shared network config:
     the preset validators, models and users, plus a fee balance for each validator key."""
-    parameters = msgspec.structs.replace(localnet(), epoch_duration_ms=network.epoch_duration_ms)
+    parameters = msgspec.structs.replace(localnet(), epoch_duration_ms=network.epoch_duration_ms,
+                                         allow_early_epoch_change=network.localnet)
     config = preset_config(parameters, network.validators, GENESIS_MODELS, GENESIS_USERS)
     fee_balances = [(network.validator_keypair(i).address, GENESIS_VALIDATOR_BALANCE)
                     for i in range(network.validators)]
@@ -237,7 +237,6 @@ class ValidatorActor:
         Raises InvalidCheckpoint when the checkpoint is not what this replica would build."""
         if checkpoint.sequence != height or checkpoint.timestamp_ms < self._latest_timestamp_ms():
             raise InvalidCheckpoint(f"sequence/timestamp out of order at height {height}")
-        self._check_epoch_change(checkpoint)
         self._state.begin()
         self._state.mark()
         try:
@@ -249,23 +248,6 @@ class ValidatorActor:
         if rebuilt != checkpoint:
             raise InvalidCheckpoint(f"checkpoint {height} does not re-execute to the same state")
         return changes, effects
-
-    def _check_epoch_change(self, checkpoint: Checkpoint) -> None:
-        """A ChangeEpoch must be the next epoch at the checkpoint's own timestamp and, outside a
-        localnet, be due by that consensus time. (Entries that do not decode are the executor's
-        business: they fail, changing nothing.)"""
-        system = self._state.system()
-        for raw in checkpoint.transactions:
-            try:
-                entry = decode(raw, CheckpointEntry)
-            except ProtocolError:
-                continue
-            if isinstance(entry, ChangeEpoch):
-                due = change_epoch_due(system.epoch_start_timestamp_ms,
-                                       system.parameters.epoch_duration_ms, entry.timestamp_ms)
-                allowed = due or self._network.localnet
-                if entry.epoch != system.epoch + 1 or entry.timestamp_ms != checkpoint.timestamp_ms or not allowed:
-                    raise InvalidCheckpoint(f"ChangeEpoch to {entry.epoch} is not allowed now")
 
     def _next_entries(self, timestamp_ms: int) -> list:
         """Mempool transactions in nonce order per sender, then a requested ChangeEpoch."""
