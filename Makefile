@@ -3,6 +3,6 @@
 setup:
 	bash scripts/setup.sh
 run: setup
-	bash scripts/run.sh
+	bash scripts/run.sh $(ARGS)
 test: setup
 	bash scripts/test.sh
