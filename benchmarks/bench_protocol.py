@@ -6,6 +6,8 @@
    signed transaction pays), measured in this process.
 2. One `change_epoch` with 10,000 Active models and 100 targets per epoch (testnet parameters,
    2048-dim embeddings), against the same with 1,000 models.
+3. The replacement target of one fill with 10,000 models: the model index rebuilt every time
+   (as before it was cached) against reused from the state's cache (`State.derived`).
 
 Run: .venv/bin/python benchmarks/bench_protocol.py [--quick]
 """
@@ -17,6 +19,7 @@ import time
 import numpy as np
 
 from soma_ray.protocol.checkpoint import build_checkpoint
+from soma_ray.protocol.context import ExecutionContext
 from soma_ray.protocol.crypto import verify_signature
 from soma_ray.protocol.encoding import DOMAIN_TX, encode
 from soma_ray.protocol.genesis import GenesisModel, genesis, localnet_config, preset_config, preset_keypair
@@ -24,6 +27,7 @@ from soma_ray.protocol.params import SHANNONS_PER_SOMA, testnet
 from soma_ray.protocol.sim import Simulator
 from soma_ray.protocol.state import TARGET
 from soma_ray.protocol.submissions import submission_commitment
+from soma_ray.protocol.targets import build_model_index, generate_target, target_seed
 from soma_ray.protocol.types import (
     ChangeEpoch, ClaimRewards, CommitModel, CommitSubmission, CreateModel, RevealSubmission,
     Target, Transaction, Transfer, WeightsManifest,
@@ -104,7 +108,7 @@ def verify_rate(n: int) -> float:
     return n / (time.perf_counter() - start)
 
 
-def epoch_change_seconds(models: int) -> float:
+def testnet_with_models(models: int):
     params = testnet()
     config = preset_config(params, validators=4, models=0, users=1)
     rng = np.random.default_rng(0)
@@ -113,13 +117,34 @@ def epoch_change_seconds(models: int) -> float:
         GenesisModel(owner=preset_keypair("model-owner", i).address, stake=(1 + i % 7) * SOMA, embedding=row.tobytes())
         for i, row in enumerate(matrix)
     ]
-    state = genesis(config)
+    return genesis(config)
+
+
+def epoch_change_seconds(models: int) -> float:
+    params = testnet()
+    state = testnet_with_models(models)
     change = encode(ChangeEpoch(epoch=1, timestamp_ms=params.epoch_duration_ms))
     start = time.perf_counter()
     _, effects = build_checkpoint(state, None, [change], params.epoch_duration_ms)
     elapsed = time.perf_counter() - start
     assert effects[0].error is None, effects[0].error
     return elapsed
+
+
+def fill_target_seconds(models: int, fills: int = 10) -> tuple[float, float]:
+    """Seconds per replacement target: (index rebuilt each fill, index reused from the cache)."""
+    state = testnet_with_models(models)
+    system = state.system()
+    ctx = ExecutionContext(system.parameters, 0, 1_000, b"\x01" * 32)
+    start = time.perf_counter()
+    for _ in range(fills):
+        build_model_index(state).select(np.ones(system.parameters.embedding_dim, np.float32), 3)
+    rebuilt = (time.perf_counter() - start) / fills
+    generate_target(state, target_seed(b"\x02" * 32, 0), ctx)  # builds the cache once
+    start = time.perf_counter()
+    for i in range(fills):
+        assert generate_target(state, target_seed(b"\x03" * 32, i), ctx) is not None
+    return rebuilt, (time.perf_counter() - start) / fills
 
 
 def main() -> None:
@@ -135,6 +160,9 @@ def main() -> None:
     cost = epoch_change_seconds(large)
     print(f"change_epoch, {small:,} models, 100 targets: {base:.3f} s")
     print(f"change_epoch, {large:,} models, 100 targets: {cost:.3f} s  ({cost / base:.2f} x the {small:,}-model run)")
+    rebuilt, cached = fill_target_seconds(large)
+    print(f"fill's replacement target, {large:,} models: index rebuilt {rebuilt:.3f} s, cached {cached:.4f} s "
+          f"({rebuilt / cached:.0f}x)")
 
 
 if __name__ == "__main__":

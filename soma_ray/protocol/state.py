@@ -25,11 +25,14 @@ all entries: order-independent, updated in O(1) per write.
 `begin()` opens a savepoint; `rollback()` undoes every write since the matching `begin()`,
 `commit()` keeps them (savepoints nest). `mark()` starts a new delta and `changes()` returns the
 `(key, value-or-None)` pairs written since then, so a validator persists only what changed.
+
+`derived(name, tags, build)` memoizes data computed from some namespaces (e.g. the model index
+for target selection) until any entry of those namespaces is written, rolled back included.
 """
 from __future__ import annotations
 
 import hashlib
-from typing import Iterable, Iterator, TypeVar
+from typing import Callable, Iterable, Iterator, TypeVar
 
 from soma_ray.protocol.encoding import DOMAIN_STATE_ENTRY, decode, encode
 from soma_ray.protocol.errors import ObjectNotFound
@@ -69,6 +72,8 @@ class State:
         self._root = 0
         self._savepoints: list[list[tuple[bytes, bytes | None]]] = []
         self._changed: set[bytes] = set()
+        self._versions: dict[bytes, int] = {}  # writes per namespace, for `derived`
+        self._derived: dict[str, tuple[tuple[int, ...], object]] = {}
 
     # -- raw access ------------------------------------------------------------------------------
     def get_raw(self, key: bytes) -> bytes | None:
@@ -86,6 +91,7 @@ class State:
 
     def _apply(self, key: bytes, old: bytes | None, value: bytes | None) -> None:
         tag, ident = key[:1], key[1:]
+        self._versions[tag] = self._versions.get(tag, 0) + 1
         if old is not None:
             self._root = (self._root - _entry_hash(key, old)) % _ROOT_MODULUS
         if value is None:
@@ -137,6 +143,18 @@ class State:
 
     def put_system(self, system: SystemState) -> None:
         self.put(SYSTEM, b"", system)
+
+    # -- derived data --------------------------------------------------------------------------
+    def derived(self, name: str, tags: tuple[bytes, ...], build: Callable[[], T]) -> T:
+        """`build()`, reused until an entry under one of `tags` changes. The result is shared:
+        callers must not modify it."""
+        versions = tuple(self._versions.get(tag, 0) for tag in tags)
+        cached = self._derived.get(name)
+        if cached is not None and cached[0] == versions:
+            return cached[1]
+        value = build()
+        self._derived[name] = (versions, value)
+        return value
 
     # -- root, savepoints, deltas ----------------------------------------------------------------
     def state_root(self) -> bytes:

@@ -249,7 +249,12 @@ def select_models(target, model_ids: Sequence, embeddings, stakes: Sequence[int]
 
 
 def active_model_index(state: State) -> ModelIndex | None:
-    """Active models (ascending id) with their pools' stake; None when there are none."""
+    """Active models (ascending id) with their pools' stake; None when there are none. Built once
+    and reused until a model or a pool changes, so a checkpoint of fills pays for it once."""
+    return state.derived("active_model_index", (MODEL, STAKING_POOL), lambda: build_model_index(state))
+
+
+def build_model_index(state: State) -> ModelIndex | None:
     ids, rows, stakes = [], [], []
     for model in state.values(MODEL, Model):
         if model.status == "Active" and model.embedding is not None:

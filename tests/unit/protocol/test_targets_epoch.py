@@ -12,7 +12,7 @@ from soma_ray.protocol.submissions import (
 )
 from soma_ray.protocol.supply import total_supply
 from soma_ray.protocol.targets import (
-    adjust_difficulty, expire_targets, generate_epoch_targets, generate_target, next_target_seed,
+    active_model_index, adjust_difficulty, expire_targets, generate_epoch_targets, generate_target, next_target_seed,
     target_embedding, target_index, target_seed,
 )
 from soma_ray.protocol.types import (
@@ -217,3 +217,23 @@ def test_fills_and_an_epoch_change_in_one_checkpoint_never_repeat_a_target():
     embeddings = [t.embedding for t in targets(state)]
     assert len(embeddings) == len(set(embeddings))
     assert target_index(1, 2) == (1 << 32) + 2
+
+
+def test_the_model_index_is_reused_until_a_model_or_pool_changes():
+    state = localnet(models=4)
+    index = active_model_index(state)
+    process_commit_submission(
+        state, CommitSubmission(targets(state, "Open")[0].id, b"c" * 32, 10_000), context(state, MINER, tx=b"c" * 32)
+    )
+    assert active_model_index(state) is index  # targets, submissions and accounts do not matter
+    model = next(state.values(MODEL, Model))
+    pool = state.require(STAKING_POOL, model.staking_pool_id, StakingPool)
+    state.begin()
+    pool.soma_balance *= 100
+    state.put(STAKING_POOL, pool.id, pool)
+    bigger = active_model_index(state)
+    assert bigger is not index and bigger.stakes != index.stakes
+    state.rollback()
+    assert active_model_index(state).stakes == index.stakes
+    state.delete(MODEL, model.id)
+    assert model.id not in active_model_index(state).model_ids
