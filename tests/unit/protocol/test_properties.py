@@ -242,6 +242,29 @@ def test_bad_embeddings_get_typed_errors(embedding):
         assert sim.state.require(MODEL, model_id, Model).status == "Pending"
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.binary(max_size=400).filter(lambda b: len(b) != 4 * 64) | st.floats(allow_nan=True, allow_infinity=True, width=32).map(
+    lambda x: np.full(64, x, dtype="<f4").tobytes()))
+def test_bad_submission_embeddings_get_typed_errors(embedding):
+    sim = Simulator(localnet_config())
+    miner = USERS[1]
+    target = next(sim.state.values(TARGET, Target))
+    model_id = target.model_ids[0]
+    commitment = submission_commitment(b"h" * 32, 100, model_id, embedding, 5, NONCE)
+    sim.submit_kind(miner, CommitSubmission(target.id, commitment, 10**6))
+    _, effects = sim.make_checkpoint()
+    sim.submit_kind(miner, RevealSubmission(effects[0].created[0], b"h" * 32, 100, "http://d", model_id, embedding, 5, NONCE))
+    _, effects = sim.make_checkpoint()
+    array = np.frombuffer(embedding, dtype="<f4") if len(embedding) == 256 else None
+    if array is not None and np.isfinite(array).all() and array.any():
+        assert effects[0].error is None or effects[0].error.code == "DistanceExceedsThreshold"
+    else:
+        assert effects[0].error.code in {
+            "MalformedInput", "EmbeddingDimensionMismatch", "NonFiniteEmbedding", "ZeroEmbedding"
+        }
+        assert sim.state.require(TARGET, target.id, Target).status == "Committed"
+
+
 _SIM = []
 
 
