@@ -4,16 +4,16 @@
     await client.request_faucet(address, 10 * SHANNONS_PER_SOMA)
     effects = await client.transfer(keypair, recipient, amount)
 
-Reads go to any validator that answers; `execute` signs a transaction, submits it and returns
-its certified effects. A transaction that fails raises the typed error of spec §8 (a
+Reads go to one validator (another if it is down), so they see the client's own transactions;
+`execute` signs a transaction, submits it and returns its certified effects. A transaction that fails raises the typed error of spec §8 (a
 `soma_ray.protocol.errors.ProtocolError` subclass with its fields), whether admission refused it
 or execution failed after ordering (the fee is then still charged, as the spec says).
 """
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
+import random
 
 import ray
 
@@ -82,7 +82,8 @@ class SomaClient:
         self._namespace = namespace or CHAINS[chain]
         self._prefix = prefix
         self.network: Network | None = None
-        self._turn = itertools.count()
+        self._home = 0  # the validator this client talks to while it answers
+        self._used_nonces: dict[bytes, int] = {}  # by sender: the last nonce a commit consumed
 
     def __await__(self):
         return self._connect().__await__()
@@ -91,22 +92,27 @@ class SomaClient:
         if not ray.is_initialized():
             ray.init(address=self._address, namespace=self._namespace, log_to_driver=False)
         self.network = connect(self._namespace, self._prefix)
+        self._home = random.randrange(len(self.network.validators))  # spread clients out
         return self
 
     # ------------------------------------------------------------------ reads
 
     async def _call(self, method: str, *args):
-        """Call `method` on the validators in turn until one answers (any replica serves reads)."""
+        """Call `method` on this client's validator, or on the next that answers if it is down.
+
+        Any replica serves reads; staying on one means a read after `execute` sees that
+        transaction (the replica answered `submit` only once it had committed it)."""
         validators = self.network.validators
-        start = next(self._turn)
         for offset in range(len(validators)):
-            handle = validators[(start + offset) % len(validators)]
-            if handle is None:
+            index = (self._home + offset) % len(validators)
+            if validators[index] is None:
                 continue
             try:
-                return await getattr(handle, method).remote(*args)
+                result = await getattr(validators[index], method).remote(*args)
             except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
                 continue
+            self._home = index
+            return result
         raise NoValidatorAvailable(len(validators))
 
     async def get_account(self, address: bytes) -> Account:
@@ -158,22 +164,31 @@ class SomaClient:
 
     async def execute(self, keypair: Keypair, kind: TransactionKind,
                       max_fee: int | None = None) -> TransactionEffects:
-        """Sign `kind` from `keypair` with its next nonce, submit, return the certified effects."""
+        """Sign `kind` from `keypair` with its next nonce, submit, return the certified effects.
+
+        Transactions of one key are meant to be executed one after the other: the next nonce is
+        the account's, or one past the last this client used if the replica read lags behind."""
         system = await self.get_system_state()
         account = await self.get_account(keypair.address)
-        tx = Transaction(sender=keypair.address, nonce=account.nonce, kind=kind,
+        nonce = max(account.nonce, self._used_nonces.get(keypair.address, -1) + 1)
+        tx = Transaction(sender=keypair.address, nonce=nonce, kind=kind,
                          max_fee=system.parameters.base_fee if max_fee is None else max_fee)
-        return await self.submit(encode(sign_transaction(keypair, tx)))
+        result = await self._submit(encode(sign_transaction(keypair, tx)), DEFAULT_FINALITY_TIMEOUT_S)
+        if "effects" in result and result["effects"].fee_charged > 0:  # the nonce was consumed
+            self._used_nonces[keypair.address] = nonce
+        return self._effects_of(result)
 
     async def submit(self, signed_transaction: bytes, timeout_s: float = DEFAULT_FINALITY_TIMEOUT_S
                      ) -> TransactionEffects:
         """Submit already signed canonical bytes; raises the typed error if it fails, and
         `FinalityTimeout` if no certified checkpoint holds it within `timeout_s`."""
+        return self._effects_of(await self._submit(signed_transaction, timeout_s))
+
+    async def _submit(self, signed_transaction: bytes, timeout_s: float) -> dict:
         try:
-            result = await asyncio.wait_for(self._call("submit", signed_transaction), timeout_s)
+            return await asyncio.wait_for(self._call("submit", signed_transaction), timeout_s)
         except asyncio.TimeoutError:
             raise FinalityTimeout(timeout_s) from None
-        return self._effects_of(result)
 
     async def transfer(self, keypair: Keypair, recipient: bytes, amount: int) -> TransactionEffects:
         return await self.execute(keypair, Transfer(recipient=recipient, amount=amount))

@@ -101,3 +101,22 @@ def test_stake_model_lifecycle_and_epoch_change_generate_targets(localnet):
     assert model.status == "Active"
     assert any(t.generation_epoch == next_epoch for t in targets)
     wait_until(lambda: same_root_at_same_height(localnet))
+
+
+def test_back_to_back_transfers_of_one_key_all_commit(localnet):
+    """Reads rotate over replicas that may lag a checkpoint; the client still picks fresh nonces."""
+    erin, frank = preset_keypair("e2e-erin", 0), preset_keypair("e2e-frank", 0)
+
+    async def scenario():
+        client = await client_of(localnet)
+        await client.request_faucet(erin.address, 10 * SOMA)
+        return [(await client.transfer(erin, frank.address, 1)).nonce for _ in range(12)]
+
+    async def read():
+        client = await client_of(localnet)
+        return await client.get_account(erin.address), await client.get_balance(frank.address)
+
+    assert run(scenario()) == list(range(12))
+    wait_until(lambda: same_root_at_same_height(localnet))  # then any replica answers alike
+    erin_account, frank_balance = run(read())
+    assert frank_balance == 12 and erin_account.nonce == 12
