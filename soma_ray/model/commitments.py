@@ -1,10 +1,11 @@
 """Weights manifest and the three model commitments of spec/protocol.md (CommitModel).
 
-Each commitment is a domain-tagged BLAKE2b-256 (`soma_ray.protocol.encoding.digest`) under
-DOMAIN_MODEL_COMMITMENT plus a suffix naming what it binds, so the three can never collide:
-  weights_commitment   = digest(DOMAIN + b"/weights", encrypted file bytes)
-  key_commitment       = digest(DOMAIN + b"/key", the 32-byte key)
-  embedding_commitment = digest(DOMAIN + b"/embedding", little-endian float32 bytes)
+Each commitment is the chain's `soma_ray.protocol.models.model_commitment` (BLAKE2b-256 of
+DOMAIN_MODEL_COMMITMENT followed by the bytes), so what an owner commits with these helpers is
+exactly what RevealModel checks:
+  weights_commitment   = model_commitment(encrypted file bytes), computed streaming
+  key_commitment       = model_commitment(the 32-byte key)
+  embedding_commitment = model_commitment(little-endian float32 bytes)
 The manifest's checksum is the plain BLAKE2b-256 of the encrypted bytes (what a downloader checks).
 """
 
@@ -17,13 +18,10 @@ import numpy as np
 
 from soma_ray.model.encryption import CHUNK_BYTES, KEY_BYTES
 from soma_ray.model.errors import DecryptionError
-from soma_ray.protocol.encoding import DOMAIN_MODEL_COMMITMENT, digest
+from soma_ray.protocol.encoding import DOMAIN_MODEL_COMMITMENT
+from soma_ray.protocol.models import model_commitment
 from soma_ray.protocol.targets import as_embedding
 from soma_ray.protocol.types import WeightsManifest
-
-WEIGHTS_DOMAIN = DOMAIN_MODEL_COMMITMENT + b"/weights"
-KEY_DOMAIN = DOMAIN_MODEL_COMMITMENT + b"/key"
-EMBEDDING_DOMAIN = DOMAIN_MODEL_COMMITMENT + b"/embedding"
 
 
 def _file_hash(path: str | os.PathLike, prefix: bytes = b"") -> bytes:
@@ -41,14 +39,14 @@ def weights_manifest(path: str | os.PathLike, url: str) -> WeightsManifest:
 
 
 def weights_commitment(path: str | os.PathLike) -> bytes:
-    """Commitment to the encrypted weights file (equal to digest(WEIGHTS_DOMAIN, its bytes))."""
-    return _file_hash(path, WEIGHTS_DOMAIN)
+    """Commitment to the encrypted weights file (equal to model_commitment of its bytes)."""
+    return _file_hash(path, DOMAIN_MODEL_COMMITMENT)
 
 
 def key_commitment(key: bytes) -> bytes:
     if len(key) != KEY_BYTES:
         raise DecryptionError(f"the key has {len(key)} bytes, expected {KEY_BYTES}", 0)
-    return digest(KEY_DOMAIN, bytes(key))
+    return model_commitment(bytes(key))
 
 
 def embedding_bytes(embedding: np.ndarray) -> bytes:
@@ -57,4 +55,4 @@ def embedding_bytes(embedding: np.ndarray) -> bytes:
 
 
 def embedding_commitment(embedding: np.ndarray) -> bytes:
-    return digest(EMBEDDING_DOMAIN, embedding_bytes(embedding))
+    return model_commitment(embedding_bytes(embedding))
