@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 
+from soma_ray.protocol import epoch as protocol_epoch
+
 
 class InvalidEpochDuration(ValueError):
     def __init__(self, epoch_duration_ms: int):
@@ -26,9 +28,10 @@ class EpochWaitTimeout(TimeoutError):
 
 
 def epoch_end_ms(epoch_start_ms: int, epoch_duration_ms: int) -> int:
+    """The protocol's epoch end (the rule ChangeEpoch itself checks), for a valid duration."""
     if epoch_duration_ms <= 0:
         raise InvalidEpochDuration(epoch_duration_ms)
-    return epoch_start_ms + epoch_duration_ms
+    return protocol_epoch.epoch_end_ms(epoch_start_ms, epoch_duration_ms)
 
 
 def change_epoch_due(

@@ -94,15 +94,20 @@ def start_epoch(state: State, epoch: int, timestamp_ms: int) -> None:
     state.put_system(system)
 
 
-def epoch_end_ms(state: State) -> int:
+def epoch_end_ms(epoch_start_ms: int, epoch_duration_ms: int) -> int:
+    """The consensus time at which an epoch is over: the one rule behind ChangeEpoch's check
+    and the epoch clock (soma_ray.epoch_schedule), which knows only these two numbers."""
+    return epoch_start_ms + epoch_duration_ms
+
+
+def current_epoch_end_ms(state: State) -> int:
     system = state.system()
-    return system.epoch_start_timestamp_ms + system.parameters.epoch_duration_ms
+    return epoch_end_ms(system.epoch_start_timestamp_ms, system.parameters.epoch_duration_ms)
 
 
 def epoch_change_due(state: State, timestamp_ms: int) -> bool:
-    """True once consensus time `timestamp_ms` has reached the current epoch's end (spec §3).
-    The single rule for the epoch clock and for ChangeEpoch's own check."""
-    return timestamp_ms >= epoch_end_ms(state)
+    """True once consensus time `timestamp_ms` has reached the current epoch's end (spec §3)."""
+    return timestamp_ms >= current_epoch_end_ms(state)
 
 
 def require_change_allowed(state: State, epoch: int, timestamp_ms: int, ctx: ExecutionContext) -> None:
@@ -116,7 +121,7 @@ def require_change_allowed(state: State, epoch: int, timestamp_ms: int, ctx: Exe
     if timestamp_ms < system.epoch_start_timestamp_ms:
         raise TimestampRegression(previous_ms=system.epoch_start_timestamp_ms, got_ms=timestamp_ms)
     if not system.parameters.allow_early_epoch_change and not epoch_change_due(state, timestamp_ms):
-        raise EpochChangeNotDue(due_at_ms=epoch_end_ms(state), timestamp_ms=timestamp_ms)
+        raise EpochChangeNotDue(due_at_ms=current_epoch_end_ms(state), timestamp_ms=timestamp_ms)
 
 
 def change_epoch(state: State, epoch: int, timestamp_ms: int, ctx: ExecutionContext) -> TransactionEffects:

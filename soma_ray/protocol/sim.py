@@ -14,7 +14,7 @@ from soma_ray.protocol.encoding import encode
 from soma_ray.protocol.execution import check_admission, sign_transaction
 from soma_ray.protocol.genesis import GenesisConfig, genesis
 from soma_ray.protocol.checkpoint import build_checkpoint
-from soma_ray.protocol.epoch import epoch_end_ms
+from soma_ray.protocol.epoch import current_epoch_end_ms
 from soma_ray.protocol.types import ChangeEpoch, Checkpoint, Transaction, TransactionEffects
 
 CHECKPOINT_INTERVAL_MS = 1_000
@@ -73,6 +73,6 @@ class Simulator:
         if timestamp is None:
             timestamp = self.timestamp_ms + CHECKPOINT_INTERVAL_MS
             if not self.params.allow_early_epoch_change:
-                timestamp = max(timestamp, epoch_end_ms(self.state))
+                timestamp = max(timestamp, current_epoch_end_ms(self.state))
         change = ChangeEpoch(epoch=self.state.system().epoch + 1, timestamp_ms=timestamp)
         return self.make_checkpoint(timestamp, [encode(change)])
