@@ -103,6 +103,10 @@ class ValidatorActor:
         self._state = State.from_items(self._store.state_items())
         self._latest = self._stored_latest_checkpoint()
         self._mempool: dict[bytes, Pending] = {}  # by transaction digest
+        # Exact bytes of the mempool's transactions, whose signatures `_admit` verified: execution
+        # does not verify them a second time (same bytes, same signature over the same message).
+        self._verified: set[bytes] = set()
+        self._gossip: list[bytes] = []  # admitted from clients, not yet sent to the peers
         self._waiters: dict[bytes, asyncio.Future] = {}
         self._executed: dict[bytes, tuple] = {}  # value digest -> (changes, effects) of validate
         self._requested_epoch: int | None = None
@@ -213,12 +217,18 @@ class ValidatorActor:
         timestamp_ms = max(int(time.time() * 1000), self._latest_timestamp_ms())
         entries = self._next_entries(timestamp_ms)
         self._state.begin()
+        self._state.mark()
         try:
-            checkpoint, _ = build_checkpoint(self._state, self._latest, entries,
-                                             timestamp_ms)
+            checkpoint, effects = build_checkpoint(self._state, self._latest, entries,
+                                                   timestamp_ms, self._verified)
+            changes = self._state.changes()
         finally:
             self._state.rollback()
-        return encode(checkpoint)
+        value = encode(checkpoint)
+        # This replica just executed exactly these bytes on its committed state: `validate` and
+        # `_commit` reuse the result instead of executing the proposal again.
+        self._executed[value_digest(value)] = (changes, effects)
+        return value
 
     def validate(self, height: int, value: bytes) -> bool:
         """Re-execute a proposed checkpoint on this replica; valid when it rebuilds identically."""
@@ -226,7 +236,9 @@ class ValidatorActor:
             checkpoint = decode(value, Checkpoint)
             if checkpoint.timestamp_ms > time.time() * 1000 + MAX_CLOCK_AHEAD_MS:
                 return False  # a leader must not pull consensus time (and epochs) forward
-            self._executed[value_digest(value)] = self._execute(height, checkpoint)
+            key = value_digest(value)
+            if key not in self._executed:  # else this replica built it (propose) at this height
+                self._executed[key] = self._execute(height, checkpoint)
         except (ProtocolError, InvalidCheckpoint):
             return False
         return True
@@ -241,7 +253,7 @@ class ValidatorActor:
         self._state.mark()
         try:
             rebuilt, effects = build_checkpoint(self._state, self._latest, checkpoint.transactions,
-                                                checkpoint.timestamp_ms)
+                                                checkpoint.timestamp_ms, self._verified)
             changes = self._state.changes()
         finally:
             self._state.rollback()
@@ -325,7 +337,9 @@ class ValidatorActor:
 
     def _finish_transactions(self, effects: list, height: int) -> None:
         for effect in effects:
-            self._mempool.pop(effect.transaction_digest, None)
+            pending = self._mempool.pop(effect.transaction_digest, None)
+            if pending is not None:
+                self._verified.discard(pending.data)
             self._committed_txs += 1
             waiter = self._waiters.pop(effect.transaction_digest, None)
             if waiter is not None and not waiter.done():
@@ -336,6 +350,7 @@ class ValidatorActor:
             expected = self._state.account(pending.sender).nonce
             if pending.nonce < expected:
                 del self._mempool[tx_digest]
+                self._verified.discard(pending.data)
                 waiter = self._waiters.pop(tx_digest, None)
                 if waiter is not None and not waiter.done():
                     waiter.set_result(BadNonce(expected=expected, got=pending.nonce))
@@ -366,26 +381,60 @@ class ValidatorActor:
 
         Returns {"sequence", "effects"} or {"error": (code, fields)}
         when admission refuses it; an execution failure is in the effects' `error`."""
+        return (await self.submit_batch([data]))[0]
+
+    async def submit_batch(self, batch: list[bytes]) -> list[dict]:
+        """`submit` for many transactions in one call: each is admitted on its own, all are shared
+        with the peers in one call each, and the results (in `batch` order) come back once every
+        admitted one is in a certified checkpoint."""
         await self.start_consensus()
-        try:
-            tx_digest = self._admit(data)
-        except ProtocolError as error:
-            return {"error": (error.code, error.values())}
+        waiters: list = []
+        for data in batch:
+            try:
+                tx_digest = self._admit(data)
+            except ProtocolError as error:
+                waiters.append(error)
+                continue
+            self._share(data)
+            waiter = self._waiters.get(tx_digest) or asyncio.get_running_loop().create_future()
+            self._waiters[tx_digest] = waiter
+            waiters.append(waiter)
+        self._start_height()  # after the waiters exist: a lone validator decides at once
+        results = []
+        for waiter in waiters:
+            outcome = waiter if isinstance(waiter, ProtocolError) else await waiter
+            if isinstance(outcome, ProtocolError):
+                results.append({"error": (outcome.code, outcome.values())})
+            else:
+                # The effects struct itself: msgspec cannot build a decoder for ExecutionError's
+                # field union, so canonical bytes would not decode on the client.
+                sequence, effects = outcome
+                results.append({"sequence": sequence, "effects": effects})
+        return results
+
+    def _share(self, data: bytes) -> None:
+        """Queue an admitted transaction for the peers: what is admitted during one turn of the
+        event loop goes out as one `add_transactions` call per peer."""
+        self._gossip.append(data)
+        if len(self._gossip) == 1:
+            asyncio.get_running_loop().call_soon(self._flush_gossip)
+
+    def _flush_gossip(self) -> None:
+        batch, self._gossip = self._gossip, []
         for member in range(len(self._core.committee.members)):
             if member != self._core.index:
                 peer = self._peer(member)
                 if peer is not None:
-                    peer.add_transaction.remote(data)
-        waiter = self._waiters.get(tx_digest) or asyncio.get_running_loop().create_future()
-        self._waiters[tx_digest] = waiter
-        self._start_height()  # after the waiter exists: a lone validator decides at once
-        outcome = await waiter
-        if isinstance(outcome, ProtocolError):
-            return {"error": (outcome.code, outcome.values())}
-        sequence, effects = outcome
-        # The effects struct itself: msgspec cannot build a decoder for ExecutionError's field
-        # union, so canonical bytes would not decode on the client.
-        return {"sequence": sequence, "effects": effects}
+                    peer.add_transactions.remote(batch)
+
+    async def add_transactions(self, batch: list[bytes]) -> None:
+        """Transactions a peer admitted: admit each here too so any leader can order them."""
+        for data in batch:
+            try:
+                self._admit(data)
+            except ProtocolError:
+                continue
+        self._start_height()
 
     async def add_transaction(self, data: bytes) -> None:
         """A transaction a peer admitted: admit it here too so any leader can order it."""
@@ -407,10 +456,15 @@ class ValidatorActor:
         return await self.submit(encode(sign_transaction(self._keypair, tx)))
 
     def _admit(self, data: bytes) -> bytes:
-        signed = check_admission(data, self._state, self._state.system().parameters)
+        data = bytes(data)
+        signed = check_admission(data, self._state, self._state.system().parameters, self._verified)
         tx = signed.transaction
         tx_digest = transaction_digest(tx)
-        self._mempool[tx_digest] = Pending(tx.sender, tx.nonce, bytes(data))
+        replaced = self._mempool.get(tx_digest)
+        if replaced is not None and replaced.data != data:
+            self._verified.discard(replaced.data)
+        self._mempool[tx_digest] = Pending(tx.sender, tx.nonce, data)
+        self._verified.add(data)
         return tx_digest
 
     # ------------------------------------------------------------------ catch-up

@@ -28,6 +28,9 @@ from soma_ray.protocol.types import (
 
 CHAINS = {"localnet": DEFAULT_NAMESPACE}
 DEFAULT_FINALITY_TIMEOUT_S = 60.0
+# Submissions made during one turn of the event loop travel in `submit_batch` calls of at most
+# this many transactions (each call answers once all of its transactions are final).
+SUBMIT_BATCH = 100
 
 
 class FinalityTimeout(TimeoutError):
@@ -84,6 +87,8 @@ class SomaClient:
         self.network: Network | None = None
         self._home = 0  # the validator this client talks to while it answers
         self._used_nonces: dict[bytes, int] = {}  # by sender: the last nonce a commit consumed
+        self._queued: list[tuple[bytes, asyncio.Future]] = []  # submissions not yet sent
+        self._sending: set[asyncio.Task] = set()
 
     def __await__(self):
         return self._connect().__await__()
@@ -185,10 +190,40 @@ class SomaClient:
         return self._effects_of(await self._submit(signed_transaction, timeout_s))
 
     async def _submit(self, signed_transaction: bytes, timeout_s: float) -> dict:
+        """Queue the transaction for the next batch and wait for its result."""
+        loop = asyncio.get_running_loop()
+        result = loop.create_future()
+        self._queued.append((signed_transaction, result))
+        if len(self._queued) == 1:
+            loop.call_soon(self._send_queued)
         try:
-            return await asyncio.wait_for(self._call("submit", signed_transaction), timeout_s)
+            return await asyncio.wait_for(result, timeout_s)
         except asyncio.TimeoutError:
             raise FinalityTimeout(timeout_s) from None
+
+    def _send_queued(self) -> None:
+        queued, self._queued = self._queued, []
+        for start in range(0, len(queued), SUBMIT_BATCH):
+            task = asyncio.get_running_loop().create_task(
+                self._submit_batch(queued[start:start + SUBMIT_BATCH]))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+
+    async def _submit_batch(self, queued: list[tuple[bytes, asyncio.Future]]) -> None:
+        try:
+            results = await self._call("submit_batch", [data for data, _ in queued])
+        except Exception as error:  # every waiting submitter sees the failure
+            for _, future in queued:
+                if not future.done():
+                    future.set_exception(error)
+            return
+        except BaseException:
+            for _, future in queued:
+                future.cancel()
+            raise
+        for (_, future), result in zip(queued, results):
+            if not future.done():  # a submitter that timed out cancelled its future
+                future.set_result(result)
 
     async def transfer(self, keypair: Keypair, recipient: bytes, amount: int) -> TransactionEffects:
         return await self.execute(keypair, Transfer(recipient=recipient, amount=amount))

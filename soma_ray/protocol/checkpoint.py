@@ -8,6 +8,8 @@ final, and different for every checkpoint.
 """
 from __future__ import annotations
 
+from typing import Container
+
 from soma_ray.protocol.context import ExecutionContext
 from soma_ray.protocol.encoding import (
     DOMAIN_CHECKPOINT, DOMAIN_EFFECTS, DOMAIN_TARGET_SEED, DOMAIN_TX, decode, digest, u64_le,
@@ -59,14 +61,16 @@ def execute_change_epoch(
     return effects
 
 
-def execute_entry(state: State, raw: bytes, ctx: ExecutionContext, checkpoint_epoch: int) -> TransactionEffects:
-    """Effects of one entry; every failure, even a bug's exception, becomes a typed error."""
+def execute_entry(state: State, raw: bytes, ctx: ExecutionContext, checkpoint_epoch: int,
+                  verified: Container[bytes] = ()) -> TransactionEffects:
+    """Effects of one entry; every failure, even a bug's exception, becomes a typed error.
+    `verified`: entry bytes whose signature the caller already checked (see check_admission)."""
     params = state.system().parameters
     try:
         entry = decode(raw, CheckpointEntry)
         if isinstance(entry, ChangeEpoch):
             return execute_change_epoch(state, entry, ctx, checkpoint_epoch)
-        signed = check_admission(raw, state, params)
+        signed = check_admission(raw, state, params, verified)
     except ProtocolError as error:
         return failed_entry(raw, error)
     except MemoryError:
@@ -77,7 +81,8 @@ def execute_entry(state: State, raw: bytes, ctx: ExecutionContext, checkpoint_ep
 
 
 def build_checkpoint(
-    state: State, previous: Checkpoint | None, transactions: list[bytes], timestamp_ms: int
+    state: State, previous: Checkpoint | None, transactions: list[bytes], timestamp_ms: int,
+    verified: Container[bytes] = (),
 ) -> tuple[Checkpoint, list[TransactionEffects]]:
     """Execute `transactions` in order on `state` and return the sealed checkpoint and effects."""
     previous_digest = GENESIS_PREVIOUS_DIGEST if previous is None else checkpoint_digest(previous)
@@ -91,7 +96,7 @@ def build_checkpoint(
     effects = []
     for raw in transactions:
         ctx = ExecutionContext(state.system().parameters, state.system().epoch, timestamp_ms, seed)
-        effects.append(execute_entry(state, raw, ctx, epoch))
+        effects.append(execute_entry(state, raw, ctx, epoch, verified))
     checkpoint = Checkpoint(
         epoch=epoch, sequence=sequence, previous_digest=previous_digest, timestamp_ms=timestamp_ms,
         transactions=list(transactions), effects_digest=effects_digest(effects), state_root=state.state_root(),

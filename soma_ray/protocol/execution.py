@@ -7,7 +7,7 @@ then the nonce increments and `base_fee` is charged whatever happens; the kind's
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Container
 
 from soma_ray.protocol import accounts, models, staking, submissions, validators
 from soma_ray.protocol.context import ExecutionContext
@@ -59,17 +59,24 @@ def sign_transaction(keypair, transaction: t.Transaction) -> t.SignedTransaction
     return t.SignedTransaction(transaction=transaction, public_key=keypair.public_key, signature=signature)
 
 
-def check_admission(data: bytes, state: State, params: Parameters) -> t.SignedTransaction:
-    """Decode and check a submitted transaction before ordering; raises a typed error."""
+def check_admission(data: bytes, state: State, params: Parameters,
+                    verified: Container[bytes] = ()) -> t.SignedTransaction:
+    """Decode and check a submitted transaction before ordering; raises a typed error.
+
+    `verified` holds exact transaction bytes whose signature this caller has already checked
+    (an executor's admission cache): for those the Ed25519 verification is not repeated, since
+    the same bytes carry the same signature over the same message. Every other check runs."""
     if len(data) > params.max_tx_bytes:
         raise TransactionTooLarge(size=len(data), max=params.max_tx_bytes)
     signed = decode(data, t.SignedTransaction)
-    if encode(signed) != bytes(data):
+    data = bytes(data)
+    if encode(signed) != data:
         raise NonCanonicalEncoding()
     tx = signed.transaction
     if address_of(signed.public_key) != tx.sender:
         raise InvalidSignature(reason="the public key does not belong to the sender")
-    if not verify_signature(signed.public_key, DOMAIN_TX, encode(tx), signed.signature):
+    if data not in verified and not verify_signature(signed.public_key, DOMAIN_TX, encode(tx),
+                                                     signed.signature):
         raise InvalidSignature(reason="the signature does not verify")
     expected = state.account(tx.sender).nonce
     if tx.nonce < expected:
