@@ -1,0 +1,142 @@
+"""A Byzantine validator for tests: the honest actor with a few methods overridden.
+
+`ByzantineValidatorActor` is `ValidatorActor` (actors/validator.py) plus a behaviour chosen at run
+time with `behave(...)`; with none it is honest. The behaviours of the issue:
+
+- `EQUIVOCATE`: as leader of a round it proposes, it signs a second valid-looking checkpoint
+  (the same entries one millisecond later) for the same (height, round) and sends the first
+  proposal to one peer, the second to another and both to the third (`_send`).
+- `GARBAGE`: every proposal and vote it sends carries a corrupted signature (`_send`).
+- `BAD_TRANSACTIONS`: as leader it adds the given entries (e.g. a transaction with a bad
+  signature and a replayed one) to the checkpoint it proposes, sealed with the state root they
+  really give (`_next_entries`); honest replicas re-execute it and record those entries as
+  failed with no effect (protocol.checkpoint.execute_entry).
+
+Launch one in place of validator `index` of a running network with `replace_with_byzantine`.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import msgspec
+import ray
+
+from actors.network import Network, _actor_options
+from actors.validator import ValidatorActor
+from soma_ray.consensus.messages import NIL_ROUND, Message, Proposal, Vote, sign_proposal
+from soma_ray.protocol.checkpoint import build_checkpoint
+from soma_ray.protocol.encoding import decode, encode
+from soma_ray.protocol.types import Checkpoint
+
+EQUIVOCATE = "equivocate"
+GARBAGE = "garbage"
+BAD_TRANSACTIONS = "bad_transactions"
+BEHAVIOURS = (EQUIVOCATE, GARBAGE, BAD_TRANSACTIONS)
+
+
+class ByzantineValidatorActor(ValidatorActor):
+    def __init__(self, config: dict, index: int):
+        super().__init__(config, index)
+        self._behaviour: str | None = None
+        self._smuggled: list[bytes] = []
+        self._twins: dict[tuple[int, int], bytes] = {}  # (height, round) -> the second proposal
+
+    def behave(self, behaviour: str | None, entries: list[bytes] = ()) -> int:
+        """Switch behaviour (None: honest); `entries` are what BAD_TRANSACTIONS smuggles in.
+
+        First it catches up with the peers, so that it works on their height: a replica two or
+        more heights behind drops the peers' messages as too far ahead and learns one decided
+        height per round of its own (a propose timeout plus the idle interval), slower than the
+        others cut them, so it would never lead a height the others still decide.
+        Returns the height it works on."""
+        assert behaviour is None or behaviour in BEHAVIOURS, behaviour
+        self._resync()
+        self._behaviour = behaviour
+        self._smuggled = list(entries)
+        return self._core.height
+
+    # ------------------------------------------------------------------ overridden
+
+    def _next_entries(self, timestamp_ms: int) -> list:
+        entries = super()._next_entries(timestamp_ms)
+        if self._behaviour == BAD_TRANSACTIONS:
+            return self._smuggled + entries  # first: a trailing ChangeEpoch stays last
+        return entries
+
+    def _send(self, member: int, message: bytes) -> None:
+        if self._behaviour not in (EQUIVOCATE, GARBAGE):
+            return super()._send(member, message)
+        decoded = decode(message, Message)
+        if not isinstance(decoded, (Proposal, Vote)) or decoded.signer != self._core.index:
+            return super()._send(member, message)  # a certified value served to a lagging peer
+        if self._behaviour == GARBAGE:
+            garbage = bytes(b ^ 0x5A for b in decoded.signature)
+            return super()._send(member, encode(msgspec.structs.replace(decoded, signature=garbage)))
+        if not isinstance(decoded, Proposal) or decoded.valid_round != NIL_ROUND:
+            return super()._send(member, message)
+        peers = [m for m in range(len(self._core.committee.members)) if m != self._core.index]
+        twin = self._twin(decoded)
+        if member == peers[0]:
+            super()._send(member, message)
+        elif member == peers[1]:
+            super()._send(member, twin)
+        else:
+            super()._send(member, message)
+            super()._send(member, twin)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _resync(self) -> None:
+        """Apply the certified checkpoints the peers hold beyond this replica's disk, then rejoin
+        consensus at the next height. It blocks the actor's loop on purpose (`ray.get`): no
+        message can make the core decide a height while it is being applied from a peer."""
+        start = self._store.next_sequence()
+        for i in range(self._network.validators):
+            if i == self._index:
+                continue
+            try:
+                peer = ray.get_actor(self._network.validator_name(i), namespace=self._network.namespace)
+                batch = ray.get(peer.checkpoints.remote(self._store.next_sequence(), 2**62), timeout=30)
+            except (ValueError, ray.exceptions.RayError):
+                continue
+            for sequence, value, certificate in batch:
+                if sequence == self._store.next_sequence():
+                    self._apply_certified(sequence, value, certificate)
+        if self._store.next_sequence() == start:
+            return
+        self._cancel_timers()
+        if self._next_height is not None:
+            self._next_height.cancel()
+            self._next_height = None
+        self._executed.clear()
+        self._core = self._new_core(self._store.safety_state())
+        self._perform(self._core.start_height())
+
+    def _twin(self, proposal: Proposal) -> bytes:
+        """A second signed proposal for the same (height, round): the same entries, 1 ms later,
+        executed honestly, so each of the two checkpoints is valid on its own."""
+        key = (proposal.height, proposal.round)
+        if key not in self._twins:
+            first = decode(proposal.value, Checkpoint)
+            self._state.begin()
+            try:
+                second, _ = build_checkpoint(self._state, self._latest, first.transactions,
+                                             first.timestamp_ms + 1)
+            finally:
+                self._state.rollback()
+            signed = sign_proposal(self._keypair, self._core.index, proposal.height, proposal.round,
+                                   encode(second), proposal.valid_round)
+            self._twins = {key: encode(signed)}  # only the current round's is ever needed
+        return self._twins[key]
+
+
+def replace_with_byzantine(network: Network, index: int, timeout_s: float = 120.0):
+    """Stop validator `index` of `network` and run a `ByzantineValidatorActor` in its place:
+    the same actor name, namespace, options, key and data dir as `network.launch_validator`."""
+    network.stop_validator(index)
+    config = network.config
+    options = _actor_options(config.validator_name(index), config.namespace, detached=False)
+    handle = ray.remote(ByzantineValidatorActor).options(**options).remote(asdict(config), index)
+    network.validators[index] = handle
+    ray.get(handle.start_consensus.remote(), timeout=timeout_s)
+    return handle

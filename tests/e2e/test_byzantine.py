@@ -1,0 +1,223 @@
+"""One Byzantine validator of four (f = 1 of equal power): the three honest ones keep certifying
+checkpoints with client transactions in them, and hold the same checkpoint, hence the same state
+root, at every height.
+
+Validator 3 is replaced by `actors.byzantine.ByzantineValidatorActor`; each test switches it to
+one behaviour and checks on the honest cores (`stats`, `evidence`) or chains that the behaviour
+really reached them."""
+import uuid
+
+import pytest
+import ray
+
+from actors import network as net
+from actors.byzantine import BAD_TRANSACTIONS, EQUIVOCATE, GARBAGE, replace_with_byzantine
+from localnet_helpers import client_of, run, statuses, wait_until
+from soma_ray.consensus import verify_checkpoint_chain
+from soma_ray.consensus.messages import CommitCertificate, ProposalEquivocation
+from soma_ray.protocol.encoding import decode, encode
+from soma_ray.protocol.execution import sign_transaction
+from soma_ray.protocol.genesis import preset_keypair
+from soma_ray.protocol.params import SHANNONS_PER_SOMA
+from soma_ray.protocol.types import Account, Checkpoint, SignedTransaction, SystemState, Transaction, Transfer
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+
+SOMA = SHANNONS_PER_SOMA
+FEE = 1_000
+BYZANTINE = 3
+HONEST = [0, 1, 2]
+
+
+@pytest.fixture(scope="module")
+def byzantine_net(ray_session, tmp_path_factory):
+    # Not the shared `localnet` fixture: its 60 s epoch would end during the module, and a new
+    # epoch gives every validator a fresh consensus core, resetting the counters checked here.
+    config = net.NetworkConfig(
+        data_dir=str(tmp_path_factory.mktemp("byzantine")), validators=4,
+        epoch_duration_ms=3_600_000, namespace="soma-test", prefix=f"byz-{uuid.uuid4().hex[:6]}-",
+    )
+    network = net.start(config)
+    try:
+        replace_with_byzantine(network, BYZANTINE)
+        wait_until(lambda: all(s["sequence"] is not None for s in statuses(network)))
+        yield network
+    finally:
+        network.stop()
+
+
+@pytest.fixture()
+def byzantine(byzantine_net):
+    """The Byzantine actor, honest again after the test."""
+    handle = byzantine_net.validators[BYZANTINE]
+    yield handle
+    ray.get(handle.behave.remote(None), timeout=30)
+
+
+def behave(network, handle, behaviour, entries=()):
+    """Switch the Byzantine actor to `behaviour`, retried until it works on the honest nodes'
+    next height (each call first catches it up from their disks)."""
+    def in_step():
+        working = ray.get(handle.behave.remote(behaviour, entries), timeout=60)
+        return working > max(honest_heights(network))
+    wait_until(in_step, timeout_s=30, interval_s=0.5)
+
+
+def until_it_leads(network, handle, behaviour, predicate, entries=(), timeout_s=30):
+    """Wait for `predicate` (what its leading did), catching the Byzantine actor up at each
+    look: it leads only heights it reaches before the honest nodes decide them, and a replica
+    that fell two heights behind under load does not close the gap by itself."""
+    def led():
+        ray.get(handle.behave.remote(behaviour, entries), timeout=60)
+        return predicate()
+    try:
+        return wait_until(led, timeout_s=timeout_s, interval_s=0.5)
+    except AssertionError:
+        raise AssertionError(f"{behaviour}: not seen; honest stats {core_stats(network)}, "
+                             f"heights {[s['sequence'] for s in statuses(network)]}") from None
+
+
+def committee_index(handle):
+    """The Byzantine validator's index in the committee (signers are committee indices, which
+    follow the members' order, not the validators' names)."""
+    return ray.get(handle.__ray_call__.remote(lambda self: self._core.index), timeout=30)
+
+
+# ---------------------------------------------------------------------- helpers
+
+def core_stats(network, indices=HONEST):
+    return ray.get([network.validators[i].__ray_call__.remote(lambda self: dict(self._core.stats))
+                    for i in indices], timeout=30)
+
+
+def honest_heights(network):
+    return [s["sequence"] for s in statuses(network, HONEST)]
+
+
+def accounts(network, address, indices=HONEST):
+    return [decode(raw, Account) for raw in
+            ray.get([network.validators[i].get_account.remote(address) for i in indices], timeout=30)]
+
+
+def honest_client(network):
+    async def connect():
+        client = await client_of(network)
+        client.network.validators[BYZANTINE] = None  # submit to and read from honest replicas
+        return client
+    return run(connect())
+
+
+def pay(network, name):
+    """A faucet then a transfer by a client; both must be final on every honest replica."""
+    alice, bob = preset_keypair(f"byz-{name}-alice", 0), preset_keypair(f"byz-{name}-bob", 0)
+    client = honest_client(network)
+
+    async def scenario():
+        await client.request_faucet(alice.address, 10 * SOMA)
+        effects = await client.transfer(alice, bob.address, 3 * SOMA)
+        assert effects.error is None
+    run(scenario())
+    wait_until(lambda: all(a.balance == 3 * SOMA for a in accounts(network, bob.address)))
+    assert all(a.balance == 7 * SOMA - FEE for a in accounts(network, alice.address))
+
+
+def assert_honest_chains_agree(network, first: int, at_least: int) -> list[Checkpoint]:
+    """The honest replicas hold the same certified checkpoints (so the same state roots) at
+    every height from `first`, at least `at_least` of them, each certificate valid."""
+    wait_until(lambda: min(honest_heights(network)) >= first + at_least - 1)
+    last = min(honest_heights(network))
+    chains = ray.get([network.validators[i].checkpoints.remote(first, last) for i in HONEST], timeout=30)
+    values = [[(sequence, value) for sequence, value, _ in chain] for chain in chains]
+    assert [sequence for sequence, _ in values[0]] == list(range(first, last + 1))
+    assert values[0] == values[1] == values[2]
+    committee = decode(ray.get(network.validators[0].system_state.remote()), SystemState).committee
+    certified = [(value, decode(certificate, CommitCertificate)) for _, value, certificate in chains[0]]
+    assert verify_checkpoint_chain(committee, certified, first) == last + 1
+    return [decode(value, Checkpoint) for _, value in values[0]]
+
+
+# ---------------------------------------------------------------------- the scenarios
+
+def test_equivocating_leader(byzantine_net, byzantine):
+    first = max(honest_heights(byzantine_net)) + 1
+    before = core_stats(byzantine_net)
+    behave(byzantine_net, byzantine, EQUIVOCATE)
+    pay(byzantine_net, "equivocation")
+    # It leads every fourth height: wait until an honest node holds both of its proposals.
+    until_it_leads(byzantine_net, byzantine, EQUIVOCATE,
+                   lambda: sum(s.get("equivocation", 0) for s in core_stats(byzantine_net))
+                   > sum(s.get("equivocation", 0) for s in before))
+    leader = committee_index(byzantine)
+    evidence = ray.get([byzantine_net.validators[i].__ray_call__.remote(lambda self: list(self._core.evidence))
+                        for i in HONEST], timeout=30)
+    caught = [e for found in evidence for e in found if isinstance(e, ProposalEquivocation)]
+    assert caught and all(e.first.signer == e.second.signer == leader for e in caught)
+    assert all(e.first.value != e.second.value for e in caught)
+    assert_honest_chains_agree(byzantine_net, first, at_least=8)
+
+
+def test_garbage_signer(byzantine_net, byzantine):
+    first = max(honest_heights(byzantine_net)) + 1
+    before = core_stats(byzantine_net)
+    behave(byzantine_net, byzantine, GARBAGE)
+    garbled_from = max(honest_heights(byzantine_net)) + 1  # it signs nothing valid from here on
+    pay(byzantine_net, "garbage")
+    checkpoints = assert_honest_chains_agree(byzantine_net, first, at_least=8)
+    after = core_stats(byzantine_net)
+    # Every honest node dropped its votes and proposals for their signatures...
+    assert all(a.get("invalid_signature", 0) >= b.get("invalid_signature", 0) + 5
+               for a, b in zip(after, before)), (before, after)
+    # ...and certified the heights without it: no certificate carries a signature of it.
+    latest, signer = min(honest_heights(byzantine_net)), committee_index(byzantine)
+    for _, _, certificate in ray.get(byzantine_net.validators[0].checkpoints.remote(garbled_from, latest)):
+        assert signer not in decode(certificate, CommitCertificate).signer_indices
+    assert checkpoints
+
+
+def test_bad_transaction_proposer(byzantine_net, byzantine):
+    carol, dave, mallory = (preset_keypair(f"byz-{n}", 0) for n in ("carol", "dave", "mallory"))
+    client = honest_client(byzantine_net)
+
+    async def fund_and_pay():
+        await client.request_faucet(carol.address, 10 * SOMA)
+        nonce = (await client.get_account(carol.address)).nonce
+        good = encode(sign_transaction(carol, Transaction(
+            sender=carol.address, nonce=nonce, kind=Transfer(recipient=dave.address, amount=SOMA),
+            max_fee=FEE)))
+        await client.submit(good)
+        # Carol's next transaction, signed by mallory's key under carol's public key.
+        stolen = Transaction(sender=carol.address, nonce=nonce + 1,
+                             kind=Transfer(recipient=mallory.address, amount=5 * SOMA), max_fee=FEE)
+        forged = encode(SignedTransaction(stolen, carol.public_key, sign_transaction(mallory, stolen).signature))
+        return good, forged, nonce + 1
+
+    good, forged, next_nonce = run(fund_and_pay())
+    first = max(honest_heights(byzantine_net)) + 1
+
+    def carol_everywhere():
+        found = accounts(byzantine_net, carol.address)
+        return found[0] if found[0].nonce == next_nonce and all(a == found[0] for a in found) else None
+
+    carol_before = wait_until(carol_everywhere)
+    behave(byzantine_net, byzantine, BAD_TRANSACTIONS, [forged, good])  # good: a replay
+
+    def smuggled_in():
+        last = min(honest_heights(byzantine_net))
+        chain = ray.get(byzantine_net.validators[0].checkpoints.remote(first, last), timeout=30)
+        return [decode(value, Checkpoint) for _, value, _ in chain
+                if forged in decode(value, Checkpoint).transactions]
+
+    found = until_it_leads(byzantine_net, byzantine, BAD_TRANSACTIONS, smuggled_in, [forged, good])
+    ray.get(byzantine.behave.remote(None), timeout=30)
+    # The honest replicas certified its checkpoint with both entries in it...
+    assert good in found[0].transactions
+    checkpoints = assert_honest_chains_agree(byzantine_net, first, at_least=found[0].sequence - first + 3)
+    assert found[0] in checkpoints
+    # ...recorded as failed: neither moved a coin, charged a fee or used a nonce.
+    assert all(a.balance == 0 for a in accounts(byzantine_net, mallory.address))
+    assert all(a.balance == SOMA for a in accounts(byzantine_net, dave.address))
+    assert all(a == carol_before for a in accounts(byzantine_net, carol.address))
+    # Carol's next nonce is still free: her own next transfer goes through.
+    effects = run(client.transfer(carol, dave.address, SOMA))
+    assert effects.error is None and effects.nonce == carol_before.nonce
+    pay(byzantine_net, "after-bad-transactions")
