@@ -50,7 +50,7 @@ from soma_ray.protocol.state import State
 from soma_ray.storage import ValidatorStore
 
 # How many mempool transactions one checkpoint carries at most.
-MAX_CHECKPOINT_TRANSACTIONS = 500
+MAX_CHECKPOINT_TRANSACTIONS = 1000
 # How many certified checkpoints one catch-up request fetches.
 CATCH_UP_BATCH = 64
 # A proposal stamped further ahead of this validator's clock is refused.
@@ -346,8 +346,11 @@ class ValidatorActor:
                 waiter.set_result((height, effect))
         # Transactions whose nonce is now stale can never execute (another transaction of the
         # sender took the nonce): drop them and tell their submitters.
+        nonces: dict[bytes, int] = {}  # by sender: the account's nonce, read once per sender
         for tx_digest, pending in list(self._mempool.items()):
-            expected = self._state.account(pending.sender).nonce
+            expected = nonces.get(pending.sender)
+            if expected is None:
+                expected = nonces[pending.sender] = self._state.account(pending.sender).nonce
             if pending.nonce < expected:
                 del self._mempool[tx_digest]
                 self._verified.discard(pending.data)
