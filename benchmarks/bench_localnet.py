@@ -4,6 +4,8 @@ submit-to-finality latency (p50/p99), and the recovery time of a killed validato
     .venv/bin/python benchmarks/bench_localnet.py [--validators 4] [--senders 4] [--per-sender 100]
 
 Runs its own local Ray (2 CPUs, actors with num_cpus=0) and a localnet in a temporary data dir.
+The loaded phase awaits one `SomaClient.submit` per transaction; the client sends what is
+submitted in one event-loop turn as `submit_batch` calls (see docs/localnet.md for figures).
 """
 from __future__ import annotations
 
