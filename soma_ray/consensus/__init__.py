@@ -12,6 +12,7 @@ from soma_ray.consensus.messages import (
     CommitCertificate,
     Decide,
     EvidenceFound,
+    FallenBehind,
     PeerBehind,
     PersistSafetyState,
     Proposal,
@@ -29,7 +30,7 @@ from soma_ray.consensus.schedule import LeaderSchedule
 
 __all__ = [
     "Application", "Broadcast", "CertifiedValue", "CheckpointChainBroken", "CommitCertificate",
-    "ConsensusCore", "Decide", "EvidenceFound", "LeaderSchedule", "PeerBehind",
+    "ConsensusCore", "Decide", "EvidenceFound", "FallenBehind", "LeaderSchedule", "PeerBehind",
     "PersistSafetyState", "Proposal", "ProposalEquivocation", "SafetyState", "SafetyStateAhead",
     "Send", "SetTimer", "Step", "TimeoutConfig", "Vote", "VoteEquivocation", "value_digest",
     "verify_checkpoint_chain", "verify_commit_certificate",

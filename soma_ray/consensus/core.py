@@ -24,6 +24,7 @@ from soma_ray.consensus.messages import (
     EvidenceFound,
     Message,
     Output,
+    FallenBehind,
     PeerBehind,
     PersistSafetyState,
     Proposal,
@@ -452,16 +453,21 @@ class ConsensusCore:
             return self._serve_lagging_peer(message)
         if message.height == self.height and self._started:
             return self._reject("round_too_far")
+        if message.height >= self.height + 2 and self._signature_valid(message):
+            # Only the next height is buffered; from further back, one height per round trip
+            # would never catch up with peers that keep deciding.
+            self.stats["fallen_behind"] += 1
+            return [FallenBehind(message.height)]
         return self._buffer_early(message, message.height)
+
+    def _signature_valid(self, message: Proposal | Vote) -> bool:
+        if isinstance(message, Proposal):
+            return proposal_signature_valid(self.committee, message)
+        return vote_signature_valid(self.committee, message)
 
     def _serve_lagging_peer(self, message: Proposal | Vote) -> list[Output]:
         """A peer still works on a decided height: send it the certified value (once per round)."""
-        valid = (
-            proposal_signature_valid(self.committee, message)
-            if isinstance(message, Proposal)
-            else vote_signature_valid(self.committee, message)
-        )
-        if not valid:
+        if not self._signature_valid(message):
             return self._reject("invalid_signature")
         key = (message.signer, message.height, message.round)
         if key in self._served:

@@ -170,7 +170,15 @@ class PeerBehind(msgspec.Struct, frozen=True):
     height: int
 
 
-Output = Broadcast | Send | SetTimer | PersistSafetyState | Decide | EvidenceFound | PeerBehind
+class FallenBehind(msgspec.Struct, frozen=True):
+    """A member signed a message for `height`, two or more heights past this core: the shell
+    should fetch and verify the certified checkpoints it missed, then start a core there."""
+
+    height: int
+
+
+Output = (Broadcast | Send | SetTimer | PersistSafetyState | Decide | EvidenceFound | PeerBehind
+          | FallenBehind)
 
 
 def sign_proposal(keypair: Keypair, signer: int, height: int, round: int, value: bytes, valid_round: int) -> Proposal:

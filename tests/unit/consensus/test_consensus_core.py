@@ -12,6 +12,7 @@ from soma_ray.consensus import (
     ConsensusCore,
     Decide,
     EvidenceFound,
+    FallenBehind,
     LeaderSchedule,
     PeerBehind,
     PersistSafetyState,
@@ -318,5 +319,13 @@ def test_messages_too_far_ahead_are_dropped_and_counted():
     assert core.on_vote(vote(1, Step.PREVOTE, 3, None)) == []
     assert core.on_vote(vote(1, Step.PREVOTE, 0, None, height=H + 1)) == []
     assert core.on_vote(vote(2, Step.PREVOTE, 0, None, height=H + 1)) == []
-    assert core.on_vote(vote(1, Step.PREVOTE, 0, None, height=H + 2)) == []
-    assert (core.stats["round_too_far"], core.stats["future_dropped"]) == (1, 2)
+    assert (core.stats["round_too_far"], core.stats["future_dropped"]) == (1, 1)
+
+
+def test_a_signed_message_two_heights_ahead_reports_the_node_fell_behind():
+    core = new_core()
+    assert core.on_vote(vote(1, Step.PREVOTE, 0, None, height=H + 2)) == [FallenBehind(H + 2)]
+    assert core.on_proposal(proposal(0, b"far", height=H + 5)) == [FallenBehind(H + 5)]
+    forged = msgspec.structs.replace(vote(2, Step.PREVOTE, 0, None, height=H + 3), signature=bytes(64))
+    assert core.on_vote(forged) == []
+    assert (core.stats["fallen_behind"], core.stats["future_dropped"]) == (2, 1)
