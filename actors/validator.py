@@ -31,6 +31,7 @@ from soma_ray.consensus.messages import (
     CertifiedValue,
     CommitCertificate,
     Decide,
+    FallenBehind,
     Message,
     PeerBehind,
     PersistSafetyState,
@@ -116,6 +117,10 @@ class ValidatorActor:
         self._core: ConsensusCore | None = None
         self._next_height: asyncio.TimerHandle | None = None
         self._starting = asyncio.Lock()
+        self._rejoining: asyncio.Task | None = None  # catching up after falling behind
+        # The height a rejoin last reached: a member's far-ahead message at that same height
+        # again (a Byzantine one may sign any height) does not pause the core a second time.
+        self._rejoined_at = -1
         self._committed_txs = 0
         self._faucet_nonce = 0
 
@@ -145,6 +150,8 @@ class ValidatorActor:
     async def deliver(self, message: bytes) -> None:
         """A consensus message from a peer (fire-and-forget; bad bytes are dropped)."""
         await self.start_consensus()
+        if self._rejoining is not None:
+            return  # the core is being replaced; peers re-send on their timers
         try:
             decoded = decode(message, Message)
         except ProtocolError:
@@ -165,6 +172,8 @@ class ValidatorActor:
                 self._commit(output.height, output.value, output.certificate)
             elif isinstance(output, PeerBehind):
                 self._serve_from_store(output.peer, output.height)
+            elif isinstance(output, FallenBehind):
+                self._rejoin_soon()
 
     def _broadcast(self, message: bytes) -> None:
         for member in range(len(self._core.committee.members)):
@@ -203,7 +212,8 @@ class ValidatorActor:
         # new actor under the same name, so look the handles up afresh.
         self._peers.clear()
         self._timers.pop(key, None)
-        self._perform(self._core.on_timeout(*key))
+        if self._rejoining is None:
+            self._perform(self._core.on_timeout(*key))
 
     def _serve_from_store(self, member: int, height: int) -> None:
         checkpoint, certificate = self._store.get_checkpoint(height)
@@ -327,7 +337,7 @@ class ValidatorActor:
         self._next_height = loop.call_later(delay, self._start_height)
 
     def _start_height(self) -> None:
-        if self._next_height is not None:
+        if self._next_height is not None and self._rejoining is None:
             self._next_height.cancel()
             self._next_height = None
             self._perform(self._core.start_height())
@@ -494,6 +504,28 @@ class ValidatorActor:
                 continue  # that peer is down; try the next
             except (ProtocolError, InvalidCheckpoint):
                 continue  # it served something that does not verify: nothing of it was applied
+
+    def _rejoin_soon(self) -> None:
+        if self._rejoining is None and self._store.next_sequence() != self._rejoined_at:
+            self._rejoining = asyncio.get_running_loop().create_task(self._rejoin())
+
+    async def _rejoin(self) -> None:
+        """Peers are two or more heights ahead: the core alone would learn one height per round
+        trip and never catch up. Pause it, fetch and verify the certified checkpoints in bulk,
+        then run consensus again from the new height (with the committee of the new state)."""
+        self._cancel_timers()
+        if self._next_height is not None:
+            self._next_height.cancel()
+            self._next_height = None
+        self._executed.clear()
+        try:
+            await self._catch_up()
+        finally:
+            self._rejoined_at = self._store.next_sequence()
+            self._peers.clear()
+            self._core = self._new_core(self._store.safety_state())
+            self._rejoining = None
+            self._perform(self._core.start_height())
 
     def _apply_certified(self, sequence: int, value: bytes, certificate: bytes) -> None:
         """Verify a peer's checkpoint against our own committee and state, then commit it."""

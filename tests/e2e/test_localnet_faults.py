@@ -58,3 +58,21 @@ def test_validator_with_wiped_disk_resyncs_from_peers(localnet):
     others = sequences(localnet, [0, 1, 2])
     assert statuses(localnet)[victim]["sequence"] >= min(others) - 1
     wait_until(lambda: same_root_at_same_height(localnet))
+
+
+def test_validator_paused_while_running_catches_up_in_bulk(localnet):
+    victim = 2
+    others = [0, 1, 3]
+    pid = statuses(localnet)[victim]["pid"]
+    os.kill(pid, signal.SIGSTOP)  # frozen, not crashed: no restart, no start-up catch-up
+    try:
+        before = max(sequences(localnet, others))
+        wait_until(lambda: min(sequences(localnet, others)) >= before + 8)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    ahead = max(sequences(localnet, others))
+    # Learning one height per round of its own (≥ 1 s each) while the others decide about one a
+    # second, it would never close an 8-height gap; fetching the certified checkpoints in bulk
+    # closes it at once.
+    wait_until(lambda: sequences(localnet, [victim])[0] >= ahead, timeout_s=10)
+    wait_until(lambda: same_root_at_same_height(localnet))
