@@ -101,12 +101,19 @@ def _actor_options(name: str, namespace: str, detached: bool) -> dict:
     return options
 
 
+VALIDATOR_MAX_CONCURRENCY = 100_000
+
+
 def launch_validator(config: NetworkConfig, index: int, detached: bool = False):
     """Start validator `index` (or return it if it runs): used at start and to bring one back."""
     from actors.validator import ValidatorActor
 
     config.validator_dir(index).mkdir(parents=True, exist_ok=True)
     options = _actor_options(config.validator_name(index), config.namespace, detached)
+    # An async actor runs at most max_concurrency calls at once (Ray's default: 1,000). Client
+    # calls wait for finality; had they filled every slot, peers' consensus messages could not
+    # get in and nothing would ever become final.
+    options["max_concurrency"] = VALIDATOR_MAX_CONCURRENCY
     return ray.remote(ValidatorActor).options(**options).remote(asdict(config), index)
 
 

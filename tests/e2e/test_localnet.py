@@ -120,3 +120,29 @@ def test_back_to_back_transfers_of_one_key_all_commit(localnet):
     wait_until(lambda: same_root_at_same_height(localnet))  # then any replica answers alike
     erin_account, frank_balance = run(read())
     assert frank_balance == 12 and erin_account.nonce == 12
+
+
+def test_more_waiting_submissions_than_rays_default_actor_concurrency_all_become_final(localnet):
+    """1,200 single-transaction `submit` calls to one validator, all waiting for finality at once:
+    past Ray's default of 1,000 concurrent calls the peers' consensus messages could not reach it."""
+    import ray
+
+    from soma_ray.protocol.encoding import encode
+    from soma_ray.protocol.execution import sign_transaction
+    from soma_ray.protocol.types import Transaction, Transfer
+
+    sender, recipient = preset_keypair("e2e-crowd", 0), preset_keypair("e2e-crowd", 1).address
+    count = 1_200
+
+    async def fund():
+        client = await client_of(localnet)
+        await client.request_faucet(sender.address, 10 * SOMA)
+        return (await client.get_account(sender.address)).nonce
+
+    nonce = run(fund())
+    calls = [localnet.validators[0].submit.remote(encode(sign_transaction(
+        sender, Transaction(sender.address, nonce + i, Transfer(recipient, 1), 1_000))))
+        for i in range(count)]
+    results = ray.get(calls, timeout=120)
+    assert all("error" not in r and r["effects"].error is None for r in results)
+    wait_until(lambda: same_root_at_same_height(localnet))
