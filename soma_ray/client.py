@@ -12,6 +12,7 @@ or execution failed after ordering (the fee is then still charged, as the spec s
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import random
 
@@ -95,7 +96,9 @@ class SomaClient:
 
     async def _connect(self) -> "SomaClient":
         if not ray.is_initialized():
-            ray.init(address=self._address, namespace=self._namespace, log_to_driver=False)
+            # ERROR: Ray's connection chatter would otherwise print on every CLI command.
+            ray.init(address=self._address, namespace=self._namespace, log_to_driver=False,
+                     logging_level=logging.ERROR)
         self.network = connect(self._namespace, self._prefix)
         self._home = random.randrange(len(self.network.validators))  # spread clients out
         return self

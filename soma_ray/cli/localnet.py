@@ -5,6 +5,7 @@ Mount with `register(app)`: it adds the `start` and `epoch` groups and the top-l
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import subprocess
@@ -116,17 +117,19 @@ def ensure_ray(address: str | None, detach: bool, namespace: str) -> str | None:
     a local Ray that ends with it."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if address:
-        return ray.init(address=address, namespace=namespace, log_to_driver=False).dashboard_url
+        return ray.init(address=address, namespace=namespace, log_to_driver=False,
+                        logging_level=logging.ERROR).dashboard_url
     if not detach:
         context = ray.init(address="local", namespace=namespace, include_dashboard=True,
-                           log_to_driver=False)
+                           log_to_driver=False, logging_level=logging.ERROR)
         return context.dashboard_url
     ray_cli = Path(sys.executable).with_name("ray")
     started = subprocess.run([str(ray_cli), "start", "--head", "--dashboard-host", "127.0.0.1",
                               "--disable-usage-stats"], capture_output=True, text=True)
     if started.returncode != 0:
         raise fail(f"could not start a Ray cluster: {started.stderr.strip()[-300:]}")
-    return ray.init(address="auto", namespace=namespace, log_to_driver=False).dashboard_url
+    return ray.init(address="auto", namespace=namespace, log_to_driver=False,
+                    logging_level=logging.ERROR).dashboard_url
 
 
 def status_line(found: list[dict | None], tx_per_s: float) -> str:
@@ -196,7 +199,8 @@ def stop(address: AddressOption = None, namespace: NamespaceOption = net.DEFAULT
     """Stop a running (detached) network; its data dir stays, so `soma start` resumes it."""
     try:
         if not ray.is_initialized():
-            ray.init(address=address or "auto", namespace=namespace, log_to_driver=False)
+            ray.init(address=address or "auto", namespace=namespace, log_to_driver=False,
+                     logging_level=logging.ERROR)
         network = net.connect(namespace)
     except (ConnectionError, net.NetworkNotRunning) as error:
         raise fail(str(error)) from None
