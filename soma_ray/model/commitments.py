@@ -16,8 +16,7 @@ import os
 
 import numpy as np
 
-from soma_ray.model.encryption import CHUNK_BYTES, KEY_BYTES
-from soma_ray.model.errors import DecryptionError
+from soma_ray.model.encryption import CHUNK_BYTES, check_key
 from soma_ray.protocol.encoding import DOMAIN_MODEL_COMMITMENT
 from soma_ray.protocol.models import model_commitment
 from soma_ray.protocol.targets import as_embedding
@@ -44,8 +43,7 @@ def weights_commitment(path: str | os.PathLike) -> bytes:
 
 
 def key_commitment(key: bytes) -> bytes:
-    if len(key) != KEY_BYTES:
-        raise DecryptionError(f"the key has {len(key)} bytes, expected {KEY_BYTES}", 0)
+    check_key(key)
     return model_commitment(bytes(key))
 
 

@@ -39,10 +39,14 @@ def encrypt_weights(src: str | os.PathLike, dst: str | os.PathLike) -> bytes:
             chunk = following
 
 
-def decrypt_weights(src: str | os.PathLike, dst: str | os.PathLike, key: bytes) -> None:
-    """Decrypt `src` into `dst`; DecryptionError (and no `dst` written) on any failure."""
+def check_key(key: bytes) -> None:
     if len(key) != KEY_BYTES:
         raise DecryptionError(f"the key has {len(key)} bytes, expected {KEY_BYTES}", 0)
+
+
+def decrypt_weights(src: str | os.PathLike, dst: str | os.PathLike, key: bytes) -> None:
+    """Decrypt `src` into `dst`; DecryptionError (and no `dst` written) on any failure."""
+    check_key(key)
     state = sodium.crypto_secretstream_xchacha20poly1305_state()
     with open(src, "rb") as sealed, replacing(dst) as tmp, open(tmp, "wb") as plain:
         header = sealed.read(_HEADER_BYTES)

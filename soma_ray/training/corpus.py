@@ -37,11 +37,14 @@ class CorpusSplit:
     held_out: tuple[Document, ...]
 
 
+def stdlib_root() -> Path:
+    return Path(sysconfig.get_paths()["stdlib"])
+
+
 def stdlib_source_files() -> list[Path]:
     """The `.py` files of the running interpreter's standard library: real code on every machine."""
-    root = Path(sysconfig.get_paths()["stdlib"])
     files = []
-    for directory, subdirs, names in os.walk(root):
+    for directory, subdirs, names in os.walk(stdlib_root()):
         subdirs[:] = sorted(d for d in subdirs if d not in _NOT_STDLIB)
         files.extend(Path(directory) / n for n in sorted(names) if n.endswith(".py"))
     return files
@@ -53,7 +56,7 @@ def read_corpus(source: CorpusSource = None) -> list[Document]:
     root = None
     if source is None:
         items: list = stdlib_source_files()
-        root, label = Path(sysconfig.get_paths()["stdlib"]), "<python stdlib>"
+        root, label = stdlib_root(), "<python stdlib>"
     elif isinstance(source, (str, os.PathLike)):
         root, label = Path(source), str(source)
         items = _files_under(root)

@@ -169,12 +169,9 @@ def _train_worker(loop_config: dict) -> None:
 
 
 def _held_out_loss(model: V1Model, data: bytes) -> float:
-    """The network's scoring loss (spec/model.md, seed 0) on the held-out bytes."""
-    model.eval()
-    try:
-        return float(score_model(model, data, seed=0).loss)
-    finally:
-        model.train()
+    """The network's scoring loss (spec/model.md, seed 0) on the held-out bytes (scoring puts
+    the model in eval mode and back)."""
+    return float(score_model(model, data, seed=0).loss)
 
 
 def _report_with_checkpoint(metrics: dict, state: dict, model: V1Model, optimizer, rank: int,
