@@ -21,7 +21,7 @@ from dataclasses import asdict
 import msgspec
 import ray
 
-from actors.network import Network, _actor_options
+from actors.network import Network, validator_options
 from actors.validator import ValidatorActor
 from soma_ray.consensus.messages import NIL_ROUND, Message, Proposal, Vote, sign_proposal
 from soma_ray.protocol.checkpoint import build_checkpoint
@@ -74,7 +74,7 @@ class ByzantineValidatorActor(ValidatorActor):
             return super()._send(member, encode(msgspec.structs.replace(decoded, signature=garbage)))
         if not isinstance(decoded, Proposal) or decoded.valid_round != NIL_ROUND:
             return super()._send(member, message)
-        peers = [m for m in range(len(self._core.committee.members)) if m != self._core.index]
+        peers = self._other_members()
         twin = self._twin(decoded)
         if member == peers[0]:
             super()._send(member, message)
@@ -135,7 +135,7 @@ def replace_with_byzantine(network: Network, index: int, timeout_s: float = 120.
     the same actor name, namespace, options, key and data dir as `network.launch_validator`."""
     network.stop_validator(index)
     config = network.config
-    options = _actor_options(config.validator_name(index), config.namespace, detached=False)
+    options = validator_options(config, index, detached=False)
     handle = ray.remote(ByzantineValidatorActor).options(**options).remote(asdict(config), index)
     network.validators[index] = handle
     ray.get(handle.start_consensus.remote(), timeout=timeout_s)

@@ -11,6 +11,7 @@ the next checkpoint report.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import asdict
 
 import ray
 
@@ -24,7 +25,6 @@ RESEND_INTERVAL_S = 1.0
 
 class EpochClock:
     def __init__(self, config: dict):
-        self._config = config
         self._network = NetworkConfig(**config)
         self._waiter = EpochWaiter(0)
         self._epoch_start_ms: int | None = None
@@ -37,7 +37,7 @@ class EpochClock:
         return True
 
     def config(self) -> dict:
-        return self._config
+        return asdict(self._network)
 
     async def observe_checkpoint(self, epoch: int, epoch_start_ms: int, timestamp_ms: int) -> None:
         """A validator committed a checkpoint: move the clock forward, wake the waiters."""

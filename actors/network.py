@@ -109,12 +109,17 @@ def launch_validator(config: NetworkConfig, index: int, detached: bool = False):
     from actors.validator import ValidatorActor
 
     config.validator_dir(index).mkdir(parents=True, exist_ok=True)
+    options = validator_options(config, index, detached)
+    return ray.remote(ValidatorActor).options(**options).remote(asdict(config), index)
+
+
+def validator_options(config: NetworkConfig, index: int, detached: bool) -> dict:
     options = _actor_options(config.validator_name(index), config.namespace, detached)
     # An async actor runs at most max_concurrency calls at once (Ray's default: 1,000). Client
     # calls wait for finality; had they filled every slot, peers' consensus messages could not
     # get in and nothing would ever become final.
     options["max_concurrency"] = VALIDATOR_MAX_CONCURRENCY
-    return ray.remote(ValidatorActor).options(**options).remote(asdict(config), index)
+    return options
 
 
 def launch_clock(config: NetworkConfig, detached: bool = False):

@@ -113,6 +113,9 @@ class ValidatorActor:
         self._requested_epoch: int | None = None
         self._timers: dict[tuple, asyncio.TimerHandle] = {}
         self._peers: dict[int, object] = {}
+        # Actor name of each validator address (peers are looked up again after every timeout).
+        self._names = {self._network.validator_keypair(i).address: self._network.validator_name(i)
+                       for i in range(self._network.validators)}
         self._clock = None
         self._core: ConsensusCore | None = None
         self._next_height: asyncio.TimerHandle | None = None
@@ -175,10 +178,12 @@ class ValidatorActor:
             elif isinstance(output, FallenBehind):
                 self._rejoin_soon()
 
+    def _other_members(self) -> list[int]:
+        return [m for m in range(len(self._core.committee.members)) if m != self._core.index]
+
     def _broadcast(self, message: bytes) -> None:
-        for member in range(len(self._core.committee.members)):
-            if member != self._core.index:
-                self._send(member, message)
+        for member in self._other_members():
+            self._send(member, message)
 
     def _send(self, member: int, message: bytes) -> None:
         peer = self._peer(member)
@@ -188,19 +193,12 @@ class ValidatorActor:
     def _peer(self, member: int):
         """Handle of committee member `member`, looked up by name (None while it is down)."""
         if member not in self._peers:
-            address = self._core.committee.members[member].address
-            name = self._name_of(address)
+            name = self._names.get(self._core.committee.members[member].address)
             try:
                 self._peers[member] = ray.get_actor(name, namespace=self._network.namespace)
             except ValueError:
                 return None
         return self._peers[member]
-
-    def _name_of(self, address: bytes) -> str | None:
-        for i in range(self._network.validators):
-            if self._network.validator_keypair(i).address == address:
-                return self._network.validator_name(i)
-        return None
 
     def _set_timer(self, timer: SetTimer) -> None:
         key = (timer.height, timer.round, timer.step)
@@ -434,11 +432,10 @@ class ValidatorActor:
 
     def _flush_gossip(self) -> None:
         batch, self._gossip = self._gossip, []
-        for member in range(len(self._core.committee.members)):
-            if member != self._core.index:
-                peer = self._peer(member)
-                if peer is not None:
-                    peer.add_transactions.remote(batch)
+        for member in self._other_members():
+            peer = self._peer(member)
+            if peer is not None:
+                peer.add_transactions.remote(batch)
 
     async def add_transactions(self, batch: list[bytes]) -> None:
         """Transactions a peer admitted: admit each here too so any leader can order them."""
@@ -447,14 +444,6 @@ class ValidatorActor:
                 self._admit(data)
             except ProtocolError:
                 continue
-        self._start_height()
-
-    async def add_transaction(self, data: bytes) -> None:
-        """A transaction a peer admitted: admit it here too so any leader can order it."""
-        try:
-            self._admit(data)
-        except ProtocolError:
-            return
         self._start_height()
 
     async def request_faucet(self, recipient: bytes, amount: int) -> dict:

@@ -49,30 +49,11 @@ class NoValidatorAvailable(RuntimeError):
         super().__init__(f"none of the {tried} validators answered")
 
 
-class UnknownProtocolError(errors.ProtocolError):
-    """A typed error this client does not know (a newer validator): shown with its fields."""
-
-    fields = ("name", "detail")
-    template = "{name}: {detail}"
-
-
-def protocol_error_types() -> dict[str, type[errors.ProtocolError]]:
-    """Every ProtocolError subclass by name, wherever in soma_ray it is defined."""
-    found, todo = {}, [errors.ProtocolError]
-    while todo:
-        for sub in todo.pop().__subclasses__():
-            found[sub.__name__] = sub
-            todo.append(sub)
-    return found
-
-
 def raise_error(code: str, fields) -> None:
-    """Raise the typed protocol error named `code` with its fields."""
-    values = dict(fields)
-    error_type = protocol_error_types().get(code)
-    if error_type is None or set(values) != set(error_type.fields):
-        raise UnknownProtocolError(name=code, detail=str(values))
-    raise error_type(**values)
+    """Raise the typed protocol error named `code` with its fields (`UnknownProtocolError` for a
+    code or field set this client does not know, e.g. from a newer validator)."""
+    pairs = sorted(dict(fields).items())  # validators send a dict, effects carry pairs
+    raise errors.error_from_struct(errors.ExecutionError(code=code, fields=pairs))
 
 
 class SomaClient:
