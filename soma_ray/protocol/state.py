@@ -31,10 +31,9 @@ for target selection) until any entry of those namespaces is written, rolled bac
 """
 from __future__ import annotations
 
-import hashlib
 from typing import Callable, Iterable, Iterator, TypeVar
 
-from soma_ray.protocol.encoding import DOMAIN_STATE_ENTRY, decode, encode
+from soma_ray.protocol.encoding import DOMAIN_STATE_ENTRY, decode, digest, encode
 from soma_ray.protocol.errors import ObjectNotFound
 from soma_ray.protocol.types import Account, SystemState
 
@@ -59,8 +58,7 @@ _ROOT_MODULUS = 1 << 256
 
 
 def _entry_hash(key: bytes, value: bytes) -> int:
-    entry = hashlib.blake2b(DOMAIN_STATE_ENTRY + encode((key, value)), digest_size=32).digest()
-    return int.from_bytes(entry, "big")
+    return int.from_bytes(digest(DOMAIN_STATE_ENTRY, (key, value)), "big")
 
 
 class State:

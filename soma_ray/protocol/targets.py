@@ -7,7 +7,6 @@ summation and correctly rounded IEEE-754 float64 operations, then converted to f
 
 from __future__ import annotations
 
-import hashlib
 import math
 from fractions import Fraction
 from typing import Sequence
@@ -17,6 +16,7 @@ import arrgen
 
 from soma_ray.protocol.accounts import credit, return_to_emission_pool
 from soma_ray.protocol.context import ExecutionContext
+from soma_ray.protocol.encoding import blake2b256, u64_le
 from soma_ray.protocol.errors import (
     EmbeddingDimensionMismatch,
     MalformedInput,
@@ -60,9 +60,7 @@ class ModelSetMismatch(ProtocolError):
 
 def target_seed(checkpoint_seed: bytes, target_index: int) -> bytes:
     """blake2b(checkpoint_digest || u64_le(target_index)) (spec §4)."""
-    return hashlib.blake2b(
-        checkpoint_seed + target_index.to_bytes(8, "little"), digest_size=32
-    ).digest()
+    return blake2b256(checkpoint_seed + u64_le(target_index))
 
 
 def target_embedding(seed: bytes, dim: int) -> np.ndarray:
