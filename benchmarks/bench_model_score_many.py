@@ -2,7 +2,9 @@
 
 Prints both wall times and the speed-up; also checks the results agree. The two alternate
 over several rounds and the best round of each counts, so load from other processes on a
-shared machine affects both alike.
+shared machine affects both alike. It also times the forward pass alone over the same number
+of S-token chunks at batch 1 and at batch 16: when that ratio is near 1 the forward is
+compute-bound per token, and stacking items has no per-call overhead left to save.
 Run: .venv/bin/python benchmarks/bench_model_score_many.py [--items 64 --max-bytes 1024]
 """
 
@@ -21,6 +23,24 @@ def timed(fn) -> tuple[float, object]:
     start = time.perf_counter()
     result = fn()
     return time.perf_counter() - start, result
+
+
+def forward_batching_gain(model: V1Model, chunks: int, rounds: int) -> float:
+    """Best time of `chunks` single-chunk forward passes / best time of 16-chunk passes."""
+    seq = model.config.max_seq_len
+    tokens = torch.randint(0, 256, (16, seq))
+    positions = torch.arange(seq).expand(16, seq)
+    single_s = stacked_s = float("inf")
+    with torch.inference_mode():
+        model.encode(tokens, positions)  # warm-up
+        for _ in range(rounds):
+            seconds, _ = timed(lambda: [model.encode(tokens[:1], positions[:1])
+                                        for _ in range(chunks)])
+            single_s = min(single_s, seconds)
+            seconds, _ = timed(lambda: [model.encode(tokens, positions)
+                                        for _ in range(max(1, chunks // 16))])
+            stacked_s = min(stacked_s, seconds)
+    return single_s / stacked_s
 
 
 def main() -> None:
@@ -54,6 +74,8 @@ def main() -> None:
           f"score_many: {many_s:.3f} s;  "
           f"max |loss diff| = {worst:.1e}")
     print(f"speed-up score_many/loop: {loop_s / many_s:.2f}x")
+    gain = forward_batching_gain(model, args.items, args.rounds)
+    print(f"forward alone over {args.items} chunks, batch 1 / batch 16: {gain:.2f}x")
 
 
 if __name__ == "__main__":

@@ -100,6 +100,25 @@ def test_score_many_over_several_models_gives_one_list_per_model(model_pair):
     assert per_model[1][1].loss == pytest.approx(score_model(other, b"hello world").loss, rel=1e-6)
 
 
+def test_autocast_scoring_stays_within_the_audit_tolerance(model_pair):
+    # bf16 autocast on CPU stands in for an accelerator's: the forward pass runs in bf16, the
+    # statistics and the results stay float32, and the numbers stay within what an audit accepts
+    # (relative 1e-2, absolute 1e-2) while visibly differing from the canonical float32 ones.
+    ours, _ = model_pair
+    rng = np.random.default_rng(4)
+    items = [bytes(rng.integers(0, 256, n, dtype=np.uint8)) for n in (1, S + 3, 20 * S)]
+    exact = score_many(ours, items)
+    fast = score_many(ours, items, autocast=torch.bfloat16)
+    assert fast[1].loss != exact[1].loss
+    for got, want in zip(fast, exact):
+        assert got.embedding.dtype == np.float32
+        assert got.loss == pytest.approx(want.loss, abs=1e-2, rel=1e-2)
+        np.testing.assert_allclose(got.embedding, want.embedding, atol=1e-2, rtol=1e-2)
+    single = score_model(ours, items[1], autocast=torch.bfloat16)
+    assert single.loss == pytest.approx(fast[1].loss, rel=1e-6)
+    np.testing.assert_allclose(single.embedding, fast[1].embedding, rtol=1e-6, atol=1e-6)
+
+
 def test_score_picks_the_lowest_loss_and_measures_distance_to_the_target(model_pair):
     ours, _ = model_pair
     other = seeded_model(tiny_config(), 42)
