@@ -93,9 +93,13 @@ def score(models: Sequence[V1Model], data: bytes, target_embedding: np.ndarray,
 
 
 @functools.lru_cache(maxsize=64)
-def _noise(seed: int, dim: int) -> torch.Tensor:
-    """SIGReg directions of one batch: arrgen.normal_array(seed, [D, 256], 0, 1)."""
-    return torch.from_numpy(arrgen.normal_array(seed, [dim, SIGREG_SLICES], 0.0, 1.0))
+def _directions(seed: int, dim: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Unit SIGReg directions of one batch, from arrgen.normal_array(seed, [D, 256], 0, 1).
+
+    Cached per device: every call scores batch 0 with the same noise, and drawing, moving and
+    normalising it again per call is per-call overhead on an accelerator."""
+    noise = torch.from_numpy(arrgen.normal_array(seed, [dim, SIGREG_SLICES], 0.0, 1.0))
+    return unit_directions(noise.to(device, dtype))
 
 
 class _ChunkStats(NamedTuple):
@@ -165,7 +169,7 @@ def _sigreg_means(r: torch.Tensor, batch_index: np.ndarray, seed: int) -> np.nda
     out = np.empty(r.shape[0])
     block = _SIGREG_BLOCK_TOKENS_CPU if r.device.type == "cpu" else _SIGREG_BLOCK_TOKENS
     for k in np.unique(batch_index):
-        directions = unit_directions(_noise(seed + int(k), r.shape[-1]).to(r))
+        directions = _directions(seed + int(k), r.shape[-1], r.device, r.dtype)
         (ids,) = np.nonzero(batch_index == k)
         projections = r[torch.from_numpy(ids).to(r.device)].flatten(0, 1) @ directions
         stat = torch.cat([characteristic_error(projections[i:i + block])
