@@ -5,7 +5,7 @@ Transport-free and clock-free: the validator actor feeds messages and timer expi
 """
 from soma_ray.consensus.chain import verify_checkpoint_chain
 from soma_ray.consensus.core import Application, ConsensusCore, TimeoutConfig
-from soma_ray.consensus.errors import CheckpointChainBroken, SafetyStateAhead
+from soma_ray.consensus.errors import CheckpointChainBroken, SafetyStateAhead, ValueNotCertified
 from soma_ray.consensus.messages import (
     Broadcast,
     CertifiedValue,
@@ -24,6 +24,7 @@ from soma_ray.consensus.messages import (
     Vote,
     VoteEquivocation,
     value_digest,
+    verify_certified_value,
     verify_commit_certificate,
 )
 from soma_ray.consensus.schedule import LeaderSchedule
@@ -32,6 +33,6 @@ __all__ = [
     "Application", "Broadcast", "CertifiedValue", "CheckpointChainBroken", "CommitCertificate",
     "ConsensusCore", "Decide", "EvidenceFound", "FallenBehind", "LeaderSchedule", "PeerBehind",
     "PersistSafetyState", "Proposal", "ProposalEquivocation", "SafetyState", "SafetyStateAhead",
-    "Send", "SetTimer", "Step", "TimeoutConfig", "Vote", "VoteEquivocation", "value_digest",
-    "verify_checkpoint_chain", "verify_commit_certificate",
+    "Send", "SetTimer", "Step", "TimeoutConfig", "ValueNotCertified", "Vote", "VoteEquivocation",
+    "value_digest", "verify_certified_value", "verify_checkpoint_chain", "verify_commit_certificate",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from soma_ray.consensus.errors import CheckpointChainBroken
-from soma_ray.consensus.messages import CertifiedValue, value_digest, verify_commit_certificate
+from soma_ray.consensus.messages import CertifiedValue, verify_certified_value
 from soma_ray.protocol.crypto import Committee
 from soma_ray.protocol.errors import InvalidCertificate
 
@@ -27,10 +27,8 @@ def verify_checkpoint_chain(
         value, certificate = (entry.value, entry.certificate) if isinstance(entry, CertifiedValue) else entry
         if certificate.height != height:
             raise CheckpointChainBroken(index=index, height=certificate.height, reason=f"expected height {height}")
-        if value_digest(value) != certificate.value_digest:
-            raise CheckpointChainBroken(index=index, height=height, reason="value does not match the certified digest")
         try:
-            verify_commit_certificate(committee_for(height), certificate)
+            verify_certified_value(committee_for(height), value, certificate)
         except InvalidCertificate as exc:
             raise CheckpointChainBroken(index=index, height=height, reason=exc.reason) from None
         height += 1

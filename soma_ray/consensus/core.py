@@ -13,7 +13,7 @@ from typing import Protocol
 
 import msgspec
 
-from soma_ray.consensus.errors import SafetyStateAhead
+from soma_ray.consensus.errors import SafetyStateAhead, ValueNotCertified
 from soma_ray.consensus.messages import (
     NIL_ROUND,
     Broadcast,
@@ -39,7 +39,7 @@ from soma_ray.consensus.messages import (
     sign_proposal,
     sign_vote,
     value_digest,
-    verify_commit_certificate,
+    verify_certified_value,
     vote_signature_valid,
 )
 from soma_ray.consensus.schedule import LeaderSchedule
@@ -143,14 +143,15 @@ class ConsensusCore:
             return self._reject("wrong_leader")
         if not NIL_ROUND <= proposal.valid_round < proposal.round:
             return self._reject("malformed")
-        if not proposal_signature_valid(self.committee, proposal):
+        digest = value_digest(proposal.value)
+        if not proposal_signature_valid(self.committee, proposal, digest):
             return self._reject("invalid_signature")
         earlier = self._proposals.get(proposal.round)
         if earlier is not None:
             if earlier == proposal:
                 return self._reject("duplicate")
             return self._record_evidence(ProposalEquivocation(first=earlier, second=proposal))
-        self._store_proposal(proposal)
+        self._store_proposal(proposal, digest)
         return self._progress()
 
     def on_vote(self, vote: Vote) -> list[Output]:
@@ -183,10 +184,10 @@ class ConsensusCore:
             return self._reject("stale")
         if certificate.height > self.height or not self._started:
             return self._buffer_early(certified, certificate.height)
-        if value_digest(certified.value) != certificate.value_digest:
-            return self._reject("malformed")
         try:
-            verify_commit_certificate(self.committee, certificate)
+            verify_certified_value(self.committee, certified.value, certificate)
+        except ValueNotCertified:
+            return self._reject("malformed")
         except InvalidCertificate:
             return self._reject("invalid_certificate")
         return self._decide(certified.value, certificate)
@@ -218,9 +219,11 @@ class ConsensusCore:
         self._started = False
         self.round = 0
         self.step = Step.PROPOSE
-        self._locked_round, self._locked_value = NIL_ROUND, None
-        self._valid_round, self._valid_value = NIL_ROUND, None
+        # Each value is hashed once, where it enters the core; the rules compare digests.
+        self._locked_round, self._locked_value, self._locked_digest = NIL_ROUND, None, None
+        self._valid_round, self._valid_value, self._valid_digest = NIL_ROUND, None, None
         self._proposals: dict[int, Proposal] = {}
+        self._proposal_digests: dict[int, bytes] = {}
         self._values: dict[bytes, bytes] = {}
         self._validity: dict[bytes, bool] = {}
         self._votes = VoteBook(self.committee)
@@ -245,29 +248,35 @@ class ConsensusCore:
         The polka's prevotes go along: peers that lost them (or restarted) need them to accept a
         re-proposal, or a locked minority and an unlocked one could block each other for ever.
         """
-        value = self._valid_value if self._valid_value is not None else self._app.propose(self.height)
-        proposal = sign_proposal(self._keypair, self.index, self.height, round, value, self._valid_round)
+        if self._valid_value is not None:
+            value, digest = self._valid_value, self._valid_digest
+        else:
+            value = self._app.propose(self.height)
+            digest = value_digest(value)
+        proposal = sign_proposal(self._keypair, self.index, self.height, round, value, self._valid_round, digest)
         self._own_proposal = proposal
-        self._store_proposal(proposal)
+        self._store_proposal(proposal, digest)
         polka = [Broadcast(v) for v in self._valid_polka()]
         return [PersistSafetyState(self.safety_state()), Broadcast(proposal)] + polka
 
     def _valid_polka(self) -> list[Vote]:
         if self._valid_value is None:
             return []
-        return self._votes.votes_for(self._valid_round, Step.PREVOTE, value_digest(self._valid_value))
+        return self._votes.votes_for(self._valid_round, Step.PREVOTE, self._valid_digest)
 
     def _resume(self, state: SafetyState) -> list[Output]:
         """Re-enter the persisted round with the persisted votes: re-send them, sign nothing new."""
         self.round = state.round
         self._locked_round, self._locked_value = state.locked_round, state.locked_value
+        self._locked_digest = _digest_or_none(state.locked_value)
         self._valid_round, self._valid_value = state.valid_round, state.valid_value
+        self._valid_digest = _digest_or_none(state.valid_value)
         for vote in state.valid_polka:
             self._votes.add(vote)
         out: list[Output] = []
         if state.proposal is not None:
             self._own_proposal = state.proposal
-            self._store_proposal(state.proposal)
+            self._store_proposal(state.proposal, value_digest(state.proposal.value))
             out.append(Broadcast(state.proposal))
         self.step = Step.PROPOSE
         for vote in (state.prevote, state.precommit):
@@ -333,7 +342,7 @@ class ConsensusCore:
         proposal = self._proposals.get(self.round)
         if self.step != Step.PROPOSE or proposal is None:
             return None
-        digest = value_digest(proposal.value)
+        digest = self._proposal_digests[self.round]
         if proposal.valid_round == NIL_ROUND:
             acceptable = self._locked_round == NIL_ROUND or self._locked_is(digest)
         elif self._votes.power_for(proposal.valid_round, Step.PREVOTE, digest) >= self.committee.quorum:
@@ -347,16 +356,16 @@ class ConsensusCore:
         proposal = self._proposals.get(self.round)
         if self.step == Step.PROPOSE or proposal is None or ("polka", self.round) in self._done:
             return None
-        digest = value_digest(proposal.value)
+        digest = self._proposal_digests[self.round]
         if self._votes.power_for(self.round, Step.PREVOTE, digest) < self.committee.quorum:
             return None
         if not self._valid(digest):
             return None
         self._done.add(("polka", self.round))
-        self._valid_round, self._valid_value = self.round, proposal.value
+        self._valid_round, self._valid_value, self._valid_digest = self.round, proposal.value, digest
         if self.step != Step.PREVOTE:
             return []
-        self._locked_round, self._locked_value = self.round, proposal.value
+        self._locked_round, self._locked_value, self._locked_digest = self.round, proposal.value, digest
         return self._precommit(digest)
 
     def _rule_precommit_nil(self) -> list[Output] | None:
@@ -425,9 +434,10 @@ class ConsensusCore:
 
     # ----------------------------------------------------------------- helpers
 
-    def _store_proposal(self, proposal: Proposal) -> None:
+    def _store_proposal(self, proposal: Proposal, digest: bytes) -> None:
         self._proposals[proposal.round] = proposal
-        self._values[value_digest(proposal.value)] = proposal.value
+        self._proposal_digests[proposal.round] = digest
+        self._values[digest] = proposal.value
         self._votes.saw_signer(proposal.round, proposal.signer)
 
     def _valid(self, digest: bytes) -> bool:
@@ -436,7 +446,7 @@ class ConsensusCore:
         return self._validity[digest]
 
     def _locked_is(self, digest: bytes) -> bool:
-        return self._locked_value is not None and value_digest(self._locked_value) == digest
+        return self._locked_digest == digest
 
     def _accepts_sender(self, signer: int) -> bool:
         if is_member(self.committee, signer):
@@ -503,6 +513,10 @@ def _member_index(committee: Committee, keypair: Keypair | None) -> int | None:
         if member.public_key == keypair.public_key:
             return index
     return None
+
+
+def _digest_or_none(value: bytes | None) -> bytes | None:
+    return None if value is None else value_digest(value)
 
 
 def _restore(data: bytes | None, height: int) -> SafetyState | None:

@@ -1,7 +1,7 @@
 """Typed errors of the consensus core (same base and style as `soma_ray.protocol.errors`)."""
 from __future__ import annotations
 
-from soma_ray.protocol.errors import ProtocolError
+from soma_ray.protocol.errors import InvalidCertificate, ProtocolError
 
 
 class SafetyStateAhead(ProtocolError):
@@ -20,3 +20,7 @@ class CheckpointChainBroken(ProtocolError):
 
     fields = ("index", "height", "reason")
     template = "certified value {index} (height {height}) does not verify: {reason}"
+
+
+class ValueNotCertified(InvalidCertificate):
+    """The value does not hash to the digest its certificate names (whatever the signatures)."""

@@ -9,6 +9,7 @@ from enum import IntEnum
 
 import msgspec
 
+from soma_ray.consensus.errors import ValueNotCertified
 from soma_ray.protocol.crypto import Certificate, Committee, Keypair, verify_certificate, verify_signature
 from soma_ray.protocol.encoding import DOMAIN_CHECKPOINT, DOMAIN_VOTE, Struct, digest, encode
 
@@ -54,8 +55,10 @@ class Proposal(Struct, frozen=True, tag=True):
     signer: int
     signature: bytes
 
-    def body(self) -> ProposalBody:
-        return ProposalBody(self.height, self.round, value_digest(self.value), self.valid_round)
+    def body(self, digest_: bytes | None = None) -> ProposalBody:
+        """The signed body; `digest_` is the value's digest where the caller already has it."""
+        value_digest_ = value_digest(self.value) if digest_ is None else digest_
+        return ProposalBody(self.height, self.round, value_digest_, self.valid_round)
 
 
 class Vote(Struct, frozen=True, tag=True):
@@ -181,8 +184,12 @@ Output = (Broadcast | Send | SetTimer | PersistSafetyState | Decide | EvidenceFo
           | FallenBehind)
 
 
-def sign_proposal(keypair: Keypair, signer: int, height: int, round: int, value: bytes, valid_round: int) -> Proposal:
-    body = ProposalBody(height, round, value_digest(value), valid_round)
+def sign_proposal(
+    keypair: Keypair, signer: int, height: int, round: int, value: bytes, valid_round: int,
+    digest_: bytes | None = None,
+) -> Proposal:
+    """`digest_`: `value_digest(value)` where the caller already has it."""
+    body = ProposalBody(height, round, value_digest(value) if digest_ is None else digest_, valid_round)
     signature = keypair.sign(DOMAIN_PROPOSAL, encode(body))
     return Proposal(height, round, value, valid_round, signer, signature)
 
@@ -196,9 +203,10 @@ def is_member(committee: Committee, signer: int) -> bool:
     return 0 <= signer < len(committee.members)
 
 
-def proposal_signature_valid(committee: Committee, proposal: Proposal) -> bool:
+def proposal_signature_valid(committee: Committee, proposal: Proposal, digest_: bytes | None = None) -> bool:
+    """`digest_`: the proposal's value digest where the caller already has it."""
     member = committee.members[proposal.signer]
-    return verify_signature(member.public_key, DOMAIN_PROPOSAL, encode(proposal.body()), proposal.signature)
+    return verify_signature(member.public_key, DOMAIN_PROPOSAL, encode(proposal.body(digest_)), proposal.signature)
 
 
 def vote_signature_valid(committee: Committee, vote: Vote) -> bool:
@@ -211,3 +219,11 @@ def verify_commit_certificate(committee: Committee, certificate: CommitCertifica
     body = VoteBody(Step.PRECOMMIT, certificate.height, certificate.round, certificate.value_digest)
     signatures = Certificate(certificate.signer_indices, certificate.signatures)
     verify_certificate(committee, DOMAIN_VOTE, encode(body), signatures)
+
+
+def verify_certified_value(committee: Committee, value: bytes, certificate: CommitCertificate) -> None:
+    """Raise `ValueNotCertified` unless `certificate` names `value`, `InvalidCertificate` unless
+    ≥ quorum of `committee` precommitted it: the one check for a decision taken from a peer."""
+    if value_digest(value) != certificate.value_digest:
+        raise ValueNotCertified(reason="value does not match the certified digest")
+    verify_commit_certificate(committee, certificate)

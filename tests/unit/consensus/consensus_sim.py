@@ -151,6 +151,7 @@ class Simulation:
         delay_ms: tuple[int, int] = (1, 20),
         timeouts: TimeoutConfig = SIM_TIMEOUTS,
         byzantine: dict[int, tuple[Behaviour, type]] | None = None,
+        app_type: type = ValueApp,
     ) -> None:
         self.random = random.Random(seed)
         self.loss, self.duplicate, self.delay_ms = loss, duplicate, delay_ms
@@ -165,8 +166,8 @@ class Simulation:
         byzantine = byzantine or {}
         self.nodes = []
         for i, keypair in enumerate(self.keypairs):
-            behaviour, app_type = byzantine.get(i, (None, ValueApp))
-            self.nodes.append(SimNode(self, i, keypair, app_type(i), behaviour))
+            behaviour, node_app = byzantine.get(i, (None, app_type))
+            self.nodes.append(SimNode(self, i, keypair, node_app(i), behaviour))
         for node in self.nodes:
             node.perform(node.core.start_height())
 

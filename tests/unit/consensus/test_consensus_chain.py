@@ -5,7 +5,7 @@ import msgspec
 import pytest
 from consensus_sim import FIRST_HEIGHT, Simulation, equal_powers, make_committee, make_keypairs
 
-from soma_ray.consensus import CheckpointChainBroken, verify_checkpoint_chain
+from soma_ray.consensus import CertifiedValue, CheckpointChainBroken, value_digest, verify_checkpoint_chain
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +37,15 @@ def test_a_changed_value_is_refused_at_its_position(network, chain):
     error = broken(network.committee, chain)
     assert (error.index, error.height) == (2, FIRST_HEIGHT + 2)
     assert "digest" in error.reason
+
+
+def test_a_certificate_relabelled_for_another_value_is_refused(network, chain):
+    other = chain[2].value + b"!"
+    relabelled = msgspec.structs.replace(chain[2].certificate, value_digest=value_digest(other))
+    chain[2] = CertifiedValue(other, relabelled)
+    error = broken(network.committee, chain)
+    assert (error.index, error.height) == (2, FIRST_HEIGHT + 2)
+    assert "signature" in error.reason
 
 
 def test_a_gap_or_a_wrong_start_is_refused(network, chain):

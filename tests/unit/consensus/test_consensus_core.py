@@ -27,7 +27,7 @@ from soma_ray.consensus import (
     VoteEquivocation,
     value_digest,
 )
-from soma_ray.consensus.messages import sign_proposal, sign_vote
+from soma_ray.consensus.messages import proposal_signature_valid, sign_proposal, sign_vote
 from soma_ray.protocol.errors import MalformedInput
 
 KEYS = make_keypairs(4, "core")
@@ -216,6 +216,32 @@ def test_a_node_restarted_from_its_safety_state_keeps_its_lock_and_its_votes():
     assert [v.value_digest for v in own_votes(out, Step.PREVOTE)] == [value_digest(value(1))]
 
 
+def test_a_restarted_node_prevotes_its_locked_value_when_it_is_proposed_again():
+    core = new_core()
+    lock_on_value(core)
+    restarted = ConsensusCore(COMMITTEE, KEYS[ME], ValueApp(ME), H, safety_state=core.safety_state())
+    restarted.start_height()
+    restarted.on_timeout(H, 0, Step.PRECOMMIT)
+    out = restarted.on_proposal(proposal(1, value()))  # no polka attached: only the lock allows it
+    assert [v.value_digest for v in own_votes(out, Step.PREVOTE)] == [value_digest(value())]
+
+
+def test_a_restarted_leader_re_proposes_its_valid_value_with_the_polka():
+    core = new_core()
+    lock_on_value(core)
+    restarted = ConsensusCore(COMMITTEE, KEYS[ME], ValueApp(ME), H, safety_state=core.safety_state())
+    restarted.start_height()
+    led = next(r for r in range(1, 50) if SCHEDULE.leader(H, r) == ME)
+    for round in range(led):
+        out = restarted.on_timeout(H, round, Step.PRECOMMIT)
+    [reproposal] = sent(out, Proposal)
+    assert (reproposal.value, reproposal.valid_round) == (value(), 0)
+    assert proposal_signature_valid(COMMITTEE, reproposal)
+    polka = [v for v in sent(out, Vote) if v.round == 0]
+    assert {v.value_digest for v in polka} == {value_digest(value())}
+    assert {v.signer for v in polka} == {ME, 1, 2}
+
+
 def test_a_restarted_node_does_not_sign_a_second_vote_in_its_persisted_round():
     core = new_core()
     core.on_timeout(H, 0, Step.PROPOSE)  # prevoted nil
@@ -257,6 +283,15 @@ def test_catch_up_decides_a_certified_value_and_refuses_a_short_or_mismatched_on
     ]
     assert core.height == H + 1
     assert core.decision(H) == good
+
+
+def test_catch_up_refuses_a_certificate_relabelled_for_another_value():
+    core = new_core()
+    other = value() + b"x"
+    relabelled = msgspec.structs.replace(certificate_for(H, 2, value()), value_digest=value_digest(other))
+    assert core.on_commit_certificate(CertifiedValue(other, relabelled)) == []
+    assert (core.stats["invalid_certificate"], core.stats["malformed"]) == (1, 0)
+    assert core.height == H
 
 
 def test_a_peer_on_a_decided_height_gets_the_certified_value_once_per_round():
