@@ -12,15 +12,17 @@ from typing import Container
 
 from soma_ray.protocol.context import ExecutionContext
 from soma_ray.protocol.encoding import (
-    DOMAIN_CHECKPOINT, DOMAIN_EFFECTS, DOMAIN_TARGET_SEED, DOMAIN_TX, decode, digest, u64_le,
+    DOMAIN_CHECKPOINT, DOMAIN_EFFECTS, DOMAIN_TARGET_SEED, DOMAIN_TX, decode, digest, encode, u64_le,
 )
 from soma_ray.protocol.epoch import SYSTEM_SENDER, change_epoch
 from soma_ray.protocol.errors import (
     DuplicateEpochChange, InternalError, ProtocolError, TimestampOutOfRange, TimestampRegression,
 )
-from soma_ray.protocol.execution import INTERNAL_ERROR_REASON, check_admission, execute_transaction
+from soma_ray.protocol.execution import (
+    INTERNAL_ERROR_REASON, check_decoded_admission, check_size, execute_transaction,
+)
 from soma_ray.protocol.state import State
-from soma_ray.protocol.types import ChangeEpoch, Checkpoint, CheckpointEntry, TransactionEffects
+from soma_ray.protocol.types import ChangeEpoch, Checkpoint, CheckpointEntry, SystemState, TransactionEffects
 
 GENESIS_PREVIOUS_DIGEST = bytes(32)
 MAX_TIMESTAMP_MS = 2**63 - 1  # every timestamp must fit the signed 64-bit fields derived from it
@@ -49,8 +51,8 @@ def execute_change_epoch(
     state: State, entry: ChangeEpoch, ctx: ExecutionContext, checkpoint_epoch: int
 ) -> TransactionEffects:
     """Run ChangeEpoch all or nothing; at most one per checkpoint (only it moves the epoch)."""
-    if state.system().epoch != checkpoint_epoch:
-        raise DuplicateEpochChange(epoch=state.system().epoch)
+    if ctx.epoch != checkpoint_epoch:
+        raise DuplicateEpochChange(epoch=ctx.epoch)
     state.begin()
     try:
         effects = change_epoch(state, entry.epoch, entry.timestamp_ms, ctx)
@@ -62,22 +64,26 @@ def execute_change_epoch(
 
 
 def execute_entry(state: State, raw: bytes, ctx: ExecutionContext, checkpoint_epoch: int,
-                  verified: Container[bytes] = ()) -> TransactionEffects:
+                  verified: Container[bytes], system: SystemState) -> TransactionEffects:
     """Effects of one entry; every failure, even a bug's exception, becomes a typed error.
-    `verified`: entry bytes whose signature the caller already checked (see check_admission)."""
-    params = state.system().parameters
+    `verified`: entry bytes whose signature the caller already checked (see check_admission).
+    `ctx` and `system` come from the state as it is now, decoded once for this entry; `system`
+    is handed on to the fee charge, which updates it."""
     try:
         entry = decode(raw, CheckpointEntry)
         if isinstance(entry, ChangeEpoch):
             return execute_change_epoch(state, entry, ctx, checkpoint_epoch)
-        signed = check_admission(raw, state, params, verified)
+        # Same checks and order as check_admission, on the entry decoded above.
+        check_size(raw, ctx.params)
+        tx_bytes = encode(entry.transaction)  # signed over and hashed: encoded once for both
+        check_decoded_admission(raw, entry, state, ctx.params, verified, tx_bytes)
     except ProtocolError as error:
         return failed_entry(raw, error)
     except MemoryError:
         raise
     except Exception:
         return failed_entry(raw, InternalError(reason=INTERNAL_ERROR_REASON))
-    return execute_transaction(state, signed, ctx)
+    return execute_transaction(state, entry, ctx, digest(DOMAIN_TX, tx_bytes), system)
 
 
 def build_checkpoint(
@@ -95,8 +101,9 @@ def build_checkpoint(
     seed = checkpoint_seed(previous_digest, sequence)
     effects = []
     for raw in transactions:
-        ctx = ExecutionContext(state.system().parameters, state.system().epoch, timestamp_ms, seed)
-        effects.append(execute_entry(state, raw, ctx, epoch, verified))
+        system = state.system()  # once per entry: earlier entries may have changed it
+        ctx = ExecutionContext(system.parameters, system.epoch, timestamp_ms, seed)
+        effects.append(execute_entry(state, raw, ctx, epoch, verified, system))
     checkpoint = Checkpoint(
         epoch=epoch, sequence=sequence, previous_digest=previous_digest, timestamp_ms=timestamp_ms,
         transactions=list(transactions), effects_digest=effects_digest(effects), state_root=state.state_root(),

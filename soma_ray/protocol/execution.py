@@ -66,26 +66,39 @@ def check_admission(data: bytes, state: State, params: Parameters,
     `verified` holds exact transaction bytes whose signature this caller has already checked
     (an executor's admission cache): for those the Ed25519 verification is not repeated, since
     the same bytes carry the same signature over the same message. Every other check runs."""
+    check_size(data, params)  # before decoding: an oversized blob is never parsed
+    signed = decode(data, t.SignedTransaction)
+    check_decoded_admission(data, signed, state, params, verified)
+    return signed
+
+
+def check_size(data: bytes, params: Parameters) -> None:
     if len(data) > params.max_tx_bytes:
         raise TransactionTooLarge(size=len(data), max=params.max_tx_bytes)
-    signed = decode(data, t.SignedTransaction)
+
+
+def check_decoded_admission(data: bytes, signed: t.SignedTransaction, state: State, params: Parameters,
+                            verified: Container[bytes] = (), tx_bytes: bytes | None = None) -> None:
+    """The checks of `check_admission` after the size check and decoding, for a caller that has
+    `signed = decode(data)` already; `tx_bytes`: `encode(signed.transaction)` if it has that too."""
     data = bytes(data)
     if encode(signed) != data:
         raise NonCanonicalEncoding()
     tx = signed.transaction
     if address_of(signed.public_key) != tx.sender:
         raise InvalidSignature(reason="the public key does not belong to the sender")
-    if data not in verified and not verify_signature(signed.public_key, DOMAIN_TX, encode(tx),
-                                                     signed.signature):
-        raise InvalidSignature(reason="the signature does not verify")
+    if data not in verified:
+        message = encode(tx) if tx_bytes is None else tx_bytes
+        if not verify_signature(signed.public_key, DOMAIN_TX, message, signed.signature):
+            raise InvalidSignature(reason="the signature does not verify")
     expected = state.account(tx.sender).nonce
     if tx.nonce < expected:
         raise BadNonce(expected=expected, got=tx.nonce)
-    return signed
 
 
-def charge_fee_and_nonce(state: State, tx: t.Transaction, fee: int) -> None:
-    """Raises BadNonce/InsufficientFee without changing anything; else bumps nonce, takes fee."""
+def charge_fee_and_nonce(state: State, tx: t.Transaction, fee: int, system: t.SystemState) -> None:
+    """Raises BadNonce/InsufficientFee without changing anything; else bumps nonce, takes fee.
+    `system` is the state's current SystemState, decoded by the caller; it is updated and written."""
     account = state.account(tx.sender)
     if tx.nonce != account.nonce:
         raise BadNonce(expected=account.nonce, got=tx.nonce)
@@ -96,19 +109,20 @@ def charge_fee_and_nonce(state: State, tx: t.Transaction, fee: int) -> None:
     account.nonce += 1
     account.balance -= fee
     state.put_account(tx.sender, account)
-    system = state.system()
     system.fees_this_epoch += fee
     state.put_system(system)
 
 
-def execute_transaction(state: State, signed: t.SignedTransaction, ctx: ExecutionContext) -> t.TransactionEffects:
-    """Execute one ordered, admitted transaction; the effects record the fee and any error."""
+def execute_transaction(state: State, signed: t.SignedTransaction, ctx: ExecutionContext, tx_digest: bytes,
+                        system: t.SystemState) -> t.TransactionEffects:
+    """Execute one ordered, admitted transaction; the effects record the fee and any error.
+    The caller has `tx_digest = transaction_digest(tx)` and `system = state.system()` at hand
+    (decoded for the checkpoint's context); `system` is stale once the transaction has run."""
     tx = signed.transaction
-    tx_digest = transaction_digest(tx)
     effects = t.TransactionEffects(transaction_digest=tx_digest, sender=tx.sender, nonce=tx.nonce, fee_charged=0)
     fee = ctx.params.base_fee
     try:
-        charge_fee_and_nonce(state, tx, fee)
+        charge_fee_and_nonce(state, tx, fee, system)
     except ProtocolError as error:
         effects.error = error.to_struct()
         return effects
