@@ -143,13 +143,13 @@ class ConsensusCore:
             return self._reject("wrong_leader")
         if not NIL_ROUND <= proposal.valid_round < proposal.round:
             return self._reject("malformed")
+        earlier = self._proposals.get(proposal.round)
+        if earlier == proposal:  # a re-sent copy of a proposal whose signature was checked
+            return self._reject("duplicate")
         digest = value_digest(proposal.value)
         if not proposal_signature_valid(self.committee, proposal, digest):
             return self._reject("invalid_signature")
-        earlier = self._proposals.get(proposal.round)
         if earlier is not None:
-            if earlier == proposal:
-                return self._reject("duplicate")
             return self._record_evidence(ProposalEquivocation(first=earlier, second=proposal))
         self._store_proposal(proposal, digest)
         return self._progress()

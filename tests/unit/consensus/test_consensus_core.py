@@ -131,6 +131,17 @@ def test_proposal_from_a_non_leader_is_ignored():
     assert core.stats["wrong_leader"] == 1
 
 
+def test_a_re_sent_proposal_is_a_duplicate_and_a_forged_copy_is_not_evidence():
+    core = new_core()
+    first = proposal(0, value())
+    core.on_proposal(first)
+    assert core.on_proposal(first) == []
+    forged = msgspec.structs.replace(first, signature=bytes(64))
+    assert core.on_proposal(forged) == []
+    assert (core.stats["duplicate"], core.stats["invalid_signature"]) == (1, 1)
+    assert list(core.evidence) == []
+
+
 def test_double_vote_is_recorded_as_evidence_and_only_the_first_counts():
     core = new_core()
     first, second = vote(1, Step.PREVOTE, 0, value()), vote(1, Step.PREVOTE, 0, None)
