@@ -6,7 +6,8 @@ time with `behave(...)`; with none it is honest. The behaviours of the issue:
 - `EQUIVOCATE`: as leader of a round it proposes, it signs a second valid-looking checkpoint
   (the same entries one millisecond later) for the same (height, round) and sends the first
   proposal to one peer, the second to another and both to the third (`_send`).
-- `GARBAGE`: every proposal and vote it sends carries a corrupted signature (`_send`).
+- `GARBAGE`: every proposal and vote it sends carries a corrupted signature, and so does its
+  precommit in the certificate of a value it serves to a lagging peer (`_send`).
 - `BAD_TRANSACTIONS`: as leader it adds the given entries (e.g. a transaction with a bad
   signature and a replayed one) to the checkpoint it proposes, sealed with the state root they
   really give (`_next_entries`); honest replicas re-execute it and record those entries as
@@ -16,6 +17,7 @@ Launch one in place of validator `index` of a running network with `replace_with
 """
 from __future__ import annotations
 
+import asyncio
 from dataclasses import asdict
 
 import msgspec
@@ -23,7 +25,7 @@ import ray
 
 from actors.network import Network, validator_options
 from actors.validator import ValidatorActor
-from soma_ray.consensus.messages import NIL_ROUND, Message, Proposal, Vote, sign_proposal
+from soma_ray.consensus.messages import NIL_ROUND, CertifiedValue, Message, Proposal, sign_proposal
 from soma_ray.protocol.checkpoint import build_checkpoint
 from soma_ray.protocol.encoding import decode, encode
 from soma_ray.protocol.types import Checkpoint
@@ -41,18 +43,22 @@ class ByzantineValidatorActor(ValidatorActor):
         self._smuggled: list[bytes] = []
         self._twins: dict[tuple[int, int], bytes] = {}  # (height, round) -> the second proposal
 
-    def behave(self, behaviour: str | None, entries: list[bytes] = ()) -> int:
+    async def behave(self, behaviour: str | None, entries: list[bytes] = ()) -> int:
         """Switch behaviour (None: honest); `entries` are what BAD_TRANSACTIONS smuggles in.
 
-        First it catches up with the peers, so that it works on their height: a replica two or
-        more heights behind drops the peers' messages as too far ahead and learns one decided
-        height per round of its own (a propose timeout plus the idle interval), slower than the
-        others cut them, so it would never lead a height the others still decide.
+        Then it catches up with the peers as an honest validator that fell behind does
+        (`_rejoin`), so that it works on their height: a replica two or more heights behind drops
+        the peers' messages as too far ahead and learns one decided height per round of its own
+        (a propose timeout plus the idle interval), slower than the others cut them, so it would
+        never lead a height the others still decide. The behaviour is set before that: the core
+        the rejoin starts signs as told from its first message on.
         Returns the height it works on."""
         assert behaviour is None or behaviour in BEHAVIOURS, behaviour
-        self._resync()
         self._behaviour = behaviour
         self._smuggled = list(entries)
+        if self._rejoining is None:  # else one is under way; its new core follows the behaviour too
+            self._rejoining = asyncio.get_running_loop().create_task(self._rejoin())
+        await self._rejoining
         return self._core.height
 
     # ------------------------------------------------------------------ overridden
@@ -67,12 +73,10 @@ class ByzantineValidatorActor(ValidatorActor):
         if self._behaviour not in (EQUIVOCATE, GARBAGE):
             return super()._send(member, message)
         decoded = decode(message, Message)
-        if not isinstance(decoded, (Proposal, Vote)) or decoded.signer != self._core.index:
-            return super()._send(member, message)  # a certified value served to a lagging peer
         if self._behaviour == GARBAGE:
-            garbage = bytes(b ^ 0x5A for b in decoded.signature)
-            return super()._send(member, encode(msgspec.structs.replace(decoded, signature=garbage)))
-        if not isinstance(decoded, Proposal) or decoded.valid_round != NIL_ROUND:
+            return super()._send(member, encode(self._garbled(decoded)))
+        if (not isinstance(decoded, Proposal) or decoded.signer != self._core.index
+                or decoded.valid_round != NIL_ROUND):
             return super()._send(member, message)
         peers = self._other_members()
         twin = self._twin(decoded)
@@ -86,31 +90,20 @@ class ByzantineValidatorActor(ValidatorActor):
 
     # ------------------------------------------------------------------ helpers
 
-    def _resync(self) -> None:
-        """Apply the certified checkpoints the peers hold beyond this replica's disk, then rejoin
-        consensus at the next height. It blocks the actor's loop on purpose (`ray.get`): no
-        message can make the core decide a height while it is being applied from a peer."""
-        start = self._store.next_sequence()
-        for i in range(self._network.validators):
-            if i == self._index:
-                continue
-            try:
-                peer = ray.get_actor(self._network.validator_name(i), namespace=self._network.namespace)
-                batch = ray.get(peer.checkpoints.remote(self._store.next_sequence(), 2**62), timeout=30)
-            except (ValueError, ray.exceptions.RayError):
-                continue
-            for sequence, value, certificate in batch:
-                if sequence == self._store.next_sequence():
-                    self._apply_certified(sequence, value, certificate)
-        if self._store.next_sequence() == start:
-            return
-        self._cancel_timers()
-        if self._next_height is not None:
-            self._next_height.cancel()
-            self._next_height = None
-        self._executed.clear()
-        self._core = self._new_core(self._store.safety_state())
-        self._perform(self._core.start_height())
+    def _garbled(self, message: Message) -> Message:
+        """`message` with this validator's own signature corrupted, also where it is one of the
+        precommits in the certificate of a value served to a lagging peer: its core counts its
+        own valid votes, and such a certificate would carry one to the peer."""
+        own = self._core.index
+        if isinstance(message, CertifiedValue):
+            certificate = message.certificate
+            signatures = [_garbage(signature) if signer == own else signature
+                          for signer, signature in zip(certificate.signer_indices, certificate.signatures)]
+            return msgspec.structs.replace(
+                message, certificate=msgspec.structs.replace(certificate, signatures=signatures))
+        if message.signer == own:
+            return msgspec.structs.replace(message, signature=_garbage(message.signature))
+        return message  # another member's vote it passes on (a polka with its proposal)
 
     def _twin(self, proposal: Proposal) -> bytes:
         """A second signed proposal for the same (height, round): the same entries, 1 ms later,
@@ -128,6 +121,10 @@ class ByzantineValidatorActor(ValidatorActor):
                                    encode(second), proposal.valid_round)
             self._twins = {key: encode(signed)}  # only the current round's is ever needed
         return self._twins[key]
+
+
+def _garbage(signature: bytes) -> bytes:
+    return bytes(b ^ 0x5A for b in signature)
 
 
 def replace_with_byzantine(network: Network, index: int, timeout_s: float = 120.0):

@@ -56,11 +56,16 @@ def byzantine(byzantine_net):
 
 def behave(network, handle, behaviour, entries=()):
     """Switch the Byzantine actor to `behaviour`, retried until it works on the honest nodes'
-    next height (each call first catches it up from their disks)."""
+    next height (each call also catches it up from their disks). Returns the height the first
+    call left it on: it may have signed there before the switch, and only there or below."""
+    switched_at = []
+
     def in_step():
         working = ray.get(handle.behave.remote(behaviour, entries), timeout=60)
+        switched_at.append(working)
         return working > max(honest_heights(network))
     wait_until(in_step, timeout_s=30, interval_s=0.5)
+    return switched_at[0]
 
 
 def until_it_leads(network, handle, behaviour, predicate, entries=(), timeout_s=30):
@@ -159,8 +164,7 @@ def test_equivocating_leader(byzantine_net, byzantine):
 def test_garbage_signer(byzantine_net, byzantine):
     first = max(honest_heights(byzantine_net)) + 1
     before = core_stats(byzantine_net)
-    behave(byzantine_net, byzantine, GARBAGE)
-    garbled_from = max(honest_heights(byzantine_net)) + 1  # it signs nothing valid from here on
+    garbled_from = behave(byzantine_net, byzantine, GARBAGE) + 1  # it signs nothing valid from here on
     pay(byzantine_net, "garbage")
     checkpoints = assert_honest_chains_agree(byzantine_net, first, at_least=8)
     after = core_stats(byzantine_net)

@@ -1,0 +1,87 @@
+"""The Byzantine actor catches up through the validator's own rejoin, with its behaviour already
+set: the consensus core that the rejoin restarts signs as told from its first message on. A
+garbage signer leaks no valid signature of its own, not even in a certificate it serves."""
+import asyncio
+import uuid
+from dataclasses import asdict
+
+import msgspec
+import pytest
+
+from actors import network as net
+from actors.byzantine import GARBAGE, ByzantineValidatorActor
+from actors.validator import ValidatorActor
+from soma_ray.consensus.messages import (
+    CertifiedValue, CommitCertificate, Message, Proposal, Step, Vote, proposal_signature_valid,
+    sign_vote, vote_signature_valid,
+)
+from soma_ray.protocol.encoding import decode, encode
+
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(120)]
+
+
+def signatures_valid(core, sent: list[Message]) -> list[bool]:
+    """For each proposal or vote the replica signed itself: whether its signature verifies."""
+    own = [m for m in sent if isinstance(m, (Proposal, Vote)) and m.signer == core.index]
+    return [(proposal_signature_valid if isinstance(m, Proposal) else vote_signature_valid)(core.committee, m)
+            for m in own]
+
+
+async def leader_of_its_first_height(config: net.NetworkConfig, sent: list) -> ByzantineValidatorActor:
+    """An in-process replica (no peer is running) that leads the first height, hence proposes
+    whenever its core starts that height."""
+    for index in range(config.validators):
+        replica = ByzantineValidatorActor(asdict(config), index)
+        sent.clear()
+        await replica.start_consensus()
+        if any(isinstance(m, Proposal) for m in sent):
+            return replica
+    raise AssertionError("no validator leads round 0 of the first height")
+
+
+def config_of(tmp_path) -> net.NetworkConfig:
+    return net.NetworkConfig(data_dir=str(tmp_path), validators=4, namespace="soma-test",
+                             prefix=f"hardening-{uuid.uuid4().hex[:6]}-")
+
+
+@pytest.fixture()
+def sent(monkeypatch) -> list[Message]:
+    """What replicas in this process send to their peers (none of which runs)."""
+    messages: list[Message] = []
+    monkeypatch.setattr(ValidatorActor, "_send", lambda self, member, message: messages.append(decode(message, Message)))
+    return messages
+
+
+def test_rejoin_restarts_the_core_under_the_new_behaviour(ray_session, tmp_path, sent):
+    async def scenario():
+        replica = await leader_of_its_first_height(config_of(tmp_path), sent)
+        sent.clear()
+        height = await replica.behave(GARBAGE)  # the restarted core re-sends its proposal
+        garbled = signatures_valid(replica._core, sent)
+        sent.clear()
+        await replica.behave(None)
+        return height, garbled, signatures_valid(replica._core, sent)
+
+    height, garbled, honest = asyncio.run(scenario())
+    assert height == 0
+    assert garbled and not any(garbled)
+    assert honest and all(honest)
+
+
+def test_garbage_signer_garbles_its_precommit_in_a_certificate_it_serves(ray_session, tmp_path, sent):
+    async def scenario():
+        replica = await leader_of_its_first_height(config_of(tmp_path), sent)
+        await replica.behave(GARBAGE)
+        return replica
+
+    replica = asyncio.run(scenario())
+    core, digest = replica._core, bytes(32)
+    own = sign_vote(replica._keypair, core.index, Step.PRECOMMIT, 0, 0, digest)
+    other, theirs = (core.index + 1) % 4, bytes(range(64))  # another member's, passed on as is
+    certificate = CommitCertificate(0, 0, digest, [core.index, other], [own.signature, theirs])
+    sent.clear()
+    replica._send(other, encode(CertifiedValue(b"value", certificate)))
+    [served] = sent
+    served_own, served_theirs = served.certificate.signatures
+    assert not vote_signature_valid(core.committee, msgspec.structs.replace(own, signature=served_own))
+    assert served_theirs == theirs
