@@ -48,7 +48,7 @@ def train(
     import ray
 
     from soma_ray.training import TrainingError, prepare_corpus
-    from soma_ray.training.loop import initial_model
+    from soma_ray.training.loop import check_init_weights
 
     try:
         settings = _settings(config, dropout, steps=steps, num_workers=workers, init=init,
@@ -57,15 +57,16 @@ def train(
                              use_gpu=gpu)
         split = prepare_corpus(corpus, settings.held_out_fraction)
         if init is not None:
-            initial_model(settings)  # a wrong-size file fails before Ray starts
+            check_init_weights(settings)  # a wrong-size file fails before Ray starts
     except TrainingError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from e
-    _start_ray(address)
+    connected = _start_ray(address)
     try:
         result = _train_with_progress(settings, split, out, name, storage)
     finally:
-        ray.shutdown()
+        if connected:
+            ray.shutdown()
     tokens_per_s = sum(m["tokens_per_s"] for m in result.history) / len(result.history)
     typer.echo(f"trained {result.steps} steps, {tokens_per_s:,.0f} tokens/s per step on average")
     typer.echo(f"held-out loss {result.loss_before:.4f} -> {result.loss_after:.4f}")
@@ -84,18 +85,23 @@ def _settings(size: str, dropout: float | None, **fields):
     return TrainConfig(model=model, **fields)
 
 
-def _start_ray(address: str | None) -> None:
-    """Join the given cluster, else a running one, else start a local Ray for this command."""
+def _start_ray(address: str | None) -> bool:
+    """Join the given cluster, else a running one, else start a local Ray for this command.
+    A process already connected (the command called from Python) keeps its connection: returns
+    whether this command connected, and so must disconnect."""
     import ray
 
+    if ray.is_initialized():
+        return False
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if address is not None:
         ray.init(address=address, log_to_driver=False)
-        return
+        return True
     try:
         ray.init(address="auto", log_to_driver=False)
     except ConnectionError:
         ray.init(address="local", include_dashboard=False, log_to_driver=False)
+    return True
 
 
 def _train_with_progress(settings, split, out: Path, name: str, storage: Path | None):

@@ -29,7 +29,8 @@ from soma_ray.model import V1Model, save_weights, score_model
 from soma_ray.training.config import TrainConfig
 from soma_ray.training.corpus import (CorpusSource, CorpusSplit, read_corpus, scoring_bytes,
                                       split_corpus)
-from soma_ray.training.loop import StepRunner, TrainingLoss, initial_model, make_optimizer
+from soma_ray.training.loop import (StepRunner, TrainingLoss, check_init_weights, initial_model,
+                                  make_optimizer)
 
 STATE_FILE = "state.pt"
 WEIGHTS_FILE = "weights.safetensors"
@@ -69,7 +70,7 @@ def train(config: TrainConfig, corpus: CorpusSource | CorpusSplit = None, *,
     split = corpus if isinstance(corpus, CorpusSplit) else prepare_corpus(
         corpus, config.held_out_fraction)
     if config.init is not None:
-        initial_model(config)  # a wrong init file fails here, not inside every worker
+        check_init_weights(config)  # a wrong init file fails here, not inside every worker
     progress = Queue(actor_options={"num_cpus": 0}) if on_step else None
     trainer = TorchTrainer(
         _train_worker,
@@ -134,17 +135,7 @@ def _train_worker(loop_config: dict) -> None:
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
 
-    model = initial_model(config).to(device).train()
-    optimizer = make_optimizer(model, config)
-    state = {"step": 0, "loss_before": None, "loss_after": None, "history": []}
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as directory:
-            saved = torch.load(Path(directory) / STATE_FILE, map_location=device,
-                               weights_only=True)
-        model.load_state_dict(saved.pop("model"))
-        optimizer.load_state_dict(saved.pop("optimizer"))
-        state = saved
+    model, optimizer, state = _start_or_resume(config, ray.train.get_checkpoint(), device)
     held_out = scoring_bytes(split.held_out, config.eval_bytes)
     if state["loss_before"] is None:
         state["loss_before"] = _held_out_loss(model, held_out)
@@ -166,6 +157,24 @@ def _train_worker(loop_config: dict) -> None:
             _report_with_checkpoint(metrics, state, model, optimizer, rank, last)
         else:
             ray.train.report(metrics)
+
+
+def _start_or_resume(config: TrainConfig, checkpoint: Checkpoint | None, device: torch.device):
+    """The model (in train mode), optimizer and run state to go on from: the run's checkpoint
+    if it has one, the initial model at step 0 otherwise. A resume never reads `config.init`:
+    the checkpoint overwrites every weight, and the file may be large."""
+    if checkpoint is None:
+        model = initial_model(config).to(device).train()
+        state = {"step": 0, "loss_before": None, "loss_after": None, "history": []}
+        return model, make_optimizer(model, config), state
+    with checkpoint.as_directory() as directory:
+        state = torch.load(Path(directory) / STATE_FILE, map_location=device, weights_only=True)
+    with torch.device("meta"):  # no init work: the parameters become the saved tensors
+        model = V1Model(config.model)
+    model.load_state_dict(state.pop("model"), assign=True)
+    optimizer = make_optimizer(model.train(), config)
+    optimizer.load_state_dict(state.pop("optimizer"))
+    return model, optimizer, state
 
 
 def _held_out_loss(model: V1Model, data: bytes) -> float:

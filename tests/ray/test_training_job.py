@@ -1,5 +1,6 @@
 """The Ray Train job end to end on a tiny model with 2 CPU workers."""
 
+import dataclasses
 import os
 import signal
 
@@ -40,6 +41,12 @@ def test_two_workers_lower_the_held_out_loss_and_write_reference_weights(uninter
     held_out = scoring_bytes(prepare_corpus(CORPUS).held_out, CONFIG.eval_bytes)
     model = load_weights(result.weights, CONFIG.model)
     assert score_model(model, held_out).loss == pytest.approx(result.loss_after, rel=1e-5)
+
+
+def test_fine_tuning_starts_the_workers_from_the_init_weights(uninterrupted, storage):
+    tuned = train(dataclasses.replace(CONFIG, init=uninterrupted.weights, steps=2), CORPUS,
+                  name="tuned", storage_path=storage)
+    assert tuned.loss_before == pytest.approx(uninterrupted.loss_after, rel=1e-5)
 
 
 def test_a_killed_run_rerun_under_its_name_resumes_the_same_trajectory(uninterrupted,
