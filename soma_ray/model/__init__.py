@@ -41,11 +41,11 @@ from soma_ray.model.scoring import (
 )
 from soma_ray.model.sigreg_stat import sigreg
 from soma_ray.model.tokenizer import Chunks, tokenize
-from soma_ray.model.weights import load_weights, save_weights
+from soma_ray.model.weights import load_weights, read_weights_header, save_weights
 
 __all__ = [
     "CHUNKS_PER_BATCH", "EOS_TOKEN", "PAD_TOKEN", "SIGREG_COEFFICIENT", "VOCAB_SIZE",
-    "V1Config", "V1Model", "Chunks", "tokenize", "sigreg", "save_weights", "load_weights",
+    "V1Config", "V1Model", "Chunks", "tokenize", "sigreg", "save_weights", "load_weights", "read_weights_header",
     "ModelScore", "ScoreResult", "score_model", "score_many", "score", "cosine_distance",
     "encrypt_weights", "decrypt_weights", "weights_manifest", "weights_commitment",
     "key_commitment", "embedding_commitment", "embedding_bytes",

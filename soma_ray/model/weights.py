@@ -7,6 +7,7 @@ package ignores; a file without them (e.g. written by the reference) gets the V1
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -50,20 +51,13 @@ def load_weights(source: str | os.PathLike | bytes, config: V1Config | None = No
 
     Width, layers, feed-forward size and vocabulary come from the tensors; a `config` that
     disagrees with them raises ConfigMismatchError. Every tensor is checked (name, shape,
-    float32) before any is read, then read straight into its parameter: the only memory
-    used is the parameters' own (no mapped file, no second copy).
+    float32, byte span) before any is read, then read straight into its parameter: the only
+    memory used is the parameters' own (no mapped file, no second copy).
     """
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        stream, size = io.BytesIO(source), len(source)  # BytesIO shares the bytes, no copy
-    else:
-        stream = open(source, "rb")
-        size = os.fstat(stream.fileno()).st_size
-    with stream:
-        header = _parse_header(_read_header_bytes(stream), size)
-        config = _config_from_header(header, config)
+    with _open(source) as (stream, size):
+        header, config = _checked_header(stream, size, config)
         with torch.device("meta"):
             model = V1Model(config)
-        _check_tensors(header, model.state_dict())
         data_start = size - _data_size(header)
         tensors = {key: _read_tensor(stream, data_start, header[key], key)
                    for key in model.state_dict()}
@@ -71,13 +65,36 @@ def load_weights(source: str | os.PathLike | bytes, config: V1Config | None = No
     return model.to(device).eval()
 
 
+def read_weights_header(source: str | os.PathLike | bytes,
+                        config: V1Config | None = None) -> V1Config:
+    """The config of a weights file, from its header alone: every check `load_weights` makes
+    before reading a tensor (and the same errors), without reading one."""
+    with _open(source) as (stream, size):
+        return _checked_header(stream, size, config)[1]
+
+
+@contextlib.contextmanager
+def _open(source: str | os.PathLike | bytes):
+    """(stream, size) of a path or of bytes."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        yield io.BytesIO(source), len(source)  # BytesIO shares the bytes, no copy
+        return
+    with open(source, "rb") as stream:
+        yield stream, os.fstat(stream.fileno()).st_size
+
+
+def _checked_header(stream, size: int, config: V1Config | None) -> tuple[dict, V1Config]:
+    header = _parse_header(_read_header_bytes(stream), size)
+    config = _config_from_header(header, config)
+    with torch.device("meta"):
+        _check_tensors(header, V1Model(config).state_dict())
+    return header, config
+
+
 def _read_tensor(stream, data_start: int, info: dict, key: str) -> torch.Tensor:
     """Read one little-endian float32 tensor into fresh memory."""
     begin, end = info["data_offsets"]
     tensor = torch.empty(info["shape"], dtype=torch.float32)
-    if end - begin != tensor.numel() * 4:
-        raise WeightsFormatError(
-            f"tensor {key!r} spans {end - begin} bytes, its shape needs {tensor.numel() * 4}")
     stream.seek(data_start + begin)
     if stream.readinto(tensor.numpy().view(np.uint8)) != end - begin:
         raise WeightsFormatError(f"file ends inside tensor {key!r}")
@@ -180,3 +197,7 @@ def _check_tensors(header: dict, expected: dict[str, torch.Tensor]) -> None:
             raise TensorShapeError(key, tuple(tensor.shape), tuple(header[key]["shape"]))
         if header[key]["dtype"] != "F32":
             raise TensorDtypeError(key, "F32", header[key]["dtype"])
+        begin, end = header[key]["data_offsets"]
+        if end - begin != tensor.numel() * 4:
+            raise WeightsFormatError(
+                f"tensor {key!r} spans {end - begin} bytes, its shape needs {tensor.numel() * 4}")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import time
 
 import numpy as np
@@ -20,12 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from soma_ray.model import (PAD_TOKEN, SIGREG_COEFFICIENT, ModelError, V1Model, load_weights,
-                            sigreg, tokenize)
+                            read_weights_header, sigreg, tokenize)
 from soma_ray.model.config import SIGREG_SLICES
-# Private, and used here only until soma_ray.model exposes a header-only check: the same
-# parsing and checks `load_weights` makes before it reads a tensor, so the two cannot disagree.
-from soma_ray.model.weights import (_check_tensors, _config_from_header, _parse_header,
-                                    _read_header_bytes)
 from soma_ray.training.config import TrainConfig
 from soma_ray.training.corpus import ChunkTable, CorpusSplit, chunk_table, sample_indices
 from soma_ray.training.errors import InitWeightsError
@@ -47,12 +42,7 @@ def check_init_weights(config: TrainConfig) -> None:
     """Raise InitWeightsError unless `config.init` fits `config.model`: the file's safetensors
     header (sizes, tensor names, shapes, dtypes, file length) is read, no tensor is."""
     try:
-        with open(config.init, "rb") as stream:
-            header = _parse_header(_read_header_bytes(stream), os.fstat(stream.fileno()).st_size)
-        _config_from_header(header, config.model)
-        with torch.device("meta"):
-            expected = V1Model(config.model).state_dict()
-        _check_tensors(header, expected)
+        read_weights_header(config.init, config.model)
     except (ModelError, OSError) as e:
         raise InitWeightsError(str(config.init), str(e)) from e
 

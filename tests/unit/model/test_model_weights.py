@@ -17,6 +17,7 @@ from soma_ray.model import (
     V1Model,
     WeightsFormatError,
     load_weights,
+    read_weights_header,
     save_weights,
 )
 
@@ -173,8 +174,24 @@ def test_tensor_span_that_disagrees_with_its_shape_is_a_format_error(tmp_path):
     header["predictor.bias"]["shape"] = [264]
     begin, end = header["final_norm.beta"]["data_offsets"]
     header["final_norm.beta"]["data_offsets"] = [begin, end - 4]
-    with pytest.raises(WeightsFormatError, match="final_norm.beta"):
-        load_weights(_with_header(header, data[8 + length:]))
+    for check in (load_weights, read_weights_header):
+        with pytest.raises(WeightsFormatError, match="final_norm.beta"):
+            check(_with_header(header, data[8 + length:]))
+
+
+def test_header_alone_gives_the_config_and_the_same_errors_without_reading_tensors(tmp_path):
+    save_weights(V1Model(CONFIG), tmp_path / "w.safetensors")
+    data = (tmp_path / "w.safetensors").read_bytes()
+    (length,) = struct.unpack("<Q", data[:8])
+    assert read_weights_header(tmp_path / "w.safetensors") == CONFIG
+    # The answer depends on the header only, whatever the tensor bytes hold.
+    blank = data[:8 + length] + bytes(len(data) - 8 - length)
+    assert read_weights_header(blank, CONFIG) == CONFIG
+    with pytest.raises(ConfigMismatchError, match="num_layers"):
+        read_weights_header(blank, V1Config(embedding_dim=16, num_layers=3, num_heads=4,
+                                            pwff_hidden_dim=32, max_seq_len=16))
+    with pytest.raises(WeightsFormatError):
+        read_weights_header(data[:-1])
 
 
 def _with_header(header: dict, body: bytes) -> bytes:
