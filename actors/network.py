@@ -3,7 +3,7 @@
 Layout of a data dir (one per network):
 
     DIR/network.json        what was launched: validator count, epoch duration, localnet flag,
-                            genesis timestamp
+                            genesis timestamp, mempool capacity
     DIR/validator-<i>/      validator i's own disk: its LMDB store
 
 Every actor is found by name (`<prefix>validator-<i>`, `<prefix>epoch-clock`) in the network's
@@ -36,6 +36,9 @@ class NetworkConfig:
     namespace: str = DEFAULT_NAMESPACE
     prefix: str = ""
     genesis_timestamp_ms: int = 0
+    # Most transactions one validator's mempool holds; beyond it, submissions are refused with
+    # `MempoolFull` (a node-local limit: validators need not agree on it).
+    mempool_capacity: int = 100_000
 
     def validator_name(self, index: int) -> str:
         return f"{self.prefix}validator-{index}"

@@ -46,7 +46,7 @@ from soma_ray.protocol.execution import check_admission, sign_transaction, trans
 from soma_ray.protocol.genesis import genesis, preset_config
 from soma_ray.protocol.params import SHANNONS_PER_SOMA, localnet
 from soma_ray.protocol.types import ChangeEpoch, Checkpoint, Faucet, Transaction
-from soma_ray.protocol.errors import BadNonce, ProtocolError
+from soma_ray.protocol.errors import BadNonce, MempoolFull, ProtocolError
 from soma_ray.protocol.state import State
 from soma_ray.storage import ValidatorStore
 
@@ -390,8 +390,9 @@ class ValidatorActor:
     async def submit(self, data: bytes) -> dict:
         """Admit a signed transaction, share it with the peers, and wait for its certified effects.
 
-        Returns {"sequence", "effects"} or {"error": (code, fields)}
-        when admission refuses it; an execution failure is in the effects' `error`."""
+        Returns {"sequence", "effects"} or {"error": (code, fields)} when admission refuses it
+        (`MempoolFull` included: then nothing of it is kept); an execution failure is in the
+        effects' `error`."""
         return (await self.submit_batch([data]))[0]
 
     async def submit_batch(self, batch: list[bytes]) -> list[dict]:
@@ -399,29 +400,31 @@ class ValidatorActor:
         with the peers in one call each, and the results (in `batch` order) come back once every
         admitted one is in a certified checkpoint."""
         await self.start_consensus()
-        waiters: list = []
-        for data in batch:
-            try:
-                tx_digest = self._admit(data)
-            except ProtocolError as error:
-                waiters.append(error)
-                continue
-            self._share(data)
-            waiter = self._waiters.get(tx_digest) or asyncio.get_running_loop().create_future()
-            self._waiters[tx_digest] = waiter
-            waiters.append(waiter)
+        outcomes = [self._admit_and_share(data) for data in batch]
         self._start_height()  # after the waiters exist: a lone validator decides at once
-        results = []
-        for waiter in waiters:
-            outcome = waiter if isinstance(waiter, ProtocolError) else await waiter
-            if isinstance(outcome, ProtocolError):
-                results.append({"error": (outcome.code, outcome.values())})
-            else:
-                # The effects struct itself: msgspec cannot build a decoder for ExecutionError's
-                # field union, so canonical bytes would not decode on the client.
-                sequence, effects = outcome
-                results.append({"sequence": sequence, "effects": effects})
-        return results
+        return [await self._result(outcome) for outcome in outcomes]
+
+    def _admit_and_share(self, data: bytes) -> asyncio.Future | ProtocolError:
+        """The waiter of an admitted transaction, queued for the peers; or why it was refused."""
+        try:
+            tx_digest = self._admit(data)
+        except ProtocolError as error:
+            return error
+        self._share(data)
+        waiter = self._waiters.get(tx_digest) or asyncio.get_running_loop().create_future()
+        self._waiters[tx_digest] = waiter
+        return waiter
+
+    @staticmethod
+    async def _result(outcome: asyncio.Future | ProtocolError) -> dict:
+        if isinstance(outcome, asyncio.Future):
+            outcome = await outcome
+        if isinstance(outcome, ProtocolError):
+            return {"error": (outcome.code, outcome.values())}
+        # The effects struct itself: msgspec cannot build a decoder for ExecutionError's field
+        # union, so canonical bytes would not decode on the client.
+        sequence, effects = outcome
+        return {"sequence": sequence, "effects": effects}
 
     def _share(self, data: bytes) -> None:
         """Queue an admitted transaction for the peers: what is admitted during one turn of the
@@ -449,19 +452,28 @@ class ValidatorActor:
     async def request_faucet(self, recipient: bytes, amount: int) -> dict:
         """Localnet faucet: this validator signs a Faucet transaction from its own key (its
         genesis balance pays the fee; the coins come from the emission pool)."""
-        account = self._state.account(self._keypair.address)
-        self._faucet_nonce = max(self._faucet_nonce, account.nonce)
-        tx = Transaction(sender=self._keypair.address, nonce=self._faucet_nonce,
+        await self.start_consensus()
+        nonce = max(self._faucet_nonce, self._state.account(self._keypair.address).nonce)
+        tx = Transaction(sender=self._keypair.address, nonce=nonce,
                          kind=Faucet(recipient=recipient, amount=amount),
                          max_fee=self._state.system().parameters.base_fee)
-        self._faucet_nonce += 1
-        return await self.submit(encode(sign_transaction(self._keypair, tx)))
+        outcome = self._admit_and_share(encode(sign_transaction(self._keypair, tx)))
+        if not isinstance(outcome, ProtocolError):
+            # Only an admitted one takes the nonce: one refused (MempoolFull) leaves no gap that
+            # would hold every later faucet transaction back.
+            self._faucet_nonce = nonce + 1
+        self._start_height()
+        return await self._result(outcome)
 
     def _admit(self, data: bytes) -> bytes:
+        """Pool an admissible transaction; the digest its waiter is found under. A full pool
+        refuses a new one, but not one it holds already: resubmitting does not grow it."""
         data = bytes(data)
         signed = check_admission(data, self._state, self._state.system().parameters, self._verified)
         tx = signed.transaction
         tx_digest = transaction_digest(tx)
+        if tx_digest not in self._mempool and len(self._mempool) >= self._network.mempool_capacity:
+            raise MempoolFull(capacity=self._network.mempool_capacity)
         replaced = self._mempool.get(tx_digest)
         if replaced is not None and replaced.data != data:
             self._verified.discard(replaced.data)

@@ -100,6 +100,10 @@ TransactionTooLarge = _error(
     "TransactionTooLarge", ("size", "max"), "transaction is {size} bytes, the limit is {max}"
 )
 InvalidSignature = _error("InvalidSignature", ("reason",), "invalid signature: {reason}")
+MempoolFull = _error(
+    "MempoolFull", ("capacity",),
+    "the validator's mempool holds its limit of {capacity} transactions: nothing was admitted, resubmit later",
+)
 BadNonce = _error("BadNonce", ("expected", "got"), "nonce {got} is wrong, the account expects {expected}")
 InsufficientFee = _error(
     "InsufficientFee", ("required", "available"),

@@ -12,6 +12,9 @@ def test_known_codes_raise_their_typed_error_with_fields():
     assert (caught.value.expected, caught.value.got) == (4, 2)
     with pytest.raises(ZeroEmbedding):  # defined outside protocol/errors.py
         raise_error("ZeroEmbedding", [])
+    with pytest.raises(errors.MempoolFull) as full:  # a validator's dict of fields
+        raise_error("MempoolFull", {"capacity": 5})
+    assert full.value.capacity == 5 and "resubmit later" in str(full.value)
 
 
 def test_unknown_code_or_fields_still_raise_a_protocol_error_with_the_details():

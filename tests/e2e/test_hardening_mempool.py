@@ -1,0 +1,84 @@
+"""A validator's mempool is capped (`NetworkConfig.mempool_capacity`): beyond it, a submission is
+refused with the typed `MempoolFull` at once, nothing of it is kept, and the same bytes go
+through once the pool has drained. A transaction already in the pool can still be resubmitted."""
+import asyncio
+import uuid
+
+import pytest
+
+from actors import network as net
+from localnet_helpers import client_of, run, statuses, wait_until
+from soma_ray.protocol import errors
+from soma_ray.protocol.encoding import encode
+from soma_ray.protocol.execution import sign_transaction
+from soma_ray.protocol.genesis import preset_keypair
+from soma_ray.protocol.params import SHANNONS_PER_SOMA
+from soma_ray.protocol.types import Transaction, Transfer
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+
+CAPACITY = 4
+FEE = 1_000
+STOPPED = (2, 3)  # 2 of 4 is below the quorum: nothing commits, so the pool only fills
+
+
+@pytest.fixture(scope="module")
+def small_pool_net(ray_session, tmp_path_factory):
+    config = net.NetworkConfig(
+        data_dir=str(tmp_path_factory.mktemp("mempool")), validators=4, epoch_duration_ms=3_600_000,
+        namespace="soma-test", prefix=f"pool-{uuid.uuid4().hex[:6]}-", mempool_capacity=CAPACITY,
+    )
+    network = net.start(config)
+    try:
+        wait_until(lambda: all(s["sequence"] is not None for s in statuses(network)))
+        yield network
+    finally:
+        network.stop()
+
+
+def transfers(sender, recipient: bytes, nonces) -> list[bytes]:
+    return [encode(sign_transaction(sender, Transaction(
+        sender=sender.address, nonce=nonce, kind=Transfer(recipient=recipient, amount=SHANNONS_PER_SOMA),
+        max_fee=FEE))) for nonce in nonces]
+
+
+def test_full_mempool_refuses_with_a_typed_error_and_the_refused_transaction_goes_through_later(small_pool_net):
+    network = small_pool_net
+    alice, bob = preset_keypair("user", 0), preset_keypair("pool-bob", 0)
+    for index in STOPPED:
+        network.stop_validator(index)
+
+    async def scenario():
+        client = await client_of(network)
+        client.network.validators[1] = None  # every submission goes to validator 0's pool
+        start = (await client.get_account(alice.address)).nonce
+        balance = await client.get_balance(alice.address)
+        pooled, refused = transfers(alice, bob.address, range(start, start + CAPACITY)), \
+            transfers(alice, bob.address, [start + CAPACITY])[0]
+        waiting = [asyncio.create_task(client.submit(data, timeout_s=240)) for data in pooled]
+        await asyncio.to_thread(wait_until, lambda: statuses(network, [0])[0]["mempool"] == CAPACITY)
+
+        with pytest.raises(errors.MempoolFull) as full:
+            await client.submit(refused)
+        assert full.value.capacity == CAPACITY
+        with pytest.raises(errors.MempoolFull):  # the faucet's own transactions too
+            await client.request_faucet(bob.address, SHANNONS_PER_SOMA)
+        # Resubmitting a pooled transaction does not grow the pool: it is not refused, and gets
+        # the same certified effects as the first submission.
+        waiting.append(asyncio.create_task(client.submit(pooled[0], timeout_s=240)))
+
+        for index in STOPPED:  # quorum again: the pool drains
+            await asyncio.to_thread(network.relaunch_validator, index)
+        effects = await asyncio.gather(*waiting)
+        assert [e.nonce for e in effects] == [*range(start, start + CAPACITY), start]
+        # The refused transaction was not kept anywhere: the same bytes are admitted now.
+        last = await client.submit(refused)
+        assert last.nonce == start + CAPACITY
+        faucet = await client.request_faucet(bob.address, SHANNONS_PER_SOMA)
+        assert faucet.error is None
+        return balance, await client.get_balance(alice.address), await client.get_balance(bob.address)
+
+    before, alice_after, bob_after = run(scenario())
+    paid = CAPACITY + 1
+    assert alice_after == before - paid * (SHANNONS_PER_SOMA + FEE)
+    assert bob_after == (paid + 1) * SHANNONS_PER_SOMA
