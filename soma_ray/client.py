@@ -5,9 +5,11 @@
     effects = await client.transfer(keypair, recipient, amount)
 
 Reads go to one validator (another if it is down), so they see the client's own transactions;
-`execute` signs a transaction, submits it and returns its certified effects. A transaction that fails raises the typed error of spec §8 (a
-`soma_ray.protocol.errors.ProtocolError` subclass with its fields), whether admission refused it
-or execution failed after ordering (the fee is then still charged, as the spec says).
+`execute` signs a transaction, submits it and returns its certified effects (concurrent calls
+for one key are safe: see its docstring). A transaction that fails raises the typed error of
+spec §8 (a `soma_ray.protocol.errors.ProtocolError` subclass with its fields), whether admission
+refused it (`MempoolFull` too) or execution failed after ordering (the fee is then still
+charged, as the spec says).
 """
 from __future__ import annotations
 
@@ -29,6 +31,8 @@ from soma_ray.protocol.types import (
 
 CHAINS = {"localnet": DEFAULT_NAMESPACE}
 DEFAULT_FINALITY_TIMEOUT_S = 60.0
+# Execution failures raised before the sender's nonce increments (spec §2): the nonce stays free.
+NONCE_UNUSED = frozenset({errors.BadNonce.__name__, errors.InsufficientFee.__name__})
 # Submissions made during one turn of the event loop travel in `submit_batch` calls of at most
 # this many transactions (each call answers once all of its transactions are final).
 SUBMIT_BATCH = 100
@@ -56,6 +60,50 @@ def raise_error(code: str, fields) -> None:
     raise errors.error_from_struct(errors.ExecutionError(code=code, fields=pairs))
 
 
+class _KeyNonces:
+    """The nonces `SomaClient.execute` hands out for one key (the rule is in its docstring)."""
+
+    def __init__(self):
+        self.lock = asyncio.Lock()
+        self.committed = 0  # one past the highest nonce this client saw used
+        self.next = 0  # one past the highest handed out
+        self.handed_back: set[int] = set()  # below `next`, unused: taken again first
+        self.in_flight = 0
+
+    def restart(self, account_nonce: int) -> None:
+        """Nothing is in flight: go on from the account (or past what this client saw used, when
+        the replica read lags), forgetting every nonce whose fate this client did not learn."""
+        self.next = max(account_nonce, self.committed)
+        self.handed_back.clear()
+
+    def take(self) -> int:
+        if self.handed_back:
+            nonce = min(self.handed_back)
+            self.handed_back.discard(nonce)
+        else:
+            nonce, self.next = self.next, self.next + 1
+        self.in_flight += 1
+        return nonce
+
+    def settle(self, nonce: int, result: dict) -> None:
+        """Record what a validator answered for `nonce`: used, or free for the next call."""
+        if "error" in result:  # refused at admission: the transaction is nowhere
+            code, fields = result["error"]
+        elif result["effects"].error is None or result["effects"].error.code not in NONCE_UNUSED:
+            self.committed = max(self.committed, nonce + 1)
+            return
+        else:
+            code, fields = result["effects"].error.code, result["effects"].error.fields
+        self.handed_back.add(nonce)
+        if code == errors.BadNonce.__name__:  # the account is at `expected`: all below are used
+            self._used_below(dict(fields)["expected"])
+
+    def _used_below(self, account_nonce: int) -> None:
+        self.committed = max(self.committed, account_nonce)
+        self.next = max(self.next, account_nonce)
+        self.handed_back = {n for n in self.handed_back if n >= account_nonce}
+
+
 class SomaClient:
     """Async client of one network. `await SomaClient(...)` connects (and inits Ray if needed)."""
 
@@ -68,7 +116,7 @@ class SomaClient:
         self._prefix = prefix
         self.network: Network | None = None
         self._home = 0  # the validator this client talks to while it answers
-        self._used_nonces: dict[bytes, int] = {}  # by sender: the last nonce a commit consumed
+        self._nonces: dict[bytes, _KeyNonces] = {}  # by sender, for `execute`
         self._queued: list[tuple[bytes, asyncio.Future]] = []  # submissions not yet sent
         self._sending: set[asyncio.Task] = set()
 
@@ -155,16 +203,35 @@ class SomaClient:
                       max_fee: int | None = None) -> TransactionEffects:
         """Sign `kind` from `keypair` with its next nonce, submit, return the certified effects.
 
-        Transactions of one key are meant to be executed one after the other: the next nonce is
-        the account's, or one past the last this client used if the replica read lags behind."""
-        system = await self.get_system_state()
-        account = await self.get_account(keypair.address)
-        nonce = max(account.nonce, self._used_nonces.get(keypair.address, -1) + 1)
-        tx = Transaction(sender=keypair.address, nonce=nonce, kind=kind,
-                         max_fee=system.parameters.base_fee if max_fee is None else max_fee)
-        result = await self._submit(encode(sign_transaction(keypair, tx)), DEFAULT_FINALITY_TIMEOUT_S)
-        if "effects" in result and result["effects"].fee_charged > 0:  # the nonce was consumed
-            self._used_nonces[keypair.address] = nonce
+        Concurrent calls for one key in one client are safe: they take consecutive nonces (one
+        at a time, under a lock per key) and are submitted together; a validator orders each
+        key's transactions by nonce, so all of them commit. The nonces are this client's:
+        - with none of the key's calls in flight, the next nonce is the account's (or one past
+          the last this client saw used, if the replica read lags behind);
+        - a call that fails without using its nonce (refused at admission, e.g. `MempoolFull`
+          or `TransactionTooLarge`, or `BadNonce`/`InsufficientFee` at execution) hands the nonce
+          back and the key's next call takes it first: calls with later nonces, which wait for it
+          in the mempool, then go through. Until that next call they wait, and end in
+          `FinalityTimeout` if it does not come in time (they can still commit after that); those
+          ordered right behind it in the same checkpoint fail with `BadNonce` and hand theirs
+          back too;
+        - a call whose outcome is unknown (`FinalityTimeout`, no validator answered) keeps its
+          nonce until no call of the key is in flight, then the account decides.
+        Other clients or `submit` using the same key at the same time can take the same nonces
+        (one of two such transactions fails with `BadNonce`)."""
+        if max_fee is None:
+            max_fee = (await self.get_system_state()).parameters.base_fee
+        nonces = self._nonces.setdefault(keypair.address, _KeyNonces())
+        async with nonces.lock:
+            if not nonces.in_flight:  # else this client's own calls are ahead of any replica
+                nonces.restart((await self.get_account(keypair.address)).nonce)
+            nonce = nonces.take()
+        try:
+            tx = Transaction(sender=keypair.address, nonce=nonce, kind=kind, max_fee=max_fee)
+            result = await self._submit(encode(sign_transaction(keypair, tx)), DEFAULT_FINALITY_TIMEOUT_S)
+            nonces.settle(nonce, result)
+        finally:
+            nonces.in_flight -= 1
         return self._effects_of(result)
 
     async def submit(self, signed_transaction: bytes, timeout_s: float = DEFAULT_FINALITY_TIMEOUT_S
