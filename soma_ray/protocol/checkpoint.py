@@ -22,7 +22,7 @@ from soma_ray.protocol.execution import (
     INTERNAL_ERROR_REASON, check_decoded_admission, check_size, execute_transaction,
 )
 from soma_ray.protocol.state import State
-from soma_ray.protocol.types import ChangeEpoch, Checkpoint, CheckpointEntry, SystemState, TransactionEffects
+from soma_ray.protocol.types import ChangeEpoch, Checkpoint, CheckpointEntry, TransactionEffects
 
 GENESIS_PREVIOUS_DIGEST = bytes(32)
 MAX_TIMESTAMP_MS = 2**63 - 1  # every timestamp must fit the signed 64-bit fields derived from it
@@ -63,17 +63,20 @@ def execute_change_epoch(
     return effects
 
 
-def execute_entry(state: State, raw: bytes, ctx: ExecutionContext, checkpoint_epoch: int,
-                  verified: Container[bytes], system: SystemState) -> TransactionEffects:
+def execute_entry(state: State, raw: bytes, timestamp_ms: int, seed: bytes, checkpoint_epoch: int,
+                  verified: Container[bytes] = ()) -> TransactionEffects:
     """Effects of one entry; every failure, even a bug's exception, becomes a typed error.
     `verified`: entry bytes whose signature the caller already checked (see check_admission).
-    `ctx` and `system` come from the state as it is now, decoded once for this entry; `system`
-    is handed on to the fee charge, which updates it."""
+    The SystemState is decoded here, once, from the state as earlier entries left it, and
+    handed on to the fee charge, which updates it."""
+    system = state.system()
+    ctx = ExecutionContext(system.parameters, system.epoch, timestamp_ms, seed)
     try:
         entry = decode(raw, CheckpointEntry)
         if isinstance(entry, ChangeEpoch):
             return execute_change_epoch(state, entry, ctx, checkpoint_epoch)
-        # Same checks and order as check_admission, on the entry decoded above.
+        # check_admission's checks on the entry decoded above; unlike admission, an entry is
+        # decoded before its size is checked, so which error a bad one records stays as it was.
         check_size(raw, ctx.params)
         tx_bytes = encode(entry.transaction)  # signed over and hashed: encoded once for both
         check_decoded_admission(raw, entry, state, ctx.params, verified, tx_bytes)
@@ -99,11 +102,8 @@ def build_checkpoint(
         raise TimestampOutOfRange(timestamp_ms=timestamp_ms, max_ms=MAX_TIMESTAMP_MS)
     epoch = state.system().epoch
     seed = checkpoint_seed(previous_digest, sequence)
-    effects = []
-    for raw in transactions:
-        system = state.system()  # once per entry: earlier entries may have changed it
-        ctx = ExecutionContext(system.parameters, system.epoch, timestamp_ms, seed)
-        effects.append(execute_entry(state, raw, ctx, epoch, verified, system))
+    effects = [execute_entry(state, raw, timestamp_ms, seed, epoch, verified)
+               for raw in transactions]
     checkpoint = Checkpoint(
         epoch=epoch, sequence=sequence, previous_digest=previous_digest, timestamp_ms=timestamp_ms,
         transactions=list(transactions), effects_digest=effects_digest(effects), state_root=state.state_root(),

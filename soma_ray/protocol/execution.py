@@ -117,7 +117,7 @@ def execute_transaction(state: State, signed: t.SignedTransaction, ctx: Executio
                         system: t.SystemState) -> t.TransactionEffects:
     """Execute one ordered, admitted transaction; the effects record the fee and any error.
     The caller has `tx_digest = transaction_digest(tx)` and `system = state.system()` at hand
-    (decoded for the checkpoint's context); `system` is stale once the transaction has run."""
+    (decoded for this entry's context); `system` is stale once the transaction has run."""
     tx = signed.transaction
     effects = t.TransactionEffects(transaction_digest=tx_digest, sender=tx.sender, nonce=tx.nonce, fee_charged=0)
     fee = ctx.params.base_fee
