@@ -279,9 +279,17 @@ class SomaClient:
     async def transfer(self, keypair: Keypair, recipient: bytes, amount: int) -> TransactionEffects:
         return await self.execute(keypair, Transfer(recipient=recipient, amount=amount))
 
-    async def request_faucet(self, recipient: bytes, amount: int) -> TransactionEffects:
-        """Localnet: coins from the emission pool, signed by a validator's faucet key."""
-        return self._effects_of(await self._call("request_faucet", recipient, amount))
+    async def request_faucet(self, recipient: bytes, amount: int,
+                             timeout_s: float = DEFAULT_FINALITY_TIMEOUT_S) -> TransactionEffects:
+        """Localnet: coins from the emission pool, signed by a validator's faucet key; raises
+        `FinalityTimeout` if no certified checkpoint holds them within `timeout_s` (they may
+        still arrive later)."""
+        try:
+            result = await asyncio.wait_for(self._call("request_faucet", recipient, amount),
+                                            timeout_s)
+        except asyncio.TimeoutError:
+            raise FinalityTimeout(timeout_s) from None
+        return self._effects_of(result)
 
     @staticmethod
     def _effects_of(result: dict) -> TransactionEffects:

@@ -8,6 +8,7 @@ import pytest
 
 from actors import network as net
 from localnet_helpers import client_of, run, statuses, wait_until
+from soma_ray.client import FinalityTimeout
 from soma_ray.protocol import errors
 from soma_ray.protocol.encoding import encode
 from soma_ray.protocol.execution import sign_transaction
@@ -82,3 +83,24 @@ def test_full_mempool_refuses_with_a_typed_error_and_the_refused_transaction_goe
     paid = CAPACITY + 1
     assert alice_after == before - paid * (SHANNONS_PER_SOMA + FEE)
     assert bob_after == (paid + 1) * SHANNONS_PER_SOMA
+
+
+def test_a_faucet_request_that_cannot_commit_times_out_and_its_coins_arrive_later(small_pool_net):
+    network = small_pool_net
+    carol = preset_keypair("pool-carol", 0)
+    for index in STOPPED:
+        network.stop_validator(index)
+
+    async def scenario():
+        client = await client_of(network)
+        with pytest.raises(FinalityTimeout):
+            await client.request_faucet(carol.address, SHANNONS_PER_SOMA, timeout_s=1.0)
+        for index in STOPPED:
+            await asyncio.to_thread(network.relaunch_validator, index)
+        for _ in range(300):  # the admitted request commits once the quorum is back
+            if await client.get_balance(carol.address) == SHANNONS_PER_SOMA:
+                return True
+            await asyncio.sleep(0.2)
+        return False
+
+    assert run(scenario())
