@@ -45,7 +45,8 @@ from soma_ray.model.weights import load_weights, read_weights_header, save_weigh
 
 __all__ = [
     "CHUNKS_PER_BATCH", "EOS_TOKEN", "PAD_TOKEN", "SIGREG_COEFFICIENT", "VOCAB_SIZE",
-    "V1Config", "V1Model", "Chunks", "tokenize", "sigreg", "save_weights", "load_weights", "read_weights_header",
+    "V1Config", "V1Model", "Chunks", "tokenize", "sigreg",
+    "save_weights", "load_weights", "read_weights_header",
     "ModelScore", "ScoreResult", "score_model", "score_many", "score", "cosine_distance",
     "encrypt_weights", "decrypt_weights", "weights_manifest", "weights_commitment",
     "key_commitment", "embedding_commitment", "embedding_bytes",

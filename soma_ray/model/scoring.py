@@ -8,6 +8,7 @@ afterwards into each item's batches of 16: `score_many` gives `score_model`'s nu
 from __future__ import annotations
 
 import functools
+import math
 from typing import NamedTuple, Sequence
 
 import arrgen
@@ -87,7 +88,8 @@ def score(models: Sequence[V1Model], data: bytes, target_embedding: np.ndarray,
         raise ValueError("score needs at least one model")
     scores = [model_scores[0] for model_scores in score_many(models, [data], seed)]
     losses = [s.loss for s in scores]
-    winner = losses.index(min(losses))
+    # A NaN loss (a broken model) never wins: it ranks after every number.
+    winner = min(range(len(losses)), key=lambda i: (math.isnan(losses[i]), losses[i]))
     return ScoreResult(winner, losses[winner], scores[winner].embedding,
                        cosine_distance(scores[winner].embedding, target_embedding), losses)
 
@@ -152,13 +154,16 @@ def _chunk_stats(model: V1Model, tokens: np.ndarray, positions: np.ndarray,
                     r = model.encode(torch.from_numpy(tokens[rows]).to(device),
                                      torch.from_numpy(positions[rows]).to(device))
                     logits = model.predict(r)
-                r, logits = r.float(), logits.float()
-                ce = F.cross_entropy(logits.flatten(0, 1),
-                                     torch.from_numpy(targets[rows]).to(device).flatten(),
-                                     ignore_index=PAD_TOKEN, reduction="none")
-                ce_sum[rows] = ce.view(-1, seq).sum(dim=1).double().cpu().numpy()
-                representation_mean[rows] = r.mean(dim=1).double().cpu().numpy()
-                sigreg_mean[rows] = _sigreg_means(r, batch_index[rows], seed)
+                # Statistics in at least float32, whatever autocast the caller has open.
+                with torch.autocast(device.type, enabled=False):
+                    r = r.to(torch.promote_types(r.dtype, torch.float32))
+                    ce = F.cross_entropy(
+                        logits.to(r.dtype).flatten(0, 1),
+                        torch.from_numpy(targets[rows]).to(device).flatten(),
+                        ignore_index=PAD_TOKEN, reduction="none")
+                    ce_sum[rows] = ce.view(-1, seq).sum(dim=1).double().cpu().numpy()
+                    representation_mean[rows] = r.mean(dim=1).double().cpu().numpy()
+                    sigreg_mean[rows] = _sigreg_means(r, batch_index[rows], seed)
     finally:
         model.train(was_training)
     return _ChunkStats(ce_sum, sigreg_mean, representation_mean)

@@ -55,9 +55,7 @@ def load_weights(source: str | os.PathLike | bytes, config: V1Config | None = No
     memory used is the parameters' own (no mapped file, no second copy).
     """
     with _open(source) as (stream, size):
-        header, config = _checked_header(stream, size, config)
-        with torch.device("meta"):
-            model = V1Model(config)
+        header, model = _checked_header(stream, size, config)
         data_start = size - _data_size(header)
         tensors = {key: _read_tensor(stream, data_start, header[key], key)
                    for key in model.state_dict()}
@@ -70,7 +68,7 @@ def read_weights_header(source: str | os.PathLike | bytes,
     """The config of a weights file, from its header alone: every check `load_weights` makes
     before reading a tensor (and the same errors), without reading one."""
     with _open(source) as (stream, size):
-        return _checked_header(stream, size, config)[1]
+        return _checked_header(stream, size, config)[1].config
 
 
 @contextlib.contextmanager
@@ -83,12 +81,14 @@ def _open(source: str | os.PathLike | bytes):
         yield stream, os.fstat(stream.fileno()).st_size
 
 
-def _checked_header(stream, size: int, config: V1Config | None) -> tuple[dict, V1Config]:
+def _checked_header(stream, size: int, config: V1Config | None) -> tuple[dict, V1Model]:
+    """The parsed header and a model of its config on the meta device (no memory), after
+    every check that needs no tensor bytes."""
     header = _parse_header(_read_header_bytes(stream), size)
-    config = _config_from_header(header, config)
     with torch.device("meta"):
-        _check_tensors(header, V1Model(config).state_dict())
-    return header, config
+        model = V1Model(_config_from_header(header, config))
+    _check_tensors(header, model.state_dict())
+    return header, model
 
 
 def _read_tensor(stream, data_start: int, info: dict, key: str) -> torch.Tensor:
@@ -96,7 +96,7 @@ def _read_tensor(stream, data_start: int, info: dict, key: str) -> torch.Tensor:
     begin, end = info["data_offsets"]
     tensor = torch.empty(info["shape"], dtype=torch.float32)
     stream.seek(data_start + begin)
-    if stream.readinto(tensor.numpy().view(np.uint8)) != end - begin:
+    if stream.readinto(tensor.numpy().view(np.uint8)) != end - begin:  # shrank since checked
         raise WeightsFormatError(f"file ends inside tensor {key!r}")
     if sys.byteorder != "little":
         tensor.numpy().byteswap(inplace=True)
@@ -130,6 +130,10 @@ def _parse_header(prefix: bytes, total_size: int) -> dict:
         raise WeightsFormatError(f"header is not JSON ({exc})") from None
     if not isinstance(header, dict):
         raise WeightsFormatError("header is not a JSON object")
+    metadata = header.get("__metadata__", {})
+    if not (isinstance(metadata, dict)
+            and all(isinstance(v, str) for v in metadata.values())):
+        raise WeightsFormatError("header __metadata__ is not a map of strings")
     for key, info in header.items():
         if key != "__metadata__" and not _well_formed(info):
             raise WeightsFormatError(f"header entry for {key!r} is malformed")
@@ -144,10 +148,15 @@ def _parse_header(prefix: bytes, total_size: int) -> dict:
 def _well_formed(info) -> bool:
     try:
         begin, end = info["data_offsets"]
-        return (isinstance(info["dtype"], str) and 0 <= begin <= end
-                and all(isinstance(n, int) and n >= 0 for n in info["shape"]))
+        return (isinstance(info["dtype"], str) and _is_count(begin) and _is_count(end)
+                and begin <= end and all(_is_count(n) for n in info["shape"]))
     except (TypeError, KeyError, ValueError):
         return False
+
+
+def _is_count(value) -> bool:
+    """A JSON integer ≥ 0: not a float such as 64.0, not a boolean."""
+    return type(value) is int and value >= 0
 
 
 def _config_from_header(header: dict, config: V1Config | None) -> V1Config:

@@ -133,6 +133,26 @@ def test_score_picks_the_lowest_loss_and_measures_distance_to_the_target(model_p
     assert result.distance == pytest.approx(1 - e.sum() / (np.linalg.norm(e) * 4), abs=1e-8)
 
 
+def test_a_model_with_a_nan_loss_never_wins(model_pair):
+    ours, _ = model_pair
+    broken = seeded_model(tiny_config(), 42)
+    with torch.no_grad():
+        broken.predictor.bias.fill_(float("nan"))
+    result = score([broken, ours], b"xyz", np.ones(16, dtype=np.float32))
+    assert np.isnan(result.losses[0])
+    assert (result.winner, result.loss) == (1, result.losses[1])
+
+
+def test_a_callers_autocast_does_not_change_the_canonical_score(model_pair):
+    ours, _ = model_pair
+    data = bytes(range(200)) * 3
+    want = score_model(ours, data)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = score_model(ours, data)
+    assert got.loss == want.loss
+    np.testing.assert_array_equal(got.embedding, want.embedding)
+
+
 def test_score_ties_go_to_the_first_model(model_pair):
     ours, _ = model_pair
     assert score([ours, ours], b"xyz", np.ones(16, dtype=np.float32)).winner == 0

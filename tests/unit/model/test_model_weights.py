@@ -205,3 +205,21 @@ def test_bad_size_metadata_is_a_format_error(tmp_path, heads, match):
     save_file(state, tmp_path / "w.safetensors", metadata={"soma.v1.num_heads": heads})
     with pytest.raises(WeightsFormatError, match=match):
         load_weights(tmp_path / "w.safetensors")
+
+
+@pytest.mark.parametrize("change", ["float offsets", "bool shape", "metadata not a map"])
+def test_header_values_of_the_wrong_json_type_are_format_errors(tmp_path, change):
+    save_weights(V1Model(CONFIG), tmp_path / "w.safetensors")
+    data = (tmp_path / "w.safetensors").read_bytes()
+    (length,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + length])
+    if change == "float offsets":
+        offsets = header["final_norm.beta"]["data_offsets"]
+        header["final_norm.beta"]["data_offsets"] = [float(n) for n in offsets]
+    elif change == "bool shape":
+        header["predictor.bias"]["shape"] = [True]
+    else:
+        header["__metadata__"] = 5
+    for check in (load_weights, read_weights_header):
+        with pytest.raises(WeightsFormatError):
+            check(_with_header(header, data[8 + length:]))

@@ -70,7 +70,7 @@ def test_a_resume_restores_the_checkpoint_without_reading_the_init_file(tmp_path
     torch.save({"step": 2, "loss_before": 5.0, "loss_after": None, "history": history,
                 "model": model.state_dict(), "optimizer": first.optimizer.state_dict()},
                tmp_path / STATE_FILE)
-    # The init file is gone: a resume must not need it (the checkpoint holds every weight).
+    # The init file is gone: a resuming worker does not read it (the checkpoint holds every weight).
     config = dataclasses.replace(CONFIG, init=tmp_path / "moved.safetensors")
     restored, optimizer, state = _start_or_resume(
         config, Checkpoint.from_directory(tmp_path), torch.device("cpu"))
