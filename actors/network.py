@@ -3,7 +3,8 @@
 Layout of a data dir (one per network):
 
     DIR/network.json        what was launched: validator count, epoch duration, localnet flag,
-                            genesis timestamp, mempool capacity
+                            genesis timestamp, mempool capacity and per-sender limit (a file
+                            written before a setting existed gets its default)
     DIR/validator-<i>/      validator i's own disk: its LMDB store
 
 Every actor is found by name (`<prefix>validator-<i>`, `<prefix>epoch-clock`) in the network's
@@ -39,6 +40,11 @@ class NetworkConfig:
     # Most transactions one validator's mempool holds; beyond it, submissions are refused with
     # `MempoolFull` (a node-local limit: validators need not agree on it).
     mempool_capacity: int = 100_000
+    # What one sender may hold in a validator's mempool: at most this many transactions, with
+    # nonces below its account nonce + this (node-local too). Beyond it, `SenderPoolFull` or
+    # `NonceTooFarAhead`, so one key cannot take the whole pool. The default still lets one key
+    # pipeline that many transactions at once (bench_localnet runs 1,500 per sender).
+    mempool_per_sender: int = 2_000
 
     def validator_name(self, index: int) -> str:
         return f"{self.prefix}validator-{index}"

@@ -46,7 +46,9 @@ from soma_ray.protocol.execution import check_admission, sign_transaction, trans
 from soma_ray.protocol.genesis import genesis, preset_config
 from soma_ray.protocol.params import SHANNONS_PER_SOMA, localnet
 from soma_ray.protocol.types import ChangeEpoch, Checkpoint, Faucet, Transaction
-from soma_ray.protocol.errors import BadNonce, MempoolFull, ProtocolError
+from soma_ray.protocol.errors import (
+    BadNonce, MempoolFull, NonceTooFarAhead, ProtocolError, SenderPoolFull,
+)
 from soma_ray.protocol.state import State
 from soma_ray.storage import ValidatorStore
 
@@ -104,6 +106,7 @@ class ValidatorActor:
         self._state = State.from_items(self._store.state_items())
         self._latest = self._stored_latest_checkpoint()
         self._mempool: dict[bytes, Pending] = {}  # by transaction digest
+        self._sender_pending: dict[bytes, int] = {}  # how many of the mempool's are each sender's
         # Exact bytes of the mempool's transactions, whose signatures `_admit` verified: execution
         # does not verify them a second time (same bytes, same signature over the same message).
         self._verified: set[bytes] = set()
@@ -345,9 +348,7 @@ class ValidatorActor:
 
     def _finish_transactions(self, effects: list, height: int) -> None:
         for effect in effects:
-            pending = self._mempool.pop(effect.transaction_digest, None)
-            if pending is not None:
-                self._verified.discard(pending.data)
+            self._unpool(effect.transaction_digest)
             self._committed_txs += 1
             waiter = self._waiters.pop(effect.transaction_digest, None)
             if waiter is not None and not waiter.done():
@@ -360,8 +361,7 @@ class ValidatorActor:
             if expected is None:
                 expected = nonces[pending.sender] = self._state.account(pending.sender).nonce
             if pending.nonce < expected:
-                del self._mempool[tx_digest]
-                self._verified.discard(pending.data)
+                self._unpool(tx_digest)
                 waiter = self._waiters.pop(tx_digest, None)
                 if waiter is not None and not waiter.done():
                     waiter.set_result(BadNonce(expected=expected, got=pending.nonce))
@@ -391,8 +391,8 @@ class ValidatorActor:
         """Admit a signed transaction, share it with the peers, and wait for its certified effects.
 
         Returns {"sequence", "effects"} or {"error": (code, fields)} when admission refuses it
-        (`MempoolFull` included: then nothing of it is kept); an execution failure is in the
-        effects' `error`."""
+        (`MempoolFull`, `SenderPoolFull` and `NonceTooFarAhead` included: then nothing of it is
+        kept, see `_admit`); an execution failure is in the effects' `error`."""
         return (await self.submit_batch([data]))[0]
 
     async def submit_batch(self, batch: list[bytes]) -> list[dict]:
@@ -441,7 +441,9 @@ class ValidatorActor:
                 peer.add_transactions.remote(batch)
 
     async def add_transactions(self, batch: list[bytes]) -> None:
-        """Transactions a peer admitted: admit each here too so any leader can order them."""
+        """Transactions a peer admitted: admit each here too so any leader can order them. One
+        this validator refuses (its own limits included: a full pool, a sender at its limit
+        here) is dropped here only; the validator that admitted it still holds it."""
         for data in batch:
             try:
                 self._admit(data)
@@ -459,27 +461,59 @@ class ValidatorActor:
                          max_fee=self._state.system().parameters.base_fee)
         outcome = self._admit_and_share(encode(sign_transaction(self._keypair, tx)))
         if not isinstance(outcome, ProtocolError):
-            # Only an admitted one takes the nonce: one refused (MempoolFull) leaves no gap that
-            # would hold every later faucet transaction back.
+            # Only an admitted one takes the nonce: one refused (MempoolFull, or SenderPoolFull
+            # when this validator's key holds its limit of pooled faucet transactions) leaves no
+            # gap that would hold every later faucet transaction back.
             self._faucet_nonce = nonce + 1
         self._start_height()
         return await self._result(outcome)
 
     def _admit(self, data: bytes) -> bytes:
-        """Pool an admissible transaction; the digest its waiter is found under. A full pool
-        refuses a new one, but not one it holds already: resubmitting does not grow it."""
+        """Pool an admissible transaction; the digest its waiter is found under. A new one is
+        refused when its sender holds `mempool_per_sender` pooled transactions already
+        (`SenderPoolFull`; a second transaction with a pooled one's nonce counts too), when its
+        nonce is that far or further past the account's (`NonceTooFarAhead`: it could not
+        execute before the ones in between), or when the pool is full (`MempoolFull`); one the
+        pool holds already is never refused: resubmitting it does not grow the pool."""
         data = bytes(data)
         signed = check_admission(data, self._state, self._state.system().parameters, self._verified)
         tx = signed.transaction
         tx_digest = transaction_digest(tx)
-        if tx_digest not in self._mempool and len(self._mempool) >= self._network.mempool_capacity:
-            raise MempoolFull(capacity=self._network.mempool_capacity)
         replaced = self._mempool.get(tx_digest)
-        if replaced is not None and replaced.data != data:
+        if replaced is None:
+            self._check_room(tx)
+        elif replaced.data != data:
             self._verified.discard(replaced.data)
         self._mempool[tx_digest] = Pending(tx.sender, tx.nonce, data)
+        if replaced is None:
+            self._sender_pending[tx.sender] = self._sender_pending.get(tx.sender, 0) + 1
         self._verified.add(data)
         return tx_digest
+
+    def _check_room(self, tx: Transaction) -> None:
+        """Raise why the mempool has no room for `tx`, a transaction it does not hold."""
+        limit = self._network.mempool_per_sender
+        pending = self._sender_pending.get(tx.sender, 0)
+        if pending >= limit:
+            raise SenderPoolFull(sender_pending=pending, limit=limit)
+        account_nonce = self._state.account(tx.sender).nonce
+        if tx.nonce >= account_nonce + limit:
+            raise NonceTooFarAhead(account_nonce=account_nonce, max=account_nonce + limit - 1,
+                                   got=tx.nonce)
+        if len(self._mempool) >= self._network.mempool_capacity:
+            raise MempoolFull(capacity=self._network.mempool_capacity)
+
+    def _unpool(self, tx_digest: bytes) -> None:
+        """Take a transaction out of the mempool (nothing when it is not there)."""
+        pending = self._mempool.pop(tx_digest, None)
+        if pending is None:
+            return
+        self._verified.discard(pending.data)
+        left = self._sender_pending[pending.sender] - 1
+        if left:
+            self._sender_pending[pending.sender] = left
+        else:
+            del self._sender_pending[pending.sender]
 
     # ------------------------------------------------------------------ catch-up
 

@@ -104,6 +104,16 @@ MempoolFull = _error(
     "MempoolFull", ("capacity",),
     "the validator's mempool holds its limit of {capacity} transactions: nothing was admitted, resubmit later",
 )
+SenderPoolFull = _error(
+    "SenderPoolFull", ("sender_pending", "limit"),
+    "the sender already has {sender_pending} transactions waiting in this validator's mempool, the limit"
+    " per sender is {limit}: nothing was admitted, resubmit once some of them have committed",
+)
+NonceTooFarAhead = _error(
+    "NonceTooFarAhead", ("account_nonce", "max", "got"),
+    "nonce {got} is too far ahead: the account is at nonce {account_nonce} and a validator pools nonces"
+    " up to {max} only; submit the missing earlier nonces first, then resubmit this one",
+)
 BadNonce = _error("BadNonce", ("expected", "got"), "nonce {got} is wrong, the account expects {expected}")
 InsufficientFee = _error(
     "InsufficientFee", ("required", "available"),

@@ -1,7 +1,12 @@
 """A validator's mempool is capped (`NetworkConfig.mempool_capacity`): beyond it, a submission is
 refused with the typed `MempoolFull` at once, nothing of it is kept, and the same bytes go
-through once the pool has drained. A transaction already in the pool can still be resubmitted."""
+through once the pool has drained. A transaction already in the pool can still be resubmitted.
+
+One sender's share is capped too (`NetworkConfig.mempool_per_sender`): at most that many pooled
+transactions, with nonces below its account nonce + that many; beyond it `SenderPoolFull` or
+`NonceTooFarAhead`, while other senders are still admitted."""
 import asyncio
+import json
 import uuid
 
 import pytest
@@ -19,6 +24,7 @@ from soma_ray.protocol.types import Transaction, Transfer
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 CAPACITY = 4
+PER_SENDER = 3
 FEE = 1_000
 STOPPED = (2, 3)  # 2 of 4 is below the quorum: nothing commits, so the pool only fills
 
@@ -37,9 +43,23 @@ def small_pool_net(ray_session, tmp_path_factory):
         network.stop()
 
 
-def transfers(sender, recipient: bytes, nonces) -> list[bytes]:
+@pytest.fixture(scope="module")
+def per_sender_net(ray_session, tmp_path_factory):
+    config = net.NetworkConfig(
+        data_dir=str(tmp_path_factory.mktemp("per-sender")), validators=4, epoch_duration_ms=3_600_000,
+        namespace="soma-test", prefix=f"sender-{uuid.uuid4().hex[:6]}-", mempool_per_sender=PER_SENDER,
+    )
+    network = net.start(config)
+    try:
+        wait_until(lambda: all(s["sequence"] is not None for s in statuses(network)))
+        yield network
+    finally:
+        network.stop()
+
+
+def transfers(sender, recipient: bytes, nonces, amount: int = SHANNONS_PER_SOMA) -> list[bytes]:
     return [encode(sign_transaction(sender, Transaction(
-        sender=sender.address, nonce=nonce, kind=Transfer(recipient=recipient, amount=SHANNONS_PER_SOMA),
+        sender=sender.address, nonce=nonce, kind=Transfer(recipient=recipient, amount=amount),
         max_fee=FEE))) for nonce in nonces]
 
 
@@ -104,3 +124,73 @@ def test_a_faucet_request_that_cannot_commit_times_out_and_its_coins_arrive_late
         return False
 
     assert run(scenario())
+
+
+def test_one_sender_holds_at_most_its_share_of_the_mempool_and_others_are_still_admitted(per_sender_net):
+    network = per_sender_net
+    alice, bob = preset_keypair("user", 1), preset_keypair("user", 2)
+    recipient = preset_keypair("pool-dave", 0).address
+    for index in STOPPED:
+        network.stop_validator(index)
+
+    def pooled_counts():
+        return [s["mempool"] for s in statuses(network, [0, 1])]
+
+    async def scenario():
+        client = await client_of(network)
+        client.network.validators[1] = None  # every submission goes to validator 0's pool
+        start = (await client.get_account(alice.address)).nonce
+        bob_start = (await client.get_account(bob.address)).nonce
+        pooled = transfers(alice, recipient, range(start, start + PER_SENDER))
+        beyond = transfers(alice, recipient, [start + PER_SENDER])[0]
+        same_nonce = transfers(alice, recipient, [start], amount=2 * SHANNONS_PER_SOMA)[0]
+
+        # Far ahead of the account: refused even while alice has nothing pooled.
+        with pytest.raises(errors.NonceTooFarAhead) as ahead:
+            await client.submit(beyond)
+        assert (ahead.value.account_nonce, ahead.value.max, ahead.value.got) == \
+            (start, start + PER_SENDER - 1, start + PER_SENDER)
+
+        waiting = [asyncio.create_task(client.submit(data, timeout_s=240)) for data in pooled]
+        await asyncio.to_thread(wait_until, lambda: pooled_counts() == [PER_SENDER] * 2)
+        with pytest.raises(errors.SenderPoolFull) as full:
+            await client.submit(beyond)
+        assert (full.value.sender_pending, full.value.limit) == (PER_SENDER, PER_SENDER)
+        with pytest.raises(errors.SenderPoolFull):  # another transaction for a pooled nonce: no second slot
+            await client.submit(same_nonce)
+        # Resubmitting a pooled one is not refused, and another sender is still admitted.
+        waiting.append(asyncio.create_task(client.submit(pooled[0], timeout_s=240)))
+        bob_waiting = asyncio.create_task(client.submit(transfers(bob, recipient, [bob_start])[0], timeout_s=240))
+        await asyncio.to_thread(wait_until, lambda: pooled_counts() == [PER_SENDER + 1] * 2)
+        # Gossip follows the same rule: the peer drops alice's extra transactions without a word.
+        await network.validator(1).add_transactions.remote([beyond, same_nonce])
+        assert await asyncio.to_thread(pooled_counts) == [PER_SENDER + 1] * 2
+
+        for index in STOPPED:  # quorum again: everything admitted commits
+            await asyncio.to_thread(network.relaunch_validator, index)
+        effects = await asyncio.gather(*waiting)
+        assert [e.nonce for e in effects] == [*range(start, start + PER_SENDER), start]
+        assert (await bob_waiting).nonce == bob_start
+        # The refused transaction was kept nowhere: the same bytes are admitted and commit now.
+        assert (await client.submit(beyond)).nonce == start + PER_SENDER
+        with pytest.raises(errors.BadNonce):  # the other one for nonce `start` lost: that nonce is used
+            await client.submit(same_nonce)
+        return await client.get_balance(recipient)
+
+    assert run(scenario()) == (PER_SENDER + 2) * SHANNONS_PER_SOMA
+
+
+def test_network_json_keeps_the_per_sender_limit_and_an_older_file_gets_the_default(tmp_path):
+    default = net.NetworkConfig(data_dir=str(tmp_path)).mempool_per_sender
+    path = tmp_path / net.CONFIG_FILE
+    net.save_config(net.NetworkConfig(data_dir=str(tmp_path), mempool_per_sender=7))
+    assert net.load_config(str(tmp_path)).mempool_per_sender == 7
+    older = json.loads(path.read_text())
+    del older["mempool_per_sender"]  # written before the setting existed
+    path.write_text(json.dumps(older))
+    assert net.load_config(str(tmp_path)).mempool_per_sender == default
+    # Resuming keeps the stored settings (the default, here) and writes the field out.
+    resumed = net.prepare_data_dir(net.NetworkConfig(data_dir=str(tmp_path), mempool_per_sender=9),
+                                   force_regenesis=False)
+    assert resumed.mempool_per_sender == default
+    assert json.loads(path.read_text())["mempool_per_sender"] == default

@@ -17,6 +17,18 @@ def test_known_codes_raise_their_typed_error_with_fields():
     assert full.value.capacity == 5 and "resubmit later" in str(full.value)
 
 
+def test_per_sender_mempool_refusals_raise_their_typed_errors():
+    """A validator's refusals for one sender's share of its mempool (`mempool_per_sender`)."""
+    with pytest.raises(errors.SenderPoolFull) as full:
+        raise_error("SenderPoolFull", {"sender_pending": 3, "limit": 3})
+    assert (full.value.sender_pending, full.value.limit) == (3, 3)
+    assert "limit per sender is 3" in str(full.value) and "resubmit" in str(full.value)
+    with pytest.raises(errors.NonceTooFarAhead) as ahead:
+        raise_error("NonceTooFarAhead", {"account_nonce": 7, "max": 9, "got": 10})
+    assert (ahead.value.account_nonce, ahead.value.max, ahead.value.got) == (7, 9, 10)
+    assert "nonce 10 is too far ahead" in str(ahead.value) and "up to 9" in str(ahead.value)
+
+
 def test_unknown_code_or_fields_still_raise_a_protocol_error_with_the_details():
     with pytest.raises(errors.UnknownProtocolError, match=r"FutureError: \[\('x', 1\)\]"):
         raise_error("FutureError", [("x", 1)])
