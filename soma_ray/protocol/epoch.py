@@ -9,6 +9,9 @@
 6. validator set and voting power
 7. target budget (1 − validator_share) × E and target generation (`generate_epoch_targets`);
    the budget is an allowance: it stays in the emission pool until a target is funded
+8. pruning: targets Settled in an epoch ≤ new epoch − 1 − `settled_retention_epochs` are removed
+   with their paid-out submissions (`prune_settled_targets`); no funds move. Not in the spec's
+   list (it says only "Settled (then removable)"): last, so every earlier step still sees them.
 
 Steps 1–4 see the ending epoch in `SystemState.epoch`; the epoch number advances before step 5.
 """
@@ -25,7 +28,9 @@ from soma_ray.protocol.models import process_model_epoch
 from soma_ray.protocol.params import BPS
 from soma_ray.protocol.staking import activate_pending_stake, pay_pending_withdrawals, stake_pending
 from soma_ray.protocol.state import STAKING_POOL, VALIDATOR, State
-from soma_ray.protocol.targets import adjust_difficulty, expire_targets, generate_epoch_targets
+from soma_ray.protocol.targets import (
+    adjust_difficulty, expire_targets, generate_epoch_targets, prune_settled_targets,
+)
 from soma_ray.protocol.types import ChangeEpoch, StakingPool, TransactionEffects, Validator
 from soma_ray.protocol.validators import update_validator_set
 
@@ -144,6 +149,7 @@ def change_epoch(state: State, epoch: int, timestamp_ms: int, ctx: ExecutionCont
     system.committee = update_validator_set(state, epoch)
     state.put_system(system)
     generate_epoch_targets(state, epoch_ctx, emission)
+    prune_settled_targets(state, epoch_ctx)
     return TransactionEffects(
         transaction_digest=tx_digest, sender=SYSTEM_SENDER, nonce=epoch, fee_charged=0, created=epoch_ctx.created
     )

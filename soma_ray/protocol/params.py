@@ -50,6 +50,10 @@ class Parameters(Struct, frozen=True):
     # The faucet pays out of the emission pool, so it is off unless a genesis enables it.
     faucet_enabled: bool = False
     faucet_max_amount: int = 1_000 * SHANNONS_PER_SOMA
+    # A Settled target (and its paid-out submission) is removed from the state at the epoch
+    # change that ends epoch settled_epoch + settled_retention_epochs, i.e. it stays readable
+    # for that many whole epochs after the one it settled in (0: removed at the next change).
+    settled_retention_epochs: int = 2
 
 
 def testnet() -> Parameters:

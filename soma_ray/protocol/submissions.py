@@ -3,7 +3,9 @@
 Life of a target: Open → (CommitSubmission) Committed → (RevealSubmission) Filled →
 [(InitiateChallenge) Challenged → (ResolveChallenge) Filled or reopened] → (ClaimRewards,
 from epoch fill_epoch + 2) Settled. An Open target whose epoch has ended is expired: a claim
-pays the finder's fee and returns the rest to the emission pool.
+pays the finder's fee and returns the rest to the emission pool. A Settled target records its
+`settled_epoch`; the epoch change prunes it, with its paid-out submission, once
+`settled_retention_epochs` more epochs have ended (`targets.prune_settled_targets`).
 
 Funds move only between accounts, bonds held in Submission/Challenge objects, target reward
 pools, staking pools and the emission pool, so the supply invariant holds after every kind.
@@ -244,6 +246,7 @@ def challenger_wins(state: State, challenge: Challenge, target: Target, ctx: Exe
         return_to_emission_pool(state, target.reward_pool)
         target.reward_pool = 0
         target.status = "Settled"
+        target.settled_epoch = ctx.epoch
 
 
 def miner_wins(state: State, challenge: Challenge, target: Target) -> None:
@@ -333,4 +336,5 @@ def process_claim_rewards(state: State, tx: ClaimRewards, ctx: ExecutionContext)
         raise TargetNotFilled(status=target.status)
     target.reward_pool = 0
     target.status = "Settled"
+    target.settled_epoch = ctx.epoch
     state.put(TARGET, target.id, target)

@@ -243,7 +243,8 @@ def select_models(target, model_ids: Sequence, embeddings, stakes: Sequence[int]
     return ModelIndex(model_ids, embeddings, stakes).select(target, k)
 
 
-# --- state transitions: generation (§3 step 7, §4), expiry (§3 step 1), difficulty (§3 step 4) ---
+# --- state transitions: generation (§3 step 7, §4), expiry (§3 step 1), difficulty (§3 step 4),
+# --- pruning of Settled targets (§3 step 8) ---
 
 
 def active_model_index(state: State) -> ModelIndex | None:
@@ -425,3 +426,47 @@ def adjust_difficulty(state: State) -> None:
     targets.hit_time_sum_ms = 0
     targets.confirmed_hits = 0
     state.put_system(system)
+
+
+def settled_epoch_of(target: Target) -> int:
+    """The epoch `target` became Settled. A Settled target written before `Target.settled_epoch`
+    existed has none; its fill (or generation) epoch is a lower bound, so it is not kept forever."""
+    if target.settled_epoch is not None:
+        return target.settled_epoch
+    return target.fill_epoch if target.fill_epoch is not None else target.generation_epoch
+
+
+def prune_settled_targets(state: State, ctx: ExecutionContext) -> list[bytes]:
+    """§3 step 8, the last step of the change into epoch `ctx.epoch`: remove every target Settled
+    in an epoch ≤ ctx.epoch − 1 − `settled_retention_epochs`, with its submission(s). Returns the
+    removed target ids (ascending).
+
+    A target is removed only when nothing is owed from or to it: reward pool 0, no challenge on it,
+    every submission of it with bond 0 (a claim pays the bond out and keeps the record with
+    bond 0; a ChallengerWins deletes it). Whatever fails these checks stays (and stays counted by
+    the supply invariant): pruning never moves funds, it only forgets paid-out records.
+    Deletion goes through `State.delete`, so the state root, the checkpoint's delta and a
+    rollback of a failed epoch change treat it like any other write.
+    """
+    retention = max(ctx.params.settled_retention_epochs, 0)
+    last_prunable = ctx.epoch - 1 - retention  # settled in this epoch or before: removed now
+    candidates = [
+        target for target in state.values(TARGET, Target)
+        if target.status == "Settled" and settled_epoch_of(target) <= last_prunable
+    ]
+    if not candidates:
+        return []
+    challenged = {challenge.target_id for challenge in state.values(CHALLENGE, Challenge)}
+    submissions: dict[bytes, list[Submission]] = {}
+    for submission in state.values(SUBMISSION, Submission):
+        submissions.setdefault(submission.target_id, []).append(submission)
+    removed = []
+    for target in candidates:
+        own = submissions.get(target.id, [])
+        if target.reward_pool or target.id in challenged or any(s.bond for s in own):
+            continue
+        for submission in own:
+            state.delete(SUBMISSION, submission.id)
+        state.delete(TARGET, target.id)
+        removed.append(target.id)
+    return removed

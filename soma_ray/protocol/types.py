@@ -117,6 +117,9 @@ class Target(Struct):
     status: TargetStatus = "Open"
     submission_id: bytes | None = None
     fill_epoch: int | None = None
+    # The epoch in which the target became Settled (claimed, or reverted by ChallengerWins after
+    # its epoch); a Settled target is pruned `settled_retention_epochs` epochs later (§3 step 8).
+    settled_epoch: int | None = None
 
 
 class RevealedSubmission(Struct):
