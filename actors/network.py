@@ -19,10 +19,14 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+import msgspec
 import ray
 
 from soma_ray.protocol.crypto import Keypair
-from soma_ray.protocol.genesis import preset_keypair
+from soma_ray.protocol.genesis import genesis, preset_config, preset_keypair
+from soma_ray.protocol.params import SHANNONS_PER_SOMA, localnet
+from soma_ray.protocol.state import State
+from soma_ray.storage import GenesisMismatch, ValidatorStore
 
 DEFAULT_NAMESPACE = "soma"
 CONFIG_FILE = "network.json"
@@ -61,6 +65,25 @@ class NetworkConfig:
         return preset_keypair("validator", index)
 
 
+# Each validator key holds this much at genesis: it pays the fees of the faucet transactions
+# the validator signs for users.
+GENESIS_VALIDATOR_BALANCE = 1_000 * SHANNONS_PER_SOMA
+GENESIS_MODELS = 3
+GENESIS_USERS = 4
+
+
+def build_genesis(network: NetworkConfig) -> State:
+    """The localnet genesis every validator computes alike from the shared network config:
+    the preset validators, models and users, plus a fee balance for each validator key."""
+    parameters = msgspec.structs.replace(localnet(), epoch_duration_ms=network.epoch_duration_ms,
+                                         allow_early_epoch_change=network.localnet)
+    config = preset_config(parameters, network.validators, GENESIS_MODELS, GENESIS_USERS)
+    fee_balances = [(network.validator_keypair(i).address, GENESIS_VALIDATOR_BALANCE)
+                    for i in range(network.validators)]
+    return genesis(msgspec.structs.replace(config, balances=config.balances + fee_balances,
+                                           timestamp_ms=network.genesis_timestamp_ms))
+
+
 class NetworkNotRunning(RuntimeError):
     """No validator of the named network answers in this Ray cluster."""
 
@@ -68,6 +91,19 @@ class NetworkNotRunning(RuntimeError):
         self.namespace = namespace
         self.name = name
         super().__init__(f"no actor {name!r} in Ray namespace {namespace!r}: is the network started?")
+
+
+class DataDirMismatch(RuntimeError):
+    """The data dir holds a chain this version does not compute the same genesis for (another
+    protocol version, or another network's disks): resuming it would fork from its own past."""
+
+    def __init__(self, data_dir: str, index: int):
+        self.data_dir = data_dir
+        self.index = index
+        super().__init__(
+            f"{data_dir}: validator {index}'s disk holds another genesis than this version "
+            "computes for the stored network (a chain from an older soma-ray?); start a new "
+            "chain there with --force-regenesis, or use another --data-dir")
 
 
 def save_config(config: NetworkConfig) -> None:
@@ -97,6 +133,22 @@ def prepare_data_dir(config: NetworkConfig, force_regenesis: bool) -> NetworkCon
         config = replace(config, genesis_timestamp_ms=int(time.time() * 1000))
     save_config(config)
     return config
+
+
+def check_stored_genesis(config: NetworkConfig) -> None:
+    """Raise DataDirMismatch, before any actor starts, if a validator's disk holds another
+    genesis: the actor would otherwise fail (and be restarted) on every launch. Validators
+    already running hold their stores open in their own processes, so they are skipped."""
+    root = None
+    for index in range(config.validators):
+        path = config.validator_dir(index) / "db"
+        if not path.exists() or _find(config.validator_name(index), config.namespace):
+            continue
+        root = root or build_genesis(config).state_root()
+        try:
+            ValidatorStore(path, genesis_digest=root).close()
+        except GenesisMismatch:
+            raise DataDirMismatch(config.data_dir, index) from None
 
 
 def _actor_options(name: str, namespace: str, detached: bool) -> dict:
@@ -181,6 +233,7 @@ def start(config: NetworkConfig, force_regenesis: bool = False, detached: bool =
           ready_timeout_s: float = 120.0) -> Network:
     """Launch (or join) the network of `config` and wait until every actor has opened its disk."""
     config = prepare_data_dir(config, force_regenesis)
+    check_stored_genesis(config)
     clock = launch_clock(config, detached)
     validators = [launch_validator(config, i, detached) for i in range(config.validators)]
     ray.get([v.ready.remote() for v in validators] + [clock.ready.remote()],

@@ -21,10 +21,9 @@ import os
 import time
 from typing import NamedTuple
 
-import msgspec
 import ray
 
-from actors.network import NetworkConfig
+from actors.network import NetworkConfig, build_genesis
 from soma_ray.consensus.core import ConsensusCore
 from soma_ray.consensus.messages import (
     Broadcast,
@@ -43,8 +42,6 @@ from soma_ray.consensus.chain import verify_checkpoint_chain
 from soma_ray.protocol.checkpoint import build_checkpoint
 from soma_ray.protocol.encoding import decode, encode
 from soma_ray.protocol.execution import check_admission, sign_transaction, transaction_digest
-from soma_ray.protocol.genesis import genesis, preset_config
-from soma_ray.protocol.params import SHANNONS_PER_SOMA, localnet
 from soma_ray.protocol.types import ChangeEpoch, Checkpoint, Faucet, Transaction
 from soma_ray.protocol.errors import (
     BadNonce, MempoolFull, NonceTooFarAhead, ProtocolError, SenderPoolFull,
@@ -63,23 +60,6 @@ MAX_CLOCK_AHEAD_MS = 10_000
 IDLE_CHECKPOINT_INTERVAL_S = 1.0
 
 
-# Each validator key holds this much at genesis: it pays the fees of the faucet transactions
-# the validator signs for users.
-GENESIS_VALIDATOR_BALANCE = 1_000 * SHANNONS_PER_SOMA
-GENESIS_MODELS = 3
-GENESIS_USERS = 4
-
-
-def build_genesis(network: NetworkConfig) -> State:
-    """The localnet genesis every validator computes alike from the shared network config:
-    the preset validators, models and users, plus a fee balance for each validator key."""
-    parameters = msgspec.structs.replace(localnet(), epoch_duration_ms=network.epoch_duration_ms,
-                                         allow_early_epoch_change=network.localnet)
-    config = preset_config(parameters, network.validators, GENESIS_MODELS, GENESIS_USERS)
-    fee_balances = [(network.validator_keypair(i).address, GENESIS_VALIDATOR_BALANCE)
-                    for i in range(network.validators)]
-    return genesis(msgspec.structs.replace(config, balances=config.balances + fee_balances,
-                                           timestamp_ms=network.genesis_timestamp_ms))
 
 
 class Pending(NamedTuple):

@@ -179,7 +179,10 @@ def start_localnet(
     dashboard = ensure_ray(address, detach, namespace)
     config = net.NetworkConfig(data_dir=str(data_dir.expanduser()), validators=validators,
                                epoch_duration_ms=duration_ms, namespace=namespace)
-    network = net.start(config, force_regenesis=force_regenesis, detached=detach)
+    try:
+        network = net.start(config, force_regenesis=force_regenesis, detached=detach)
+    except net.DataDirMismatch as error:
+        raise fail(str(error)) from None
     typer.echo(f"localnet of {network.config.validators} validators in Ray namespace "
                f"{namespace!r}, epochs of {network.config.epoch_duration_ms / 1000:g} s, "
                f"data in {network.config.data_dir} (a resumed network keeps its stored settings)")

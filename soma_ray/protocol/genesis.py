@@ -21,7 +21,8 @@ from soma_ray.protocol.types import (
 )
 from soma_ray.protocol.validators import require_commission_bps, update_validator_set
 
-PROTOCOL_VERSION = 2  # 2: ChangeEpoch on the consensus clock, faucet off by default and capped
+PROTOCOL_VERSION = 3  # 2: ChangeEpoch on the consensus clock, faucet off by default and capped;
+# 3: Settled targets pruned (Target.settled_epoch, Parameters.settled_retention_epochs)
 
 
 class GenesisValidator(Struct):

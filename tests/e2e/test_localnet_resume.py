@@ -4,8 +4,9 @@ import uuid
 import pytest
 
 from actors import network as net
-from localnet_helpers import client_of, run
+from localnet_helpers import client_of, run, statuses
 from soma_ray.protocol.genesis import preset_keypair
+from soma_ray.storage import ValidatorStore
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -41,3 +42,24 @@ def test_restart_resumes_from_the_data_dir_unless_regenesis_is_forced(ray_sessio
     finally:
         network.stop()
     assert balance == 0
+
+
+def test_a_disk_holding_another_genesis_is_refused_before_any_actor_starts(ray_session, tmp_path):
+    # As a data dir from a soma-ray whose genesis encodes differently would be.
+    config = net.NetworkConfig(data_dir=str(tmp_path), validators=2, namespace="soma-test",
+                               prefix=f"foreign-{uuid.uuid4().hex[:6]}-")
+    net.save_config(config)
+    with ValidatorStore(config.validator_dir(1) / "db") as store:
+        store.write_genesis(bytes(32), [])
+    with pytest.raises(net.DataDirMismatch) as refused:
+        net.start(config)
+    assert refused.value.index == 1 and "--force-regenesis" in str(refused.value)
+    assert net._find(config.validator_name(0), config.namespace) is None
+    with ValidatorStore(config.validator_dir(1) / "db") as store:
+        assert store.genesis_digest() == bytes(32)  # nothing of the old disk was touched
+
+    network = net.start(config, force_regenesis=True)  # a new chain there starts
+    try:
+        assert len(statuses(network)) == 2
+    finally:
+        network.stop()
