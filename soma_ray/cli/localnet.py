@@ -168,6 +168,12 @@ def start_localnet(
     data_dir: Annotated[Path, typer.Option("--data-dir", help="Where validators keep their disks.")] = DEFAULT_DATA_DIR,
     force_regenesis: Annotated[bool, typer.Option("--force-regenesis", help="Wipe the data dir and start a new chain.")] = False,
     detach: Annotated[bool, typer.Option("--detach", help="Keep running after this command; `soma stop` ends it.")] = False,
+    mempool_capacity: Annotated[int, typer.Option(
+        "--mempool-capacity", min=1, help="Most transactions one validator's mempool holds.")] = (
+        net.NetworkConfig.mempool_capacity),
+    mempool_per_sender: Annotated[int, typer.Option(
+        "--mempool-per-sender", min=1, help="Most one sender may hold in a mempool.")] = (
+        net.NetworkConfig.mempool_per_sender),
     address: AddressOption = None,
     namespace: NamespaceOption = net.DEFAULT_NAMESPACE,
 ) -> None:
@@ -178,7 +184,9 @@ def start_localnet(
         raise fail(str(error)) from None
     dashboard = ensure_ray(address, detach, namespace)
     config = net.NetworkConfig(data_dir=str(data_dir.expanduser()), validators=validators,
-                               epoch_duration_ms=duration_ms, namespace=namespace)
+                               epoch_duration_ms=duration_ms, namespace=namespace,
+                               mempool_capacity=mempool_capacity,
+                               mempool_per_sender=mempool_per_sender)
     try:
         network = net.start(config, force_regenesis=force_regenesis, detached=detach)
     except net.DataDirMismatch as error:

@@ -86,3 +86,25 @@ def test_parsers_reject_what_they_cannot_read():
             parse_amount(bad)
     with pytest.raises(BadArgument):
         parse_address("0xzz")
+
+
+def test_start_passes_the_mempool_limits_and_reports_a_foreign_data_dir(monkeypatch, tmp_path):
+    from soma_ray.cli import localnet as cli
+
+    launched = []
+
+    def refuse(config, **_):
+        launched.append(config)
+        raise net.DataDirMismatch(config.data_dir, 0)
+
+    monkeypatch.setattr(cli, "ensure_ray", lambda *_: None)
+    monkeypatch.setattr(net, "start", refuse)
+    app = typer.Typer()
+    register(app)
+    result = CliRunner().invoke(app, ["start", "localnet", "--data-dir", str(tmp_path),
+                                      "--mempool-capacity", "50", "--mempool-per-sender", "7"])
+    assert (launched[0].mempool_capacity, launched[0].mempool_per_sender) == (50, 7)
+    assert result.exit_code == 1
+    assert result.output.count("\n") == 1 and "--force-regenesis" in result.output
+    bad = CliRunner().invoke(app, ["start", "localnet", "--mempool-capacity", "0"])
+    assert bad.exit_code == 2 and len(launched) == 1
