@@ -10,6 +10,9 @@ Durability: the safety state is written before any vote it allows is sent, and a
 checkpoint with its certificate and state changes is committed to LMDB in one transaction before
 the next height starts, i.e. before this validator votes past it.
 
+Evidence: every equivocation the core reports is kept in the LMDB store, once, and survives
+restarts and epoch changes (the core keeps only its latest 256, in memory).
+
 Recovery: a restarted validator reloads state from its store; a validator that is behind (or
 lost its disk) fetches certified checkpoints from peers, verifies each certificate against the
 committee its own replayed state holds, re-executes the checkpoint and checks the state root.
@@ -21,6 +24,7 @@ import os
 import time
 from typing import NamedTuple
 
+import msgspec
 import ray
 
 from actors.network import NetworkConfig, build_genesis
@@ -30,6 +34,8 @@ from soma_ray.consensus.messages import (
     CertifiedValue,
     CommitCertificate,
     Decide,
+    Evidence,
+    EvidenceFound,
     FallenBehind,
     Message,
     PeerBehind,
@@ -40,7 +46,7 @@ from soma_ray.consensus.messages import (
 )
 from soma_ray.consensus.chain import verify_checkpoint_chain
 from soma_ray.protocol.checkpoint import build_checkpoint
-from soma_ray.protocol.encoding import decode, encode
+from soma_ray.protocol.encoding import Struct, blake2b256, decode, encode
 from soma_ray.protocol.execution import check_admission, sign_transaction, transaction_digest
 from soma_ray.protocol.types import ChangeEpoch, Checkpoint, Faucet, Transaction
 from soma_ray.protocol.errors import (
@@ -68,6 +74,17 @@ class Pending(NamedTuple):
     sender: bytes
     nonce: int
     data: bytes
+
+
+class StoredEvidence(Struct, frozen=True):
+    """What the store keeps of one equivocation: who signed twice where, and the evidence."""
+
+    kind: str  # "ProposalEquivocation" or "VoteEquivocation", the type `evidence` decodes as
+    epoch: int  # whose committee `signer` indexes
+    height: int
+    round: int
+    signer: int
+    evidence: bytes  # canonical encoding, its two messages in byte order (`_in_byte_order`)
 
 
 class InvalidCheckpoint(Exception):
@@ -160,6 +177,17 @@ class ValidatorActor:
                 self._serve_from_store(output.peer, output.height)
             elif isinstance(output, FallenBehind):
                 self._rejoin_soon()
+            elif isinstance(output, EvidenceFound):
+                self._keep_evidence(output.evidence)
+
+    def _keep_evidence(self, evidence: Evidence) -> None:
+        """Durably keep an equivocation; one reported again (in either order) is kept once."""
+        evidence = _in_byte_order(evidence)
+        data = encode(evidence)
+        first = evidence.first
+        record = StoredEvidence(type(evidence).__name__, self._state.system().epoch, first.height,
+                                first.round, first.signer, data)
+        self._store.add_evidence(blake2b256(data), encode(record))
 
     def _other_members(self) -> list[int]:
         return [m for m in range(len(self._core.committee.members)) if m != self._core.index]
@@ -558,7 +586,13 @@ class ValidatorActor:
         return {"index": self._index, "pid": os.getpid(), "epoch": system.epoch,
                 "sequence": latest, "state_root": self._state.state_root().hex(),
                 "mempool": len(self._mempool), "committed_transactions": self._committed_txs,
-                "timestamp_ms": self._latest_timestamp_ms()}
+                "timestamp_ms": self._latest_timestamp_ms(), "evidence": self._store.evidence_count()}
+
+    def evidence(self, from_index: int = 0, limit: int = 100) -> list[dict]:
+        """Kept equivocations from `from_index` on, oldest first: dicts of `StoredEvidence`'s
+        fields plus their `index` (decode `evidence` as the type named by `kind`)."""
+        return [{"index": index, **msgspec.structs.asdict(decode(record, StoredEvidence))}
+                for index, record in self._store.evidence(from_index, limit)]
 
     def get_account(self, address: bytes) -> bytes:
         return encode(self._state.account(address))
@@ -581,3 +615,10 @@ class ValidatorActor:
 
     def system_state(self) -> bytes:
         return encode(self._state.system())
+
+
+def _in_byte_order(evidence: Evidence) -> Evidence:
+    """`evidence` with its two messages in canonical byte order: a replica that saw them the
+    other way round (or again after a restart) reports the same equivocation."""
+    first, second = sorted((evidence.first, evidence.second), key=encode)
+    return type(evidence)(first=first, second=second)

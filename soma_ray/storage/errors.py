@@ -80,3 +80,13 @@ class StoreFull(StorageError):
         self.map_size = map_size
         self.max_map_size = max_map_size
         super().__init__(f"store is full at {map_size} bytes; max_map_size is {max_map_size}")
+
+
+class InvalidEvidence(StorageError):
+    """Evidence the store cannot keep: its id is not a 32-byte digest, or its record is empty."""
+
+    def __init__(self, id_len: int, record_len: int):
+        self.id_len = id_len
+        self.record_len = record_len
+        super().__init__(f"evidence with a {id_len}-byte id and a {record_len}-byte record: "
+                         "the id must be a 32-byte digest and the record not empty")

@@ -1,4 +1,5 @@
-"""One LMDB environment per validator: state, checkpoints, certificates and consensus metadata.
+"""One LMDB environment per validator: state, checkpoints, certificates, consensus metadata and
+the equivocation evidence the validator saw.
 
 Everything is bytes; the protocol layer owns the encodings. A checkpoint, its certificate and
 the state changes it caused are written in ONE write transaction, so a crash leaves either all
@@ -24,6 +25,7 @@ from soma_ray.storage.errors import (
     CheckpointNotFound,
     ConflictingCheckpoint,
     GenesisMismatch,
+    InvalidEvidence,
     InvalidStateKey,
     NotInitialized,
     SequenceGap,
@@ -35,6 +37,10 @@ T = TypeVar("T")
 
 DEFAULT_MAP_SIZE = 64 << 20
 DEFAULT_MAX_MAP_SIZE = 1 << 40
+# Evidence records kept; past it the oldest go. A record holds two signed votes or two signed
+# proposals (each with its checkpoint), so the evidence stays below 2,000 proposals' worth.
+DEFAULT_MAX_EVIDENCE = 1_000
+EVIDENCE_ID_LEN = 32
 
 _GENESIS = b"genesis"
 _LATEST = b"latest_sequence"
@@ -66,16 +72,20 @@ class ValidatorStore:
         genesis_digest: bytes | None = None,
         max_map_size: int = DEFAULT_MAX_MAP_SIZE,
         durable: bool = True,
+        max_evidence: int = DEFAULT_MAX_EVIDENCE,
     ):
         self.path = os.path.realpath(path)
         if self.path in _open_stores:
             raise StoreInUse(self.path)
         os.makedirs(self.path, mode=0o700, exist_ok=True)
         self.max_map_size = max_map_size
+        self.max_evidence = max(1, max_evidence)
         self._env = lmdb.open(
             self.path,
             map_size=map_size,
-            max_dbs=4,
+            # Six named databases. max_dbs is a limit of this open, not stored in the file: a
+            # store created before the evidence ones (max_dbs=4) opens and gains them.
+            max_dbs=6,
             sync=durable,
             metasync=durable,
             writemap=False,
@@ -87,6 +97,8 @@ class ValidatorStore:
             self._checkpoints = self._env.open_db(b"checkpoints")
             self._certificates = self._env.open_db(b"certificates")
             self._meta = self._env.open_db(b"meta")
+            self._evidence = self._env.open_db(b"evidence")  # index -> evidence id + record
+            self._evidence_ids = self._env.open_db(b"evidence_ids")  # evidence id -> index
             if genesis_digest is not None:
                 found = self.genesis_digest()
                 if found is not None and found != genesis_digest:
@@ -115,7 +127,8 @@ class ValidatorStore:
         """Forget everything (a validator that lost its disk); the environment stays open."""
 
         def drop_all(txn: lmdb.Transaction) -> None:
-            for db in (self._state, self._checkpoints, self._certificates, self._meta):
+            for db in (self._state, self._checkpoints, self._certificates, self._meta,
+                       self._evidence, self._evidence_ids):
                 txn.drop(db, delete=False)
 
         self._write(drop_all)
@@ -253,6 +266,55 @@ class ValidatorStore:
     def epoch(self) -> int | None:
         raw = self._get(self._meta, _EPOCH)
         return None if raw is None else _from_u64(raw)
+
+    # -- evidence --------------------------------------------------------------------------
+
+    def add_evidence(self, evidence_id: bytes, record: bytes) -> int | None:
+        """Durably keep `record` (encoded evidence) under `evidence_id` (its 32-byte digest).
+
+        Returns its index (0, 1, ... in arrival order), or None, writing nothing, when that
+        evidence is kept already. Beyond `max_evidence` records the oldest are dropped."""
+        if len(evidence_id) != EVIDENCE_ID_LEN or not record:
+            raise InvalidEvidence(len(evidence_id), len(record))
+
+        def put_evidence(txn: lmdb.Transaction) -> int | None:
+            if txn.get(evidence_id, db=self._evidence_ids) is not None:
+                return None
+            cursor = txn.cursor(db=self._evidence)
+            index = _from_u64(cursor.key()) + 1 if cursor.last() else 0
+            txn.put(_u64(index), evidence_id + record, db=self._evidence)
+            txn.put(evidence_id, _u64(index), db=self._evidence_ids)
+            self._drop_oldest_evidence(txn)
+            return index
+
+        return self._write(put_evidence)
+
+    def evidence(self, from_index: int = 0, limit: int = 100) -> list[tuple[int, bytes]]:
+        """(index, record) of up to `limit` kept records from `from_index` on, in order."""
+        out: list[tuple[int, bytes]] = []
+        if limit <= 0:
+            return out
+        with self._env.begin(db=self._evidence, buffers=False) as txn:
+            cursor = txn.cursor()
+            if not cursor.set_range(_u64(max(from_index, 0))):
+                return out
+            for key, value in cursor:
+                out.append((_from_u64(key), value[EVIDENCE_ID_LEN:]))
+                if len(out) == limit:
+                    break
+        return out
+
+    def evidence_count(self) -> int:
+        with self._env.begin() as txn:
+            return txn.stat(self._evidence)["entries"]
+
+    def _drop_oldest_evidence(self, txn: lmdb.Transaction) -> None:
+        excess = txn.stat(self._evidence)["entries"] - self.max_evidence
+        cursor = txn.cursor(db=self._evidence)
+        cursor.first()
+        for _ in range(excess):
+            txn.delete(cursor.value()[:EVIDENCE_ID_LEN], db=self._evidence_ids)
+            cursor.delete()
 
     # -- internals -------------------------------------------------------------------------
 

@@ -5,16 +5,19 @@ root, at every height.
 Validator 3 is replaced by `actors.byzantine.ByzantineValidatorActor`; each test switches it to
 one behaviour and checks on the honest cores (`stats`, `evidence`) or chains that the behaviour
 really reached them."""
+import os
+import signal
 import uuid
 
 import pytest
 import ray
 
 from actors import network as net
+from actors.validator import _in_byte_order
 from actors.byzantine import BAD_TRANSACTIONS, EQUIVOCATE, GARBAGE, replace_with_byzantine
 from localnet_helpers import client_of, run, statuses, wait_until
 from soma_ray.consensus import verify_checkpoint_chain
-from soma_ray.consensus.messages import CommitCertificate, ProposalEquivocation
+from soma_ray.consensus.messages import CommitCertificate, ProposalEquivocation, VoteEquivocation
 from soma_ray.protocol.encoding import decode, encode
 from soma_ray.protocol.execution import sign_transaction
 from soma_ray.protocol.genesis import preset_keypair
@@ -159,6 +162,32 @@ def test_equivocating_leader(byzantine_net, byzantine):
     assert caught and all(e.first.signer == e.second.signer == leader for e in caught)
     assert all(e.first.value != e.second.value for e in caught)
     assert_honest_chains_agree(byzantine_net, first, at_least=8)
+    assert_evidence_persisted(byzantine_net, evidence, leader)
+
+
+def assert_evidence_persisted(network, in_memory, leader):
+    """Each honest replica keeps on disk what its core caught, once each; a replica SIGKILLed
+    and restarted by Ray still reports the same evidence."""
+    kept = persisted_evidence(network)
+    for found, stored in zip(in_memory, kept):
+        assert {_in_byte_order(e) for e in found} <= set(stored) and len(set(stored)) == len(stored)
+    assert all(e.first.signer == e.second.signer == leader for stored in kept for e in stored)
+    victim = max(range(len(HONEST)), key=lambda i: len(kept[i]))
+    status = statuses(network, [HONEST[victim]])[0]
+    assert status["evidence"] >= len(kept[victim]) > 0
+    os.kill(status["pid"], signal.SIGKILL)
+    wait_until(lambda: statuses(network, [HONEST[victim]])[0]["pid"] != status["pid"])
+    # It may have caught more since (the leader still equivocates), never fewer.
+    assert persisted_evidence(network, [HONEST[victim]])[0][:len(kept[victim])] == kept[victim]
+    wait_until(lambda: honest_heights(network)[victim] >= max(honest_heights(network)) - 1)
+
+
+def persisted_evidence(network, indices=HONEST):
+    """The evidence each validator's `evidence()` reports, decoded."""
+    found = ray.get([network.validators[i].evidence.remote(0, 1_000) for i in indices], timeout=30)
+    types = {"ProposalEquivocation": ProposalEquivocation, "VoteEquivocation": VoteEquivocation}
+    return [[decode(record["evidence"], types[record["kind"]]) for record in records]
+            for records in found]
 
 
 def test_garbage_signer(byzantine_net, byzantine):
