@@ -3,8 +3,8 @@
 Layout of a data dir (one per network):
 
     DIR/network.json        what was launched: validator count, epoch duration, localnet flag,
-                            genesis timestamp, mempool capacity and per-sender limit (a file
-                            written before a setting existed gets its default)
+                            genesis timestamp, mempool capacity, per-sender limit and TTL (a
+                            file written before a setting existed gets its default)
     DIR/validator-<i>/      validator i's own disk: its LMDB store
 
 Every actor is found by name (`<prefix>validator-<i>`, `<prefix>epoch-clock`) in the network's
@@ -49,6 +49,10 @@ class NetworkConfig:
     # `NonceTooFarAhead`, so one key cannot take the whole pool. The default still lets one key
     # pipeline that many transactions at once (bench_localnet runs 1,500 per sender).
     mempool_per_sender: int = 2_000
+    # Seconds a transaction stays in a validator's mempool at most (node-local): one still
+    # there then (its sender never sent the missing earlier nonce, or nothing commits) is
+    # dropped and its submitter told `TransactionExpired`, freeing its sender's slot.
+    mempool_ttl_s: int = 600
 
     def validator_name(self, index: int) -> str:
         return f"{self.prefix}validator-{index}"

@@ -50,7 +50,7 @@ from soma_ray.protocol.encoding import Struct, blake2b256, decode, encode
 from soma_ray.protocol.execution import check_admission, sign_transaction, transaction_digest
 from soma_ray.protocol.types import ChangeEpoch, Checkpoint, Faucet, Transaction
 from soma_ray.protocol.errors import (
-    BadNonce, MempoolFull, NonceTooFarAhead, ProtocolError, SenderPoolFull,
+    BadNonce, MempoolFull, NonceTooFarAhead, ProtocolError, SenderPoolFull, TransactionExpired,
 )
 from soma_ray.protocol.state import State
 from soma_ray.storage import ValidatorStore
@@ -74,6 +74,7 @@ class Pending(NamedTuple):
     sender: bytes
     nonce: int
     data: bytes
+    admitted_at: float  # time.monotonic() of its first admission here
 
 
 class StoredEvidence(Struct, frozen=True):
@@ -102,7 +103,9 @@ class ValidatorActor:
         self._store.write_genesis(root, genesis.items())
         self._state = State.from_items(self._store.state_items())
         self._latest = self._stored_latest_checkpoint()
-        self._mempool: dict[bytes, Pending] = {}  # by transaction digest
+        # By transaction digest, in order of first admission (so the oldest come first).
+        self._mempool: dict[bytes, Pending] = {}
+        self._expiry: asyncio.TimerHandle | None = None  # when the oldest reaches the TTL
         self._sender_pending: dict[bytes, int] = {}  # how many of the mempool's are each sender's
         # Exact bytes of the mempool's transactions, whose signatures `_admit` verified: execution
         # does not verify them a second time (same bytes, same signature over the same message).
@@ -400,7 +403,9 @@ class ValidatorActor:
 
         Returns {"sequence", "effects"} or {"error": (code, fields)} when admission refuses it
         (`MempoolFull`, `SenderPoolFull` and `NonceTooFarAhead` included: then nothing of it is
-        kept, see `_admit`); an execution failure is in the effects' `error`."""
+        kept, see `_admit`) or when it is still pooled `mempool_ttl_s` after its first admission
+        (`TransactionExpired`: dropped, see `_expire`); an execution failure is in the effects'
+        `error`."""
         return (await self.submit_batch([data]))[0]
 
     async def submit_batch(self, batch: list[bytes]) -> list[dict]:
@@ -490,11 +495,12 @@ class ValidatorActor:
         replaced = self._mempool.get(tx_digest)
         if replaced is None:
             self._check_room(tx)
-        elif replaced.data != data:
-            self._verified.discard(replaced.data)
-        self._mempool[tx_digest] = Pending(tx.sender, tx.nonce, data)
-        if replaced is None:
+            self._mempool[tx_digest] = Pending(tx.sender, tx.nonce, data, time.monotonic())
             self._sender_pending[tx.sender] = self._sender_pending.get(tx.sender, 0) + 1
+            self._schedule_expiry()
+        else:  # resubmitted: its TTL still runs from the first admission, keeping the order
+            self._verified.discard(replaced.data)
+            self._mempool[tx_digest] = replaced._replace(data=data)
         self._verified.add(data)
         return tx_digest
 
@@ -510,6 +516,34 @@ class ValidatorActor:
                                    got=tx.nonce)
         if len(self._mempool) >= self._network.mempool_capacity:
             raise MempoolFull(capacity=self._network.mempool_capacity)
+
+    def _schedule_expiry(self) -> None:
+        """Wake up when the oldest pooled transaction reaches the TTL (one timer for the pool)."""
+        if self._expiry is None and self._mempool:
+            oldest = next(iter(self._mempool.values()))
+            delay = oldest.admitted_at + self._network.mempool_ttl_s - time.monotonic()
+            self._expiry = asyncio.get_running_loop().call_later(max(delay, 0), self._expire)
+
+    def _expire(self) -> None:
+        """Drop the transactions pooled for the TTL and fail their submitters: one whose earlier
+        nonce never comes would otherwise hold its sender's slot forever."""
+        self._expiry = None
+        deadline = time.monotonic() - self._network.mempool_ttl_s
+        expired = []
+        for tx_digest, pending in self._mempool.items():
+            if pending.admitted_at > deadline:
+                break
+            expired.append((tx_digest, pending))
+        for tx_digest, pending in expired:
+            self._unpool(tx_digest)
+            if pending.sender == self._keypair.address:
+                # The faucet's next transaction takes this nonce again: later ones would
+                # otherwise all wait behind the gap it leaves.
+                self._faucet_nonce = min(self._faucet_nonce, pending.nonce)
+            waiter = self._waiters.pop(tx_digest, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(TransactionExpired(ttl_s=self._network.mempool_ttl_s))
+        self._schedule_expiry()
 
     def _unpool(self, tx_digest: bytes) -> None:
         """Take a transaction out of the mempool (nothing when it is not there)."""

@@ -114,6 +114,12 @@ NonceTooFarAhead = _error(
     "nonce {got} is too far ahead: the account is at nonce {account_nonce} and a validator pools nonces"
     " up to {max} only; submit the missing earlier nonces first, then resubmit this one",
 )
+TransactionExpired = _error(
+    "TransactionExpired", ("ttl_s",),
+    "the transaction waited {ttl_s} s in the validator's mempool without being committed (an earlier"
+    " nonce of the sender missing, or no quorum) and was dropped there: submit the missing earlier"
+    " nonces first, or resubmit it",
+)
 BadNonce = _error("BadNonce", ("expected", "got"), "nonce {got} is wrong, the account expects {expected}")
 InsufficientFee = _error(
     "InsufficientFee", ("required", "available"),

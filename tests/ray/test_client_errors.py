@@ -29,6 +29,14 @@ def test_per_sender_mempool_refusals_raise_their_typed_errors():
     assert "nonce 10 is too far ahead" in str(ahead.value) and "up to 9" in str(ahead.value)
 
 
+def test_an_expired_transaction_raises_its_typed_error():
+    """A transaction a validator dropped after `mempool_ttl_s` in its mempool."""
+    with pytest.raises(errors.TransactionExpired) as expired:
+        raise_error("TransactionExpired", {"ttl_s": 600})
+    assert expired.value.ttl_s == 600
+    assert "waited 600 s" in str(expired.value) and "resubmit" in str(expired.value)
+
+
 def test_unknown_code_or_fields_still_raise_a_protocol_error_with_the_details():
     with pytest.raises(errors.UnknownProtocolError, match=r"FutureError: \[\('x', 1\)\]"):
         raise_error("FutureError", [("x", 1)])

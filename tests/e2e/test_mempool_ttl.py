@@ -1,0 +1,105 @@
+"""A transaction stays in a validator's mempool for `NetworkConfig.mempool_ttl_s` at most: one
+whose earlier nonce never comes (or that nothing commits) is dropped then, its submitter gets
+the typed `TransactionExpired`, and its sender's slot is free again."""
+import asyncio
+import json
+import uuid
+
+import pytest
+import ray
+
+from actors import network as net
+from localnet_helpers import client_of, run, statuses, wait_until
+from soma_ray.protocol import errors
+from soma_ray.protocol.genesis import preset_keypair
+from soma_ray.protocol.params import SHANNONS_PER_SOMA
+from test_hardening_mempool import STOPPED, transfers
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+
+TTL_S = 2
+PER_SENDER = 2
+
+
+@pytest.fixture(scope="module")
+def halted_net(ray_session, tmp_path_factory):
+    """A network that cannot commit: 2 of its 4 validators are stopped."""
+    config = net.NetworkConfig(
+        data_dir=str(tmp_path_factory.mktemp("ttl")), validators=4, epoch_duration_ms=3_600_000,
+        namespace="soma-test", prefix=f"ttl-{uuid.uuid4().hex[:6]}-", mempool_ttl_s=TTL_S,
+        mempool_per_sender=PER_SENDER,
+    )
+    network = net.start(config)
+    try:
+        wait_until(lambda: all(s["sequence"] is not None for s in statuses(network)))
+        for index in STOPPED:
+            network.stop_validator(index)
+        yield network
+    finally:
+        network.stop()
+
+
+def pooled_counts(network):
+    return [s["mempool"] for s in statuses(network, [0, 1])]
+
+
+def test_gapped_transactions_expire_with_a_typed_error_and_free_their_senders_slots(halted_net):
+    alice, bob = preset_keypair("user", 0), preset_keypair("ttl-bob", 0)
+
+    async def scenario():
+        client = await client_of(halted_net)
+        client.network.validators[1] = None  # every submission goes to validator 0's pool
+        start = (await client.get_account(alice.address)).nonce
+        # Nonce `start` is never sent: these wait for it, two of them taking alice's two slots.
+        gapped = [transfers(alice, bob.address, [start + 1], amount=a * SHANNONS_PER_SOMA)[0]
+                  for a in (1, 2, 3)]
+        waiting = [asyncio.create_task(client.submit(data, timeout_s=60)) for data in gapped[:2]]
+        await asyncio.to_thread(wait_until, lambda: pooled_counts(halted_net) == [PER_SENDER] * 2)
+        with pytest.raises(errors.SenderPoolFull):
+            await client.submit(gapped[2])
+
+        for outcome in await asyncio.gather(*waiting, return_exceptions=True):
+            assert isinstance(outcome, errors.TransactionExpired) and outcome.ttl_s == TTL_S
+        # Dropped from both pools (the peer's gossiped copies expire there too): the slots are
+        # free, so the refused one is admitted now, and expires in its turn.
+        await asyncio.to_thread(wait_until, lambda: pooled_counts(halted_net) == [0, 0], TTL_S)
+        with pytest.raises(errors.TransactionExpired):
+            await client.submit(gapped[2], timeout_s=60)
+
+    run(scenario())
+
+
+def test_an_expired_faucet_transaction_leaves_no_nonce_gap_behind(halted_net):
+    carol = preset_keypair("ttl-carol", 0)
+    faucet_key = halted_net.config.validator_keypair(0).address
+
+    def pooled_faucet_nonces():
+        return ray.get(halted_net.validators[0].__ray_call__.remote(
+            lambda self: [p.nonce for p in self._mempool.values() if p.sender == faucet_key]),
+            timeout=30)
+
+    async def scenario():
+        client = await client_of(halted_net)
+        client.network.validators[1] = None  # validator 0 signs the faucet transactions
+        account_nonce = (await client.get_account(faucet_key)).nonce
+        with pytest.raises(errors.TransactionExpired):
+            await client.request_faucet(carol.address, SHANNONS_PER_SOMA)
+        # The next request takes the expired one's nonce again: with the one after it, it
+        # would wait for a nonce nobody sends.
+        second = asyncio.create_task(client.request_faucet(carol.address, SHANNONS_PER_SOMA))
+        await asyncio.to_thread(wait_until, lambda: pooled_faucet_nonces() == [account_nonce])
+        with pytest.raises(errors.TransactionExpired):
+            await second
+
+    run(scenario())
+
+
+def test_network_json_keeps_the_ttl_and_an_older_file_gets_the_default(tmp_path):
+    default = net.NetworkConfig(data_dir=str(tmp_path)).mempool_ttl_s
+    path = tmp_path / net.CONFIG_FILE
+    net.save_config(net.NetworkConfig(data_dir=str(tmp_path), mempool_ttl_s=7))
+    assert net.load_config(str(tmp_path)).mempool_ttl_s == 7
+    older = json.loads(path.read_text())
+    del older["mempool_ttl_s"]  # written before the setting existed
+    path.write_text(json.dumps(older))
+    assert net.load_config(str(tmp_path)).mempool_ttl_s == default == 600
