@@ -8,7 +8,8 @@ Reads go to one validator (another if it is down), so they see the client's own 
 `execute` signs a transaction, submits it and returns its certified effects (concurrent calls
 for one key are safe: see its docstring). A transaction that fails raises the typed error of
 spec §8 (a `soma_ray.protocol.errors.ProtocolError` subclass with its fields), whether admission
-refused it (the node-local `MempoolFull`, `SenderPoolFull` and `NonceTooFarAhead` too) or
+refused it (the node-local `MempoolFull`, `SenderPoolFull`, `NonceTooFarAhead` too), a
+validator dropped it unexecuted after its mempool time limit (`TransactionExpired`), or
 execution failed after ordering (the fee is then still charged, as the spec says).
 """
 from __future__ import annotations

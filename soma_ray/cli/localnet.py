@@ -174,19 +174,23 @@ def start_localnet(
     mempool_per_sender: Annotated[int, typer.Option(
         "--mempool-per-sender", min=1, help="Most one sender may hold in a mempool.")] = (
         net.NetworkConfig.mempool_per_sender),
+    mempool_ttl: Annotated[str, typer.Option(
+        "--mempool-ttl", help="Drop a pooled transaction not committed within this, e.g. 10m.")] = (
+        f"{net.NetworkConfig.mempool_ttl_s}s"),
     address: AddressOption = None,
     namespace: NamespaceOption = net.DEFAULT_NAMESPACE,
 ) -> None:
     """Start (or resume from the data dir) a localnet of validators and the epoch clock."""
     try:
         duration_ms = parse_duration_ms(epoch_duration)
+        ttl_s = -(-parse_duration_ms(mempool_ttl) // 1000)  # whole seconds, rounded up
     except BadArgument as error:
         raise fail(str(error)) from None
     dashboard = ensure_ray(address, detach, namespace)
     config = net.NetworkConfig(data_dir=str(data_dir.expanduser()), validators=validators,
                                epoch_duration_ms=duration_ms, namespace=namespace,
                                mempool_capacity=mempool_capacity,
-                               mempool_per_sender=mempool_per_sender)
+                               mempool_per_sender=mempool_per_sender, mempool_ttl_s=ttl_s)
     try:
         network = net.start(config, force_regenesis=force_regenesis, detached=detach)
     except net.DataDirMismatch as error:
@@ -223,14 +227,16 @@ def stop(address: AddressOption = None, namespace: NamespaceOption = net.DEFAULT
 
 
 def status(address: AddressOption = None, namespace: NamespaceOption = net.DEFAULT_NAMESPACE) -> None:
-    """Each validator's epoch, checkpoint height and state root."""
+    """Each validator's epoch, checkpoint height, state root, mempool size and the
+    equivocation evidence it holds."""
     async def action(client: SomaClient):
         for index, found in enumerate(await client.status()):
             if found is None:
                 typer.echo(f"validator-{index}: down")
             else:
                 typer.echo(f"validator-{index}: epoch {found['epoch']} checkpoint {found['sequence']} "
-                           f"root {found['state_root'][:16]}… mempool {found['mempool']}")
+                           f"root {found['state_root'][:16]}… mempool {found['mempool']} "
+                           f"evidence {found['evidence']}")
 
     run_client(address, namespace, action)
 

@@ -45,7 +45,8 @@ def test_faucet_transfer_balance_status_and_epoch_advance(soma):
     assert result.exit_code == 0, result.output
     assert soma("balance").output.strip() == "10.499999 SOMA"  # 12.5 - 2 - the 1000-shannon fee
     assert soma("balance", show_address(bob.address)).output.strip() == "2 SOMA"
-    assert "epoch 0 checkpoint" in soma("status").output
+    status = soma("status").output
+    assert "epoch 0 checkpoint" in status and status.rstrip().endswith("evidence 0")
     assert soma("epoch", "advance").output.strip() == "epoch 1"
 
 
@@ -102,9 +103,13 @@ def test_start_passes_the_mempool_limits_and_reports_a_foreign_data_dir(monkeypa
     app = typer.Typer()
     register(app)
     result = CliRunner().invoke(app, ["start", "localnet", "--data-dir", str(tmp_path),
-                                      "--mempool-capacity", "50", "--mempool-per-sender", "7"])
-    assert (launched[0].mempool_capacity, launched[0].mempool_per_sender) == (50, 7)
+                                      "--mempool-capacity", "50", "--mempool-per-sender", "7",
+                                      "--mempool-ttl", "2m"])
+    chosen = launched[0]
+    assert (chosen.mempool_capacity, chosen.mempool_per_sender, chosen.mempool_ttl_s) == (50, 7, 120)
     assert result.exit_code == 1
     assert result.output.count("\n") == 1 and "--force-regenesis" in result.output
     bad = CliRunner().invoke(app, ["start", "localnet", "--mempool-capacity", "0"])
     assert bad.exit_code == 2 and len(launched) == 1
+    bad = CliRunner().invoke(app, ["start", "localnet", "--mempool-ttl", "soon"])
+    assert bad.exit_code == 1 and "soon" in bad.output and len(launched) == 1
