@@ -1,9 +1,11 @@
 """Helpers to drive and watch a test localnet (imported by the e2e test modules)."""
 import asyncio
 import time
+import uuid
 
 import ray
 
+from actors import network as net
 from soma_ray.client import SomaClient
 
 
@@ -39,3 +41,16 @@ def same_root_at_same_height(network):
     return found if len(heights) == 1 and len(roots) == 1 else False
 
 
+def start_mempool_network(tmp_path_factory, name: str, **settings):
+    """A 4-validator network with these mempool settings (and epochs too long to end during a
+    test), once every validator has opened its disk."""
+    config = net.NetworkConfig(
+        data_dir=str(tmp_path_factory.mktemp(name)), validators=4, epoch_duration_ms=3_600_000,
+        namespace="soma-test", prefix=f"{name}-{uuid.uuid4().hex[:6]}-", **settings)
+    network = net.start(config)
+    try:
+        wait_until(lambda: all(s["sequence"] is not None for s in statuses(network)))
+    except BaseException:
+        network.stop()
+        raise
+    return network

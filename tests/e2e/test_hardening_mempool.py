@@ -7,12 +7,11 @@ transactions, with nonces below its account nonce + that many; beyond it `Sender
 `NonceTooFarAhead`, while other senders are still admitted."""
 import asyncio
 import json
-import uuid
 
 import pytest
 
 from actors import network as net
-from localnet_helpers import client_of, run, statuses, wait_until
+from localnet_helpers import client_of, run, start_mempool_network, statuses, wait_until
 from soma_ray.client import FinalityTimeout
 from soma_ray.protocol import errors
 from soma_ray.protocol.encoding import encode
@@ -31,30 +30,16 @@ STOPPED = (2, 3)  # 2 of 4 is below the quorum: nothing commits, so the pool onl
 
 @pytest.fixture(scope="module")
 def small_pool_net(ray_session, tmp_path_factory):
-    config = net.NetworkConfig(
-        data_dir=str(tmp_path_factory.mktemp("mempool")), validators=4, epoch_duration_ms=3_600_000,
-        namespace="soma-test", prefix=f"pool-{uuid.uuid4().hex[:6]}-", mempool_capacity=CAPACITY,
-    )
-    network = net.start(config)
-    try:
-        wait_until(lambda: all(s["sequence"] is not None for s in statuses(network)))
-        yield network
-    finally:
-        network.stop()
+    network = start_mempool_network(tmp_path_factory, "pool", mempool_capacity=CAPACITY)
+    yield network
+    network.stop()
 
 
 @pytest.fixture(scope="module")
 def per_sender_net(ray_session, tmp_path_factory):
-    config = net.NetworkConfig(
-        data_dir=str(tmp_path_factory.mktemp("per-sender")), validators=4, epoch_duration_ms=3_600_000,
-        namespace="soma-test", prefix=f"sender-{uuid.uuid4().hex[:6]}-", mempool_per_sender=PER_SENDER,
-    )
-    network = net.start(config)
-    try:
-        wait_until(lambda: all(s["sequence"] is not None for s in statuses(network)))
-        yield network
-    finally:
-        network.stop()
+    network = start_mempool_network(tmp_path_factory, "sender", mempool_per_sender=PER_SENDER)
+    yield network
+    network.stop()
 
 
 def transfers(sender, recipient: bytes, nonces, amount: int = SHANNONS_PER_SOMA) -> list[bytes]:
@@ -180,17 +165,18 @@ def test_one_sender_holds_at_most_its_share_of_the_mempool_and_others_are_still_
     assert run(scenario()) == (PER_SENDER + 2) * SHANNONS_PER_SOMA
 
 
-def test_network_json_keeps_the_per_sender_limit_and_an_older_file_gets_the_default(tmp_path):
-    default = net.NetworkConfig(data_dir=str(tmp_path)).mempool_per_sender
+@pytest.mark.parametrize("field", ["mempool_capacity", "mempool_per_sender", "mempool_ttl_s"])
+def test_network_json_keeps_a_mempool_setting_and_an_older_file_gets_the_default(tmp_path, field):
+    default = getattr(net.NetworkConfig(data_dir=str(tmp_path)), field)
     path = tmp_path / net.CONFIG_FILE
-    net.save_config(net.NetworkConfig(data_dir=str(tmp_path), mempool_per_sender=7))
-    assert net.load_config(str(tmp_path)).mempool_per_sender == 7
+    net.save_config(net.NetworkConfig(data_dir=str(tmp_path), **{field: 7}))
+    assert getattr(net.load_config(str(tmp_path)), field) == 7
     older = json.loads(path.read_text())
-    del older["mempool_per_sender"]  # written before the setting existed
+    del older[field]  # written before the setting existed
     path.write_text(json.dumps(older))
-    assert net.load_config(str(tmp_path)).mempool_per_sender == default
+    assert getattr(net.load_config(str(tmp_path)), field) == default
     # Resuming keeps the stored settings (the default, here) and writes the field out.
-    resumed = net.prepare_data_dir(net.NetworkConfig(data_dir=str(tmp_path), mempool_per_sender=9),
+    resumed = net.prepare_data_dir(net.NetworkConfig(data_dir=str(tmp_path), **{field: 9}),
                                    force_regenesis=False)
-    assert resumed.mempool_per_sender == default
-    assert json.loads(path.read_text())["mempool_per_sender"] == default
+    assert getattr(resumed, field) == default
+    assert json.loads(path.read_text())[field] == default

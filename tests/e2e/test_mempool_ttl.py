@@ -2,14 +2,11 @@
 whose earlier nonce never comes (or that nothing commits) is dropped then, its submitter gets
 the typed `TransactionExpired`, and its sender's slot is free again."""
 import asyncio
-import json
-import uuid
 
 import pytest
 import ray
 
-from actors import network as net
-from localnet_helpers import client_of, run, statuses, wait_until
+from localnet_helpers import client_of, run, start_mempool_network, statuses, wait_until
 from soma_ray.protocol import errors
 from soma_ray.protocol.genesis import preset_keypair
 from soma_ray.protocol.params import SHANNONS_PER_SOMA
@@ -24,14 +21,9 @@ PER_SENDER = 2
 @pytest.fixture(scope="module")
 def halted_net(ray_session, tmp_path_factory):
     """A network that cannot commit: 2 of its 4 validators are stopped."""
-    config = net.NetworkConfig(
-        data_dir=str(tmp_path_factory.mktemp("ttl")), validators=4, epoch_duration_ms=3_600_000,
-        namespace="soma-test", prefix=f"ttl-{uuid.uuid4().hex[:6]}-", mempool_ttl_s=TTL_S,
-        mempool_per_sender=PER_SENDER,
-    )
-    network = net.start(config)
+    network = start_mempool_network(tmp_path_factory, "ttl", mempool_ttl_s=TTL_S,
+                                    mempool_per_sender=PER_SENDER)
     try:
-        wait_until(lambda: all(s["sequence"] is not None for s in statuses(network)))
         for index in STOPPED:
             network.stop_validator(index)
         yield network
@@ -92,14 +84,3 @@ def test_an_expired_faucet_transaction_leaves_no_nonce_gap_behind(halted_net):
             await second
 
     run(scenario())
-
-
-def test_network_json_keeps_the_ttl_and_an_older_file_gets_the_default(tmp_path):
-    default = net.NetworkConfig(data_dir=str(tmp_path)).mempool_ttl_s
-    path = tmp_path / net.CONFIG_FILE
-    net.save_config(net.NetworkConfig(data_dir=str(tmp_path), mempool_ttl_s=7))
-    assert net.load_config(str(tmp_path)).mempool_ttl_s == 7
-    older = json.loads(path.read_text())
-    del older["mempool_ttl_s"]  # written before the setting existed
-    path.write_text(json.dumps(older))
-    assert net.load_config(str(tmp_path)).mempool_ttl_s == default == 600
