@@ -6,87 +6,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from soma_ray.protocol.crypto import sign_certificate
-from soma_ray.protocol.encoding import DOMAIN_CHALLENGE_VOTE, blake2b256
-from soma_ray.protocol.genesis import localnet_config, preset_keypair
-from soma_ray.protocol.sim import Simulator
+from lifecycle_network import CHALLENGER, CLAIMER, MINER, RIVAL, Network
 from soma_ray.protocol.state import ACCOUNT, CHALLENGE, MODEL, STAKING_POOL, SUBMISSION, TARGET
-from soma_ray.protocol.submissions import challenge_vote_message, submission_commitment
-from soma_ray.protocol.supply import total_supply
 from soma_ray.protocol.types import (
-    Account, Challenge, ClaimRewards, CommitSubmission, InitiateChallenge, Model, ResolveChallenge, RevealSubmission,
-    StakingPool, Submission, Target,
+    Account, Challenge, InitiateChallenge, Model, StakingPool, Submission, Target,
 )
-
-MINER, RIVAL, CHALLENGER, CLAIMER = (preset_keypair("user", i) for i in range(4))
-VALIDATORS = [preset_keypair("validator", i) for i in range(4)]
-DATA = b"bytes the miner found"
-
-
-class Network:
-    def __init__(self):
-        self.sim = Simulator(localnet_config(validators=4, models=3, users=4))
-        self.supply = total_supply(self.sim.state)
-
-    @property
-    def state(self):
-        return self.sim.state
-
-    def checkpoint(self, timestamp_ms=None):
-        _, effects = self.sim.make_checkpoint(timestamp_ms)
-        assert total_supply(self.state) == self.supply
-        return effects
-
-    def advance_epoch(self):
-        _, effects = self.sim.advance_epoch()
-        assert total_supply(self.state) == self.supply
-        return effects
-
-    def run(self, keypair, kind, timestamp_ms=None):
-        """One transaction in its own checkpoint; returns its effects."""
-        self.sim.submit_kind(keypair, kind)
-        (effects,) = self.checkpoint(timestamp_ms)
-        return effects
-
-    def target(self, target_id) -> Target:
-        return self.state.require(TARGET, target_id, Target)
-
-    def open_target(self) -> Target:
-        epoch = self.state.system().epoch
-        return next(t for t in self.state.values(TARGET, Target) if t.status == "Open" and t.generation_epoch == epoch)
-
-    def balance(self, keypair) -> int:
-        return self.state.account(keypair.address).balance
-
-    def reveal_kind(self, target: Target, submission_id: bytes) -> RevealSubmission:
-        return RevealSubmission(
-            submission_id, blake2b256(DATA), len(DATA), "http://blobs/" + blake2b256(DATA).hex(),
-            target.model_ids[0], target.embedding, 7, b"secret nonce",
-        )
-
-    def commit_kind(self, target: Target, bond=10_000) -> CommitSubmission:
-        r = self.reveal_kind(target, b"")
-        return CommitSubmission(target.id, submission_commitment(r.data_hash, r.data_size, r.model_id, r.embedding, r.loss_score, r.nonce), bond)
-
-    def fill(self, target: Target, miner=MINER, bond=10_000) -> bytes:
-        effects = self.run(miner, self.commit_kind(target, bond))
-        assert effects.error is None
-        submission_id = effects.created[0]
-        assert self.run(miner, self.reveal_kind(target, submission_id)).error is None
-        return submission_id
-
-    def challenge(self, submission_id: bytes) -> bytes:
-        effects = self.run(CHALLENGER, InitiateChallenge(submission_id, "DataFraud", 5_000))
-        assert effects.error is None
-        return effects.created[0]
-
-    def resolve(self, challenge_id: bytes, verdict: str):
-        committee = self.state.system().committee
-        cert = sign_certificate(committee, VALIDATORS[:3], DOMAIN_CHALLENGE_VOTE, challenge_vote_message(challenge_id, verdict))
-        return self.run(CLAIMER, ResolveChallenge(challenge_id, verdict, cert))
-
-    def claim(self, target: Target, claimer=CLAIMER):
-        return self.run(claimer, ClaimRewards(target.id))
 
 
 @pytest.fixture
@@ -104,13 +28,13 @@ def split(reward: int) -> tuple[int, int, int]:
 def test_fill_then_claim_two_epochs_later_pays_everyone(network):
     target = network.open_target()
     network.fill(target)
-    assert network.claim(target).error.code == "AuditWindowOpen"
+    assert network.claim(target.id).error.code == "AuditWindowOpen"
     network.advance_epoch()
     network.advance_epoch()
     claimer, miner = network.balance(CLAIMER), network.balance(MINER)
     model = network.state.require(MODEL, target.model_ids[0], Model)
     pool = network.state.require(STAKING_POOL, model.staking_pool_id, StakingPool)
-    assert network.claim(target).error is None
+    assert network.claim(target.id).error is None
     fee, miner_share, model_share = split(target.reward_pool)
     base_fee = network.sim.params.base_fee
     assert network.balance(CLAIMER) == claimer - base_fee + fee
@@ -133,7 +57,7 @@ def test_challenger_wins_then_another_miner_fills_and_claims(network):
     network.advance_epoch()
     network.advance_epoch()
     rival = network.balance(RIVAL)
-    assert network.claim(target, claimer=RIVAL).error is None
+    assert network.claim(target.id, claimer=RIVAL).error is None
     fee, miner_share, _ = split(target.reward_pool)
     assert network.balance(RIVAL) == rival - network.sim.params.base_fee + fee + miner_share + 10_000
 
@@ -157,7 +81,7 @@ def test_miner_wins_the_challenge_and_claims(network):
     assert network.balance(MINER) == miner + 5_000
     network.advance_epoch()
     network.advance_epoch()
-    assert network.claim(target).error is None
+    assert network.claim(target.id).error is None
     assert network.state.require(SUBMISSION, submission_id, Submission).bond == 0
 
 
@@ -168,12 +92,12 @@ def test_unresolved_challenge_times_out_returning_the_bond_and_the_miner_stays_w
     challenger = network.balance(CHALLENGER)
     network.advance_epoch()  # epoch 1 = fill_epoch + 1: the window is still open
     assert network.state.get(CHALLENGE, challenge_id, object) is not None
-    assert network.claim(target).error.code == "ChallengeAlreadyOpen"
+    assert network.claim(target.id).error.code == "ChallengeAlreadyOpen"
     network.advance_epoch()  # end of fill_epoch + 1: the challenge closes unresolved
     assert network.state.get(CHALLENGE, challenge_id, object) is None
     assert network.balance(CHALLENGER) == challenger + 5_000
     assert network.target(target.id).status == "Filled"
-    assert network.claim(target).error is None
+    assert network.claim(target.id).error is None
     assert network.resolve(challenge_id, "ChallengerWins").error.code == "ObjectNotFound"
 
 
@@ -183,7 +107,7 @@ def test_expired_target_is_claimed_for_the_finder_fee(network):
     assert network.run(MINER, network.commit_kind(target)).error.code == "TargetExpired"
     claimer = network.balance(CLAIMER)
     pool = network.state.system().emission_pool.balance
-    effects = network.claim(target)
+    effects = network.claim(target.id)
     assert effects.error is None
     fee = target.reward_pool * 50 // 10_000
     assert network.balance(CLAIMER) == claimer - network.sim.params.base_fee + fee
@@ -296,7 +220,7 @@ def act(network: Network, action, user_index, index, arg):
         challenge_id = pick(state.ids(CHALLENGE), index)
         return challenge_id and network.resolve(challenge_id, "ChallengerWins" if arg else "MinerWins")
     if action == "claim":
-        return network.claim(pick(targets, index), claimer=user)
+        return network.claim(pick(targets, index).id, claimer=user)
     if action == "wait":
         return network.checkpoint(network.sim.timestamp_ms + index * 1_000)
     return network.advance_epoch()

@@ -11,28 +11,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from lifecycle_network import CHALLENGER, MINER, RIVAL, Network as LifecycleNetwork
 from soma_ray.cli.simulate import ScriptedUsers
 from soma_ray.protocol import epoch as epoch_module
+from soma_ray.protocol import params as protocol_params
 from soma_ray.protocol.checkpoint import build_checkpoint
 from soma_ray.protocol.context import ExecutionContext
-from soma_ray.protocol.crypto import sign_certificate
-from soma_ray.protocol.encoding import DOMAIN_CHALLENGE_VOTE, blake2b256
-from soma_ray.protocol.genesis import genesis, localnet_config, preset_keypair
-from soma_ray.protocol import params as protocol_params
+from soma_ray.protocol.genesis import genesis, localnet_config
 from soma_ray.protocol.params import localnet
 from soma_ray.protocol.sim import Simulator
 from soma_ray.protocol.state import CHALLENGE, SUBMISSION, TARGET, State
-from soma_ray.protocol.submissions import challenge_vote_message, submission_commitment
 from soma_ray.protocol.supply import total_supply
 from soma_ray.protocol.targets import active_model_index, build_model_index, prune_settled_targets
-from soma_ray.protocol.types import (
-    ClaimRewards, CommitSubmission, InitiateChallenge, ResolveChallenge, RevealSubmission,
-    Submission, Target,
-)
-
-MINER, RIVAL, CHALLENGER, CLAIMER = (preset_keypair("user", i) for i in range(4))
-VALIDATORS = [preset_keypair("validator", i) for i in range(4)]
-DATA = b"bytes the miner found"
+from soma_ray.protocol.types import InitiateChallenge, Submission, Target
 
 
 def config_with(**overrides):
@@ -41,78 +32,17 @@ def config_with(**overrides):
     return config
 
 
-class Network:
-    """A localnet simulator whose every checkpoint is checked against the genesis supply."""
+class Network(LifecycleNetwork):
+    """The lifecycle network with a chosen retention; every epoch change must succeed."""
 
     def __init__(self, retention=2, **overrides):
         self.config = config_with(settled_retention_epochs=retention, **overrides)
-        self.sim = Simulator(self.config)
-        self.supply = self.sim.params.genesis_supply
-        assert total_supply(self.state) == self.supply
-
-    @property
-    def state(self):
-        return self.sim.state
-
-    @property
-    def epoch(self):
-        return self.state.system().epoch
-
-    def checkpoint(self, timestamp_ms=None):
-        _, effects = self.sim.make_checkpoint(timestamp_ms)
-        assert total_supply(self.state) == self.supply
-        return effects
+        super().__init__(self.config)
 
     def advance_epoch(self):
-        _, effects = self.sim.advance_epoch()
+        effects = super().advance_epoch()
         assert effects[-1].error is None, effects[-1].error
-        assert total_supply(self.state) == self.supply
         return effects
-
-    def run(self, keypair, kind):
-        self.sim.submit_kind(keypair, kind)
-        (effects,) = self.checkpoint()
-        return effects
-
-    def target(self, target_id) -> Target | None:
-        return self.state.get(TARGET, target_id, Target)
-
-    def submission(self, submission_id) -> Submission | None:
-        return self.state.get(SUBMISSION, submission_id, Submission)
-
-    def open_targets(self):
-        return [t for t in self.state.values(TARGET, Target) if t.status == "Open" and t.generation_epoch == self.epoch]
-
-    def reveal_kind(self, target, submission_id):
-        return RevealSubmission(
-            submission_id, blake2b256(DATA), len(DATA), "http://blobs/data", target.model_ids[0],
-            target.embedding, 7, b"secret nonce",
-        )
-
-    def commit(self, target, miner=MINER, bond=10_000) -> bytes:
-        r = self.reveal_kind(target, b"")
-        commitment = submission_commitment(r.data_hash, r.data_size, r.model_id, r.embedding, r.loss_score, r.nonce)
-        effects = self.run(miner, CommitSubmission(target.id, commitment, bond))
-        assert effects.error is None, effects.error
-        return effects.created[0]
-
-    def fill(self, target, miner=MINER) -> bytes:
-        submission_id = self.commit(target, miner)
-        assert self.run(miner, self.reveal_kind(target, submission_id)).error is None
-        return submission_id
-
-    def challenge(self, submission_id) -> bytes:
-        effects = self.run(CHALLENGER, InitiateChallenge(submission_id, "DataFraud", 5_000))
-        assert effects.error is None, effects.error
-        return effects.created[0]
-
-    def resolve(self, challenge_id, verdict):
-        committee = self.state.system().committee
-        cert = sign_certificate(committee, VALIDATORS[:3], DOMAIN_CHALLENGE_VOTE, challenge_vote_message(challenge_id, verdict))
-        return self.run(CLAIMER, ResolveChallenge(challenge_id, verdict, cert))
-
-    def claim(self, target_id, claimer=CLAIMER):
-        return self.run(claimer, ClaimRewards(target_id))
 
     def settle_filled(self):
         """Fill a target in this epoch and claim it two epochs later: (target id, submission id)."""
