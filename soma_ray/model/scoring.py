@@ -30,8 +30,8 @@ from soma_ray.model.tokenizer import tokenize
 from soma_ray.protocol.targets import DISTANCE_SCALE, cosine_distance_fixed
 
 TOKENS_PER_PASS = CHUNKS_PER_BATCH * 1024  # bounds activation memory of one forward pass
-# Tokens per [tokens, 256, 17] characteristic-function block: memory-bound on CPU, where
-# cache-sized blocks measured 2-3x faster; large blocks keep accelerators busy.
+# Tokens per characteristic-function block ([tokens, 256] complex rotations): memory-bound on
+# CPU, where cache-sized blocks measured 2-3x faster; large blocks keep accelerators busy.
 _SIGREG_BLOCK_TOKENS_CPU = 256
 _SIGREG_BLOCK_TOKENS = 4096
 
