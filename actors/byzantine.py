@@ -26,7 +26,6 @@ import ray
 from actors.network import Network, validator_options
 from actors.validator import ValidatorActor
 from soma_ray.consensus.messages import NIL_ROUND, CertifiedValue, Message, Proposal, sign_proposal
-from soma_ray.protocol.checkpoint import build_checkpoint
 from soma_ray.protocol.encoding import decode, encode
 from soma_ray.protocol.types import Checkpoint
 
@@ -111,12 +110,7 @@ class ByzantineValidatorActor(ValidatorActor):
         key = (proposal.height, proposal.round)
         if key not in self._twins:
             first = decode(proposal.value, Checkpoint)
-            self._state.begin()
-            try:
-                second, _ = build_checkpoint(self._state, self._latest, first.transactions,
-                                             first.timestamp_ms + 1)
-            finally:
-                self._state.rollback()
+            second = self._build(first.transactions, first.timestamp_ms + 1)[0]
             signed = sign_proposal(self._keypair, self._core.index, proposal.height, proposal.round,
                                    encode(second), proposal.valid_round)
             self._twins = {key: encode(signed)}  # only the current round's is ever needed

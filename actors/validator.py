@@ -144,8 +144,12 @@ class ValidatorActor:
             if self._core is not None:
                 return
             await self._catch_up()
-            self._core = self._new_core(self._store.safety_state())
-            self._perform(self._core.start_height())
+            self._restart_core()
+
+    def _restart_core(self) -> None:
+        """A new core at the next height to decide, with the safety state on disk."""
+        self._core = self._new_core(self._store.safety_state())
+        self._perform(self._core.start_height())
 
     def _new_core(self, safety_state: bytes | None) -> ConsensusCore:
         return ConsensusCore(self._state.system().committee, self._keypair, self,
@@ -237,15 +241,7 @@ class ValidatorActor:
     def propose(self, height: int) -> bytes:
         """This node leads `height`: a checkpoint of the mempool's next transactions."""
         timestamp_ms = max(int(time.time() * 1000), self._latest_timestamp_ms())
-        entries = self._next_entries(timestamp_ms)
-        self._state.begin()
-        self._state.mark()
-        try:
-            checkpoint, effects = build_checkpoint(self._state, self._latest, entries,
-                                                   timestamp_ms, self._verified)
-            changes = self._state.changes()
-        finally:
-            self._state.rollback()
+        checkpoint, changes, effects = self._build(self._next_entries(timestamp_ms), timestamp_ms)
         value = encode(checkpoint)
         # This replica just executed exactly these bytes on its committed state: `validate` and
         # `_commit` reuse the result instead of executing the proposal again.
@@ -271,17 +267,22 @@ class ValidatorActor:
         Raises InvalidCheckpoint when the checkpoint is not what this replica would build."""
         if checkpoint.sequence != height or checkpoint.timestamp_ms < self._latest_timestamp_ms():
             raise InvalidCheckpoint(f"sequence/timestamp out of order at height {height}")
-        self._state.begin()
-        self._state.mark()
-        try:
-            rebuilt, effects = build_checkpoint(self._state, self._latest, checkpoint.transactions,
-                                                checkpoint.timestamp_ms, self._verified)
-            changes = self._state.changes()
-        finally:
-            self._state.rollback()
+        rebuilt, changes, effects = self._build(checkpoint.transactions, checkpoint.timestamp_ms)
         if rebuilt != checkpoint:
             raise InvalidCheckpoint(f"checkpoint {height} does not re-execute to the same state")
         return changes, effects
+
+    def _build(self, entries: list[bytes], timestamp_ms: int) -> tuple:
+        """(checkpoint, state changes, effects) of `entries` on the committed state, which is
+        rolled back: only a certified checkpoint is applied (`_persist_and_apply`)."""
+        self._state.begin()
+        self._state.mark()
+        try:
+            checkpoint, effects = build_checkpoint(self._state, self._latest, entries,
+                                                   timestamp_ms, self._verified)
+            return checkpoint, self._state.changes(), effects
+        finally:
+            self._state.rollback()
 
     def _next_entries(self, timestamp_ms: int) -> list:
         """Mempool transactions in nonce order per sender, then a requested ChangeEpoch."""
@@ -359,11 +360,8 @@ class ValidatorActor:
 
     def _finish_transactions(self, effects: list, height: int) -> None:
         for effect in effects:
-            self._unpool(effect.transaction_digest)
+            self._drop(effect.transaction_digest, (height, effect))
             self._committed_txs += 1
-            waiter = self._waiters.pop(effect.transaction_digest, None)
-            if waiter is not None and not waiter.done():
-                waiter.set_result((height, effect))
         # Transactions whose nonce is now stale can never execute (another transaction of the
         # sender took the nonce): drop them and tell their submitters.
         nonces: dict[bytes, int] = {}  # by sender: the account's nonce, read once per sender
@@ -372,10 +370,7 @@ class ValidatorActor:
             if expected is None:
                 expected = nonces[pending.sender] = self._state.account(pending.sender).nonce
             if pending.nonce < expected:
-                self._unpool(tx_digest)
-                waiter = self._waiters.pop(tx_digest, None)
-                if waiter is not None and not waiter.done():
-                    waiter.set_result(BadNonce(expected=expected, got=pending.nonce))
+                self._drop(tx_digest, BadNonce(expected=expected, got=pending.nonce))
 
     def _cancel_timers(self) -> None:
         for handle in self._timers.values():
@@ -535,15 +530,20 @@ class ValidatorActor:
                 break
             expired.append((tx_digest, pending))
         for tx_digest, pending in expired:
-            self._unpool(tx_digest)
+            self._drop(tx_digest, TransactionExpired(ttl_s=self._network.mempool_ttl_s))
             if pending.sender == self._keypair.address:
                 # The faucet's next transaction takes this nonce again: later ones would
                 # otherwise all wait behind the gap it leaves.
                 self._faucet_nonce = min(self._faucet_nonce, pending.nonce)
-            waiter = self._waiters.pop(tx_digest, None)
-            if waiter is not None and not waiter.done():
-                waiter.set_result(TransactionExpired(ttl_s=self._network.mempool_ttl_s))
         self._schedule_expiry()
+
+    def _drop(self, tx_digest: bytes, outcome) -> None:
+        """Take a transaction out of the mempool and answer its submitter with `outcome`
+        ((sequence, effects) or the error why it will never execute)."""
+        self._unpool(tx_digest)
+        waiter = self._waiters.pop(tx_digest, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(outcome)
 
     def _unpool(self, tx_digest: bytes) -> None:
         """Take a transaction out of the mempool (nothing when it is not there)."""
@@ -600,9 +600,8 @@ class ValidatorActor:
         finally:
             self._rejoined_at = self._store.next_sequence()
             self._peers.clear()
-            self._core = self._new_core(self._store.safety_state())
             self._rejoining = None
-            self._perform(self._core.start_height())
+            self._restart_core()
 
     def _apply_certified(self, sequence: int, value: bytes, certificate: bytes) -> None:
         """Verify a peer's checkpoint against our own committee and state, then commit it."""
