@@ -54,6 +54,14 @@ class NoValidatorAvailable(RuntimeError):
         super().__init__(f"none of the {tried} validators answered")
 
 
+async def _finality(awaitable, timeout_s: float):
+    """The result of `awaitable`, or FinalityTimeout when it takes longer than `timeout_s`."""
+    try:
+        return await asyncio.wait_for(awaitable, timeout_s)
+    except asyncio.TimeoutError:
+        raise FinalityTimeout(timeout_s) from None
+
+
 def raise_error(code: str, fields) -> None:
     """Raise the typed protocol error named `code` with its fields (`UnknownProtocolError` for a
     code or field set this client does not know, e.g. from a newer validator)."""
@@ -248,10 +256,7 @@ class SomaClient:
         self._queued.append((signed_transaction, result))
         if len(self._queued) == 1:
             loop.call_soon(self._send_queued)
-        try:
-            return await asyncio.wait_for(result, timeout_s)
-        except asyncio.TimeoutError:
-            raise FinalityTimeout(timeout_s) from None
+        return await _finality(result, timeout_s)
 
     def _send_queued(self) -> None:
         queued, self._queued = self._queued, []
@@ -285,12 +290,8 @@ class SomaClient:
         """Localnet: coins from the emission pool, signed by a validator's faucet key; raises
         `FinalityTimeout` if no certified checkpoint holds them within `timeout_s` (they may
         still arrive later)."""
-        try:
-            result = await asyncio.wait_for(self._call("request_faucet", recipient, amount),
-                                            timeout_s)
-        except asyncio.TimeoutError:
-            raise FinalityTimeout(timeout_s) from None
-        return self._effects_of(result)
+        return self._effects_of(
+            await _finality(self._call("request_faucet", recipient, amount), timeout_s))
 
     @staticmethod
     def _effects_of(result: dict) -> TransactionEffects:
