@@ -109,6 +109,7 @@ class ConsensusCore:
         self.evidence: deque[Evidence] = deque(maxlen=max_evidence)  # the latest; the shell keeps all
         self._decisions: dict[int, CertifiedValue] = {}
         self._buffer: list[Message] = []
+        self._reported_behind = -1  # the highest height a FallenBehind was emitted for
         self._restored = _restore(safety_state, height)
         self._reset_height()
 
@@ -463,11 +464,17 @@ class ConsensusCore:
             return self._serve_lagging_peer(message)
         if message.height == self.height and self._started:
             return self._reject("round_too_far")
-        if message.height >= self.height + 2 and self._signature_valid(message):
+        if message.height >= self.height + 2:
             # Only the next height is buffered; from further back, one height per round trip
-            # would never catch up with peers that keep deciding.
-            self.stats["fallen_behind"] += 1
-            return [FallenBehind(message.height)]
+            # would never catch up with peers that keep deciding. One report per height (and
+            # none for a lower one) suffices: the shell rejoins with a new core, and checking
+            # the signature of every far message of every round would cost a lagging node dear.
+            if message.height <= self._reported_behind:
+                return self._reject("future_dropped")
+            if self._signature_valid(message):
+                self._reported_behind = message.height
+                self.stats["fallen_behind"] += 1
+                return [FallenBehind(message.height)]
         return self._buffer_early(message, message.height)
 
     def _signature_valid(self, message: Proposal | Vote) -> bool:

@@ -27,7 +27,7 @@ from soma_ray.consensus import (
     VoteEquivocation,
     value_digest,
 )
-from soma_ray.consensus.messages import proposal_signature_valid, sign_proposal, sign_vote
+from soma_ray.consensus.messages import proposal_signature_valid, sign_proposal, sign_vote, vote_signature_valid
 from soma_ray.protocol.errors import MalformedInput
 
 KEYS = make_keypairs(4, "core")
@@ -375,3 +375,24 @@ def test_a_signed_message_two_heights_ahead_reports_the_node_fell_behind():
     forged = msgspec.structs.replace(vote(2, Step.PREVOTE, 0, None, height=H + 3), signature=bytes(64))
     assert core.on_vote(forged) == []
     assert (core.stats["fallen_behind"], core.stats["future_dropped"]) == (2, 1)
+
+
+def test_a_far_height_is_reported_once_and_later_messages_at_or_below_it_are_not_verified(monkeypatch):
+    import soma_ray.consensus.core as core_module
+
+    checked = []
+
+    def counting(committee, message):
+        checked.append(message.height)
+        return vote_signature_valid(committee, message)
+
+    monkeypatch.setattr(core_module, "vote_signature_valid", counting)
+    core = new_core()
+    assert core.on_vote(vote(1, Step.PREVOTE, 0, None, height=H + 3)) == [FallenBehind(H + 3)]
+    assert core.on_vote(vote(2, Step.PREVOTE, 0, None, height=H + 3)) == []
+    assert core.on_vote(vote(2, Step.PRECOMMIT, 1, None, height=H + 2)) == []
+    assert checked == [H + 3]
+    assert (core.stats["fallen_behind"], core.stats["future_dropped"]) == (1, 2)
+    assert core.on_vote(vote(1, Step.PREVOTE, 0, None, height=H + 4)) == [FallenBehind(H + 4)]
+    assert checked == [H + 3, H + 4]
+    assert core.stats["fallen_behind"] == 2
