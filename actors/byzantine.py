@@ -18,12 +18,10 @@ Launch one in place of validator `index` of a running network with `replace_with
 from __future__ import annotations
 
 import asyncio
-from dataclasses import asdict
 
 import msgspec
-import ray
 
-from actors.network import Network, validator_options
+from actors.network import Network
 from actors.validator import ValidatorActor
 from soma_ray.consensus.messages import NIL_ROUND, CertifiedValue, Message, Proposal, sign_proposal
 from soma_ray.protocol.encoding import decode, encode
@@ -123,11 +121,7 @@ def _garbage(signature: bytes) -> bytes:
 
 def replace_with_byzantine(network: Network, index: int, timeout_s: float = 120.0):
     """Stop validator `index` of `network` and run a `ByzantineValidatorActor` in its place:
-    the same actor name, namespace, options, key and data dir as `network.launch_validator`."""
+    the same actor name, namespace, options, key and data dir (`network.relaunch_validator`)."""
     network.stop_validator(index)
-    config = network.config
-    options = validator_options(config, index, detached=False)
-    handle = ray.remote(ByzantineValidatorActor).options(**options).remote(asdict(config), index)
-    network.validators[index] = handle
-    ray.get(handle.start_consensus.remote(), timeout=timeout_s)
-    return handle
+    network.relaunch_validator(index, timeout_s, actor_class=ByzantineValidatorActor)
+    return network.validators[index]

@@ -169,22 +169,19 @@ def _actor_options(name: str, namespace: str, detached: bool) -> dict:
 VALIDATOR_MAX_CONCURRENCY = 100_000
 
 
-def launch_validator(config: NetworkConfig, index: int, detached: bool = False):
-    """Start validator `index` (or return it if it runs): used at start and to bring one back."""
+def launch_validator(config: NetworkConfig, index: int, detached: bool = False,
+                     actor_class: type | None = None):
+    """Start validator `index` (or return it if it runs): used at start and to bring one back.
+    `actor_class` (default ValidatorActor) lets tests run a misbehaving validator in its place."""
     from actors.validator import ValidatorActor
 
     config.validator_dir(index).mkdir(parents=True, exist_ok=True)
-    options = validator_options(config, index, detached)
-    return ray.remote(ValidatorActor).options(**options).remote(asdict(config), index)
-
-
-def validator_options(config: NetworkConfig, index: int, detached: bool) -> dict:
     options = _actor_options(config.validator_name(index), config.namespace, detached)
     # An async actor runs at most max_concurrency calls at once (Ray's default: 1,000). Client
     # calls wait for finality; had they filled every slot, peers' consensus messages could not
     # get in and nothing would ever become final.
     options["max_concurrency"] = VALIDATOR_MAX_CONCURRENCY
-    return options
+    return ray.remote(actor_class or ValidatorActor).options(**options).remote(asdict(config), index)
 
 
 def launch_clock(config: NetworkConfig, detached: bool = False):
@@ -210,9 +207,10 @@ class Network:
         ray.kill(self.validators[index], no_restart=True)
         _wait_until_gone(self.config.validator_name(index), self.config.namespace)
 
-    def relaunch_validator(self, index: int, timeout_s: float = 120.0) -> None:
+    def relaunch_validator(self, index: int, timeout_s: float = 120.0,
+                           actor_class: type | None = None) -> None:
         """Launch validator `index` again after `stop_validator`: it recovers and catches up."""
-        self.validators[index] = launch_validator(self.config, index)
+        self.validators[index] = launch_validator(self.config, index, actor_class=actor_class)
         ray.get(self.validators[index].start_consensus.remote(), timeout=timeout_s)
 
     def stop(self) -> None:
