@@ -7,15 +7,13 @@ one behaviour and checks on the honest cores (`stats`, `evidence`) or chains tha
 really reached them."""
 import os
 import signal
-import uuid
 
 import pytest
 import ray
 
-from actors import network as net
 from actors.validator import _in_byte_order
 from actors.byzantine import BAD_TRANSACTIONS, EQUIVOCATE, GARBAGE, replace_with_byzantine
-from localnet_helpers import client_of, run, statuses, wait_until
+from localnet_helpers import client_of, run, start_network, statuses, wait_until
 from soma_ray.consensus import verify_checkpoint_chain
 from soma_ray.consensus.messages import CommitCertificate, ProposalEquivocation, VoteEquivocation
 from soma_ray.protocol.encoding import decode, encode
@@ -36,11 +34,7 @@ HONEST = [0, 1, 2]
 def byzantine_net(ray_session, tmp_path_factory):
     # Not the shared `localnet` fixture: its 60 s epoch would end during the module, and a new
     # epoch gives every validator a fresh consensus core, resetting the counters checked here.
-    config = net.NetworkConfig(
-        data_dir=str(tmp_path_factory.mktemp("byzantine")), validators=4,
-        epoch_duration_ms=3_600_000, namespace="soma-test", prefix=f"byz-{uuid.uuid4().hex[:6]}-",
-    )
-    network = net.start(config)
+    network = start_network(tmp_path_factory, "byzantine")
     try:
         replace_with_byzantine(network, BYZANTINE)
         wait_until(lambda: all(s["sequence"] is not None for s in statuses(network)))

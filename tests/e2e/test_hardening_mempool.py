@@ -11,7 +11,7 @@ import json
 import pytest
 
 from actors import network as net
-from localnet_helpers import client_of, run, start_mempool_network, statuses, wait_until
+from localnet_helpers import client_of, run, start_network, statuses, wait_until
 from soma_ray.client import FinalityTimeout
 from soma_ray.protocol import errors
 from soma_ray.protocol.encoding import encode
@@ -30,14 +30,14 @@ STOPPED = (2, 3)  # 2 of 4 is below the quorum: nothing commits, so the pool onl
 
 @pytest.fixture(scope="module")
 def small_pool_net(ray_session, tmp_path_factory):
-    network = start_mempool_network(tmp_path_factory, "pool", mempool_capacity=CAPACITY)
+    network = start_network(tmp_path_factory, "pool", mempool_capacity=CAPACITY)
     yield network
     network.stop()
 
 
 @pytest.fixture(scope="module")
 def per_sender_net(ray_session, tmp_path_factory):
-    network = start_mempool_network(tmp_path_factory, "sender", mempool_per_sender=PER_SENDER)
+    network = start_network(tmp_path_factory, "sender", mempool_per_sender=PER_SENDER)
     yield network
     network.stop()
 

@@ -6,7 +6,7 @@ import asyncio
 import pytest
 import ray
 
-from localnet_helpers import client_of, run, start_mempool_network, statuses, wait_until
+from localnet_helpers import client_of, run, start_network, statuses, wait_until
 from soma_ray.protocol import errors
 from soma_ray.protocol.genesis import preset_keypair
 from soma_ray.protocol.params import SHANNONS_PER_SOMA
@@ -21,8 +21,8 @@ PER_SENDER = 2
 @pytest.fixture(scope="module")
 def halted_net(ray_session, tmp_path_factory):
     """A network that cannot commit: 2 of its 4 validators are stopped."""
-    network = start_mempool_network(tmp_path_factory, "ttl", mempool_ttl_s=TTL_S,
-                                    mempool_per_sender=PER_SENDER)
+    network = start_network(tmp_path_factory, "ttl", mempool_ttl_s=TTL_S,
+                            mempool_per_sender=PER_SENDER)
     try:
         for index in STOPPED:
             network.stop_validator(index)
