@@ -86,7 +86,7 @@ def score(models: Sequence[V1Model], data: bytes, target_embedding: np.ndarray,
     """Score data under all of a target's models; the lowest loss wins (the first on ties)."""
     if not models:
         raise ValueError("score needs at least one model")
-    scores = [model_scores[0] for model_scores in score_many(models, [data], seed)]
+    scores = [score_model(model, data, seed) for model in models]
     losses = [s.loss for s in scores]
     # A NaN loss (a broken model) never wins: it ranks after every number.
     winner = min(range(len(losses)), key=lambda i: (math.isnan(losses[i]), losses[i]))
@@ -177,7 +177,8 @@ def _sigreg_means(r: torch.Tensor, batch_index: np.ndarray, seed: int) -> np.nda
         directions = _directions(seed + int(k), r.shape[-1], r.device, r.dtype)
         (ids,) = np.nonzero(batch_index == k)
         projections = r[torch.from_numpy(ids).to(r.device)].flatten(0, 1) @ directions
-        stat = torch.cat([characteristic_error(projections[i:i + block])
+        # float64 rotations: the canonical statistic, closer to exact than float32.
+        stat = torch.cat([characteristic_error(projections[i:i + block].double()).to(r.dtype)
                           for i in range(0, projections.shape[0], block)])
         out[ids] = stat.view(len(ids), -1).mean(dim=1).double().cpu().numpy()
     return out
