@@ -63,7 +63,6 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=8)
     args = parser.parse_args()
 
-    import torch  # noqa: F401  (imported here so the parent's memory does not matter)
     from soma_ray.model import V1Config, V1Model, save_weights
 
     config = V1Config(embedding_dim=args.dim, num_layers=args.layers, num_heads=8,
