@@ -145,19 +145,12 @@ def hit_time_ms(target: Target, ctx: ExecutionContext) -> int:
     return max(0, ctx.timestamp_ms - target.generation_timestamp_ms)
 
 
-def record_hit(state: State, target: Target, ctx: ExecutionContext) -> None:
-    """Add a hit to the ending epoch's tally, which feeds the difficulty (§3.4)."""
+def _tally_hit(state: State, ms: int, hits: int) -> None:
+    """Change the ending epoch's hit tally, which feeds the difficulty (§3.4): a reveal adds its
+    hit (`ms`, 1); a challenger's win undoes it (`-ms`, -1) while it is still in this epoch's tally."""
     system = state.system()
-    system.target_state.hit_time_sum_ms += hit_time_ms(target, ctx)
-    system.target_state.confirmed_hits += 1
-    state.put_system(system)
-
-
-def remove_hit(state: State, revealed: RevealedSubmission) -> None:
-    """Undo a fraudulent fill's hit while it is still in this epoch's tally."""
-    system = state.system()
-    system.target_state.hit_time_sum_ms -= revealed.hit_time_ms
-    system.target_state.confirmed_hits -= 1
+    system.target_state.hit_time_sum_ms += ms
+    system.target_state.confirmed_hits += hits
     state.put_system(system)
 
 
@@ -188,7 +181,7 @@ def process_reveal_submission(state: State, tx: RevealSubmission, ctx: Execution
     target.status = "Filled"
     target.fill_epoch = ctx.epoch
     state.put(TARGET, target.id, target)
-    record_hit(state, target, ctx)
+    _tally_hit(state, submission.revealed.hit_time_ms, 1)
     generate_target(state, next_target_seed(state, ctx), ctx)
 
 
@@ -236,7 +229,7 @@ def challenger_wins(state: State, challenge: Challenge, target: Target, ctx: Exe
     submission = state.require(SUBMISSION, challenge.submission_id, Submission)
     credit(state, challenge.challenger, challenge.bond + submission.bond)
     if target.fill_epoch == ctx.epoch:  # the tally resets at each epoch change
-        remove_hit(state, submission.revealed)
+        _tally_hit(state, -submission.revealed.hit_time_ms, -1)
     state.delete(SUBMISSION, submission.id)
     target.submission_id = None
     target.fill_epoch = None

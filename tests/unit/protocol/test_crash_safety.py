@@ -12,7 +12,7 @@ from soma_ray.protocol.execution import INTERNAL_ERROR_REASON, sign_transaction
 from soma_ray.protocol.genesis import localnet_config, preset_keypair
 from soma_ray.protocol.sim import Simulator
 from soma_ray.protocol.state import TARGET
-from soma_ray.protocol.submissions import record_hit
+from soma_ray.protocol.submissions import _tally_hit, hit_time_ms
 from soma_ray.protocol.types import (
     AddStake, ChangeEpoch, CommitSubmission, Faucet, Target, Transaction, Transfer, WithdrawStake,
 )
@@ -34,7 +34,8 @@ def test_a_hit_never_counts_negative_time(net):
     target = msgspec.structs.replace(next(net.state.values(TARGET, Target)), generation_timestamp_ms=2**63)
     system = net.state.system()
     ctx = ExecutionContext(system.parameters, system.epoch, 1_000)
-    record_hit(net.state, target, ctx)
+    assert hit_time_ms(target, ctx) == 0
+    _tally_hit(net.state, hit_time_ms(target, ctx), 1)
     assert net.state.system().target_state.hit_time_sum_ms == system.target_state.hit_time_sum_ms
     assert net.state.system().target_state.confirmed_hits == system.target_state.confirmed_hits + 1
 
