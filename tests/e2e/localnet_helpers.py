@@ -7,6 +7,13 @@ import ray
 
 from actors import network as net
 from soma_ray.client import SomaClient
+from soma_ray.protocol.encoding import encode
+from soma_ray.protocol.execution import sign_transaction
+from soma_ray.protocol.params import SHANNONS_PER_SOMA
+from soma_ray.protocol.types import Transaction, Transfer
+
+FEE = 1_000
+STOPPED = (2, 3)  # 2 of 4 is below the quorum: nothing commits, so a pool only fills
 
 
 def run(coroutine):
@@ -21,6 +28,23 @@ def statuses(network, indices=None):
     """Status of the validators `indices` (all by default)."""
     chosen = range(len(network.validators)) if indices is None else indices
     return ray.get([network.validators[i].status.remote() for i in chosen], timeout=30)
+
+
+def sequences(network, indices=None):
+    """Checkpoint sequence of the validators `indices` (all by default)."""
+    return [s["sequence"] for s in statuses(network, indices)]
+
+
+def pooled_counts(network):
+    """Mempool sizes of validators 0 and 1."""
+    return [s["mempool"] for s in statuses(network, [0, 1])]
+
+
+def transfers(sender, recipient: bytes, nonces, amount: int = SHANNONS_PER_SOMA) -> list[bytes]:
+    """Encoded signed transfers of `amount` from `sender`, one per nonce, each with max fee FEE."""
+    return [encode(sign_transaction(sender, Transaction(
+        sender=sender.address, nonce=nonce, kind=Transfer(recipient=recipient, amount=amount),
+        max_fee=FEE))) for nonce in nonces]
 
 
 def wait_until(predicate, timeout_s=60.0, interval_s=0.2):

@@ -13,7 +13,7 @@ import ray
 
 from actors.validator import _in_byte_order
 from actors.byzantine import BAD_TRANSACTIONS, EQUIVOCATE, GARBAGE, replace_with_byzantine
-from localnet_helpers import client_of, run, start_network, statuses, wait_until
+from localnet_helpers import FEE, client_of, run, sequences, start_network, statuses, transfers, wait_until
 from soma_ray.consensus import verify_checkpoint_chain
 from soma_ray.consensus.messages import CommitCertificate, ProposalEquivocation, VoteEquivocation
 from soma_ray.protocol.encoding import decode, encode
@@ -25,7 +25,6 @@ from soma_ray.protocol.types import Account, Checkpoint, SignedTransaction, Syst
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
 SOMA = SHANNONS_PER_SOMA
-FEE = 1_000
 BYZANTINE = 3
 HONEST = [0, 1, 2]
 
@@ -60,7 +59,7 @@ def behave(network, handle, behaviour, entries=()):
     def in_step():
         working = ray.get(handle.behave.remote(behaviour, entries), timeout=60)
         switched_at.append(working)
-        return working > max(honest_heights(network))
+        return working > max(sequences(network, HONEST))
     wait_until(in_step, timeout_s=30, interval_s=0.5)
     return switched_at[0]
 
@@ -90,10 +89,6 @@ def committee_index(handle):
 def core_stats(network, indices=HONEST):
     return ray.get([network.validators[i].__ray_call__.remote(lambda self: dict(self._core.stats))
                     for i in indices], timeout=30)
-
-
-def honest_heights(network):
-    return [s["sequence"] for s in statuses(network, HONEST)]
 
 
 def accounts(network, address, indices=HONEST):
@@ -126,8 +121,8 @@ def pay(network, name):
 def assert_honest_chains_agree(network, first: int, at_least: int) -> list[Checkpoint]:
     """The honest replicas hold the same certified checkpoints (so the same state roots) at
     every height from `first`, at least `at_least` of them, each certificate valid."""
-    wait_until(lambda: min(honest_heights(network)) >= first + at_least - 1)
-    last = min(honest_heights(network))
+    wait_until(lambda: min(sequences(network, HONEST)) >= first + at_least - 1)
+    last = min(sequences(network, HONEST))
     chains = ray.get([network.validators[i].checkpoints.remote(first, last) for i in HONEST], timeout=30)
     values = [[(sequence, value) for sequence, value, _ in chain] for chain in chains]
     assert [sequence for sequence, _ in values[0]] == list(range(first, last + 1))
@@ -141,7 +136,7 @@ def assert_honest_chains_agree(network, first: int, at_least: int) -> list[Check
 # ---------------------------------------------------------------------- the scenarios
 
 def test_equivocating_leader(byzantine_net, byzantine):
-    first = max(honest_heights(byzantine_net)) + 1
+    first = max(sequences(byzantine_net, HONEST)) + 1
     before = core_stats(byzantine_net)
     behave(byzantine_net, byzantine, EQUIVOCATE)
     pay(byzantine_net, "equivocation")
@@ -173,7 +168,7 @@ def assert_evidence_persisted(network, in_memory, leader):
     wait_until(lambda: statuses(network, [HONEST[victim]])[0]["pid"] != status["pid"])
     # It may have caught more since (the leader still equivocates), never fewer.
     assert persisted_evidence(network, [HONEST[victim]])[0][:len(kept[victim])] == kept[victim]
-    wait_until(lambda: honest_heights(network)[victim] >= max(honest_heights(network)) - 1)
+    wait_until(lambda: sequences(network, HONEST)[victim] >= max(sequences(network, HONEST)) - 1)
 
 
 def persisted_evidence(network, indices=HONEST):
@@ -185,7 +180,7 @@ def persisted_evidence(network, indices=HONEST):
 
 
 def test_garbage_signer(byzantine_net, byzantine):
-    first = max(honest_heights(byzantine_net)) + 1
+    first = max(sequences(byzantine_net, HONEST)) + 1
     before = core_stats(byzantine_net)
     garbled_from = behave(byzantine_net, byzantine, GARBAGE) + 1  # it signs nothing valid from here on
     pay(byzantine_net, "garbage")
@@ -195,7 +190,7 @@ def test_garbage_signer(byzantine_net, byzantine):
     assert all(a.get("invalid_signature", 0) >= b.get("invalid_signature", 0) + 5
                for a, b in zip(after, before)), (before, after)
     # ...and certified the heights without it: no certificate carries a signature of it.
-    latest, signer = min(honest_heights(byzantine_net)), committee_index(byzantine)
+    latest, signer = min(sequences(byzantine_net, HONEST)), committee_index(byzantine)
     for _, _, certificate in ray.get(byzantine_net.validators[0].checkpoints.remote(garbled_from, latest)):
         assert signer not in decode(certificate, CommitCertificate).signer_indices
     assert checkpoints
@@ -208,9 +203,7 @@ def test_bad_transaction_proposer(byzantine_net, byzantine):
     async def fund_and_pay():
         await client.request_faucet(carol.address, 10 * SOMA)
         nonce = (await client.get_account(carol.address)).nonce
-        good = encode(sign_transaction(carol, Transaction(
-            sender=carol.address, nonce=nonce, kind=Transfer(recipient=dave.address, amount=SOMA),
-            max_fee=FEE)))
+        good = transfers(carol, dave.address, [nonce])[0]
         await client.submit(good)
         # Carol's next transaction, signed by mallory's key under carol's public key.
         stolen = Transaction(sender=carol.address, nonce=nonce + 1,
@@ -219,7 +212,7 @@ def test_bad_transaction_proposer(byzantine_net, byzantine):
         return good, forged, nonce + 1
 
     good, forged, next_nonce = run(fund_and_pay())
-    first = max(honest_heights(byzantine_net)) + 1
+    first = max(sequences(byzantine_net, HONEST)) + 1
 
     def carol_everywhere():
         found = accounts(byzantine_net, carol.address)
@@ -229,7 +222,7 @@ def test_bad_transaction_proposer(byzantine_net, byzantine):
     behave(byzantine_net, byzantine, BAD_TRANSACTIONS, [forged, good])  # good: a replay
 
     def smuggled_in():
-        last = min(honest_heights(byzantine_net))
+        last = min(sequences(byzantine_net, HONEST))
         chain = ray.get(byzantine_net.validators[0].checkpoints.remote(first, last), timeout=30)
         return [decode(value, Checkpoint) for _, value, _ in chain
                 if forged in decode(value, Checkpoint).transactions]

@@ -11,21 +11,17 @@ import json
 import pytest
 
 from actors import network as net
-from localnet_helpers import client_of, run, start_network, statuses, wait_until
+from localnet_helpers import (FEE, STOPPED, client_of, pooled_counts, run, start_network, statuses, transfers,
+                              wait_until)
 from soma_ray.client import FinalityTimeout
 from soma_ray.protocol import errors
-from soma_ray.protocol.encoding import encode
-from soma_ray.protocol.execution import sign_transaction
 from soma_ray.protocol.genesis import preset_keypair
 from soma_ray.protocol.params import SHANNONS_PER_SOMA
-from soma_ray.protocol.types import Transaction, Transfer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 CAPACITY = 4
 PER_SENDER = 3
-FEE = 1_000
-STOPPED = (2, 3)  # 2 of 4 is below the quorum: nothing commits, so the pool only fills
 
 
 @pytest.fixture(scope="module")
@@ -40,12 +36,6 @@ def per_sender_net(ray_session, tmp_path_factory):
     network = start_network(tmp_path_factory, "sender", mempool_per_sender=PER_SENDER)
     yield network
     network.stop()
-
-
-def transfers(sender, recipient: bytes, nonces, amount: int = SHANNONS_PER_SOMA) -> list[bytes]:
-    return [encode(sign_transaction(sender, Transaction(
-        sender=sender.address, nonce=nonce, kind=Transfer(recipient=recipient, amount=amount),
-        max_fee=FEE))) for nonce in nonces]
 
 
 def test_full_mempool_refuses_with_a_typed_error_and_the_refused_transaction_goes_through_later(small_pool_net):
@@ -118,9 +108,6 @@ def test_one_sender_holds_at_most_its_share_of_the_mempool_and_others_are_still_
     for index in STOPPED:
         network.stop_validator(index)
 
-    def pooled_counts():
-        return [s["mempool"] for s in statuses(network, [0, 1])]
-
     async def scenario():
         client = await client_of(network)
         client.network.validators[1] = None  # every submission goes to validator 0's pool
@@ -137,7 +124,7 @@ def test_one_sender_holds_at_most_its_share_of_the_mempool_and_others_are_still_
             (start, start + PER_SENDER - 1, start + PER_SENDER)
 
         waiting = [asyncio.create_task(client.submit(data, timeout_s=240)) for data in pooled]
-        await asyncio.to_thread(wait_until, lambda: pooled_counts() == [PER_SENDER] * 2)
+        await asyncio.to_thread(wait_until, lambda: pooled_counts(network) == [PER_SENDER] * 2)
         with pytest.raises(errors.SenderPoolFull) as full:
             await client.submit(beyond)
         assert (full.value.sender_pending, full.value.limit) == (PER_SENDER, PER_SENDER)
@@ -146,10 +133,10 @@ def test_one_sender_holds_at_most_its_share_of_the_mempool_and_others_are_still_
         # Resubmitting a pooled one is not refused, and another sender is still admitted.
         waiting.append(asyncio.create_task(client.submit(pooled[0], timeout_s=240)))
         bob_waiting = asyncio.create_task(client.submit(transfers(bob, recipient, [bob_start])[0], timeout_s=240))
-        await asyncio.to_thread(wait_until, lambda: pooled_counts() == [PER_SENDER + 1] * 2)
+        await asyncio.to_thread(wait_until, lambda: pooled_counts(network) == [PER_SENDER + 1] * 2)
         # Gossip follows the same rule: the peer drops alice's extra transactions without a word.
         await network.validator(1).add_transactions.remote([beyond, same_nonce])
-        assert await asyncio.to_thread(pooled_counts) == [PER_SENDER + 1] * 2
+        assert await asyncio.to_thread(pooled_counts, network) == [PER_SENDER + 1] * 2
 
         for index in STOPPED:  # quorum again: everything admitted commits
             await asyncio.to_thread(network.relaunch_validator, index)

@@ -2,7 +2,7 @@
 import pytest
 
 from soma_ray.protocol.genesis import preset_keypair
-from localnet_helpers import client_of, run, same_root_at_same_height, wait_until
+from localnet_helpers import client_of, run, same_root_at_same_height, transfers, wait_until
 from soma_ray.protocol.params import SHANNONS_PER_SOMA
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -127,10 +127,6 @@ def test_more_waiting_submissions_than_rays_default_actor_concurrency_all_become
     past Ray's default of 1,000 concurrent calls the peers' consensus messages could not reach it."""
     import ray
 
-    from soma_ray.protocol.encoding import encode
-    from soma_ray.protocol.execution import sign_transaction
-    from soma_ray.protocol.types import Transaction, Transfer
-
     sender, recipient = preset_keypair("e2e-crowd", 0), preset_keypair("e2e-crowd", 1).address
     count = 1_200
 
@@ -140,9 +136,8 @@ def test_more_waiting_submissions_than_rays_default_actor_concurrency_all_become
         return (await client.get_account(sender.address)).nonce
 
     nonce = run(fund())
-    calls = [localnet.validators[0].submit.remote(encode(sign_transaction(
-        sender, Transaction(sender.address, nonce + i, Transfer(recipient, 1), 1_000))))
-        for i in range(count)]
+    calls = [localnet.validators[0].submit.remote(data)
+             for data in transfers(sender, recipient, range(nonce, nonce + count), amount=1)]
     results = ray.get(calls, timeout=120)
     assert all("error" not in r and r["effects"].error is None for r in results)
     wait_until(lambda: same_root_at_same_height(localnet))

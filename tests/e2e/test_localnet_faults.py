@@ -6,14 +6,10 @@ import time
 
 import pytest
 
-from localnet_helpers import client_of, run, same_root_at_same_height, statuses, wait_until
+from localnet_helpers import client_of, run, same_root_at_same_height, sequences, statuses, wait_until
 from soma_ray.protocol.genesis import preset_keypair
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
-
-
-def sequences(network, indices):
-    return [s["sequence"] for s in statuses(network, indices)]
 
 
 def test_killed_validator_restarts_recovers_from_disk_and_catches_up(localnet):

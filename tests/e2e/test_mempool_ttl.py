@@ -6,11 +6,10 @@ import asyncio
 import pytest
 import ray
 
-from localnet_helpers import client_of, run, start_network, statuses, wait_until
+from localnet_helpers import STOPPED, client_of, pooled_counts, run, start_network, transfers, wait_until
 from soma_ray.protocol import errors
 from soma_ray.protocol.genesis import preset_keypair
 from soma_ray.protocol.params import SHANNONS_PER_SOMA
-from test_hardening_mempool import STOPPED, transfers
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -29,10 +28,6 @@ def halted_net(ray_session, tmp_path_factory):
         yield network
     finally:
         network.stop()
-
-
-def pooled_counts(network):
-    return [s["mempool"] for s in statuses(network, [0, 1])]
 
 
 def test_gapped_transactions_expire_with_a_typed_error_and_free_their_senders_slots(halted_net):
