@@ -28,10 +28,9 @@ def certified(ray_session, tmp_path_factory):
         while (ray.get(source.status.remote())["sequence"] or 0) < 2:
             time.sleep(0.2)
         chain = ray.get(source.checkpoints.remote(0, 2))
-        root = ray.get(source.status.remote())["state_root"]
     finally:
         network.stop()
-    return network.config, chain, root
+    return network.config, chain
 
 
 def replica(config, tmp_path):
@@ -40,7 +39,7 @@ def replica(config, tmp_path):
 
 
 def test_genuine_certified_checkpoints_are_applied(certified, tmp_path):
-    config, chain, _ = certified
+    config, chain = certified
     validator = replica(config, tmp_path)
     for sequence, value, certificate in chain:
         validator._apply_certified(sequence, value, certificate)
@@ -48,7 +47,7 @@ def test_genuine_certified_checkpoints_are_applied(certified, tmp_path):
 
 
 def test_forged_certificate_or_value_is_refused_and_changes_nothing(certified, tmp_path):
-    config, chain, _ = certified
+    config, chain = certified
     validator = replica(config, tmp_path)
     sequence, value, certificate = chain[0]
     before = validator.status()
@@ -64,7 +63,7 @@ def test_forged_certificate_or_value_is_refused_and_changes_nothing(certified, t
 
 def test_certified_checkpoint_that_does_not_reexecute_is_refused(certified, tmp_path):
     """Even a correctly certified value is re-executed: a replica of another genesis refuses it."""
-    config, chain, _ = certified
+    config, chain = certified
     other = replace(config, genesis_timestamp_ms=config.genesis_timestamp_ms + 1)
     validator = replica(other, tmp_path)
     sequence, value, certificate = chain[0]
