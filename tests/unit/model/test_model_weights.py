@@ -164,34 +164,38 @@ def test_loaded_model_owns_its_memory(tmp_path):
 
 
 def test_tensor_span_that_disagrees_with_its_shape_is_a_format_error(tmp_path):
-    save_weights(V1Model(CONFIG), tmp_path / "w.safetensors")
-    data = (tmp_path / "w.safetensors").read_bytes()
-    (length,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8:8 + length])
+    header, body = _saved_header(tmp_path)
     header["predictor.bias"]["shape"] = [263]  # claims fewer values than its 264·4 bytes
     with pytest.raises(TensorShapeError):
-        load_weights(_with_header(header, data[8 + length:]))
+        load_weights(_with_header(header, body))
     header["predictor.bias"]["shape"] = [264]
     begin, end = header["final_norm.beta"]["data_offsets"]
     header["final_norm.beta"]["data_offsets"] = [begin, end - 4]
     for check in (load_weights, read_weights_header):
         with pytest.raises(WeightsFormatError, match="final_norm.beta"):
-            check(_with_header(header, data[8 + length:]))
+            check(_with_header(header, body))
 
 
 def test_header_alone_gives_the_config_and_the_same_errors_without_reading_tensors(tmp_path):
-    save_weights(V1Model(CONFIG), tmp_path / "w.safetensors")
-    data = (tmp_path / "w.safetensors").read_bytes()
-    (length,) = struct.unpack("<Q", data[:8])
+    header, body = _saved_header(tmp_path)
     assert read_weights_header(tmp_path / "w.safetensors") == CONFIG
     # The answer depends on the header only, whatever the tensor bytes hold.
-    blank = data[:8 + length] + bytes(len(data) - 8 - length)
+    blank = _with_header(header, bytes(len(body)))
     assert read_weights_header(blank, CONFIG) == CONFIG
     with pytest.raises(ConfigMismatchError, match="num_layers"):
         read_weights_header(blank, V1Config(embedding_dim=16, num_layers=3, num_heads=4,
                                             pwff_hidden_dim=32, max_seq_len=16))
     with pytest.raises(WeightsFormatError):
-        read_weights_header(data[:-1])
+        read_weights_header(_with_header(header, body[:-1]))
+
+
+def _saved_header(tmp_path) -> tuple[dict, bytes]:
+    """Save a `CONFIG` model to `tmp_path / "w.safetensors"`: its JSON header, parsed, and the
+    tensor bytes after it."""
+    save_weights(V1Model(CONFIG), tmp_path / "w.safetensors")
+    data = (tmp_path / "w.safetensors").read_bytes()
+    (length,) = struct.unpack("<Q", data[:8])
+    return json.loads(data[8:8 + length]), data[8 + length:]
 
 
 def _with_header(header: dict, body: bytes) -> bytes:
@@ -209,10 +213,7 @@ def test_bad_size_metadata_is_a_format_error(tmp_path, heads, match):
 
 @pytest.mark.parametrize("change", ["float offsets", "bool shape", "metadata not a map"])
 def test_header_values_of_the_wrong_json_type_are_format_errors(tmp_path, change):
-    save_weights(V1Model(CONFIG), tmp_path / "w.safetensors")
-    data = (tmp_path / "w.safetensors").read_bytes()
-    (length,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8:8 + length])
+    header, body = _saved_header(tmp_path)
     if change == "float offsets":
         offsets = header["final_norm.beta"]["data_offsets"]
         header["final_norm.beta"]["data_offsets"] = [float(n) for n in offsets]
@@ -222,4 +223,4 @@ def test_header_values_of_the_wrong_json_type_are_format_errors(tmp_path, change
         header["__metadata__"] = 5
     for check in (load_weights, read_weights_header):
         with pytest.raises(WeightsFormatError):
-            check(_with_header(header, data[8 + length:]))
+            check(_with_header(header, body))
