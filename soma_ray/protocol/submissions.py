@@ -26,7 +26,7 @@ from soma_ray.protocol.staking import stake_pending
 from soma_ray.protocol.state import CHALLENGE, MODEL, STAKING_POOL, SUBMISSION, TARGET, State
 from soma_ray.protocol.targets import (
     as_embedding, cosine_distance_fixed, generate_target, next_target_seed, reveal_deadline_ms,
-    slash_stale_commit,
+    reveal_window_open, slash_stale_commit,
 )
 from soma_ray.protocol.types import (
     Challenge, ClaimRewards, CommitSubmission, InitiateChallenge, Model, ResolveChallenge,
@@ -69,8 +69,8 @@ def clear_expired_commit(state: State, target: Target, ctx: ExecutionContext) ->
     if target.status != "Committed":
         return
     stale = state.require(SUBMISSION, target.submission_id, Submission)
-    if ctx.timestamp_ms > reveal_deadline_ms(stale, ctx):
-        slash_stale_commit(state, target)
+    if not reveal_window_open(stale, ctx):
+        slash_stale_commit(state, target, stale)
 
 
 def process_commit_submission(state: State, tx: CommitSubmission, ctx: ExecutionContext) -> None:
@@ -109,9 +109,8 @@ def require_revealable(state: State, submission: Submission, ctx: ExecutionConte
     target = state.require(TARGET, submission.target_id, Target)
     if target.status != "Committed" or target.submission_id != submission.id:
         raise TargetNotOpen(status=target.status)
-    deadline = reveal_deadline_ms(submission, ctx)
-    if ctx.timestamp_ms > deadline:
-        raise RevealWindowExpired(deadline_ms=deadline, now_ms=ctx.timestamp_ms)
+    if not reveal_window_open(submission, ctx):
+        raise RevealWindowExpired(deadline_ms=reveal_deadline_ms(submission, ctx), now_ms=ctx.timestamp_ms)
     return target
 
 

@@ -375,19 +375,23 @@ def reveal_deadline_ms(submission: Submission, ctx: ExecutionContext) -> int:
     return submission.commit_timestamp_ms + ctx.params.reveal_window_ms
 
 
+def reveal_window_open(submission: Submission, ctx: ExecutionContext) -> bool:
+    """Whether `submission` may still be revealed at `ctx.timestamp_ms` (the deadline included)."""
+    return ctx.timestamp_ms <= reveal_deadline_ms(submission, ctx)
+
+
 def drop_commit(state: State, target: Target, ctx: ExecutionContext) -> None:
     """At the epoch change: refund a commit whose reveal window is open, slash a stale one."""
     submission = state.require(SUBMISSION, target.submission_id, Submission)
-    if ctx.timestamp_ms <= reveal_deadline_ms(submission, ctx):
+    if reveal_window_open(submission, ctx):
         credit(state, submission.miner, submission.bond)
         reopen(state, target, submission)
     else:
-        slash_stale_commit(state, target)
+        slash_stale_commit(state, target, submission)
 
 
-def slash_stale_commit(state: State, target: Target) -> None:
-    """Slash the commit of `target` to the emission pool and reopen the target."""
-    submission = state.require(SUBMISSION, target.submission_id, Submission)
+def slash_stale_commit(state: State, target: Target, submission: Submission) -> None:
+    """Slash `submission`, the commit of `target`, to the emission pool and reopen the target."""
     return_to_emission_pool(state, submission.bond)
     reopen(state, target, submission)
 
