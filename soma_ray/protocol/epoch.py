@@ -69,7 +69,7 @@ def pay_validator_rewards(state: State, committee: Committee, reward: int, ctx: 
         pool.soma_balance += share - commission
         state.put(STAKING_POOL, pool.id, pool)
         if commission:
-            stake_pending(state, ctx, pool.id, validator.address, commission, ctx.epoch)
+            stake_pending(state, ctx, pool, validator.address, commission, ctx.epoch)
         paid += share
     return_to_emission_pool(state, reward - paid)
 

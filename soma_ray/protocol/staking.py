@@ -41,14 +41,14 @@ def stake_active_now(state: State, ctx: ExecutionContext, pool: StakingPool, own
     return staked.id
 
 
-def stake_pending(state: State, ctx: ExecutionContext, pool_id: bytes, owner: bytes, amount: int, activation_epoch: int) -> bytes:
-    """Add `amount` (already taken from its payer) as stake activating at `activation_epoch`."""
-    pool = state.require(STAKING_POOL, pool_id, StakingPool)
+def stake_pending(state: State, ctx: ExecutionContext, pool: StakingPool, owner: bytes, amount: int, activation_epoch: int) -> bytes:
+    """Add `amount` (already taken from its payer) as stake activating at `activation_epoch`.
+    `pool` is the pool as stored (loaded, or just put, by the caller); it is written back."""
     if pool.deactivation_epoch is not None:
-        raise PoolInactive(pool_id=pool_id)
+        raise PoolInactive(pool_id=pool.id)
     pool.pending_stake += amount
-    state.put(STAKING_POOL, pool_id, pool)
-    staked = StakedSoma(id=ctx.new_id(), owner=owner, pool_id=pool_id, principal=amount, activation_epoch=activation_epoch)
+    state.put(STAKING_POOL, pool.id, pool)
+    staked = StakedSoma(id=ctx.new_id(), owner=owner, pool_id=pool.id, principal=amount, activation_epoch=activation_epoch)
     state.put(STAKED_SOMA, staked.id, staked)
     return staked.id
 
@@ -77,12 +77,16 @@ def pool_tokens_of(pool: StakingPool, staked: StakedSoma) -> int:
     return staked.principal * rate.pool_token_amount // rate.soma_amount
 
 
+def tokens_for(pool: StakingPool, amount: int) -> int:
+    """The tokens `amount` SOMA mints at the pool's current rate (1:1 while either side is 0)."""
+    if pool.soma_balance and pool.pool_token_balance:
+        return amount * pool.pool_token_balance // pool.soma_balance
+    return amount
+
+
 def activate_pending_stake(pool: StakingPool, epoch: int) -> None:
     """Record the rate of `epoch`, then mint tokens for pending stake at that rate."""
-    if pool.soma_balance and pool.pool_token_balance:
-        minted = pool.pending_stake * pool.pool_token_balance // pool.soma_balance
-    else:
-        minted = pool.pending_stake
+    minted = tokens_for(pool, pool.pending_stake)
     last = pool.exchange_rates[-1] if pool.exchange_rates else None
     if last is None or (last.soma_amount, last.pool_token_amount) != (pool.soma_balance, pool.pool_token_balance):
         pool.exchange_rates.append(ExchangeRate(epoch, pool.soma_balance, pool.pool_token_balance))
@@ -99,8 +103,10 @@ def slash_pool(pool: StakingPool, bps: int) -> int:
 
 
 def require_mints_tokens(pool: StakingPool, amount: int) -> None:
-    """Refuse a stake that would mint 0 tokens at the pool's rate: it would be lost silently."""
-    if pool.soma_balance and pool.pool_token_balance and amount * pool.pool_token_balance < pool.soma_balance:
+    """Refuse a stake that would mint 0 tokens at the pool's rate: it would be lost silently.
+    `amount` is positive (require_positive runs first), so only a pool with both balances
+    non-zero, hence a defined minimum, can refuse it."""
+    if tokens_for(pool, amount) == 0:
         minimum = -(-pool.soma_balance // pool.pool_token_balance)
         raise StakeTooSmall(amount=amount, minimum=minimum)
 
@@ -108,10 +114,10 @@ def require_mints_tokens(pool: StakingPool, amount: int) -> None:
 def process_add_stake(state: State, tx: AddStake, ctx: ExecutionContext) -> None:
     require_address(tx.pool_owner, "pool_owner")
     require_positive(tx.amount)
-    pool_id = pool_id_of(state, tx.pool_owner)
-    require_mints_tokens(state.require(STAKING_POOL, pool_id, StakingPool), tx.amount)
+    pool = state.require(STAKING_POOL, pool_id_of(state, tx.pool_owner), StakingPool)
+    require_mints_tokens(pool, tx.amount)  # StakeTooSmall before stake_pending's PoolInactive
     debit(state, ctx.sender, tx.amount)
-    stake_pending(state, ctx, pool_id, ctx.sender, tx.amount, ctx.epoch + 1)
+    stake_pending(state, ctx, pool, ctx.sender, tx.amount, ctx.epoch + 1)
 
 
 def process_add_stake_to_model(state: State, tx: AddStakeToModel, ctx: ExecutionContext) -> None:

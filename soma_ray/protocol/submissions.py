@@ -288,7 +288,7 @@ def pay_model(state: State, model_id: bytes, amount: int, ctx: ExecutionContext)
     if commission == 0:
         return
     try:
-        stake_pending(state, ctx, pool.id, model.owner, commission, ctx.epoch + 1)
+        stake_pending(state, ctx, pool, model.owner, commission, ctx.epoch + 1)
     except PoolInactive:
         credit(state, model.owner, commission)
 
