@@ -16,10 +16,10 @@ from soma_ray.protocol.encoding import (
 )
 from soma_ray.protocol.epoch import SYSTEM_SENDER, change_epoch
 from soma_ray.protocol.errors import (
-    DuplicateEpochChange, InternalError, ProtocolError, TimestampOutOfRange, TimestampRegression,
+    DuplicateEpochChange, ProtocolError, TimestampOutOfRange, TimestampRegression,
 )
 from soma_ray.protocol.execution import (
-    INTERNAL_ERROR_REASON, check_decoded_admission, check_size, execute_transaction,
+    check_decoded_admission, check_size, execute_transaction, recorded_error,
 )
 from soma_ray.protocol.state import State
 from soma_ray.protocol.types import ChangeEpoch, Checkpoint, CheckpointEntry, TransactionEffects
@@ -80,12 +80,8 @@ def execute_entry(state: State, raw: bytes, timestamp_ms: int, seed: bytes, chec
         check_size(raw, ctx.params)
         tx_bytes = encode(entry.transaction)  # signed over and hashed: encoded once for both
         check_decoded_admission(raw, entry, state, ctx.params, verified, tx_bytes)
-    except ProtocolError as error:
-        return failed_entry(raw, error)
-    except MemoryError:
-        raise
-    except Exception:
-        return failed_entry(raw, InternalError(reason=INTERNAL_ERROR_REASON))
+    except Exception as error:
+        return failed_entry(raw, recorded_error(error))  # or re-raises it
     return execute_transaction(state, entry, ctx, digest(DOMAIN_TX, tx_bytes), system)
 
 

@@ -24,6 +24,19 @@ from soma_ray.protocol import types as t
 # Fixed text, never the exception's: effects are hashed, so they must not depend on a library.
 INTERNAL_ERROR_REASON = "unexpected failure while executing the entry"
 
+
+def recorded_error(error: BaseException) -> ProtocolError:
+    """The error an entry records for `error`, raised while executing it: a ProtocolError as it
+    is; any other Exception (a bug's) the fixed InternalError, so that one kind's bug fails the
+    entry alike on every executor instead of halting the chain. A MemoryError (this machine's
+    trouble, not the entry's) and a BaseException that is no Exception propagate."""
+    if isinstance(error, ProtocolError):
+        return error
+    if isinstance(error, MemoryError) or not isinstance(error, Exception):
+        raise error
+    return InternalError(reason=INTERNAL_ERROR_REASON)
+
+
 ProcessFunction = Callable[[State, object, ExecutionContext], None]
 
 PROCESS: dict[type, ProcessFunction] = {
@@ -131,21 +144,10 @@ def execute_transaction(state: State, signed: t.SignedTransaction, ctx: Executio
     state.begin()
     try:
         PROCESS[type(tx.kind)](state, tx.kind, tx_ctx)
-    except ProtocolError as error:
+    except BaseException as error:
         state.rollback()
-        effects.error = error.to_struct()
+        effects.error = recorded_error(error).to_struct()  # or re-raises it
         return effects
-    except MemoryError:
-        state.rollback()
-        raise
-    except Exception:
-        # A bug in one kind must not halt the chain: every executor fails the entry alike.
-        state.rollback()
-        effects.error = InternalError(reason=INTERNAL_ERROR_REASON).to_struct()
-        return effects
-    except BaseException:
-        state.rollback()
-        raise
     state.commit()
     effects.created = tx_ctx.created
     return effects

@@ -1,8 +1,10 @@
 """No entry can halt the chain: whatever a proposer includes, execution ends in typed errors."""
 import msgspec
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from soma_ray.protocol import checkpoint as checkpoint_module
 from soma_ray.protocol import execution
 from soma_ray.protocol.checkpoint import build_checkpoint
 from soma_ray.protocol.context import ExecutionContext
@@ -14,7 +16,7 @@ from soma_ray.protocol.sim import Simulator
 from soma_ray.protocol.state import TARGET
 from soma_ray.protocol.submissions import _tally_hit, hit_time_ms
 from soma_ray.protocol.types import (
-    AddStake, ChangeEpoch, CommitSubmission, Faucet, Target, Transaction, Transfer, WithdrawStake,
+    Account, AddStake, ChangeEpoch, CommitSubmission, Faucet, Target, Transaction, Transfer, WithdrawStake,
 )
 
 USER = preset_keypair("user", 0)
@@ -28,6 +30,41 @@ def test_an_unexpected_exception_becomes_a_fixed_internal_error(net, monkeypatch
     monkeypatch.setitem(execution.PROCESS, Transfer, overflow)
     effects = net.fails(USER, Transfer(USER.address, 5), InternalError(reason=INTERNAL_ERROR_REASON))
     assert effects.fee_charged == net.params.base_fee
+
+
+@pytest.mark.parametrize("raised", [MemoryError, KeyboardInterrupt])
+def test_memory_error_and_base_exceptions_propagate_from_a_kind_after_rollback(net, monkeypatch, raised):
+    def failing(state, kind, ctx):
+        state.put_account(USER.address, Account(balance=1, nonce=0))
+        raise raised()
+
+    monkeypatch.setitem(execution.PROCESS, Transfer, failing)
+    net.sim.submit_kind(USER, Transfer(USER.address, 5))
+    with pytest.raises(raised):
+        net.sim.make_checkpoint()
+    assert net.state.account(USER.address).balance != 1
+
+
+@pytest.mark.parametrize("raised", [MemoryError, KeyboardInterrupt])
+def test_memory_error_and_base_exceptions_propagate_from_admission(net, monkeypatch, raised):
+    def failing(*args):
+        raise raised()
+
+    monkeypatch.setattr(checkpoint_module, "check_decoded_admission", failing)
+    net.sim.submit_kind(USER, Transfer(USER.address, 5))
+    with pytest.raises(raised):
+        net.sim.make_checkpoint()
+
+
+def test_an_unexpected_exception_in_admission_fails_the_entry_with_the_fixed_internal_error(net, monkeypatch):
+    def failing(*args):
+        raise OverflowError("library-specific text")
+
+    monkeypatch.setattr(checkpoint_module, "check_decoded_admission", failing)
+    net.sim.submit_kind(USER, Transfer(USER.address, 5))
+    _, effects = net.sim.make_checkpoint()
+    assert effects[-1].error == InternalError(reason=INTERNAL_ERROR_REASON).to_struct()
+    assert effects[-1].fee_charged == 0
 
 
 def test_a_hit_never_counts_negative_time(net):
