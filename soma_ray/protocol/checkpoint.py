@@ -19,7 +19,7 @@ from soma_ray.protocol.errors import (
     DuplicateEpochChange, ProtocolError, TimestampOutOfRange, TimestampRegression,
 )
 from soma_ray.protocol.execution import (
-    check_decoded_admission, check_size, execute_transaction, recorded_error,
+    check_decoded_admission, check_size, execute_transaction, recorded_error, transaction_digest,
 )
 from soma_ray.protocol.state import State
 from soma_ray.protocol.types import ChangeEpoch, Checkpoint, CheckpointEntry, TransactionEffects
@@ -82,7 +82,7 @@ def execute_entry(state: State, raw: bytes, timestamp_ms: int, seed: bytes, chec
         check_decoded_admission(raw, entry, state, ctx.params, verified, tx_bytes)
     except Exception as error:
         return failed_entry(raw, recorded_error(error))  # or re-raises it
-    return execute_transaction(state, entry, ctx, digest(DOMAIN_TX, tx_bytes), system)
+    return execute_transaction(state, entry, ctx, transaction_digest(tx_bytes), system)
 
 
 def build_checkpoint(

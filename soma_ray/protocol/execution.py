@@ -62,7 +62,9 @@ PROCESS: dict[type, ProcessFunction] = {
 }
 
 
-def transaction_digest(transaction: t.Transaction) -> bytes:
+def transaction_digest(transaction: t.Transaction | bytes) -> bytes:
+    """BLAKE2b-256 of DOMAIN_TX || encode(transaction); a caller that holds the canonical
+    encoding already may pass those bytes (the same digest, without encoding again)."""
     return digest(DOMAIN_TX, transaction)
 
 

@@ -54,6 +54,7 @@ def test_transaction_digest_matches_an_independent_hashlib_computation():
     assert encode(_transfer()) == by_hand
     expected = hashlib.blake2b(b"soma/tx/v1" + by_hand, digest_size=32).digest()
     assert transaction_digest(_transfer()) == expected
+    assert transaction_digest(by_hand) == expected  # the already-encoded form, as execute_entry passes it
 
 
 def test_state_root_of_one_entry_matches_hashlib():
