@@ -110,11 +110,6 @@ def current_epoch_end_ms(state: State) -> int:
     return epoch_end_ms(system.epoch_start_timestamp_ms, system.parameters.epoch_duration_ms)
 
 
-def epoch_change_due(state: State, timestamp_ms: int) -> bool:
-    """True once consensus time `timestamp_ms` has reached the current epoch's end (spec §3)."""
-    return timestamp_ms >= current_epoch_end_ms(state)
-
-
 def require_change_allowed(state: State, epoch: int, timestamp_ms: int, ctx: ExecutionContext) -> None:
     """ChangeEpoch follows the consensus clock: it carries its checkpoint's timestamp and comes
     only once the epoch is over (localnet may allow it earlier)."""
@@ -125,8 +120,10 @@ def require_change_allowed(state: State, epoch: int, timestamp_ms: int, ctx: Exe
         raise EpochChangeTimestampMismatch(checkpoint_ms=ctx.timestamp_ms, got_ms=timestamp_ms)
     if timestamp_ms < system.epoch_start_timestamp_ms:
         raise TimestampRegression(previous_ms=system.epoch_start_timestamp_ms, got_ms=timestamp_ms)
-    if not system.parameters.allow_early_epoch_change and not epoch_change_due(state, timestamp_ms):
-        raise EpochChangeNotDue(due_at_ms=current_epoch_end_ms(state), timestamp_ms=timestamp_ms)
+    # Due once consensus time has reached the current epoch's end (spec §3).
+    due_at = epoch_end_ms(system.epoch_start_timestamp_ms, system.parameters.epoch_duration_ms)
+    if not system.parameters.allow_early_epoch_change and timestamp_ms < due_at:
+        raise EpochChangeNotDue(due_at_ms=due_at, timestamp_ms=timestamp_ms)
 
 
 def change_epoch(state: State, epoch: int, timestamp_ms: int, ctx: ExecutionContext) -> TransactionEffects:
