@@ -432,14 +432,6 @@ def adjust_difficulty(state: State) -> None:
     state.put_system(system)
 
 
-def settled_epoch_of(target: Target) -> int:
-    """The epoch `target` became Settled. A Settled target written before `Target.settled_epoch`
-    existed has none; its fill (or generation) epoch is a lower bound, so it is not kept forever."""
-    if target.settled_epoch is not None:
-        return target.settled_epoch
-    return target.fill_epoch if target.fill_epoch is not None else target.generation_epoch
-
-
 def prune_settled_targets(state: State, ctx: ExecutionContext) -> list[bytes]:
     """§3 step 8, the last step of the change into epoch `ctx.epoch`: remove every target Settled
     in an epoch ≤ ctx.epoch − 1 − `settled_retention_epochs`, with its submission(s). Returns the
@@ -449,6 +441,11 @@ def prune_settled_targets(state: State, ctx: ExecutionContext) -> list[bytes]:
     every submission of it with bond 0 (a claim pays the bond out and keeps the record with
     bond 0; a ChallengerWins deletes it). Whatever fails these checks stays (and stays counted by
     the supply invariant): pruning never moves funds, it only forgets paid-out records.
+    A target's only submission is `target.submission_id`: one is created only by a commit to an
+    Open target (whose submission_id is None), which sets it; every path that clears
+    submission_id (reopen, ChallengerWins) deletes that submission.
+    Every target marked Settled gets its `settled_epoch` (ClaimRewards, ChallengerWins); data
+    dirs from before the field existed have another genesis and are refused.
     Deletion goes through `State.delete`, so the state root, the checkpoint's delta and a
     rollback of a failed epoch change treat it like any other write.
     """
@@ -456,21 +453,19 @@ def prune_settled_targets(state: State, ctx: ExecutionContext) -> list[bytes]:
     last_prunable = ctx.epoch - 1 - retention  # settled in this epoch or before: removed now
     candidates = [
         target for target in state.values(TARGET, Target)
-        if target.status == "Settled" and settled_epoch_of(target) <= last_prunable
+        if target.status == "Settled" and target.settled_epoch is not None
+        and target.settled_epoch <= last_prunable
     ]
     if not candidates:
         return []
     challenged = {challenge.target_id for challenge in state.values(CHALLENGE, Challenge)}
-    submissions: dict[bytes, list[Submission]] = {}
-    for submission in state.values(SUBMISSION, Submission):
-        submissions.setdefault(submission.target_id, []).append(submission)
     removed = []
     for target in candidates:
-        own = submissions.get(target.id, [])
-        if target.reward_pool or target.id in challenged or any(s.bond for s in own):
+        own = None if target.submission_id is None else state.get(SUBMISSION, target.submission_id, Submission)
+        if target.reward_pool or target.id in challenged or (own is not None and own.bond):
             continue
-        for submission in own:
-            state.delete(SUBMISSION, submission.id)
+        if own is not None:
+            state.delete(SUBMISSION, own.id)
         state.delete(TARGET, target.id)
         removed.append(target.id)
     return removed
