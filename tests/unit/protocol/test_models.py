@@ -175,11 +175,16 @@ def test_report_quorum_slashes_and_deactivates(net):
     assert pool(net, model).soma_balance == stake - stake * 9_500 // 10_000
 
 
+def report_by_three_validators(net, model, funder):
+    """Validators 0-2 (3 of 4 equal votes) report `model`; `funder` pays their fees."""
+    for key in net.validators[:3]:
+        net.ok(funder, Transfer(key.address, 10**9))
+        net.ok(key, ReportModel(model.id))
+
+
 def test_undo_report_removes_the_vote(net):
     model = _active_model(net)
-    for key in net.validators[:3]:
-        net.ok(net.users[0], Transfer(key.address, 10**9))
-        net.ok(key, ReportModel(model.id))
+    report_by_three_validators(net, model, funder=net.users[0])
     net.ok(net.validators[2], UndoReportModel(model.id))
     net.advance()
     assert net.state.require(MODEL, model.id, Model).status == "Active"
@@ -252,9 +257,7 @@ def test_delegators_leave_at_the_epoch_change_after_the_report_slash(net):
     _, effects = net.ok(net.users[1], AddStakeToModel(model.id, 2 * SOMA))
     net.advance()
     delegator = net.users[1].address
-    for key in net.validators[:3]:
-        net.ok(net.users[2], Transfer(key.address, 10**9))
-        net.ok(key, ReportModel(model.id))
+    report_by_three_validators(net, model, funder=net.users[2])
     net.ok(net.users[1], WithdrawStake(effects.created[-1]))  # seen the reports: too late to escape
     before = net.balance(delegator)
     net.advance()
@@ -263,9 +266,7 @@ def test_delegators_leave_at_the_epoch_change_after_the_report_slash(net):
 
 def test_deactivating_does_not_dodge_a_report_quorum(net):
     model = _active_model(net)
-    for key in net.validators[:3]:
-        net.ok(net.users[1], Transfer(key.address, 10**9))
-        net.ok(key, ReportModel(model.id))
+    report_by_three_validators(net, model, funder=net.users[1])
     net.ok(net.users[0], DeactivateModel(model.id))
     stake = pool(net, model).soma_balance
     net.advance()
@@ -276,9 +277,7 @@ def test_deactivating_does_not_dodge_a_report_quorum(net):
 def test_report_tally_uses_the_quorum_parameter(make_net):
     net = make_net(quorum=7_501)  # 3 of 4 equal validators hold 7 500
     model = _active_model(net)
-    for key in net.validators[:3]:
-        net.ok(net.users[1], Transfer(key.address, 10**9))
-        net.ok(key, ReportModel(model.id))
+    report_by_three_validators(net, model, funder=net.users[1])
     stake = pool(net, model).soma_balance
     net.advance()
     assert pool(net, model).soma_balance == stake

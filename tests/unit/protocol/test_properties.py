@@ -218,9 +218,20 @@ def test_arbitrary_bytes_never_crash_admission(data):
         pass
 
 
+# Byte strings of the wrong length, and 64 float32s all equal to one value (NaN, ±inf, 0 among them).
+BAD_EMBEDDINGS = st.binary(max_size=400).filter(lambda b: len(b) != 4 * 64) | st.floats(
+    allow_nan=True, allow_infinity=True, width=32).map(lambda x: np.full(64, x, dtype="<f4").tobytes())
+EMBEDDING_ERRORS = {"MalformedInput", "EmbeddingDimensionMismatch", "NonFiniteEmbedding", "ZeroEmbedding"}
+
+
+def _usable(embedding: bytes) -> bool:
+    """64 finite float32s, not all zero: what the chain accepts as an embedding."""
+    array = np.frombuffer(embedding, dtype="<f4") if len(embedding) == 256 else None
+    return array is not None and bool(np.isfinite(array).all()) and bool(array.any())
+
+
 @settings(max_examples=60, deadline=None)
-@given(st.binary(max_size=400).filter(lambda b: len(b) != 4 * 64) | st.floats(allow_nan=True, allow_infinity=True, width=32).map(
-    lambda x: np.full(64, x, dtype="<f4").tobytes()))
+@given(BAD_EMBEDDINGS)
 def test_bad_embeddings_get_typed_errors(embedding):
     sim = Simulator(localnet_config())
     owner = USERS[0]
@@ -232,19 +243,15 @@ def test_bad_embeddings_get_typed_errors(embedding):
     sim.advance_epoch()
     sim.submit_kind(owner, RevealModel(model_id, KEY, embedding))
     _, effects = sim.make_checkpoint()
-    array = np.frombuffer(embedding, dtype="<f4") if len(embedding) == 256 else None
-    valid = array is not None and np.isfinite(array).all() and array.any()
+    valid = _usable(embedding)
     assert (effects[0].error is None) == valid
     if not valid:
-        assert effects[0].error.code in {
-            "MalformedInput", "EmbeddingDimensionMismatch", "NonFiniteEmbedding", "ZeroEmbedding"
-        }
+        assert effects[0].error.code in EMBEDDING_ERRORS
         assert sim.state.require(MODEL, model_id, Model).status == "Pending"
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.binary(max_size=400).filter(lambda b: len(b) != 4 * 64) | st.floats(allow_nan=True, allow_infinity=True, width=32).map(
-    lambda x: np.full(64, x, dtype="<f4").tobytes()))
+@given(BAD_EMBEDDINGS)
 def test_bad_submission_embeddings_get_typed_errors(embedding):
     sim = Simulator(localnet_config())
     miner = USERS[1]
@@ -255,13 +262,10 @@ def test_bad_submission_embeddings_get_typed_errors(embedding):
     _, effects = sim.make_checkpoint()
     sim.submit_kind(miner, RevealSubmission(effects[0].created[0], b"h" * 32, 100, "http://d", model_id, embedding, 5, NONCE))
     _, effects = sim.make_checkpoint()
-    array = np.frombuffer(embedding, dtype="<f4") if len(embedding) == 256 else None
-    if array is not None and np.isfinite(array).all() and array.any():
+    if _usable(embedding):
         assert effects[0].error is None or effects[0].error.code == "DistanceExceedsThreshold"
     else:
-        assert effects[0].error.code in {
-            "MalformedInput", "EmbeddingDimensionMismatch", "NonFiniteEmbedding", "ZeroEmbedding"
-        }
+        assert effects[0].error.code in EMBEDDING_ERRORS
         assert sim.state.require(TARGET, target.id, Target).status == "Committed"
 
 
