@@ -277,7 +277,8 @@ class Simulation:
 
 
 def equivocating_leader(node: SimNode, sends: list) -> list:
-    """As leader, send every peer its own freshly signed proposal (all different)."""
+    """As leader, send every peer its own freshly signed proposal (all different), and odd
+    peers the original as well."""
     out = []
     for to, message in sends:
         if to is None and isinstance(message, Proposal):
@@ -286,6 +287,8 @@ def equivocating_leader(node: SimNode, sends: list) -> list:
                     value = message.value + f"/to{peer}".encode()
                     twin = sign_proposal(node.keypair, node.index, message.height, message.round, value, message.valid_round)
                     out.append((peer, twin))
+                    if peer % 2:  # these peers get both, so they hold the evidence
+                        out.append((peer, message))
         else:
             out.append((to, message))
     return out

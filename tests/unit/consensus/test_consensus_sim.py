@@ -117,24 +117,16 @@ BYZANTINE = {
     "equivocating leader": (equivocating_leader, ValueApp),
     "garbage signatures": (garbage_signer, ValueApp),
     "double voter": (double_voter, ValueApp),
-    "bad transactions": (None, BadValueApp),
+    "bad transactions": (lambda node, sends: sends, BadValueApp),  # behaves, proposes bad values
     "equivocating double voter": (lambda node, sends: double_voter(node, equivocating_leader(node, sends)), ValueApp),
 }
-
-
-def make_byzantine(sim: Simulation, index: int, name: str) -> None:
-    behaviour, app = BYZANTINE[name]
-    node = sim.nodes[index]
-    node.app, node.behaviour = app(index), behaviour or (lambda node, sends: sends)
-    node.core = node._build_core()
-    node.perform(node.core.start_height())
 
 
 @pytest.mark.parametrize("name", sorted(BYZANTINE))
 @pytest.mark.parametrize("n", [4, 7])
 def test_honest_nodes_agree_and_progress_despite_one_byzantine_node(name, n):
-    sim = Simulation(equal_powers(n), seed=10 + n, loss=0.05, delay_ms=(1, 40))
-    make_byzantine(sim, 1, name)
+    sim = Simulation(equal_powers(n), seed=10 + n, loss=0.05, delay_ms=(1, 40),
+                     byzantine={1: BYZANTINE[name]})
     assert sim.run_until_height(10, limit_ms=120_000)
     assert_safe_and_certified(sim)
     honest = sim.honest()
@@ -147,9 +139,8 @@ def test_honest_nodes_agree_and_progress_despite_one_byzantine_node(name, n):
 
 
 def test_two_byzantine_of_seven_below_a_third_of_the_power_cannot_split_the_honest():
-    sim = Simulation(equal_powers(7), seed=31, loss=0.05, delay_ms=(1, 40))
-    make_byzantine(sim, 1, "equivocating double voter")
-    make_byzantine(sim, 4, "equivocating double voter")
+    sim = Simulation(equal_powers(7), seed=31, loss=0.05, delay_ms=(1, 40),
+                     byzantine=dict.fromkeys((1, 4), BYZANTINE["equivocating double voter"]))
     assert sim.run_until_height(10, limit_ms=120_000)
     assert_safe_and_certified(sim)
     assert {e.first.signer for n_ in sim.honest() for e in n_.core.evidence} == {1, 4}
@@ -168,9 +159,8 @@ def test_two_byzantine_of_seven_below_a_third_of_the_power_cannot_split_the_hone
 def test_random_schedules_keep_agreement_and_mostly_progress(seed, n, loss, duplicate, max_delay, byzantine, restarts):
     """Safety under any schedule; liveness asserted where links lose ≤ 20% and delay ≤ 200 ms
     (heavier loss can need more simulated time than a unit test should spend)."""
-    sim = Simulation(equal_powers(n), seed=seed, loss=loss, duplicate=duplicate, delay_ms=(1, max_delay))
-    if byzantine is not None:
-        make_byzantine(sim, seed % n, byzantine)
+    sim = Simulation(equal_powers(n), seed=seed, loss=loss, duplicate=duplicate, delay_ms=(1, max_delay),
+                     byzantine={} if byzantine is None else {seed % n: BYZANTINE[byzantine]})
     for at, index in sorted(restarts):  # crash and restart from disk at once
         sim.run(at)
         sim.nodes[index % n].restart()
