@@ -34,3 +34,20 @@ def ray_session():
     )
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def serve_url(ray_session):
+    """Ray Serve on the shared Ray instance, its HTTP proxy on a free loopback port (never 8000,
+    which a localnet may hold); yields the base URL. Each test module deploys its own
+    applications under its own names and route prefixes and deletes them when done."""
+    import socket
+
+    from ray import serve
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    yield f"http://127.0.0.1:{port}"
+    serve.shutdown()
