@@ -13,9 +13,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import asdict
 
-import ray
-
-from actors.network import NetworkConfig
+from actors.handles import find_actor
+from soma_ray.config import NetworkConfig
 from soma_ray.epoch_schedule import EpochWaiter, change_epoch_due
 
 # While a requested change has not committed, ask again this often: a validator that restarted
@@ -77,10 +76,7 @@ class EpochClock:
     async def _send_until_changed(self) -> None:
         while self._waiter.current < self._requested_epoch:
             for i in range(self._network.validators):
-                try:
-                    handle = ray.get_actor(self._network.validator_name(i),
-                                           namespace=self._network.namespace)
-                except ValueError:  # stopped validator: the others are enough
-                    continue
-                handle.request_epoch_change.remote(self._requested_epoch)
+                handle = find_actor(self._network.validator_name(i), self._network.namespace)
+                if handle is not None:  # else stopped: the others are enough
+                    handle.request_epoch_change.remote(self._requested_epoch)
             await asyncio.sleep(RESEND_INTERVAL_S)

@@ -27,7 +27,8 @@ from typing import NamedTuple
 import msgspec
 import ray
 
-from actors.network import NetworkConfig, build_genesis
+from actors.handles import find_actor
+from soma_ray.config import NetworkConfig
 from soma_ray.consensus.core import ConsensusCore
 from soma_ray.consensus.messages import (
     Broadcast,
@@ -52,6 +53,8 @@ from soma_ray.protocol.types import ChangeEpoch, Checkpoint, Faucet, Transaction
 from soma_ray.protocol.errors import (
     BadNonce, MempoolFull, NonceTooFarAhead, ProtocolError, SenderPoolFull, TransactionExpired,
 )
+from soma_ray.protocol.crypto import address_of
+from soma_ray.protocol.genesis import genesis
 from soma_ray.protocol.state import State
 from soma_ray.storage import ValidatorStore
 
@@ -97,10 +100,10 @@ class ValidatorActor:
         self._network = NetworkConfig(**config)
         self._index = index
         self._keypair = self._network.validator_keypair(index)
-        genesis = build_genesis(self._network)
-        root = genesis.state_root()
+        initial = genesis(self._network.genesis_config())
+        root = initial.state_root()
         self._store = ValidatorStore(self._network.validator_dir(index) / "db", genesis_digest=root)
-        self._store.write_genesis(root, genesis.items())
+        self._store.write_genesis(root, initial.items())
         self._state = State.from_items(self._store.state_items())
         self._latest = self._stored_latest_checkpoint()
         # By transaction digest, in order of first admission (so the oldest come first).
@@ -117,8 +120,8 @@ class ValidatorActor:
         self._timers: dict[tuple, asyncio.TimerHandle] = {}
         self._peers: dict[int, object] = {}
         # Actor name of each validator address (peers are looked up again after every timeout).
-        self._names = {self._network.validator_keypair(i).address: self._network.validator_name(i)
-                       for i in range(self._network.validators)}
+        self._names = {address_of(public_key): self._network.validator_name(i)
+                       for i, public_key in enumerate(self._network.validator_public_keys())}
         self._clock = None
         self._core: ConsensusCore | None = None
         self._next_height: asyncio.TimerHandle | None = None

@@ -21,7 +21,8 @@ import random
 
 import ray
 
-from actors.network import DEFAULT_NAMESPACE, Network, connect
+from actors.handles import NetworkHandles, connect
+from soma_ray.config import CHAINS
 from soma_ray.protocol import errors
 from soma_ray.protocol.crypto import Keypair
 from soma_ray.protocol.encoding import decode, encode
@@ -30,7 +31,6 @@ from soma_ray.protocol.types import (
     Account, Checkpoint, SystemState, Transaction, TransactionEffects, TransactionKind, Transfer,
 )
 
-CHAINS = {"localnet": DEFAULT_NAMESPACE}
 DEFAULT_FINALITY_TIMEOUT_S = 60.0
 # Execution failures raised before the sender's nonce increments (spec §2): the nonce stays free.
 NONCE_UNUSED = frozenset({errors.BadNonce.__name__, errors.InsufficientFee.__name__})
@@ -123,7 +123,7 @@ class SomaClient:
             raise ValueError(f"unknown chain {chain!r}: known are {', '.join(CHAINS)}")
         self._namespace = namespace or CHAINS[chain]
         self._prefix = prefix
-        self.network: Network | None = None
+        self.network: NetworkHandles | None = None
         self._home = 0  # the validator this client talks to while it answers
         self._nonces: dict[bytes, _KeyNonces] = {}  # by sender, for `execute`
         self._queued: list[tuple[bytes, asyncio.Future]] = []  # submissions not yet sent

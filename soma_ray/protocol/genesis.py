@@ -7,6 +7,8 @@ period counted); the initial targets are seeded from the genesis digest.
 """
 from __future__ import annotations
 
+import msgspec
+
 from soma_ray.protocol.accounts import credit, take_from_emission_pool
 from soma_ray.protocol.context import ExecutionContext
 from soma_ray.protocol.crypto import Committee, Keypair, address_of
@@ -163,3 +165,26 @@ def localnet_config(validators: int = 4, models: int = 3, users: int = 4) -> Gen
 
 def testnet_config(validators: int = 4, models: int = 0, users: int = 0) -> GenesisConfig:
     return preset_config(testnet(), validators, models, users)
+
+
+# Each localnet validator key holds this much at genesis: it pays the fees of the faucet
+# transactions the validator signs for users.
+LOCALNET_VALIDATOR_BALANCE = 1_000 * SHANNONS_PER_SOMA
+LOCALNET_MODELS = 3
+LOCALNET_USERS = 4
+
+
+def localnet_genesis_config(validator_public_keys: list[bytes], epoch_duration_ms: int,
+                            early_epoch_change: bool, timestamp_ms: int) -> GenesisConfig:
+    """The localnet genesis every validator computes alike from the network's settings: the
+    preset models and users, the given validators (the preset stake and commission), and a fee
+    balance for each validator key."""
+    params = msgspec.structs.replace(localnet(), epoch_duration_ms=epoch_duration_ms,
+                                     allow_early_epoch_change=early_epoch_change)
+    config = preset_config(params, len(validator_public_keys), LOCALNET_MODELS, LOCALNET_USERS)
+    config.validators = [GenesisValidator(public_key, f"validator-{i}", spec.stake, spec.commission_bps)
+                         for i, (public_key, spec) in enumerate(zip(validator_public_keys, config.validators))]
+    config.balances += [(address_of(public_key), LOCALNET_VALIDATOR_BALANCE)
+                        for public_key in validator_public_keys]
+    config.timestamp_ms = timestamp_ms
+    return config

@@ -6,7 +6,6 @@ One sender's share is capped too (`NetworkConfig.mempool_per_sender`): at most t
 transactions, with nonces below its account nonce + that many; beyond it `SenderPoolFull` or
 `NonceTooFarAhead`, while other senders are still admitted."""
 import asyncio
-import json
 
 import pytest
 
@@ -150,20 +149,3 @@ def test_one_sender_holds_at_most_its_share_of_the_mempool_and_others_are_still_
         return await client.get_balance(recipient)
 
     assert run(scenario()) == (PER_SENDER + 2) * SHANNONS_PER_SOMA
-
-
-@pytest.mark.parametrize("field", ["mempool_capacity", "mempool_per_sender", "mempool_ttl_s"])
-def test_network_json_keeps_a_mempool_setting_and_an_older_file_gets_the_default(tmp_path, field):
-    default = getattr(net.NetworkConfig(data_dir=str(tmp_path)), field)
-    path = tmp_path / net.CONFIG_FILE
-    net.save_config(net.NetworkConfig(data_dir=str(tmp_path), **{field: 7}))
-    assert getattr(net.load_config(str(tmp_path)), field) == 7
-    older = json.loads(path.read_text())
-    del older[field]  # written before the setting existed
-    path.write_text(json.dumps(older))
-    assert getattr(net.load_config(str(tmp_path)), field) == default
-    # Resuming keeps the stored settings (the default, here) and writes the field out.
-    resumed = net.prepare_data_dir(net.NetworkConfig(data_dir=str(tmp_path), **{field: 9}),
-                                   force_regenesis=False)
-    assert getattr(resumed, field) == default
-    assert json.loads(path.read_text())[field] == default

@@ -1,0 +1,170 @@
+"""What a network is, for everyone who runs or reaches it: settings, actor names, the data-dir
+layout, placement, keys and genesis. The validators, the clock, the client, the CLI and the
+launcher all import this module; it imports neither Ray nor any actor.
+
+Layout of a data dir (one per network):
+
+    DIR/network.json           the NetworkConfig below (a file written before a setting existed
+                               gets its default)
+    DIR/validator-<i>/db       validator i's LMDB store
+    DIR/validator-<i>/validator.key   its secret key, when `keys == "files"` (mode 0600)
+    DIR/feeds/<name>.cursor    the last checkpoint sequence feed subscriber <name> acknowledged
+
+Every actor is found by name (`<prefix>validator-<i>`, `<prefix>epoch-clock`) in the network's
+Ray namespace, so a CLI in another process, a client or a restarted peer reaches it without
+handles being passed around; `prefix` lets tests run several networks in one namespace.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+import msgspec
+
+from soma_ray.protocol.crypto import Keypair
+from soma_ray.protocol.genesis import GenesisConfig, localnet_genesis_config, preset_keypair
+
+DEFAULT_NAMESPACE = "soma"
+CONFIG_FILE = "network.json"
+KEY_FILE = "validator.key"
+# Chains a client can name instead of a namespace.
+CHAINS = {"localnet": DEFAULT_NAMESPACE}
+
+# Where each kind of actor may run. `resources` names custom Ray resources a node offers; in a
+# validator's, "{index}" stands for its index, so a cluster whose node i offers {"validator<i>": 1}
+# runs one validator per node. num_cpus 0 by default: the actors are I/O bound and a localnet
+# shares 2 cores with everything else.
+DEFAULT_PLACEMENT = {
+    "validator": {"num_cpus": 0, "resources": {}},
+    "clock": {"num_cpus": 0, "resources": {}},
+}
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    data_dir: str
+    validators: int = 4
+    epoch_duration_ms: int = 60_000
+    localnet: bool = True
+    namespace: str = DEFAULT_NAMESPACE
+    prefix: str = ""
+    genesis_timestamp_ms: int = 0
+    # Most transactions one validator's mempool holds; beyond it, submissions are refused with
+    # `MempoolFull` (a node-local limit: validators need not agree on it).
+    mempool_capacity: int = 100_000
+    # What one sender may hold in a validator's mempool: at most this many transactions, with
+    # nonces below its account nonce + this (node-local too). Beyond it, `SenderPoolFull` or
+    # `NonceTooFarAhead`, so one key cannot take the whole pool. The default still lets one key
+    # pipeline that many transactions at once (bench_localnet runs 1,500 per sender).
+    mempool_per_sender: int = 2_000
+    # Seconds a transaction stays in a validator's mempool at most (node-local): one still
+    # there then (its sender never sent the missing earlier nonce, or nothing commits) is
+    # dropped and its submitter told `TransactionExpired`, freeing its sender's slot.
+    mempool_ttl_s: int = 600
+    # "preset": the localnet's fixed public keys (a validator whose disk was wiped keeps its
+    # identity); "files": validator i's secret is DIR/validator-<i>/validator.key on its own node.
+    keys: str = "preset"
+    # A GenesisConfig as JSON (msgspec); None: the localnet genesis built from the settings above.
+    genesis_file: str | None = None
+    # Ray options per actor kind, merged over DEFAULT_PLACEMENT (see `actor_resources`).
+    placement: dict = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ names
+
+    def validator_name(self, index: int) -> str:
+        return f"{self.prefix}validator-{index}"
+
+    @property
+    def clock_name(self) -> str:
+        return f"{self.prefix}epoch-clock"
+
+    # ------------------------------------------------------------------ the data dir
+
+    def validator_dir(self, index: int) -> Path:
+        return Path(self.data_dir) / f"validator-{index}"
+
+    def feed_cursor_path(self, subscriber: str) -> Path:
+        return Path(self.data_dir) / "feeds" / f"{subscriber}.cursor"
+
+    # ------------------------------------------------------------------ keys and genesis
+
+    def validator_keypair(self, index: int) -> Keypair:
+        if self.keys == "preset":
+            return preset_keypair("validator", index)
+        return Keypair.from_secret((self.validator_dir(index) / KEY_FILE).read_bytes())
+
+    def validator_public_keys(self) -> list[bytes]:
+        """Every validator's public key, in index order, from the genesis (what a validator
+        knows of its peers without reading their key files)."""
+        return [v.public_key for v in self.genesis_config().validators]
+
+    def genesis_config(self) -> GenesisConfig:
+        if self.genesis_file is not None:
+            return load_genesis_config(self.genesis_file)
+        return localnet_genesis_config(
+            [preset_keypair("validator", i).public_key for i in range(self.validators)],
+            self.epoch_duration_ms, self.localnet, self.genesis_timestamp_ms)
+
+    # ------------------------------------------------------------------ placement
+
+    def actor_resources(self, kind: str, index: int | None = None) -> dict:
+        """Ray actor options (num_cpus, num_gpus, resources) for one actor of `kind`."""
+        merged = {**DEFAULT_PLACEMENT.get(kind, {"num_cpus": 0}), **self.placement.get(kind, {})}
+        resources = {name.format(index=index): amount
+                     for name, amount in merged.pop("resources", {}).items()}
+        if resources:
+            merged["resources"] = resources
+        return merged
+
+
+def save_config(config: NetworkConfig) -> None:
+    Path(config.data_dir).mkdir(parents=True, exist_ok=True)
+    (Path(config.data_dir) / CONFIG_FILE).write_text(json.dumps(asdict(config), indent=1))
+
+
+def load_config(data_dir: str) -> NetworkConfig | None:
+    path = Path(data_dir) / CONFIG_FILE
+    if not path.exists():
+        return None
+    stored = json.loads(path.read_text())
+    known = {f.name for f in fields(NetworkConfig)}
+    return NetworkConfig(**{name: value for name, value in stored.items() if name in known})
+
+
+def prepare_data_dir(config: NetworkConfig, force_regenesis: bool) -> NetworkConfig:
+    """Resume the network stored in the data dir, or start a new one there.
+
+    A resumed network keeps its stored validator count (the keys and the genesis committee are
+    on disk); only the namespace/prefix it is launched under come from `config`.
+    """
+    if force_regenesis and Path(config.data_dir).exists():
+        shutil.rmtree(config.data_dir)
+    stored = load_config(config.data_dir)
+    if stored is not None:
+        config = replace(stored, namespace=config.namespace, prefix=config.prefix)
+    else:
+        config = replace(config, genesis_timestamp_ms=int(time.time() * 1000))
+    save_config(config)
+    return config
+
+
+def load_genesis_config(path: str | os.PathLike) -> GenesisConfig:
+    """A GenesisConfig from its JSON file (bytes fields in base64, as msgspec writes them)."""
+    return msgspec.json.decode(Path(path).read_bytes(), type=GenesisConfig)
+
+
+def save_genesis_config(config: GenesisConfig, path: str | os.PathLike) -> None:
+    Path(path).write_bytes(msgspec.json.format(msgspec.json.encode(config)))
+
+
+def write_validator_key(config: NetworkConfig, index: int, keypair: Keypair) -> None:
+    """Keep validator `index`'s secret on its own disk, readable by its owner only."""
+    path = config.validator_dir(index) / KEY_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "wb") as out:
+        out.write(keypair.secret)
