@@ -58,9 +58,14 @@ async def fetch_bytes(url: str, max_bytes: int, timeout_s: float) -> bytes:
     except aiohttp.TooManyRedirects:
         raise FetchError(url=url, reason=f"more than {MAX_REDIRECTS} redirects") from None
     except aiohttp.ClientResponseError as exc:
-        raise FetchError(url=url, reason=f"bad response: {exc.status} {exc.message}") from None
+        raise FetchError(url=url, reason=_short(f"bad response: {exc.status} {exc.message}")) from None
     except (aiohttp.ClientError, OSError, ValueError) as exc:
-        raise FetchError(url=url, reason=f"{type(exc).__name__}: {exc}") from None
+        raise FetchError(url=url, reason=_short(f"{type(exc).__name__}: {exc}")) from None
+
+
+def _short(reason: str, limit: int = 300) -> str:
+    # aiohttp's parser errors quote the offending bytes; keep the reason readable.
+    return reason if len(reason) <= limit else reason[:limit] + "..."
 
 
 async def _fetch(url: str, max_bytes: int) -> bytes:

@@ -1,0 +1,595 @@
+"""Content-addressed blob store for submission data and encrypted weights, and its Serve app.
+
+`BlobStore(root)` keeps each blob as one file named by its address, the plain BLAKE2b-256 of its
+bytes in hex: the chain's `data_hash` of a submission and `checksum` of a weights manifest.
+
+    root/<hex>            the content, byte for byte
+    root/<hex>.chunks     sidecar: a header and the BLAKE2b-256 of every CHUNK_BYTES chunk
+    root/.tmp-*           uploads in progress (removed when they fail; stale ones at start)
+    root/.quarantine/     files found corrupted on read, one per address, kept for inspection
+
+Writes: `put` streams into temp files in `root`, counting bytes (one over the limit raises
+`BlobTooLarge` and removes them), fsyncs both, renames the sidecar and then the content into
+place under one lock and fsyncs the directory. A blob exists once its content file does; a put
+that fails or is cancelled at any point leaves nothing behind. Re-putting the same content
+replaces the pair atomically (same bytes, so readers cannot tell), which also repairs a damaged
+copy.
+
+Reads never serve a corrupted byte: each chunk is read, hashed and compared with the sidecar
+before it is handed out, and the final chunk is handed out only once the hash of the whole file
+equals the address, so a complete body is only ever delivered when it is exactly the blob.
+`open` checks the header, the sizes and the first chunk before returning, so a blob of one chunk
+(every submission: `max_submission_bytes` is 1 MiB) is fully verified before the first byte is
+sent. A larger blob damaged further in fails mid-stream: the reader raises `BlobCorrupted` before
+the bad chunk, and over HTTP the response is cut short (shorter than its Content-Length). Either
+way the file is moved to the quarantine, and later reads answer `BlobCorrupted` until the same
+content is uploaded again.
+
+`blob_app(root, max_data_bytes, max_weights_bytes, public_url)` builds the `BlobService` Serve
+application (FastAPI ingress), to be run with `route_prefix="/blobs"`:
+
+    PUT  /blobs/data      body = the bytes, at most max_data_bytes      -> {"url", "checksum", "size"}
+    PUT  /blobs/weights   body = the bytes, at most max_weights_bytes   -> {"url", "checksum", "size"}
+    GET  /blobs/{hex}     the bytes (streamed, Content-Length, ETag)
+    HEAD /blobs/{hex}     Content-Length only (the sidecar header is checked, the content is not read)
+
+Errors are JSON `{"error": CODE, "fields": {...}}`: 400 InvalidChecksum, 404 BlobNotFound,
+413 BlobTooLarge, 500 BlobCorrupted (the server's fault, not the request's).
+"""
+
+import asyncio
+import hashlib
+import os
+import struct
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, AsyncIterator, Iterable
+
+from soma_ray.protocol.errors import ProtocolError
+
+CHUNK_BYTES = 1024 * 1024
+STALE_TEMP_S = 600.0
+_TEMP_PREFIX = ".tmp-"
+_SIDECAR_SUFFIX = ".chunks"
+_QUARANTINE = ".quarantine"
+_MAGIC = b"SOMABLB1"
+_HEADER = struct.Struct("<8sIQ")  # magic, chunk size, content size
+_DIGEST = 32
+
+
+class BlobTooLarge(ProtocolError):
+    fields = ("size_at_least", "max")
+    template = "the blob is at least {size_at_least} bytes, the limit is {max}: nothing was stored"
+
+
+class BlobNotFound(ProtocolError):
+    fields = ("checksum",)
+    template = "no blob with checksum {checksum}"
+
+
+class BlobCorrupted(ProtocolError):
+    fields = ("checksum",)
+    template = (
+        "the stored copy of blob {checksum} is corrupted and was quarantined: it is not served;"
+        " uploading the same content again repairs it"
+    )
+
+
+class InvalidChecksum(ProtocolError):
+    fields = ("checksum", "reason")
+    template = "{checksum} is not a blob checksum: {reason}"
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    checksum: bytes
+    size: int
+
+    @property
+    def hex(self) -> str:
+        return self.checksum.hex()
+
+
+def blob_checksum(data: bytes) -> bytes:
+    """The address of `data`: plain BLAKE2b-256."""
+    return hashlib.blake2b(data, digest_size=32).digest()
+
+
+def parse_checksum(checksum: bytes | str) -> bytes:
+    """32 bytes, or 64 hex digits (either case) -> the 32-byte checksum; anything else raises
+    `InvalidChecksum`."""
+    if isinstance(checksum, (bytes, bytearray)):
+        if len(checksum) != _DIGEST:
+            raise InvalidChecksum(checksum=bytes(checksum).hex(), reason=f"{len(checksum)} bytes, not 32")
+        return bytes(checksum)
+    if not isinstance(checksum, str):
+        raise InvalidChecksum(checksum=repr(checksum)[:80], reason="not bytes or a hex string")
+    shown = checksum[:80]
+    if len(checksum) != 2 * _DIGEST:
+        raise InvalidChecksum(checksum=shown, reason=f"{len(checksum)} characters, not 64 hex digits")
+    if any(c not in "0123456789abcdefABCDEF" for c in checksum):
+        raise InvalidChecksum(checksum=shown, reason="not hex digits")
+    return bytes.fromhex(checksum)
+
+
+class BlobReader:
+    """The verified content of one blob, as an async iterator of chunks (`async for chunk in
+    reader`). Opened by `BlobStore.open`; close it (`aclose`, or `async with`) if not read to the
+    end. Raises `BlobCorrupted` before yielding a chunk that does not match."""
+
+    def __init__(self, store: "BlobStore", checksum: bytes, fd: int, size: int,
+                 chunk_bytes: int, digests: bytes, first: bytes | None, hasher: Any) -> None:
+        self._store = store
+        self.checksum = checksum
+        self.size = size
+        self._fd: int | None = fd
+        self._chunk_bytes = chunk_bytes
+        self._digests = digests
+        self._pending = first
+        self._hasher = hasher
+        self._next = 0 if first is None else 1
+
+    @property
+    def info(self) -> BlobInfo:
+        return BlobInfo(self.checksum, self.size)
+
+    def __aiter__(self) -> "BlobReader":
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._pending is not None:
+            chunk, self._pending = self._pending, None
+            return chunk
+        if self._fd is None or self._next * self._chunk_bytes >= self.size:
+            await self.aclose()
+            raise StopAsyncIteration
+        try:
+            chunk = await asyncio.to_thread(self._read_verified, self._next)
+        except BlobCorrupted:
+            await self.aclose()
+            raise
+        self._next += 1
+        return chunk
+
+    def _read_verified(self, index: int) -> bytes:
+        fd = self._fd
+        if fd is None:
+            raise BlobCorrupted(checksum=self.checksum.hex())
+        return self._store._verify_chunk(fd, self.checksum, self.size, self._chunk_bytes,
+                                         self._digests, index, self._hasher)
+
+    async def aclose(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+    async def __aenter__(self) -> "BlobReader":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def __del__(self) -> None:
+        fd, self._fd = getattr(self, "_fd", None), None
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+class BlobStore:
+    """Content-addressed files under `root` (see the module docstring)."""
+
+    def __init__(self, root: str | os.PathLike, chunk_bytes: int = CHUNK_BYTES) -> None:
+        if chunk_bytes <= 0:
+            raise ValueError(f"chunk_bytes must be positive, got {chunk_bytes}")
+        self.root = Path(root)
+        self.chunk_bytes = chunk_bytes
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / _QUARANTINE).mkdir(exist_ok=True)
+        # Serialises the renames of put and of quarantine, and the pairing of content with
+        # sidecar in open, within this process (the service runs one replica).
+        self._lock = threading.Lock()
+        self._remove_stale_temps()
+
+    # -- paths -----------------------------------------------------------------------------
+
+    def path(self, checksum: bytes | str) -> Path:
+        return self.root / parse_checksum(checksum).hex()
+
+    def _sidecar(self, hexsum: str) -> Path:
+        return self.root / (hexsum + _SIDECAR_SUFFIX)
+
+    def _quarantined(self, hexsum: str) -> Path:
+        return self.root / _QUARANTINE / hexsum
+
+    def _remove_stale_temps(self) -> None:
+        # An upload in progress writes its temp file continuously, so only temps untouched for
+        # STALE_TEMP_S are leftovers of a killed process.
+        now = time.time()
+        for entry in self.root.glob(_TEMP_PREFIX + "*"):
+            try:
+                if now - entry.stat().st_mtime > STALE_TEMP_S:
+                    entry.unlink()
+            except FileNotFoundError:
+                pass
+
+    # -- writing ---------------------------------------------------------------------------
+
+    async def put(self, chunks: AsyncIterator[bytes] | Iterable[bytes], max_bytes: int) -> BlobInfo:
+        """Store the bytes `chunks` yields (at most `max_bytes`) and return their address.
+
+        Over the limit: `BlobTooLarge` and nothing stored. Any exception from `chunks` or
+        cancellation: re-raised, nothing stored."""
+        if max_bytes < 0:
+            raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
+        writer = await _create_writer(self.root, self.chunk_bytes)
+        try:
+            buffer = bytearray()
+            total = 0
+            async for piece in _aiter(chunks):
+                if not piece:
+                    continue
+                total += len(piece)
+                if total > max_bytes:
+                    raise BlobTooLarge(size_at_least=total, max=max_bytes)
+                buffer += piece
+                if len(buffer) >= self.chunk_bytes:
+                    cut = len(buffer) - len(buffer) % self.chunk_bytes
+                    block, buffer = bytes(buffer[:cut]), buffer[cut:]
+                    await asyncio.to_thread(writer.write, block)
+            if buffer:
+                await asyncio.to_thread(writer.write, bytes(buffer))
+            return await asyncio.to_thread(self._commit, writer)
+        finally:
+            # After a successful commit the temps are renamed away and this removes nothing;
+            # shielded so that a cancelled upload still cleans up.
+            await asyncio.shield(asyncio.to_thread(writer.discard))
+
+    async def put_bytes(self, data: bytes, max_bytes: int) -> BlobInfo:
+        return await self.put([data], max_bytes)
+
+    def _commit(self, writer: "_Writer") -> BlobInfo:
+        checksum, size = writer.finish()
+        hexsum = checksum.hex()
+        with self._lock:
+            os.replace(writer.sidecar_path, self._sidecar(hexsum))
+            os.replace(writer.content_path, self.root / hexsum)
+            writer.committed = True
+        _fsync_dir(self.root)
+        return BlobInfo(checksum, size)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    async def stat(self, checksum: bytes | str) -> BlobInfo:
+        """Size of a stored blob: checks that it exists and that its sidecar matches its size,
+        without reading the content."""
+        key = parse_checksum(checksum)
+        reader = await asyncio.to_thread(self._open, key, False)
+        await reader.aclose()
+        return reader.info
+
+    async def open(self, checksum: bytes | str) -> BlobReader:
+        """A reader of the verified content; `BlobNotFound`, `BlobCorrupted` or `InvalidChecksum`
+        otherwise. The first chunk is already verified when this returns."""
+        key = parse_checksum(checksum)
+        return await asyncio.to_thread(self._open, key, True)
+
+    async def get(self, checksum: bytes | str) -> bytes:
+        """The whole verified content in memory (for small blobs)."""
+        reader = await self.open(checksum)
+        parts = []
+        async with reader:
+            async for chunk in reader:
+                parts.append(chunk)
+        return b"".join(parts)
+
+    async def exists(self, checksum: bytes | str) -> bool:
+        return await asyncio.to_thread((self.root / parse_checksum(checksum).hex()).is_file)
+
+    def _open(self, key: bytes, read_first: bool) -> BlobReader:
+        hexsum = key.hex()
+        with self._lock:
+            try:
+                fd = os.open(self.root / hexsum, os.O_RDONLY)
+            except FileNotFoundError:
+                if self._quarantined(hexsum).exists():
+                    raise BlobCorrupted(checksum=hexsum) from None
+                raise BlobNotFound(checksum=hexsum) from None
+            try:
+                with open(self._sidecar(hexsum), "rb") as f:
+                    sidecar = f.read()
+            except FileNotFoundError:
+                sidecar = b""
+        try:
+            size = os.fstat(fd).st_size
+            chunk_bytes, digests = self._check_sidecar(sidecar, size)
+            hasher = hashlib.blake2b(digest_size=32)
+            if chunk_bytes is None or (size == 0 and hasher.digest() != key):
+                self._quarantine(hexsum, fd)
+                raise BlobCorrupted(checksum=hexsum)
+            first = None
+            if read_first and size > 0:
+                first = self._verify_chunk(fd, key, size, chunk_bytes, digests, 0, hasher)
+            return BlobReader(self, key, fd, size, chunk_bytes, digests, first, hasher)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    @staticmethod
+    def _check_sidecar(sidecar: bytes, size: int) -> tuple[int | None, bytes]:
+        if len(sidecar) < _HEADER.size:
+            return None, b""
+        magic, chunk_bytes, declared = _HEADER.unpack_from(sidecar)
+        digests = sidecar[_HEADER.size:]
+        if magic != _MAGIC or chunk_bytes == 0 or declared != size:
+            return None, b""
+        if len(digests) != _DIGEST * -(-size // chunk_bytes):
+            return None, b""
+        return chunk_bytes, digests
+
+    def _verify_chunk(self, fd: int, key: bytes, size: int, chunk_bytes: int, digests: bytes,
+                      index: int, hasher: Any) -> bytes:
+        """Chunk `index` of the open file, after checking it against the sidecar and, for the
+        last chunk, the whole file against the address; quarantines the file otherwise."""
+        offset = index * chunk_bytes
+        want = min(chunk_bytes, size - offset)
+        chunk = os.pread(fd, want, offset)
+        ok = len(chunk) == want and (
+            hashlib.blake2b(chunk, digest_size=32).digest()
+            == digests[index * _DIGEST:(index + 1) * _DIGEST]
+        )
+        if ok:
+            hasher.update(chunk)
+            if offset + want >= size:
+                ok = hasher.digest() == key and os.fstat(fd).st_size == size
+        if not ok:
+            self._quarantine(key.hex(), fd)
+            raise BlobCorrupted(checksum=key.hex())
+        return chunk
+
+    def _quarantine(self, hexsum: str, fd: int) -> None:
+        """Move the corrupted file (the one open as `fd`, not a repaired copy that a concurrent
+        put may have renamed into place since) out of the served set."""
+        path = self.root / hexsum
+        with self._lock:
+            try:
+                same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:
+                return
+            os.replace(path, self._quarantined(hexsum))
+            try:
+                os.unlink(self._sidecar(hexsum))
+            except FileNotFoundError:
+                pass
+        _fsync_dir(self.root)
+
+
+class _Writer:
+    """The temp files of one upload: content and sidecar, hashed as they are written."""
+
+    def __init__(self, root: Path, chunk_bytes: int) -> None:
+        self.chunk_bytes = chunk_bytes
+        self.committed = False
+        fd, name = tempfile.mkstemp(dir=root, prefix=_TEMP_PREFIX)
+        self.content_path = Path(name)
+        self._content = os.fdopen(fd, "wb", buffering=0)
+        try:
+            fd, name = tempfile.mkstemp(dir=root, prefix=_TEMP_PREFIX, suffix=_SIDECAR_SUFFIX)
+        except BaseException:
+            self.discard()
+            raise
+        self.sidecar_path = Path(name)
+        self._sidecar = os.fdopen(fd, "wb")
+        self._whole = hashlib.blake2b(digest_size=32)
+        self._chunk = hashlib.blake2b(digest_size=32)
+        self._in_chunk = 0
+        self._digests = bytearray()
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            room = self.chunk_bytes - self._in_chunk
+            part, view = view[:room], view[room:]
+            self._chunk.update(part)
+            self._in_chunk += len(part)
+            if self._in_chunk == self.chunk_bytes:
+                self._digests += self._chunk.digest()
+                self._chunk = hashlib.blake2b(digest_size=32)
+                self._in_chunk = 0
+        self._whole.update(data)
+        self._content.write(data)
+        self.size += len(data)
+
+    def finish(self) -> tuple[bytes, int]:
+        if self._in_chunk:
+            self._digests += self._chunk.digest()
+        self._content.flush()
+        os.fsync(self._content.fileno())
+        self._content.close()
+        self._sidecar.write(_HEADER.pack(_MAGIC, self.chunk_bytes, self.size))
+        self._sidecar.write(self._digests)
+        self._sidecar.flush()
+        os.fsync(self._sidecar.fileno())
+        self._sidecar.close()
+        return self._whole.digest(), self.size
+
+    def discard(self) -> None:
+        for handle in (getattr(self, "_content", None), getattr(self, "_sidecar", None)):
+            if handle is not None and not handle.closed:
+                handle.close()
+        if self.committed:
+            return
+        for path in (getattr(self, "content_path", None), getattr(self, "sidecar_path", None)):
+            if path is not None:
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+
+
+async def _create_writer(root: Path, chunk_bytes: int) -> "_Writer":
+    # Created in a thread; if the upload is cancelled meanwhile, the temps are still removed.
+    creating = asyncio.ensure_future(asyncio.to_thread(_Writer, root, chunk_bytes))
+    try:
+        return await asyncio.shield(creating)
+    except asyncio.CancelledError:
+        def discard(done: "asyncio.Future[_Writer]") -> None:
+            if not done.cancelled() and done.exception() is None:
+                done.result().discard()
+        creating.add_done_callback(discard)
+        raise
+
+
+async def _aiter(chunks: AsyncIterator[bytes] | Iterable[bytes]) -> AsyncIterator[bytes]:
+    if hasattr(chunks, "__aiter__"):
+        async for piece in chunks:  # type: ignore[union-attr]
+            yield piece
+    else:
+        for piece in chunks:  # type: ignore[union-attr]
+            yield piece
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# -- the Serve application -----------------------------------------------------------------
+
+STATUS = {
+    "InvalidChecksum": 400,
+    "BlobNotFound": 404,
+    "BlobTooLarge": 413,
+    "BlobCorrupted": 500,
+}
+
+
+def error_body(error: ProtocolError) -> dict[str, Any]:
+    """`{"error": CODE, "fields": {...}}` (bytes fields as hex)."""
+    fields = {k: (v.hex() if isinstance(v, bytes) else v) for k, v in error.values().items()}
+    return {"error": error.code, "fields": fields}
+
+
+def blob_url(public_url: str, checksum: bytes) -> str:
+    return f"{public_url.rstrip('/')}/blobs/{checksum.hex()}"
+
+
+_service = None
+
+
+def _build_service() -> Any:
+    """The `BlobService` deployment, built on first use so that importing this module (the store
+    alone, in unit tests and tools) does not import Ray Serve and FastAPI."""
+    global _service
+    if _service is not None:
+        return _service
+
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse, Response, StreamingResponse
+    from ray import serve
+
+    api = FastAPI(title="SOMA blob store", openapi_url=None, docs_url=None, redoc_url=None)
+
+    def refuse(error: ProtocolError) -> JSONResponse:
+        return JSONResponse(error_body(error), status_code=STATUS.get(error.code, 500))
+
+    @serve.deployment(
+        name="BlobService",
+        num_replicas=1,  # the files live on this one node's disk
+        ray_actor_options={"num_cpus": 0},
+        max_ongoing_requests=64,
+    )
+    @serve.ingress(api)
+    class BlobService:
+        def __init__(self, root: str, max_data_bytes: int, max_weights_bytes: int, public_url: str) -> None:
+            self.store = BlobStore(Path(root))
+            self.limits = {"data": max_data_bytes, "weights": max_weights_bytes}
+            self.public_url = public_url
+
+        async def _put(self, request: Request, kind: str) -> Response:
+            limit = self.limits[kind]
+            declared = request.headers.get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) > limit:
+                return refuse(BlobTooLarge(size_at_least=int(declared), max=limit))
+            try:
+                info = await self.store.put(request.stream(), limit)
+            except ProtocolError as error:
+                return refuse(error)
+            return JSONResponse(
+                {"url": blob_url(self.public_url, info.checksum), "checksum": info.hex, "size": info.size}
+            )
+
+        @api.put("/data")
+        async def put_data(self, request: Request) -> Response:
+            return await self._put(request, "data")
+
+        @api.put("/weights")
+        async def put_weights(self, request: Request) -> Response:
+            return await self._put(request, "weights")
+
+        @api.get("/{checksum}")
+        async def get_blob(self, checksum: str) -> Response:
+            try:
+                reader = await self.store.open(checksum)
+            except ProtocolError as error:
+                return refuse(error)
+            return StreamingResponse(
+                _stream(reader),
+                media_type="application/octet-stream",
+                headers=_blob_headers(reader.info),
+            )
+
+        @api.head("/{checksum}")
+        async def head_blob(self, checksum: str) -> Response:
+            try:
+                info = await self.store.stat(checksum)
+            except ProtocolError as error:
+                return refuse(error)
+            return Response(headers=_blob_headers(info), media_type="application/octet-stream")
+
+    _service = BlobService
+    return _service
+
+
+def _blob_headers(info: BlobInfo) -> dict[str, str]:
+    return {
+        "Content-Length": str(info.size),
+        "ETag": f'"{info.hex}"',
+        "Cache-Control": "public, max-age=31536000, immutable",
+    }
+
+
+async def _stream(reader: BlobReader) -> AsyncIterator[bytes]:
+    # A BlobCorrupted raised here, after the status line went out, ends the response short of
+    # its Content-Length: the client sees a broken transfer, never the corrupted chunk.
+    try:
+        async for chunk in reader:
+            yield chunk
+    finally:
+        await reader.aclose()
+
+
+def blob_app(root: str, max_data_bytes: int, max_weights_bytes: int, public_url: str) -> Any:
+    """The BlobService application: `serve.run(blob_app(...), name=..., route_prefix="/blobs")`.
+
+    `max_data_bytes` is the chain's `max_submission_bytes`, `max_weights_bytes` its
+    `model_max_weight_size`; `public_url` is the base URL clients reach Serve at (urls returned
+    are `{public_url}/blobs/{checksum}`)."""
+    return _build_service().bind(str(root), int(max_data_bytes), int(max_weights_bytes), public_url)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "BlobService":
+        return _build_service()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
