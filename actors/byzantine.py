@@ -108,7 +108,7 @@ class ByzantineValidatorActor(ValidatorActor):
         key = (proposal.height, proposal.round)
         if key not in self._twins:
             first = decode(proposal.value, Checkpoint)
-            second = self._build(first.transactions, first.timestamp_ms + 1)[0]
+            second = self._executor.build(first.transactions, first.timestamp_ms + 1).checkpoint
             signed = sign_proposal(self._keypair, self._core.index, proposal.height, proposal.round,
                                    encode(second), proposal.valid_round)
             self._twins = {key: encode(signed)}  # only the current round's is ever needed

@@ -36,7 +36,7 @@ def wait_for_sequence(network: net.Network, at_least: int, indices=None) -> dict
     chosen = indices if indices is not None else range(len(network.validators))
     while True:
         found = ray.get([network.validators[i].status.remote() for i in chosen])
-        if all(s["sequence"] is not None and s["sequence"] >= at_least for s in found):
+        if all(s.sequence is not None and s.sequence >= at_least for s in found):
             return found
         time.sleep(0.02)
 
@@ -107,9 +107,9 @@ def main() -> None:
     victim = 1
     others = [i for i in range(args.validators) if i != victim]
     status = ray.get(network.validators[victim].status.remote())
-    os.kill(status["pid"], signal.SIGKILL)
+    os.kill(status.pid, signal.SIGKILL)
     killed = time.perf_counter()
-    target = max(s["sequence"] for s in ray.get([network.validators[i].status.remote() for i in others]))
+    target = max(s.sequence for s in ray.get([network.validators[i].status.remote() for i in others]))
     wait_for_sequence(network, target + 1, others)
     progressed = time.perf_counter()
     wait_for_sequence(network, target + 1, [victim])

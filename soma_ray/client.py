@@ -23,6 +23,7 @@ import ray
 
 from actors.handles import NetworkHandles, connect
 from soma_ray.config import CHAINS
+from soma_ray.node.replies import SubmitReply
 from soma_ray.protocol import errors
 from soma_ray.protocol.crypto import Keypair
 from soma_ray.protocol.encoding import decode, encode
@@ -34,6 +35,8 @@ from soma_ray.protocol.types import (
 DEFAULT_FINALITY_TIMEOUT_S = 60.0
 # Execution failures raised before the sender's nonce increments (spec §2): the nonce stays free.
 NONCE_UNUSED = frozenset({errors.BadNonce.__name__, errors.InsufficientFee.__name__})
+# Refused because another transaction of the key with that nonce is pooled: the nonce is not free.
+NONCE_POOLED = "NonceAlreadyPooled"
 # Submissions made during one turn of the event loop travel in `submit_batch` calls of at most
 # this many transactions (each call answers once all of its transactions are final).
 SUBMIT_BATCH = 100
@@ -65,8 +68,7 @@ async def _finality(awaitable, timeout_s: float):
 def raise_error(code: str, fields) -> None:
     """Raise the typed protocol error named `code` with its fields (`UnknownProtocolError` for a
     code or field set this client does not know, e.g. from a newer validator)."""
-    pairs = sorted(dict(fields).items())  # validators send a dict, effects carry pairs
-    raise errors.error_from_struct(errors.ExecutionError(code=code, fields=pairs))
+    raise errors.error_from_struct(errors.ExecutionError(code=code, fields=sorted(dict(fields).items())))
 
 
 class _KeyNonces:
@@ -94,18 +96,17 @@ class _KeyNonces:
         self.in_flight += 1
         return nonce
 
-    def settle(self, nonce: int, result: dict) -> None:
+    def settle(self, nonce: int, reply: SubmitReply) -> None:
         """Record what a validator answered for `nonce`: used, or free for the next call."""
-        if "error" in result:  # refused at admission: the transaction is nowhere
-            code, fields = result["error"]
-        elif result["effects"].error is None or result["effects"].error.code not in NONCE_UNUSED:
+        failure = reply.failure()
+        if failure is not None and failure.code == NONCE_POOLED:
+            return  # another transaction with this nonce is pooled: its fate decides, keep it
+        if failure is None or (reply.error is None and failure.code not in NONCE_UNUSED):
             self.committed = max(self.committed, nonce + 1)
             return
-        else:
-            code, fields = result["effects"].error.code, result["effects"].error.fields
-        self.handed_back.add(nonce)
-        if code == errors.BadNonce.__name__:  # the account is at `expected`: all below are used
-            self._used_below(dict(fields)["expected"])
+        self.handed_back.add(nonce)  # refused at admission, or failed before the nonce was used
+        if failure.code == errors.BadNonce.__name__:  # the account is at `expected`: all below are used
+            self._used_below(dict(failure.fields)["expected"])
 
     def _used_below(self, account_nonce: int) -> None:
         self.committed = max(self.committed, account_nonce)
@@ -249,7 +250,7 @@ class SomaClient:
         `FinalityTimeout` if no certified checkpoint holds it within `timeout_s`."""
         return self._effects_of(await self._submit(signed_transaction, timeout_s))
 
-    async def _submit(self, signed_transaction: bytes, timeout_s: float) -> dict:
+    async def _submit(self, signed_transaction: bytes, timeout_s: float) -> SubmitReply:
         """Queue the transaction for the next batch and wait for its result."""
         loop = asyncio.get_running_loop()
         result = loop.create_future()
@@ -294,10 +295,8 @@ class SomaClient:
             await _finality(self._call("request_faucet", recipient, amount), timeout_s))
 
     @staticmethod
-    def _effects_of(result: dict) -> TransactionEffects:
-        if "error" in result:
-            raise_error(*result["error"])
-        effects = result["effects"]
-        if effects.error is not None:
-            raise_error(effects.error.code, effects.error.fields)
-        return effects
+    def _effects_of(reply: SubmitReply) -> TransactionEffects:
+        failure = reply.failure()
+        if failure is not None:
+            raise_error(failure.code, failure.fields)
+        return reply.effects

@@ -81,6 +81,10 @@ class Mempool:
     def get(self, tx_digest: bytes) -> Pending | None:
         return self._pool.get(tx_digest)
 
+    def nonces_of(self, sender: bytes) -> list[int]:
+        """Nonces of `sender`'s pooled transactions, ascending."""
+        return sorted(self._by_sender.get(sender, ()))
+
     def sender_pending(self, sender: bytes) -> int:
         """How many pooled transactions are `sender`'s."""
         return len(self._by_sender.get(sender, ()))

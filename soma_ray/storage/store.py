@@ -83,9 +83,9 @@ class ValidatorStore:
         self._env = lmdb.open(
             self.path,
             map_size=map_size,
-            # Six named databases. max_dbs is a limit of this open, not stored in the file: a
-            # store created before the evidence ones (max_dbs=4) opens and gains them.
-            max_dbs=6,
+            # Seven named databases. max_dbs is a limit of this open, not stored in the file: a
+            # store created before the evidence (max_dbs=4) or effects ones opens and gains them.
+            max_dbs=7,
             sync=durable,
             metasync=durable,
             writemap=False,
@@ -99,6 +99,7 @@ class ValidatorStore:
             self._meta = self._env.open_db(b"meta")
             self._evidence = self._env.open_db(b"evidence")  # index -> evidence id + record
             self._evidence_ids = self._env.open_db(b"evidence_ids")  # evidence id -> index
+            self._effects = self._env.open_db(b"effects")  # sequence -> the checkpoint's effects
             if genesis_digest is not None:
                 found = self.genesis_digest()
                 if found is not None and found != genesis_digest:
@@ -128,7 +129,7 @@ class ValidatorStore:
 
         def drop_all(txn: lmdb.Transaction) -> None:
             for db in (self._state, self._checkpoints, self._certificates, self._meta,
-                       self._evidence, self._evidence_ids):
+                       self._evidence, self._evidence_ids, self._effects):
                 txn.drop(db, delete=False)
 
         self._write(drop_all)
@@ -179,9 +180,10 @@ class ValidatorStore:
         state_changes: Iterable[tuple[bytes, bytes | None]] = (),
         *,
         epoch: int | None = None,
+        effects: bytes | None = None,
     ) -> bool:
-        """Atomically and durably store a certified checkpoint and apply its state changes
-        (value None deletes the key). Returns False, writing nothing, when the same checkpoint
+        """Atomically and durably store a certified checkpoint, its encoded effects (what the
+        checkpoint feed serves) and apply its state changes (value None deletes the key). Returns False, writing nothing, when the same checkpoint
         is already stored: catch-up may offer it twice, and a second certificate (another 2f+1
         subset of signers) for the same checkpoint is equally valid, so the first one is kept.
         """
@@ -209,6 +211,8 @@ class ValidatorStore:
                     txn.put(key, value, db=self._state)
             txn.put(_u64(sequence), checkpoint, db=self._checkpoints)
             txn.put(_u64(sequence), certificate, db=self._certificates)
+            if effects is not None:
+                txn.put(_u64(sequence), effects, db=self._effects)
             txn.put(_LATEST, _u64(sequence), db=self._meta)
             if epoch is not None:
                 txn.put(_EPOCH, _u64(epoch), db=self._meta)
@@ -242,6 +246,11 @@ class ValidatorStore:
                     break
                 out.append((sequence, checkpoint, txn.get(key, db=self._certificates)))
         return out
+
+    def effects(self, sequence: int) -> bytes | None:
+        """The encoded effects stored with checkpoint `sequence` (None when absent: a
+        checkpoint committed by a version that did not keep them)."""
+        return self._get(self._effects, _u64(sequence)) if sequence >= 0 else None
 
     # -- state -----------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ import signal
 import pytest
 import ray
 
-from actors.validator import _in_byte_order
+from soma_ray.node.evidence import in_byte_order
 from actors.byzantine import BAD_TRANSACTIONS, EQUIVOCATE, GARBAGE, replace_with_byzantine
 from localnet_helpers import FEE, client_of, run, sequences, start_network, statuses, transfers, wait_until
 from soma_ray.consensus import verify_checkpoint_chain
@@ -36,7 +36,7 @@ def byzantine_net(ray_session, tmp_path_factory):
     network = start_network(tmp_path_factory, "byzantine")
     try:
         replace_with_byzantine(network, BYZANTINE)
-        wait_until(lambda: all(s["sequence"] is not None for s in statuses(network)))
+        wait_until(lambda: all(s.sequence is not None for s in statuses(network)))
         yield network
     finally:
         network.stop()
@@ -75,20 +75,19 @@ def until_it_leads(network, handle, behaviour, predicate, entries=(), timeout_s=
         return wait_until(led, timeout_s=timeout_s, interval_s=0.5)
     except AssertionError:
         raise AssertionError(f"{behaviour}: not seen; honest stats {core_stats(network)}, "
-                             f"heights {[s['sequence'] for s in statuses(network)]}") from None
+                             f"heights {[s.sequence for s in statuses(network)]}") from None
 
 
 def committee_index(handle):
     """The Byzantine validator's index in the committee (signers are committee indices, which
     follow the members' order, not the validators' names)."""
-    return ray.get(handle.__ray_call__.remote(lambda self: self._core.index), timeout=30)
+    return ray.get(handle.status.remote(), timeout=30).committee_index
 
 
 # ---------------------------------------------------------------------- helpers
 
 def core_stats(network, indices=HONEST):
-    return ray.get([network.validators[i].__ray_call__.remote(lambda self: dict(self._core.stats))
-                    for i in indices], timeout=30)
+    return [status.consensus for status in statuses(network, indices)]
 
 
 def accounts(network, address, indices=HONEST):
@@ -145,27 +144,27 @@ def test_equivocating_leader(byzantine_net, byzantine):
                    lambda: sum(s.get("equivocation", 0) for s in core_stats(byzantine_net))
                    > sum(s.get("equivocation", 0) for s in before))
     leader = committee_index(byzantine)
-    evidence = ray.get([byzantine_net.validators[i].__ray_call__.remote(lambda self: list(self._core.evidence))
-                        for i in HONEST], timeout=30)
-    caught = [e for found in evidence for e in found if isinstance(e, ProposalEquivocation)]
+    kept = persisted_evidence(byzantine_net)
+    caught = [e for found in kept for e in found if isinstance(e, ProposalEquivocation)]
     assert caught and all(e.first.signer == e.second.signer == leader for e in caught)
     assert all(e.first.value != e.second.value for e in caught)
     assert_honest_chains_agree(byzantine_net, first, at_least=8)
-    assert_evidence_persisted(byzantine_net, evidence, leader)
+    assert_evidence_persisted(byzantine_net, leader)
 
 
-def assert_evidence_persisted(network, in_memory, leader):
-    """Each honest replica keeps on disk what its core caught, once each; a replica SIGKILLed
-    and restarted by Ray still reports the same evidence."""
+def assert_evidence_persisted(network, leader):
+    """Each honest replica keeps on disk what its core caught, once each, in byte order; a
+    replica SIGKILLed and restarted by Ray still reports the same evidence."""
     kept = persisted_evidence(network)
-    for found, stored in zip(in_memory, kept):
-        assert {_in_byte_order(e) for e in found} <= set(stored) and len(set(stored)) == len(stored)
+    for stored in kept:
+        assert len(set(stored)) == len(stored)
+        assert all(in_byte_order(e) == e for e in stored)
     assert all(e.first.signer == e.second.signer == leader for stored in kept for e in stored)
     victim = max(range(len(HONEST)), key=lambda i: len(kept[i]))
     status = statuses(network, [HONEST[victim]])[0]
-    assert status["evidence"] >= len(kept[victim]) > 0
-    os.kill(status["pid"], signal.SIGKILL)
-    wait_until(lambda: statuses(network, [HONEST[victim]])[0]["pid"] != status["pid"])
+    assert status.evidence >= len(kept[victim]) > 0
+    os.kill(status.pid, signal.SIGKILL)
+    wait_until(lambda: statuses(network, [HONEST[victim]])[0].pid != status.pid)
     # It may have caught more since (the leader still equivocates), never fewer.
     assert persisted_evidence(network, [HONEST[victim]])[0][:len(kept[victim])] == kept[victim]
     wait_until(lambda: sequences(network, HONEST)[victim] >= max(sequences(network, HONEST)) - 1)
@@ -175,7 +174,7 @@ def persisted_evidence(network, indices=HONEST):
     """The evidence each validator's `evidence()` reports, decoded."""
     found = ray.get([network.validators[i].evidence.remote(0, 1_000) for i in indices], timeout=30)
     types = {"ProposalEquivocation": ProposalEquivocation, "VoteEquivocation": VoteEquivocation}
-    return [[decode(record["evidence"], types[record["kind"]]) for record in records]
+    return [[decode(found.record.evidence, types[found.record.kind]) for found in records]
             for records in found]
 
 

@@ -143,7 +143,7 @@ def test_more_waiting_submissions_than_rays_default_actor_concurrency_all_become
     calls = [localnet.validators[0].submit.remote(data)
              for data in transfers(sender, recipient, range(nonce, nonce + count), amount=1)]
     results = ray.get(calls, timeout=120)
-    assert all("error" not in r and r["effects"].error is None for r in results)
+    assert all(r.failure() is None for r in results)
     wait_until(lambda: same_root_at_same_height(localnet))
 
 

@@ -61,9 +61,7 @@ def test_an_expired_faucet_transaction_leaves_no_nonce_gap_behind(halted_net):
     faucet_key = halted_net.config.validator_keypair(0).address
 
     def pooled_faucet_nonces():
-        return ray.get(halted_net.validators[0].__ray_call__.remote(
-            lambda self: [p.nonce for p in self._mempool.values() if p.sender == faucet_key]),
-            timeout=30)
+        return ray.get(halted_net.validators[0].pooled_nonces.remote(faucet_key), timeout=30)
 
     async def scenario():
         client = await client_of(halted_net)

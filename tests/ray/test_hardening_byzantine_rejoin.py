@@ -16,14 +16,20 @@ from soma_ray.consensus.messages import (
     sign_vote, vote_signature_valid,
 )
 from soma_ray.protocol.encoding import decode, encode
+from soma_ray.protocol.genesis import genesis
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(120)]
 
 
-def signatures_valid(core, sent: list[Message]) -> list[bool]:
+def committee_of(config: net.NetworkConfig):
+    return genesis(config.genesis_config()).system().committee
+
+
+def signatures_valid(config, replica, sent: list[Message]) -> list[bool]:
     """For each proposal or vote the replica signed itself: whether its signature verifies."""
-    own = [m for m in sent if isinstance(m, (Proposal, Vote)) and m.signer == core.index]
-    return [(proposal_signature_valid if isinstance(m, Proposal) else vote_signature_valid)(core.committee, m)
+    me, committee = replica.status().committee_index, committee_of(config)
+    own = [m for m in sent if isinstance(m, (Proposal, Vote)) and m.signer == me]
+    return [(proposal_signature_valid if isinstance(m, Proposal) else vote_signature_valid)(committee, m)
             for m in own]
 
 
@@ -53,14 +59,16 @@ def sent(monkeypatch) -> list[Message]:
 
 
 def test_rejoin_restarts_the_core_under_the_new_behaviour(ray_session, tmp_path, sent):
+    config = config_of(tmp_path)
+
     async def scenario():
-        replica = await leader_of_its_first_height(config_of(tmp_path), sent)
+        replica = await leader_of_its_first_height(config, sent)
         sent.clear()
         height = await replica.behave(GARBAGE)  # the restarted core re-sends its proposal
-        garbled = signatures_valid(replica._core, sent)
+        garbled = signatures_valid(config, replica, sent)
         sent.clear()
         await replica.behave(None)
-        return height, garbled, signatures_valid(replica._core, sent)
+        return height, garbled, signatures_valid(config, replica, sent)
 
     height, garbled, honest = asyncio.run(scenario())
     assert height == 0
@@ -69,19 +77,22 @@ def test_rejoin_restarts_the_core_under_the_new_behaviour(ray_session, tmp_path,
 
 
 def test_garbage_signer_garbles_its_precommit_in_a_certificate_it_serves(ray_session, tmp_path, sent):
+    config = config_of(tmp_path)
+
     async def scenario():
-        replica = await leader_of_its_first_height(config_of(tmp_path), sent)
+        replica = await leader_of_its_first_height(config, sent)
         await replica.behave(GARBAGE)
         return replica
 
     replica = asyncio.run(scenario())
-    core, digest = replica._core, bytes(32)
-    own = sign_vote(replica._keypair, core.index, Step.PRECOMMIT, 0, 0, digest)
-    other, theirs = (core.index + 1) % 4, bytes(range(64))  # another member's, passed on as is
-    certificate = CommitCertificate(0, 0, digest, [core.index, other], [own.signature, theirs])
+    status, digest, committee = replica.status(), bytes(32), committee_of(config)
+    me = status.committee_index
+    own = sign_vote(config.validator_keypair(status.index), me, Step.PRECOMMIT, 0, 0, digest)
+    other, theirs = (me + 1) % 4, bytes(range(64))  # another member's, passed on as is
+    certificate = CommitCertificate(0, 0, digest, [me, other], [own.signature, theirs])
     sent.clear()
     replica._send(other, encode(CertifiedValue(b"value", certificate)))
     [served] = sent
     served_own, served_theirs = served.certificate.signatures
-    assert not vote_signature_valid(core.committee, msgspec.structs.replace(own, signature=served_own))
+    assert not vote_signature_valid(committee, msgspec.structs.replace(own, signature=served_own))
     assert served_theirs == theirs

@@ -1,14 +1,15 @@
 """Catch-up trusts certificates, never a peer: a forged checkpoint or certificate changes nothing."""
 import time
 import uuid
-from dataclasses import asdict, replace
+from dataclasses import replace
 
 import msgspec
 import pytest
 import ray
 
 from actors import network as net
-from actors.validator import InvalidCheckpoint, ValidatorActor
+from soma_ray.node.executor import Executor, InvalidCheckpoint
+from soma_ray.protocol.genesis import genesis
 from soma_ray.consensus.errors import CheckpointChainBroken
 from soma_ray.consensus.messages import CommitCertificate
 from soma_ray.protocol.encoding import decode, encode
@@ -25,7 +26,7 @@ def certified(ray_session, tmp_path_factory):
     network = net.start(config)
     try:
         source = network.validators[0]
-        while (ray.get(source.status.remote())["sequence"] or 0) < 2:
+        while (ray.get(source.status.remote()).sequence or 0) < 2:
             time.sleep(0.2)
         chain = ray.get(source.checkpoints.remote(0, 2))
     finally:
@@ -33,40 +34,45 @@ def certified(ray_session, tmp_path_factory):
     return network.config, chain
 
 
-def replica(config, tmp_path):
-    """A validator replica in this process (no Ray) on an empty disk of the same network."""
-    return ValidatorActor(asdict(replace(config, data_dir=str(tmp_path))), 0)
+def replica(config):
+    """A fresh replica's executor (what a validator on an empty disk catches up with)."""
+    return Executor(genesis(config.genesis_config()), None)
 
 
-def test_genuine_certified_checkpoints_are_applied(certified, tmp_path):
+def catch_up(executor, sequence, value, certificate):
+    executor.apply(executor.certified(sequence, value, certificate))
+
+
+def test_genuine_certified_checkpoints_are_applied(certified):
     config, chain = certified
-    validator = replica(config, tmp_path)
+    executor = replica(config)
     for sequence, value, certificate in chain:
-        validator._apply_certified(sequence, value, certificate)
-    assert validator.status()["sequence"] == 2
+        catch_up(executor, sequence, value, certificate)
+    assert executor.latest.sequence == 2
+    assert executor.state.state_root() == decode(chain[-1][1], Checkpoint).state_root
 
 
-def test_forged_certificate_or_value_is_refused_and_changes_nothing(certified, tmp_path):
+def test_forged_certificate_or_value_is_refused_and_changes_nothing(certified):
     config, chain = certified
-    validator = replica(config, tmp_path)
+    executor = replica(config)
     sequence, value, certificate = chain[0]
-    before = validator.status()
+    root = executor.state.state_root()
     cert = decode(certificate, CommitCertificate)
     unsigned = encode(msgspec.structs.replace(cert, signer_indices=[], signatures=[]))
     with pytest.raises(CheckpointChainBroken):
-        validator._apply_certified(sequence, value, unsigned)
+        catch_up(executor, sequence, value, unsigned)
     forged_value = encode(msgspec.structs.replace(decode(value, Checkpoint), state_root=bytes(32)))
     with pytest.raises(CheckpointChainBroken):  # the certificate names another value
-        validator._apply_certified(sequence, forged_value, certificate)
-    assert validator.status() == before
+        catch_up(executor, sequence, forged_value, certificate)
+    assert (executor.latest, executor.state.state_root()) == (None, root)
 
 
-def test_certified_checkpoint_that_does_not_reexecute_is_refused(certified, tmp_path):
+def test_certified_checkpoint_that_does_not_reexecute_is_refused(certified):
     """Even a correctly certified value is re-executed: a replica of another genesis refuses it."""
     config, chain = certified
-    other = replace(config, genesis_timestamp_ms=config.genesis_timestamp_ms + 1)
-    validator = replica(other, tmp_path)
+    executor = replica(replace(config, genesis_timestamp_ms=config.genesis_timestamp_ms + 1))
+    root = executor.state.state_root()
     sequence, value, certificate = chain[0]
     with pytest.raises(InvalidCheckpoint):
-        validator._apply_certified(sequence, value, certificate)
-    assert validator.status()["sequence"] is None
+        catch_up(executor, sequence, value, certificate)
+    assert (executor.latest, executor.state.state_root()) == (None, root)

@@ -278,3 +278,15 @@ def test_reopened_state_equals_changes_applied_in_order(tmp_path_factory, batche
     with ValidatorStore(path) as s:
         assert s.state_items() == sorted(model.items())
         assert s.next_sequence() == len(batches)
+
+
+def test_effects_are_kept_with_their_checkpoint_and_absent_when_not_given(tmp_path):
+    with ValidatorStore(tmp_path / "db", genesis_digest=GENESIS) as s:
+        s.write_genesis(GENESIS, GENESIS_STATE)
+        s.commit_checkpoint(0, b"cp0", b"cert0", [], effects=b"fx0")
+        s.commit_checkpoint(1, b"cp1", b"cert1", [])  # as a version that kept no effects did
+        assert (s.effects(0), s.effects(1), s.effects(2), s.effects(-1)) == (b"fx0", None, None, None)
+    with ValidatorStore(tmp_path / "db", genesis_digest=GENESIS) as s:  # durable
+        assert s.effects(0) == b"fx0"
+        s.wipe()
+        assert s.effects(0) is None

@@ -1,0 +1,103 @@
+"""Transactions coming into a validator: admission into its pure `Mempool`, the futures its
+submitters wait on, the one expiry timer, and gossip to the peers. Part of the validator actor's
+shell (it runs on that actor's event loop); the rules themselves are the mempool's and
+`check_admission`'s."""
+from __future__ import annotations
+
+import asyncio
+import time
+
+from actors.peers import Peers
+from soma_ray.config import NetworkConfig
+from soma_ray.node.mempool import Mempool
+from soma_ray.node.replies import SubmitReply
+from soma_ray.protocol.crypto import Keypair
+from soma_ray.protocol.encoding import encode
+from soma_ray.protocol.errors import BadNonce, ProtocolError, TransactionExpired
+from soma_ray.protocol.execution import check_admission, sign_transaction, transaction_digest
+from soma_ray.protocol.state import State
+from soma_ray.protocol.types import Faucet, Transaction, TransactionEffects
+
+# How many mempool transactions one checkpoint carries at most.
+MAX_CHECKPOINT_TRANSACTIONS = 1000
+
+
+class Intake:
+    def __init__(self, network: NetworkConfig, state: State, peers: Peers):
+        self.mempool = Mempool(network.mempool_capacity, network.mempool_per_sender, network.mempool_ttl_s)
+        self._ttl_s = network.mempool_ttl_s
+        self._state = state
+        self._peers = peers
+        self._waiters: dict[bytes, asyncio.Future] = {}  # by transaction digest
+        self._expiry: asyncio.TimerHandle | None = None  # when the oldest reaches the TTL
+        self._faucet_key: bytes | None = None
+
+    def account_nonce(self, sender: bytes) -> int:
+        return self._state.account(sender).nonce
+
+    def ready(self, limit: int = MAX_CHECKPOINT_TRANSACTIONS) -> list[bytes]:
+        """Pooled transactions that can execute next, in nonce order per sender."""
+        return self.mempool.ready(self.account_nonce, limit)
+
+    def admit(self, data: bytes) -> bytes:
+        """Pool an admissible transaction (the limits: `Mempool.admit`); the digest its waiter
+        is found under. Raises the typed error why not, keeping nothing."""
+        signed = check_admission(data, self._state, self._state.system().parameters, self.mempool.verified)
+        tx = signed.transaction
+        tx_digest = transaction_digest(tx)
+        if self.mempool.admit(tx_digest, tx.sender, tx.nonce, data, self.account_nonce(tx.sender),
+                              time.monotonic()):
+            self._schedule_expiry()
+        return tx_digest
+
+    def admit_and_share(self, data: bytes) -> asyncio.Future | SubmitReply:
+        """The waiter of an admitted transaction, queued for the peers; or why it was refused."""
+        try:
+            tx_digest = self.admit(data)
+        except ProtocolError as error:
+            return SubmitReply.refused(error)
+        self._peers.share(data)
+        return self._waiters.setdefault(tx_digest, asyncio.get_running_loop().create_future())
+
+    def faucet(self, keypair: Keypair, recipient: bytes, amount: int) -> asyncio.Future | SubmitReply:
+        """Admit a Faucet transaction signed by `keypair` (the validator's key; its genesis
+        balance pays the fee) with the faucet's next nonce; only an admitted one takes it."""
+        self._faucet_key = keypair.address
+        nonce = self.mempool.faucet_nonce(self.account_nonce(keypair.address), keypair.address)
+        tx = Transaction(sender=keypair.address, nonce=nonce, kind=Faucet(recipient=recipient, amount=amount),
+                         max_fee=self._state.system().parameters.base_fee)
+        outcome = self.admit_and_share(encode(sign_transaction(keypair, tx)))
+        if not isinstance(outcome, SubmitReply):
+            self.mempool.faucet_admitted(nonce)
+        return outcome
+
+    def committed(self, sequence: int, effects: list[TransactionEffects]) -> None:
+        """Answer the submitters of a certified checkpoint's transactions, and of those whose
+        nonce another transaction took (they can never execute)."""
+        for effect in effects:
+            self._answer(effect.transaction_digest, SubmitReply(sequence=sequence, effects=effect))
+        for tx_digest, expected in self.mempool.stale(self.account_nonce):
+            got = self.mempool.get(tx_digest).nonce
+            self._answer(tx_digest, SubmitReply.refused(BadNonce(expected=expected, got=got)))
+
+    def _schedule_expiry(self) -> None:
+        delay = self.mempool.next_expiry(time.monotonic())
+        if self._expiry is None and delay is not None:
+            self._expiry = asyncio.get_running_loop().call_later(delay, self._expire)
+
+    def _expire(self) -> None:
+        """Drop the transactions pooled for the TTL and fail their submitters: one whose earlier
+        nonce never comes would otherwise hold its sender's slot forever."""
+        self._expiry = None
+        for tx_digest, pending in self.mempool.expired(time.monotonic()):
+            self._answer(tx_digest, SubmitReply.refused(TransactionExpired(ttl_s=self._ttl_s)))
+            if pending.sender == self._faucet_key:
+                self.mempool.faucet_expired(pending.nonce)
+        self._schedule_expiry()
+
+    def _answer(self, tx_digest: bytes, reply: SubmitReply) -> None:
+        """Take a transaction out of the mempool and answer its submitter."""
+        self.mempool.remove(tx_digest)
+        waiter = self._waiters.pop(tx_digest, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(reply)
