@@ -1,10 +1,27 @@
-"""Typed errors of the model package; each carries the fields that explain it."""
+"""Typed errors of the model package; each carries the fields that explain it.
+
+They stay in the process that reads the weights or holds the key (a miner, the CLI, a trainer)
+and are not `ProtocolError`s: nothing sends them to another participant, and their fields
+(tensor shapes, key lists) are not what `ExecutionError` carries. See `soma_ray.protocol.errors`.
+"""
 
 from __future__ import annotations
 
 
 class ModelError(Exception):
     """Base of every error raised by soma_ray.model."""
+
+    def __reduce__(self):
+        # Pickled with its fields (Ray sends an actor's exception to its caller): Exception's
+        # default would call the subclass with the message as its only argument.
+        return _restore, (type(self), self.args, self.__dict__)
+
+
+def _restore(cls: type, args: tuple, fields: dict) -> Exception:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(fields)
+    return error
 
 
 class EmptyDataError(ModelError):

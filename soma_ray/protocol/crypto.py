@@ -10,9 +10,9 @@ import nacl.signing
 
 from soma_ray.protocol.encoding import Struct, blake2b256
 from soma_ray.protocol.errors import InvalidCertificate, MalformedInput
+from soma_ray.protocol.params import QUORUM
 
 TOTAL_VOTING_POWER = 10_000
-QUORUM = 6_667
 _TEXT_PREFIX = "somasecret1"
 
 
@@ -97,6 +97,7 @@ class Committee(Struct, frozen=True):
 
     @property
     def quorum(self) -> int:
+        """`params.QUORUM`, the default of `Parameters.quorum`."""
         return QUORUM
 
     def power_of(self, addresses: list[bytes] | set[bytes]) -> int:

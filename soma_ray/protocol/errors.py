@@ -1,12 +1,34 @@
-"""Typed errors of spec §8.
+"""Typed errors of spec §8, and the one registry that decodes them.
 
-Every failure is a `ProtocolError` subclass with named fields carrying the numbers that explain it,
-a stable `code` (the class name) and a `message` in plain words. `to_struct()` turns it into an
-`ExecutionError` that is stored in transaction effects (fields as sorted pairs, no dicts).
+Every failure that can reach a client or another participant is a `ProtocolError` subclass with
+named fields carrying the numbers that explain it, a stable `code` (the class name) and a
+`message` in plain words. `to_struct()` turns it into an `ExecutionError` that is stored in
+transaction effects (fields as sorted pairs, no dicts) or sent as a validator's refusal, and
+`error_from_struct` turns such a struct back into the typed error.
+
+The registry is explicit and lives here: every error class that can reach another process is
+registered by code, and decoding never depends on which other modules a process imported.
+Protocol errors (the rules', the consensus core's, a validator's mempool refusals) are defined
+in this module and registered by `_error` or `@register`; the modules that raise them re-export
+them (`targets.ZeroEmbedding` is `errors.ZeroEmbedding`). Services with errors of their own keep
+them in one pure module (it imports nothing but this one) listed in `ERROR_MODULES`: `registry()`
+imports the listed modules and registers every `ProtocolError` subclass they define, the first
+time a code is looked up. A code taken twice is a TypeError. To add an error: define it below, or
+in a module of `ERROR_MODULES`, or add its (pure) module there; never anywhere else, since a
+client that does not import that module could not decode it
+(tests/unit/protocol/test_error_registry.py fails on any `ProtocolError` subclass outside them).
+
+Errors that never leave the process that raises them keep their own bases and are not in the
+registry: `soma_ray.storage.errors.StorageError` (a validator's own disk; its fields are paths
+and lengths that mean nothing to a peer) and `soma_ray.model.errors.ModelError` (a weights file
+or decryption key the caller holds; fields like tensor shapes that `ExecutionError` cannot
+carry). A rule that refuses a transaction because of them raises a `ProtocolError` instead.
 """
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from types import MappingProxyType
+from typing import Any, Mapping, TypeVar
 
 import msgspec
 
@@ -16,7 +38,8 @@ FieldValue = int | str | bytes | bool | None
 class ExecutionError(msgspec.Struct, array_like=True, forbid_unknown_fields=True, frozen=True):
     code: str
     # Any, not FieldValue: msgspec cannot decode a union of str and bytes, while msgpack keeps
-    # str and bin apart, so values decode back to exactly what was encoded.
+    # str and bin apart, so values decode back to exactly what was encoded (ints, str, bytes,
+    # bool, None; `decode(data, TransactionEffects)` builds this struct like any other).
     fields: list[tuple[str, Any]]
 
 
@@ -54,6 +77,10 @@ class ProtocolError(Exception):
     def to_struct(self) -> ExecutionError:
         return ExecutionError(code=self.code, fields=sorted(self.values().items()))
 
+    def __reduce__(self):
+        # Rebuilt from its fields: Exception's default would pass the message as the first field.
+        return _rebuild, (type(self), self.values())
+
     def __eq__(self, other: object) -> bool:
         return type(other) is type(self) and other.values() == self.values()
 
@@ -61,32 +88,76 @@ class ProtocolError(Exception):
         return hash((self.code, tuple(sorted(self.values().items()))))
 
 
-def error_from_struct(error: ExecutionError) -> ProtocolError:
-    """The typed error an `ExecutionError` in effects stands for (for clients and the CLI).
+_P = TypeVar("_P", bound=ProtocolError)
 
-    Looks up every loaded `ProtocolError` subclass by code, including those defined next to the
-    rules that raise them; a code this process does not know becomes `UnknownProtocolError`.
+# Pure modules outside this one whose ProtocolError subclasses are registered as a whole (see the
+# module docstring). Imported on the first lookup, not here: each of them imports this module.
+ERROR_MODULES = ("serve.errors",)
+
+_registry: dict[str, type[ProtocolError]] = {}
+_modules_loaded = False
+
+
+def register(cls: type[_P]) -> type[_P]:
+    """Add `cls` to the registry under its code (its name); a code already taken is a TypeError.
+
+    For this module and the loading of `ERROR_MODULES` only: a class registered from any other
+    module would decode only where that module was imported.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, ProtocolError)):
+        raise TypeError(f"only ProtocolError subclasses are registered, not {cls!r}")
+    taken = _registry.get(cls.__name__)
+    if taken is not None and taken is not cls:
+        raise TypeError(
+            f"error code {cls.__name__} is taken by {taken.__module__}.{taken.__qualname__}"
+        )
+    _registry[cls.__name__] = cls
+    return cls
+
+
+def registry() -> Mapping[str, type[ProtocolError]]:
+    """Every registered error class by code (read-only), those of `ERROR_MODULES` included."""
+    global _modules_loaded
+    if not _modules_loaded:
+        for name in ERROR_MODULES:
+            try:
+                module = importlib.import_module(name)
+            except ModuleNotFoundError as missing:  # not in this installation: its codes are unknown
+                if missing.name is None or not (name + ".").startswith(missing.name + "."):
+                    raise
+                continue
+            for value in list(vars(module).values()):
+                if isinstance(value, type) and issubclass(value, ProtocolError) and value.__module__ == name:
+                    register(value)
+        _modules_loaded = True
+    return MappingProxyType(_registry)
+
+
+def error_from_struct(error: ExecutionError) -> ProtocolError:
+    """The typed error an `ExecutionError` (from effects or a refusal) stands for.
+
+    Looked up by code in the registry; a code this version does not know, or a field set other
+    than that code's, becomes `UnknownProtocolError` with the details.
     """
     values = dict(error.fields)
-    for cls in _subclasses(ProtocolError):
-        if cls.__name__ == error.code and set(cls.fields) == set(values):
-            return cls(**values)
+    cls = registry().get(error.code)
+    if cls is not None and set(cls.fields) == set(values):
+        return cls(**values)
     return UnknownProtocolError(error_code=error.code, detail=repr(sorted(values.items())))
 
 
-def _subclasses(cls: type) -> list[type]:
-    found = []
-    for sub in cls.__subclasses__():
-        found += [sub, *_subclasses(sub)]
-    return found
+def _rebuild(cls: type[ProtocolError], values: dict[str, FieldValue]) -> ProtocolError:
+    return cls(**values)
 
 
 def _show(value: FieldValue) -> str:
     return "0x" + value.hex() if isinstance(value, bytes) else str(value)
 
 
-def _error(name: str, fields: tuple[str, ...], template: str) -> type[ProtocolError]:
-    return type(name, (ProtocolError,), {"fields": fields, "template": template})
+def _error(
+    name: str, fields: tuple[str, ...], template: str, base: type[ProtocolError] = ProtocolError
+) -> type[ProtocolError]:
+    return register(type(name, (base,), {"fields": fields, "template": template}))
 
 
 UnknownProtocolError = _error("UnknownProtocolError", ("error_code", "detail"), "error {error_code}: {detail}")
@@ -119,6 +190,12 @@ TransactionExpired = _error(
     "the transaction waited {ttl_s} s in the validator's mempool without being committed (an earlier"
     " nonce of the sender missing, or no quorum) and was dropped there: submit the missing earlier"
     " nonces first, or resubmit it",
+)
+# A validator's mempool refusal (soma_ray.node.mempool still defines its own twin: it should import
+# this one).
+NonceAlreadyPooled = _error(
+    "NonceAlreadyPooled", ("nonce",),
+    "a transaction with nonce {nonce} from this sender is already pooled; wait for it or let it expire",
 )
 BadNonce = _error("BadNonce", ("expected", "got"), "nonce {got} is wrong, the account expects {expected}")
 InsufficientFee = _error(
@@ -232,3 +309,45 @@ DuplicateEpochChange = _error(
     "DuplicateEpochChange", ("epoch",), "this checkpoint already changed the epoch (to {epoch})"
 )
 InternalError = _error("InternalError", ("reason",), "internal error: {reason}")
+
+# Targets (raised by targets.py, re-exported there).
+ZeroEmbedding = _error(
+    "ZeroEmbedding", (), "the embedding is the zero vector: its cosine distance is undefined"
+)
+ModelSetMismatch = _error(
+    "ModelSetMismatch", ("model_ids", "embeddings", "stakes"),
+    "{model_ids} model ids, {embeddings} embeddings and {stakes} stakes: counts must match",
+)
+# Submissions (raised by submissions.py, re-exported there).
+TargetNotFilled = _error(
+    "TargetNotFilled", ("status",),
+    "the target is {status}: only a Filled target can be challenged or claimed "
+    "(or an Open target once its epoch has ended)",
+)
+
+
+# Consensus core (raised by soma_ray.consensus, re-exported by soma_ray.consensus.errors).
+@register
+class SafetyStateAhead(ProtocolError):
+    """The persisted safety state is for a later height than the one the core is asked to run.
+
+    Starting anyway could sign a vote at a height the node already voted in; the store lost
+    decisions that the node had acted on, so the operator must restore it first.
+    """
+
+    fields = ("state_height", "height")
+    template = "the safety state is for height {state_height}, later than the requested height {height}"
+
+
+@register
+class CheckpointChainBroken(ProtocolError):
+    """A certified chain does not verify: `index` is the position of the first bad entry."""
+
+    fields = ("index", "height", "reason")
+    template = "certified value {index} (height {height}) does not verify: {reason}"
+
+
+@register
+class ValueNotCertified(InvalidCertificate):
+    """The value does not hash to the digest its certificate names (whatever the signatures)."""
+

@@ -6,8 +6,13 @@ import msgspec
 from soma_ray.protocol.encoding import Struct
 
 SHANNONS_PER_SOMA = 10**9
-FIXED_POINT = 10**9  # distances and thresholds are stored as int(round(x * FIXED_POINT))
 BPS = 10_000
+# The voting power (of 10 000) that certifies: the one definition of the quorum. It is the default
+# of `Parameters.quorum` (a field of the encoded SystemState, kept for byte-identity), which the
+# state's rules read (report tallies, challenge certificates), and it is `Committee.quorum` and
+# `verify_certificate`'s default, with which consensus certifies checkpoints. A genesis that sets
+# another `Parameters.quorum` changes only the former.
+QUORUM = 6_667
 GIB = 1 << 30
 MIB = 1 << 20
 KIB = 1 << 10
@@ -43,7 +48,7 @@ class Parameters(Struct, frozen=True):
     reveal_window_ms: int = 30_000
     challenge_bond_ratio_bps: int = 3_333
     audit_timeout_ms: int = 60_000
-    quorum: int = 6_667
+    quorum: int = QUORUM
     max_tx_bytes: int = 256 * KIB
     # Localnet only: ChangeEpoch may come before the epoch's end (`advance_epoch`).
     allow_early_epoch_change: bool = False

@@ -19,7 +19,7 @@ from soma_ray.protocol.encoding import DOMAIN_CHALLENGE_VOTE, DOMAIN_SUBMISSION_
 from soma_ray.protocol.errors import (
     AuditWindowOpen, ChallengeAlreadyOpen, ChallengeWindowClosed, CommitmentMismatch, DataTooLarge,
     DistanceExceedsThreshold, InsufficientBond, MalformedInput, ModelNotActive, ModelNotInTarget,
-    NotOwner, PoolInactive, ProtocolError, RevealWindowExpired, TargetExpired, TargetNotOpen,
+    NotOwner, PoolInactive, RevealWindowExpired, TargetExpired, TargetNotFilled, TargetNotOpen,
 )
 from soma_ray.protocol.params import BPS
 from soma_ray.protocol.staking import stake_pending
@@ -34,14 +34,6 @@ from soma_ray.protocol.types import (
 )
 
 COMMITMENT_BYTES = 32
-
-
-class TargetNotFilled(ProtocolError):
-    fields = ("status",)
-    template = (
-        "the target is {status}: only a Filled target can be challenged or claimed "
-        "(or an Open target once its epoch has ended)"
-    )
 
 
 def submission_commitment(

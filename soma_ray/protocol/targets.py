@@ -17,11 +17,12 @@ import arrgen
 from soma_ray.protocol.accounts import credit, return_to_emission_pool
 from soma_ray.protocol.context import ExecutionContext
 from soma_ray.protocol.encoding import blake2b256, u64_le
-from soma_ray.protocol.errors import (
+from soma_ray.protocol.errors import (  # ZeroEmbedding, ModelSetMismatch: raised here
     EmbeddingDimensionMismatch,
     MalformedInput,
+    ModelSetMismatch,
     NonFiniteEmbedding,
-    ProtocolError,
+    ZeroEmbedding,
 )
 from soma_ray.protocol.params import BPS
 from soma_ray.protocol.state import CHALLENGE, MODEL, STAKING_POOL, SUBMISSION, TARGET, State
@@ -46,16 +47,6 @@ def prefilter_margin(dim: int) -> float:
     """Proven bound on |pre-filter distance − exact distance| for embeddings of `dim`."""
     du = (dim + 2) * _FLOAT32_UNIT_ROUNDOFF
     return 2 * du / (1 - du) + _PREFILTER_SLACK if du < 0.5 else math.inf
-
-
-class ZeroEmbedding(ProtocolError):
-    fields = ()
-    template = "the embedding is the zero vector: its cosine distance is undefined"
-
-
-class ModelSetMismatch(ProtocolError):
-    fields = ("model_ids", "embeddings", "stakes")
-    template = "{model_ids} model ids, {embeddings} embeddings and {stakes} stakes: counts must match"
 
 
 def target_seed(checkpoint_seed: bytes, target_index: int) -> bytes:

@@ -1,8 +1,8 @@
 """State objects (spec §1), transaction kinds (spec §2), effects and checkpoints.
 
 Every type is a canonical `Struct` (positional msgpack array). Amounts are shannons; distances,
-thresholds and loss scores are fixed-point integers (`params.FIXED_POINT` units); embeddings are
-little-endian float32 bytes. Status fields are the strings named in the spec.
+thresholds and loss scores are fixed-point integers (1e-9 units, `targets.DISTANCE_SCALE`);
+embeddings are little-endian float32 bytes. Status fields are the strings named in the spec.
 """
 from __future__ import annotations
 
