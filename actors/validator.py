@@ -23,10 +23,11 @@ import os
 import time
 from collections import Counter
 
-from actors.catch_up import CATCH_UP_BATCH, catch_up
+from actors.catch_up import catch_up
 from actors.handles import find_actor
 from actors.intake import Intake
 from actors.peers import Peers
+from actors.validator_reads import ValidatorReads
 from soma_ray.config import NetworkConfig
 from soma_ray.consensus.core import ConsensusCore
 from soma_ray.consensus.messages import (
@@ -35,7 +36,7 @@ from soma_ray.consensus.messages import (
 )
 from soma_ray.node.evidence import evidence_record
 from soma_ray.node.executor import Executed, Executor
-from soma_ray.node.replies import EvidenceRecord, FeedItem, StoredEvidence, SubmitReply, ValidatorStatus
+from soma_ray.node.replies import SubmitReply, ValidatorStatus
 from soma_ray.protocol.encoding import decode, encode
 from soma_ray.protocol.errors import ProtocolError
 from soma_ray.protocol.genesis import genesis
@@ -52,7 +53,7 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-class ValidatorActor:
+class ValidatorActor(ValidatorReads):
     def __init__(self, config: dict, index: int):
         self._network = NetworkConfig(**config)
         self._index = index
@@ -158,6 +159,11 @@ class ValidatorActor:
     def _send(self, member: int, message: bytes) -> None:
         self._peers.send(member, message)
 
+    def _cancel_timers(self) -> None:
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+
     def _fire_timer(self, key: tuple) -> None:
         # A timeout means a peer may be missing: look the handles up afresh.
         self._peers.forget()
@@ -191,9 +197,7 @@ class ValidatorActor:
         """Apply a decided checkpoint, make it durable, then start the next height."""
         epoch_before = self._state.system().epoch
         self._persist_and_apply(self._executor.decided(height, value), value, encode(certificate))
-        for handle in self._timers.values():
-            handle.cancel()
-        self._timers.clear()
+        self._cancel_timers()
         if self._state.system().epoch != epoch_before:  # a new committee runs the next heights
             self._restart_core(new_committee=True)
         self._report_to_clock()
@@ -266,10 +270,6 @@ class ValidatorActor:
 
     # ------------------------------------------------------------------ catch-up
 
-    async def checkpoints(self, from_seq: int, to_seq: int) -> list[tuple[int, bytes, bytes]]:
-        """Certified checkpoints [from_seq, to_seq] for a peer that is catching up."""
-        return self._store.checkpoints(from_seq, to_seq)
-
     async def _catch_up(self) -> None:
         """Fetch, verify and apply what the peers committed beyond this replica's disk."""
         await catch_up(self._peers.every_other(self._network.validator_name(self._index)),
@@ -286,9 +286,7 @@ class ValidatorActor:
         """Peers are two or more heights ahead: the core alone would learn one height per round
         trip and never catch up. Pause it, fetch the certified checkpoints in bulk, then run
         consensus again from the new height (with the committee of the new state)."""
-        for handle in self._timers.values():
-            handle.cancel()
-        self._timers.clear()
+        self._cancel_timers()
         if self._next_height is not None:
             self._next_height.cancel()
             self._next_height = None
@@ -301,17 +299,6 @@ class ValidatorActor:
             self._restart_core()
 
     # ------------------------------------------------------------------ reads
-
-    async def feed(self, from_seq: int, limit: int = CATCH_UP_BATCH, wait_s: float = 0.0) -> list[FeedItem]:
-        """Certified checkpoints from `from_seq` on with their effects, at most `limit`; when
-        there is none yet, waits up to `wait_s` for one (the checkpoint feed's long poll)."""
-        if self._store.next_sequence() <= from_seq and wait_s > 0:
-            try:
-                await asyncio.wait_for(self._committed.wait(), wait_s)
-            except asyncio.TimeoutError:
-                return []
-        return [FeedItem(sequence, value, certificate, self._store.effects(sequence))
-                for sequence, value, certificate in self._store.checkpoints(from_seq, from_seq + limit - 1)]
 
     def status(self) -> ValidatorStatus:
         core = None if self._rejoining else self._core  # a rejoining core is being replaced
@@ -327,33 +314,3 @@ class ValidatorActor:
     def pooled_nonces(self, sender: bytes) -> list[int]:
         """Nonces of `sender`'s pooled transactions, ascending."""
         return self._intake.mempool.nonces_of(sender)
-
-    def evidence(self, from_index: int = 0, limit: int = 100) -> list[EvidenceRecord]:
-        """Kept equivocations from `from_index` on, oldest first (decode `record.evidence` as
-        the type named by `record.kind`)."""
-        return [EvidenceRecord(index, decode(record, StoredEvidence))
-                for index, record in self._store.evidence(from_index, limit)]
-
-    def get_account(self, address: bytes) -> bytes:
-        return encode(self._state.account(address))
-
-    def get_object(self, key: bytes) -> bytes | None:
-        """Canonical bytes of the state entry `tag || id` (None when absent)."""
-        return self._state.get_raw(key)
-
-    def object_ids(self, tag: bytes) -> list[bytes]:
-        """Ids of one state namespace (e.g. every target), ascending."""
-        return self._state.ids(tag)
-
-    def get_checkpoint(self, sequence: int | None = None) -> tuple[bytes, bytes] | None:
-        """(checkpoint, certificate) at `sequence` (the latest when None); None when absent."""
-        latest = self._store.latest_sequence()
-        if sequence is None:
-            sequence = latest
-        if sequence is None or latest is None or sequence > latest:
-            return None
-        return self._store.get_checkpoint(sequence)
-
-    def system_state(self) -> bytes:
-        return encode(self._state.system())
-

@@ -36,7 +36,7 @@ DEFAULT_FINALITY_TIMEOUT_S = 60.0
 # Execution failures raised before the sender's nonce increments (spec §2): the nonce stays free.
 NONCE_UNUSED = frozenset({errors.BadNonce.__name__, errors.InsufficientFee.__name__})
 # Refused because another transaction of the key with that nonce is pooled: the nonce is not free.
-NONCE_POOLED = "NonceAlreadyPooled"
+NONCE_POOLED = errors.NonceAlreadyPooled.__name__
 # Submissions made during one turn of the event loop travel in `submit_batch` calls of at most
 # this many transactions (each call answers once all of its transactions are final).
 SUBMIT_BATCH = 100

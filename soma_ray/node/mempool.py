@@ -11,19 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Set
 from typing import NamedTuple
 
-from soma_ray.protocol.errors import MempoolFull, NonceTooFarAhead, ProtocolError, SenderPoolFull
-
-
-class NonceAlreadyPooled(ProtocolError):
-    """A different transaction of the sender with this nonce is pooled already.
-
-    Only one of them could ever execute, so the first one keeps the slot: the pool never holds
-    two transactions with one (sender, nonce).
-    """
-
-    fields = ("nonce",)
-    template = ("a transaction with nonce {nonce} from this sender is already pooled;"
-                " wait for it or let it expire")
+from soma_ray.protocol.errors import MempoolFull, NonceAlreadyPooled, NonceTooFarAhead, SenderPoolFull
 
 
 class Pending(NamedTuple):

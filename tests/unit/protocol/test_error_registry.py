@@ -97,8 +97,6 @@ def test_errors_raised_outside_errors_py_are_the_registered_classes():
 # as the registered class). Each should move to protocol/errors.py or a module of ERROR_MODULES,
 # then leave this list; no other may join it.
 NOT_YET_REGISTERED = {
-    # twin of errors.NonceAlreadyPooled (same fields and words): import that one instead.
-    "soma_ray.node.mempool.NonceAlreadyPooled",
     # serve/blobs.py and serve/fetch.py import aiohttp/FastAPI: move these to serve/errors.py.
     "serve.blobs.BlobTooLarge", "serve.blobs.BlobNotFound", "serve.blobs.BlobCorrupted",
     "serve.blobs.InvalidChecksum", "serve.fetch.FetchError", "serve.fetch.FetchTooLarge",
