@@ -16,14 +16,17 @@ replaces the pair atomically (same bytes, so readers cannot tell), which also re
 copy.
 
 Reads never serve a corrupted byte: each chunk is read, hashed and compared with the sidecar
-before it is handed out, and the final chunk is handed out only once the hash of the whole file
-equals the address, so a complete body is only ever delivered when it is exactly the blob.
-`open` checks the header, the sizes and the first chunk before returning, so a blob of one chunk
-(every submission: `max_submission_bytes` is 1 MiB) is fully verified before the first byte is
-sent. A larger blob damaged further in fails mid-stream: the reader raises `BlobCorrupted` before
-the bad chunk, and over HTTP the response is cut short (shorter than its Content-Length). Either
-way the file is moved to the quarantine, and later reads answer `BlobCorrupted` until the same
-content is uploaded again.
+before it is handed out. The sidecar is sealed to its blob: its header holds a BLAKE2b-256 of the
+address, the sizes and every chunk hash, written at put time from the same bytes as the address,
+so a damaged sidecar, or a content file and sidecar swapped in from another blob, fail at open
+(this guards against corruption, not against someone who can write the disk). Reading costs one
+hash of the bytes, as writing does (the address hash and the chunk hashes of a put run in two
+threads). `open` checks the seal, the sizes and the first chunk before returning, so a blob of
+one chunk (every submission: `max_submission_bytes` is 1 MiB) is fully verified before the first
+byte is sent. A larger blob damaged further in fails mid-stream: the reader raises
+`BlobCorrupted` before the bad chunk, and over HTTP the response is cut short (shorter than its
+Content-Length). Either way the file is moved to the quarantine, and later reads answer
+`BlobCorrupted` until the same content is uploaded again.
 
 `blob_app(root, max_data_bytes, max_weights_bytes, public_url)` builds the `BlobService` Serve
 application (FastAPI ingress), to be run with `route_prefix="/blobs"`:
@@ -56,7 +59,8 @@ _TEMP_PREFIX = ".tmp-"
 _SIDECAR_SUFFIX = ".chunks"
 _QUARANTINE = ".quarantine"
 _MAGIC = b"SOMABLB1"
-_HEADER = struct.Struct("<8sIQ")  # magic, chunk size, content size
+_HEADER = struct.Struct("<8sIQ32s")  # magic, chunk size, content size, seal
+_SEAL_DOMAIN = b"soma-blob-sidecar"
 _DIGEST = 32
 
 
@@ -121,7 +125,7 @@ class BlobReader:
     end. Raises `BlobCorrupted` before yielding a chunk that does not match."""
 
     def __init__(self, store: "BlobStore", checksum: bytes, fd: int, size: int,
-                 chunk_bytes: int, digests: bytes, first: bytes | None, hasher: Any) -> None:
+                 chunk_bytes: int, digests: bytes, first: bytes | None) -> None:
         self._store = store
         self.checksum = checksum
         self.size = size
@@ -129,7 +133,6 @@ class BlobReader:
         self._chunk_bytes = chunk_bytes
         self._digests = digests
         self._pending = first
-        self._hasher = hasher
         self._next = 0 if first is None else 1
 
     @property
@@ -159,7 +162,7 @@ class BlobReader:
         if fd is None:
             raise BlobCorrupted(checksum=self.checksum.hex())
         return self._store._verify_chunk(fd, self.checksum, self.size, self._chunk_bytes,
-                                         self._digests, index, self._hasher)
+                                         self._digests, index)
 
     async def aclose(self) -> None:
         fd, self._fd = self._fd, None
@@ -241,9 +244,9 @@ class BlobStore:
                 if len(buffer) >= self.chunk_bytes:
                     cut = len(buffer) - len(buffer) % self.chunk_bytes
                     block, buffer = bytes(buffer[:cut]), buffer[cut:]
-                    await asyncio.to_thread(writer.write, block)
+                    await _write(writer, block)
             if buffer:
-                await asyncio.to_thread(writer.write, bytes(buffer))
+                await _write(writer, bytes(buffer))
             return await asyncio.to_thread(self._commit, writer)
         finally:
             # After a successful commit the temps are renamed away and this removes nothing;
@@ -307,35 +310,22 @@ class BlobStore:
                 sidecar = b""
         try:
             size = os.fstat(fd).st_size
-            chunk_bytes, digests = self._check_sidecar(sidecar, size)
-            hasher = hashlib.blake2b(digest_size=32)
-            if chunk_bytes is None or (size == 0 and hasher.digest() != key):
+            chunk_bytes, digests = _check_sidecar(sidecar, key, size)
+            if chunk_bytes is None or (size == 0 and blob_checksum(b"") != key):
                 self._quarantine(hexsum, fd)
                 raise BlobCorrupted(checksum=hexsum)
             first = None
             if read_first and size > 0:
-                first = self._verify_chunk(fd, key, size, chunk_bytes, digests, 0, hasher)
-            return BlobReader(self, key, fd, size, chunk_bytes, digests, first, hasher)
+                first = self._verify_chunk(fd, key, size, chunk_bytes, digests, 0)
+            return BlobReader(self, key, fd, size, chunk_bytes, digests, first)
         except BaseException:
             os.close(fd)
             raise
 
-    @staticmethod
-    def _check_sidecar(sidecar: bytes, size: int) -> tuple[int | None, bytes]:
-        if len(sidecar) < _HEADER.size:
-            return None, b""
-        magic, chunk_bytes, declared = _HEADER.unpack_from(sidecar)
-        digests = sidecar[_HEADER.size:]
-        if magic != _MAGIC or chunk_bytes == 0 or declared != size:
-            return None, b""
-        if len(digests) != _DIGEST * -(-size // chunk_bytes):
-            return None, b""
-        return chunk_bytes, digests
-
     def _verify_chunk(self, fd: int, key: bytes, size: int, chunk_bytes: int, digests: bytes,
-                      index: int, hasher: Any) -> bytes:
-        """Chunk `index` of the open file, after checking it against the sidecar and, for the
-        last chunk, the whole file against the address; quarantines the file otherwise."""
+                      index: int) -> bytes:
+        """Chunk `index` of the open file, after checking it against the sidecar (and, for the
+        last chunk, that the file has not changed size); quarantines the file otherwise."""
         offset = index * chunk_bytes
         want = min(chunk_bytes, size - offset)
         chunk = os.pread(fd, want, offset)
@@ -343,10 +333,8 @@ class BlobStore:
             hashlib.blake2b(chunk, digest_size=32).digest()
             == digests[index * _DIGEST:(index + 1) * _DIGEST]
         )
-        if ok:
-            hasher.update(chunk)
-            if offset + want >= size:
-                ok = hasher.digest() == key and os.fstat(fd).st_size == size
+        if ok and offset + want >= size:
+            ok = os.fstat(fd).st_size == size
         if not ok:
             self._quarantine(key.hex(), fd)
             raise BlobCorrupted(checksum=key.hex())
@@ -393,7 +381,8 @@ class _Writer:
         self._digests = bytearray()
         self.size = 0
 
-    def write(self, data: bytes) -> None:
+    def hash_chunks(self, data: bytes) -> None:
+        """The sidecar's chunk hashes (runs beside `write`)."""
         view = memoryview(data)
         while view:
             room = self.chunk_bytes - self._in_chunk
@@ -404,6 +393,9 @@ class _Writer:
                 self._digests += self._chunk.digest()
                 self._chunk = hashlib.blake2b(digest_size=32)
                 self._in_chunk = 0
+
+    def write(self, data: bytes) -> None:
+        """The address hash and the file."""
         self._whole.update(data)
         self._content.write(data)
         self.size += len(data)
@@ -414,12 +406,15 @@ class _Writer:
         self._content.flush()
         os.fsync(self._content.fileno())
         self._content.close()
-        self._sidecar.write(_HEADER.pack(_MAGIC, self.chunk_bytes, self.size))
-        self._sidecar.write(self._digests)
+        checksum = self._whole.digest()
+        digests = bytes(self._digests)
+        seal = _seal(checksum, self.chunk_bytes, self.size, digests)
+        self._sidecar.write(_HEADER.pack(_MAGIC, self.chunk_bytes, self.size, seal))
+        self._sidecar.write(digests)
         self._sidecar.flush()
         os.fsync(self._sidecar.fileno())
         self._sidecar.close()
-        return self._whole.digest(), self.size
+        return checksum, self.size
 
     def discard(self) -> None:
         for handle in (getattr(self, "_content", None), getattr(self, "_sidecar", None)):
@@ -433,6 +428,34 @@ class _Writer:
                     os.unlink(path)
                 except FileNotFoundError:
                     pass
+
+
+def _seal(checksum: bytes, chunk_bytes: int, size: int, digests: bytes) -> bytes:
+    h = hashlib.blake2b(_SEAL_DOMAIN, digest_size=32)
+    h.update(checksum + struct.pack("<IQ", chunk_bytes, size) + digests)
+    return h.digest()
+
+
+def _check_sidecar(sidecar: bytes, key: bytes, size: int) -> tuple[int | None, bytes]:
+    """(chunk size, chunk hashes) of a sidecar sealed to blob `key` of `size` bytes, or
+    (None, b"") for one that is not."""
+    if len(sidecar) < _HEADER.size:
+        return None, b""
+    magic, chunk_bytes, declared, seal = _HEADER.unpack_from(sidecar)
+    digests = sidecar[_HEADER.size:]
+    if magic != _MAGIC or chunk_bytes == 0 or declared != size:
+        return None, b""
+    if len(digests) != _DIGEST * -(-size // chunk_bytes):
+        return None, b""
+    if seal != _seal(key, chunk_bytes, size, digests):
+        return None, b""
+    return chunk_bytes, digests
+
+
+async def _write(writer: "_Writer", block: bytes) -> None:
+    # hashlib and file writes release the GIL: the chunk hashes run beside the address hash and
+    # the write, on another core.
+    await asyncio.gather(asyncio.to_thread(writer.write, block), asyncio.to_thread(writer.hash_chunks, block))
 
 
 async def _create_writer(root: Path, chunk_bytes: int) -> "_Writer":
