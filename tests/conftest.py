@@ -51,3 +51,83 @@ def serve_url(ray_session):
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     yield f"http://127.0.0.1:{port}"
     serve.shutdown()
+
+
+# ------------------------------------------------------------------ tiers
+#
+# The suite runs in three tiers, in this order: tests/unit (no Ray, no network), tests/ray (the
+# shared `ray_session`), tests/e2e (whole localnets on it). The order and the `ray` / `e2e`
+# markers come from the directory, here, so that no test module can forget them and
+# `pytest -m "not e2e"` (or `-m "not ray and not e2e"`) selects what it says.
+
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+TIERS = ("unit", "ray", "e2e")
+_TESTS = Path(__file__).resolve().parent
+
+
+def _directory_tier(item) -> str | None:
+    """'unit', 'ray' or 'e2e' for an item under tests/<tier>/, else None."""
+    try:
+        parts = Path(item.path).resolve().relative_to(_TESTS).parts
+    except ValueError:
+        return None
+    return parts[0] if len(parts) > 1 and parts[0] in TIERS else None
+
+
+def _tier_rank(item) -> int:
+    tier = _directory_tier(item)
+    rank = TIERS.index(tier) if tier is not None else len(TIERS)  # elsewhere: after e2e
+    if rank < TIERS.index("ray") and "ray_session" in getattr(item, "fixturenames", ()):
+        rank = TIERS.index("ray")  # never start Ray in the middle of the unit tier
+    return rank
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_collection_modifyitems(config, items):
+    # Before every other implementation: the markers must be on the items when `-m` deselects.
+    for item in items:
+        tier = _directory_tier(item)
+        if tier in ("ray", "e2e"):
+            item.add_marker(getattr(pytest.mark, tier))
+        elif "ray_session" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.ray)
+            item.warn(pytest.PytestWarning(
+                f"{item.nodeid} uses the shared Ray (`ray_session`) outside tests/ray and "
+                "tests/e2e: it runs with the Ray tier; move it to tests/ray"))
+    result = yield
+    # After every other implementation (deselection, pytest's grouping by fixture scope): a
+    # stable sort, so the order within a tier, and each module's tests together, are kept.
+    items.sort(key=_tier_rank)
+    return result
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_do_not_start_ray(request):
+    """A unit test that starts Ray (ray.init, or a remote call that starts it implicitly) fails:
+    it belongs in tests/ray, and a Ray left running would break `ray_session` later."""
+    ray = sys.modules.get("ray")
+    before = ray is not None and getattr(ray, "is_initialized", lambda: False)()
+    yield
+    if _directory_tier(request.node) != "unit" or before:
+        return
+    ray = sys.modules.get("ray")
+    if ray is not None and getattr(ray, "is_initialized", lambda: False)():
+        pytest.fail(f"{request.node.nodeid} started Ray: a test that needs Ray belongs in tests/ray")
+
+
+_TIER_SECONDS: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report):
+    """Time per tier (setup, call and teardown; a module's or the session's fixtures count where
+    they are set up), for the summary below."""
+    tier = next((t for t in TIERS if report.nodeid.startswith(f"tests/{t}/")), "other")
+    _TIER_SECONDS[tier] = _TIER_SECONDS.get(tier, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _TIER_SECONDS:
+        spent = ", ".join(f"{tier} {seconds:.1f} s" for tier, seconds in _TIER_SECONDS.items())
+        terminalreporter.write_line(f"time per tier: {spent}")

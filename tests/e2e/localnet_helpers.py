@@ -20,6 +20,27 @@ def run(coroutine):
     return asyncio.run(coroutine)
 
 
+async def eventually(read, timeout_s=120.0, interval_s=0.2):
+    """`wait_until` inside a scenario: the first truthy value of `await read()`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = await read()
+        if value:
+            return value
+        await asyncio.sleep(interval_s)
+    raise AssertionError(f"condition not reached in {timeout_s} s")
+
+
+def consensus_positions(network, indices):
+    """(height, round) that consensus works on at the validators `indices`; None for one whose
+    consensus is not running (not started, or rejoining). The round is read from the core: the
+    validator's status does not report it (yet)."""
+    def position(validator):
+        core = validator._core
+        return None if core is None or validator._rejoining is not None else (core.height, core.round)
+    return ray.get([network.validators[i].__ray_call__.remote(position) for i in indices], timeout=30)
+
+
 async def client_of(network):
     return await SomaClient(namespace=network.config.namespace, prefix=network.config.prefix)
 
@@ -32,12 +53,12 @@ def statuses(network, indices=None):
 
 def sequences(network, indices=None):
     """Checkpoint sequence of the validators `indices` (all by default)."""
-    return [s["sequence"] for s in statuses(network, indices)]
+    return [s.sequence for s in statuses(network, indices)]
 
 
 def pooled_counts(network):
     """Mempool sizes of validators 0 and 1."""
-    return [s["mempool"] for s in statuses(network, [0, 1])]
+    return [s.mempool for s in statuses(network, [0, 1])]
 
 
 def transfers(sender, recipient: bytes, nonces, amount: int = SHANNONS_PER_SOMA) -> list[bytes]:
@@ -47,21 +68,23 @@ def transfers(sender, recipient: bytes, nonces, amount: int = SHANNONS_PER_SOMA)
         max_fee=FEE))) for nonce in nonces]
 
 
-def wait_until(predicate, timeout_s=60.0, interval_s=0.2):
+def wait_until(predicate, timeout_s=120.0, interval_s=0.2):
+    """The first truthy value of `predicate()`, polled until the deadline: a generous one, since
+    it only bounds a failing test (2-core CI machines are often loaded)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(interval_s)
-    raise AssertionError("condition not reached in time")
+    raise AssertionError(f"condition not reached in {timeout_s} s")
 
 
 def same_root_at_same_height(network):
     """All validators at one sequence with one state root (or False while they differ)."""
     found = statuses(network)
-    heights = {s["sequence"] for s in found}
-    roots = {s["state_root"] for s in found}
+    heights = {s.sequence for s in found}
+    roots = {s.state_root for s in found}
     return found if len(heights) == 1 and len(roots) == 1 else False
 
 
@@ -74,7 +97,7 @@ def start_network(tmp_path_factory, name: str, epoch_duration_ms: int = 3_600_00
         namespace="soma-test", prefix=f"{name}-{uuid.uuid4().hex[:6]}-", **settings)
     network = net.start(config)
     try:
-        wait_until(lambda: all(s["sequence"] is not None for s in statuses(network)))
+        wait_until(lambda: all(s.sequence is not None for s in statuses(network)))
     except BaseException:
         network.stop()
         raise

@@ -17,7 +17,7 @@ def test_epoch_changes_when_consensus_time_passes_its_end(ray_session, tmp_path)
         async def scenario():
             client = await client_of(network)
             start = await client.get_system_state()
-            reached = await client.wait_for_epoch(start.epoch + 2, timeout_s=30)
+            reached = await client.wait_for_epoch(start.epoch + 2, timeout_s=90)
             now = await client.get_system_state()
             return start, reached, now
 

@@ -4,6 +4,8 @@ import uuid
 import pytest
 
 from actors import network as net
+from actors.handles import find_actor
+from soma_ray.config import save_config
 from localnet_helpers import client_of, run, statuses
 from soma_ray.protocol.genesis import preset_keypair
 from soma_ray.storage import ValidatorStore
@@ -48,13 +50,13 @@ def test_a_disk_holding_another_genesis_is_refused_before_any_actor_starts(ray_s
     # As a data dir from a soma-ray whose genesis encodes differently would be.
     config = net.NetworkConfig(data_dir=str(tmp_path), validators=2, namespace="soma-test",
                                prefix=f"foreign-{uuid.uuid4().hex[:6]}-")
-    net.save_config(config)
+    save_config(config)
     with ValidatorStore(config.validator_dir(1) / "db") as store:
         store.write_genesis(bytes(32), [])
     with pytest.raises(net.DataDirMismatch) as refused:
         net.start(config)
     assert refused.value.index == 1 and "--force-regenesis" in str(refused.value)
-    assert net._find(config.validator_name(0), config.namespace) is None
+    assert find_actor(config.validator_name(0), config.namespace) is None
     with ValidatorStore(config.validator_dir(1) / "db") as store:
         assert store.genesis_digest() == bytes(32)  # nothing of the old disk was touched
 
