@@ -1,11 +1,15 @@
 """SomaClient: the async SDK that users, scripts and miners use to talk to a network.
 
-    client = await SomaClient(chain="localnet")            # joins the local Ray cluster
+    client = await SomaClient(chain="localnet")              # the local gateway over HTTP
+    client = await SomaClient(rpc_url="http://host:8000")     # any network's gateway
     await client.request_faucet(address, 10 * SHANNONS_PER_SOMA)
     effects = await client.transfer(keypair, recipient, amount)
 
-Reads go to one validator (another if it is down), so they see the client's own transactions;
-`execute` signs a transaction, submits it and returns its certified effects (concurrent calls
+Participants reach the network over the gateway's HTTP routes (`soma_ray.http_transport`): this
+module imports no Ray. Callers inside the cluster (tests, scripted participants) may take the
+Ray path instead, with `namespace=` (and `prefix=`, `address=`): the same methods over
+`actors.ray_transport`. Reads stay on one validator while it answers, so they see the client's
+own transactions; `execute` signs a transaction, submits it and returns its certified effects (concurrent calls
 for one key are safe: see its docstring). A transaction that fails raises the typed error of
 spec §8 (a `soma_ray.protocol.errors.ProtocolError` subclass with its fields), whether admission
 refused it (the node-local `MempoolFull`, `SenderPoolFull`, `NonceTooFarAhead` too), a
@@ -15,15 +19,9 @@ execution failed after ordering (the fee is then still charged, as the spec says
 from __future__ import annotations
 
 import asyncio
-import logging
-import os
-import random
 
-import ray
-
-from actors.handles import NetworkHandles, connect
-from soma_ray.config import CHAINS
-from soma_ray.node.replies import SubmitReply
+from soma_ray.http_transport import HttpTransport
+from soma_ray.node.replies import SubmitReply, ValidatorStatus
 from soma_ray.protocol import errors
 from soma_ray.protocol.crypto import Keypair
 from soma_ray.protocol.encoding import decode, encode
@@ -33,6 +31,8 @@ from soma_ray.protocol.types import (
 )
 
 DEFAULT_FINALITY_TIMEOUT_S = 60.0
+# The gateway a chain name stands for.
+CHAIN_URLS = {"localnet": "http://127.0.0.1:8000"}
 # Execution failures raised before the sender's nonce increments (spec §2): the nonce stays free.
 NONCE_UNUSED = frozenset({errors.BadNonce.__name__, errors.InsufficientFee.__name__})
 # Refused because another transaction of the key with that nonce is pooled: the nonce is not free.
@@ -49,12 +49,6 @@ class FinalityTimeout(TimeoutError):
     def __init__(self, timeout_s: float):
         self.timeout_s = timeout_s
         super().__init__(f"the transaction was not finalized within {timeout_s} s")
-
-
-class NoValidatorAvailable(RuntimeError):
-    def __init__(self, tried: int):
-        self.tried = tried
-        super().__init__(f"none of the {tried} validators answered")
 
 
 async def _finality(awaitable, timeout_s: float):
@@ -115,17 +109,15 @@ class _KeyNonces:
 
 
 class SomaClient:
-    """Async client of one network. `await SomaClient(...)` connects (and inits Ray if needed)."""
+    """Async client of one network. `await SomaClient(...)` connects."""
 
-    def __init__(self, chain: str = "localnet", address: str | None = None,
-                 namespace: str | None = None, prefix: str = ""):
-        self._address = address or os.environ.get("RAY_ADDRESS", "auto")
-        if namespace is None and chain not in CHAINS:
-            raise ValueError(f"unknown chain {chain!r}: known are {', '.join(CHAINS)}")
-        self._namespace = namespace or CHAINS[chain]
-        self._prefix = prefix
-        self.network: NetworkHandles | None = None
-        self._home = 0  # the validator this client talks to while it answers
+    def __init__(self, chain: str = "localnet", rpc_url: str | None = None,
+                 address: str | None = None, namespace: str | None = None, prefix: str = ""):
+        if rpc_url is None and namespace is None and chain not in CHAIN_URLS:
+            raise ValueError(f"unknown chain {chain!r}: known are {', '.join(CHAIN_URLS)}")
+        self.rpc_url = rpc_url or (None if namespace else CHAIN_URLS[chain])
+        self._ray_path = (namespace, prefix, address)
+        self._transport = None
         self._nonces: dict[bytes, _KeyNonces] = {}  # by sender, for `execute`
         self._queued: list[tuple[bytes, asyncio.Future]] = []  # submissions not yet sent
         self._sending: set[asyncio.Task] = set()
@@ -134,78 +126,64 @@ class SomaClient:
         return self._connect().__await__()
 
     async def _connect(self) -> "SomaClient":
-        if not ray.is_initialized():
-            # ERROR: Ray's connection chatter would otherwise print on every CLI command.
-            ray.init(address=self._address, namespace=self._namespace, log_to_driver=False,
-                     logging_level=logging.ERROR)
-        self.network = connect(self._namespace, self._prefix)
-        self._home = random.randrange(len(self.network.validators))  # spread clients out
+        if self.rpc_url is not None:
+            self._transport = HttpTransport(self.rpc_url)
+        else:  # inside the cluster: Ray is imported only here
+            from actors.ray_transport import RayTransport
+
+            self._transport = RayTransport.connect(*self._ray_path)
         return self
+
+    async def close(self) -> None:
+        """Release the HTTP session (nothing to do on the Ray path)."""
+        if isinstance(self._transport, HttpTransport):
+            await self._transport.close()
+
+    @property
+    def network(self):
+        """The network's actor handles, on the Ray path (tests take validators out of it)."""
+        return getattr(self._transport, "network", None)
 
     # ------------------------------------------------------------------ reads
 
-    async def _call(self, method: str, *args):
-        """Call `method` on this client's validator, or on the next that answers if it is down.
-
-        Any replica serves reads; staying on one means a read after `execute` sees that
-        transaction (the replica answered `submit` only once it had committed it)."""
-        validators = self.network.validators
-        for offset in range(len(validators)):
-            index = (self._home + offset) % len(validators)
-            if validators[index] is None:
-                continue
-            try:
-                result = await getattr(validators[index], method).remote(*args)
-            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
-                continue
-            self._home = index
-            return result
-        raise NoValidatorAvailable(len(validators))
-
     async def get_account(self, address: bytes) -> Account:
-        return decode(await self._call("get_account", address), Account)
+        return decode(await self._transport.get_account(address), Account)
 
     async def get_balance(self, address: bytes) -> int:
         return (await self.get_account(address)).balance
 
     async def get_system_state(self) -> SystemState:
-        return decode(await self._call("system_state"), SystemState)
+        return decode(await self._transport.system_state(), SystemState)
 
     async def get_epoch(self) -> int:
         return (await self.get_system_state()).epoch
 
     async def get_checkpoint(self, sequence: int | None = None) -> Checkpoint | None:
         """A certified checkpoint (the latest when `sequence` is None)."""
-        found = await self._call("get_checkpoint", sequence)
+        found = await self._transport.get_checkpoint(sequence)
         return None if found is None else decode(found[0], Checkpoint)
 
     async def get_object(self, tag: bytes, ident: bytes, type_):
         """The state object `type_` stored under `tag || ident` (see protocol.state), or None."""
-        raw = await self._call("get_object", tag + ident)
+        raw = await self._transport.get_object(tag + ident)
         return None if raw is None else decode(raw, type_)
 
     async def get_object_ids(self, tag: bytes) -> list[bytes]:
         """Ids of every object of one kind (`protocol.state` tags: TARGET, MODEL, ...)."""
-        return await self._call("object_ids", tag)
+        return await self._transport.object_ids(tag)
 
-    async def status(self) -> list[dict | None]:
+    async def status(self) -> list[ValidatorStatus | None]:
         """Each validator's status, None for one that does not answer."""
-        out = []
-        for handle in self.network.validators:
-            try:
-                out.append(None if handle is None else await handle.status.remote())
-            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
-                out.append(None)
-        return out
+        return await self._transport.status()
 
     # ------------------------------------------------------------------ epochs
 
     async def advance_epoch(self) -> int:
         """Localnet: end the epoch now; returns the new epoch once committed."""
-        return await self.network.clock.advance_epoch.remote()
+        return await self._transport.advance_epoch()
 
     async def wait_for_epoch(self, epoch: int, timeout_s: float = 120.0) -> int:
-        return await self.network.clock.wait_for_epoch.remote(epoch, timeout_s)
+        return await self._transport.wait_for_epoch(epoch, timeout_s)
 
     # ------------------------------------------------------------------ transactions
 
@@ -269,7 +247,7 @@ class SomaClient:
 
     async def _submit_batch(self, queued: list[tuple[bytes, asyncio.Future]]) -> None:
         try:
-            results = await self._call("submit_batch", [data for data, _ in queued])
+            results = await self._transport.submit_batch([data for data, _ in queued])
         except Exception as error:  # every waiting submitter sees the failure
             for _, future in queued:
                 if not future.done():
@@ -292,7 +270,7 @@ class SomaClient:
         `FinalityTimeout` if no certified checkpoint holds them within `timeout_s` (they may
         still arrive later)."""
         return self._effects_of(
-            await _finality(self._call("request_faucet", recipient, amount), timeout_s))
+            await _finality(self._transport.request_faucet(recipient, amount), timeout_s))
 
     @staticmethod
     def _effects_of(reply: SubmitReply) -> TransactionEffects:

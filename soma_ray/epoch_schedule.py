@@ -26,6 +26,9 @@ class EpochWaitTimeout(TimeoutError):
         self.timeout_s = timeout_s
         super().__init__(f"epoch {epoch} did not begin within {timeout_s} s (still {current})")
 
+    def __reduce__(self):  # pickles with its fields: it crosses Ray from the clock to callers
+        return type(self), (self.epoch, self.current, self.timeout_s)
+
 
 def epoch_end_ms(epoch_start_ms: int, epoch_duration_ms: int) -> int:
     """The protocol's epoch end (the rule ChangeEpoch itself checks), for a valid duration."""

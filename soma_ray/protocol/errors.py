@@ -92,7 +92,7 @@ _P = TypeVar("_P", bound=ProtocolError)
 
 # Pure modules outside this one whose ProtocolError subclasses are registered as a whole (see the
 # module docstring). Imported on the first lookup, not here: each of them imports this module.
-ERROR_MODULES = ("serve.errors",)
+ERROR_MODULES = ("serve.errors", "soma_ray.wire")
 
 _registry: dict[str, type[ProtocolError]] = {}
 _modules_loaded = False

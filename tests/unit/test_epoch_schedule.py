@@ -85,3 +85,13 @@ def test_timeout_names_the_awaited_and_current_epoch():
         assert await later == 8
 
     asyncio.run(scenario())
+
+
+def test_the_wait_timeout_pickles_with_its_fields():
+    """It crosses Ray from the epoch clock to the gateway and clients."""
+    import pickle
+
+    from soma_ray.epoch_schedule import EpochWaitTimeout
+
+    again = pickle.loads(pickle.dumps(EpochWaitTimeout(5, 3, 1.5)))
+    assert (type(again), again.epoch, again.current, again.timeout_s) == (EpochWaitTimeout, 5, 3, 1.5)

@@ -1,0 +1,91 @@
+"""The in-cluster path to a network: Ray calls on its named actors. The gateway serves the
+public HTTP surface through it, and `SomaClient` uses it for callers inside the cluster (tests,
+scripted participants); participants outside use `soma_ray.http_transport` instead, with the
+same methods.
+
+Reads go to one validator (another if it is down), so they see the caller's own transactions
+(the replica answered `submit_batch` only once it had committed them).
+"""
+from __future__ import annotations
+
+import logging
+import random
+
+import ray
+
+from actors.handles import NetworkHandles, connect
+from soma_ray.node.replies import SubmitReply, ValidatorStatus
+
+
+class NoValidatorAvailable(RuntimeError):
+    def __init__(self, tried: int):
+        self.tried = tried
+        super().__init__(f"none of the {tried} validators answered")
+
+
+class RayTransport:
+    def __init__(self, network: NetworkHandles):
+        self.network = network
+        self._home = random.randrange(len(network.validators))  # spread callers out
+
+    @classmethod
+    def connect(cls, namespace: str, prefix: str = "", address: str | None = None) -> "RayTransport":
+        """Join the Ray cluster at `address` unless this process already has, and find the
+        network's actors."""
+        if not ray.is_initialized():
+            # ERROR: Ray's connection chatter would otherwise print on every CLI command.
+            ray.init(address=address, namespace=namespace, log_to_driver=False,
+                     logging_level=logging.ERROR)
+        return cls(connect(namespace, prefix))
+
+    async def _call(self, method: str, *args):
+        """`method` on this caller's validator, or on the next that answers if it is down."""
+        validators = self.network.validators
+        for offset in range(len(validators)):
+            index = (self._home + offset) % len(validators)
+            if validators[index] is None:
+                continue
+            try:
+                result = await getattr(validators[index], method).remote(*args)
+            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
+                continue
+            self._home = index
+            return result
+        raise NoValidatorAvailable(len(validators))
+
+    async def submit_batch(self, batch: list[bytes]) -> list[SubmitReply]:
+        return await self._call("submit_batch", batch)
+
+    async def request_faucet(self, recipient: bytes, amount: int) -> SubmitReply:
+        return await self._call("request_faucet", recipient, amount)
+
+    async def get_account(self, address: bytes) -> bytes:
+        return await self._call("get_account", address)
+
+    async def system_state(self) -> bytes:
+        return await self._call("system_state")
+
+    async def get_checkpoint(self, sequence: int | None) -> tuple[bytes, bytes] | None:
+        return await self._call("get_checkpoint", sequence)
+
+    async def get_object(self, key: bytes) -> bytes | None:
+        return await self._call("get_object", key)
+
+    async def object_ids(self, tag: bytes) -> list[bytes]:
+        return await self._call("object_ids", tag)
+
+    async def status(self) -> list[ValidatorStatus | None]:
+        """Each validator's status, None for one that does not answer."""
+        out = []
+        for handle in self.network.validators:
+            try:
+                out.append(None if handle is None else await handle.status.remote())
+            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
+                out.append(None)
+        return out
+
+    async def advance_epoch(self) -> int:
+        return await self.network.clock.advance_epoch.remote()
+
+    async def wait_for_epoch(self, epoch: int, timeout_s: float) -> int:
+        return await self.network.clock.wait_for_epoch.remote(epoch, timeout_s)

@@ -1,0 +1,114 @@
+"""The SDK's path to a network from outside its Ray cluster: the gateway's HTTP routes
+(soma_ray/wire.py), with the same methods as the in-cluster `actors.ray_transport.RayTransport`.
+Imports no Ray. A refused request raises its typed error; a gateway that cannot be reached
+raises `GatewayUnavailable`."""
+from __future__ import annotations
+
+import aiohttp
+
+from soma_ray import wire
+from soma_ray.node.replies import SubmitReply, ValidatorStatus
+from soma_ray.protocol import errors
+from soma_ray.protocol.encoding import decode, encode
+
+# A submit waits for finality (up to a minute) before the gateway answers.
+REQUEST_TIMEOUT_S = 180.0
+
+
+class GatewayUnavailable(ConnectionError):
+    def __init__(self, url: str, reason: str):
+        self.url = url
+        self.reason = reason
+        super().__init__(f"the gateway at {url} cannot be reached: {reason}")
+
+
+class GatewayError(RuntimeError):
+    """The gateway failed on its side (a 5xx)."""
+
+    def __init__(self, status: int, body: str):
+        self.status = status
+        super().__init__(f"the gateway answered {status}: {body[:200]}")
+
+
+class HttpTransport:
+    def __init__(self, rpc_url: str):
+        self.url = rpc_url.rstrip("/")
+        self._session: aiohttp.ClientSession | None = None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _request(self, method: str, path: str, body: bytes | None = None,
+                       params: dict | None = None, missing_ok: bool = False) -> bytes | None:
+        """The reply body; None for a 404 when `missing_ok`; raises the typed error of a 4xx."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S))
+        headers = {"Accept": wire.MSGPACK, "Content-Type": wire.MSGPACK}
+        try:
+            async with self._session.request(method, self.url + path, data=body, params=params,
+                                             headers=headers) as response:
+                content = await response.read()
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError, OSError) as error:
+            raise GatewayUnavailable(self.url, str(error) or type(error).__name__) from None
+        if status == 404 and missing_ok:
+            return None
+        if 400 <= status < 500:
+            raise _typed_error(status, content)
+        if status >= 500:
+            raise GatewayError(status, content.decode(errors="replace"))
+        return content
+
+    async def submit_batch(self, batch: list[bytes]) -> list[SubmitReply]:
+        return decode(await self._request("POST", "/tx/batch", encode(batch)), list[SubmitReply])
+
+    async def request_faucet(self, recipient: bytes, amount: int) -> SubmitReply:
+        body = encode(wire.FaucetRequest(recipient=recipient, amount=amount))
+        return decode(await self._request("POST", "/faucet", body), SubmitReply)
+
+    async def get_account(self, address: bytes) -> bytes:
+        return await self._request("GET", f"/accounts/0x{address.hex()}")
+
+    async def system_state(self) -> bytes:
+        return await self._request("GET", "/system")
+
+    async def epoch_info(self) -> wire.EpochInfo:
+        return decode(await self._request("GET", "/epoch"), wire.EpochInfo)
+
+    async def get_checkpoint(self, sequence: int | None) -> tuple[bytes, bytes] | None:
+        found = await self._request("GET", f"/checkpoints/{'latest' if sequence is None else sequence}",
+                                    missing_ok=True)
+        if found is None:
+            return None
+        reply = decode(found, wire.CheckpointReply)
+        return reply.checkpoint, reply.certificate
+
+    async def get_object(self, key: bytes) -> bytes | None:
+        return await self._request("GET", f"/objects/0x{key.hex()}", missing_ok=True)
+
+    async def object_ids(self, tag: bytes) -> list[bytes]:
+        return decode(await self._request("GET", f"/ids/0x{tag.hex()}"), list[bytes])
+
+    async def status(self) -> list[ValidatorStatus | None]:
+        return decode(await self._request("GET", "/status"), list[ValidatorStatus | None])
+
+    async def health(self) -> wire.Health:
+        return decode(await self._request("GET", "/health"), wire.Health)
+
+    async def advance_epoch(self) -> int:
+        return decode(await self._request("POST", "/epoch/advance"), wire.EpochReply).epoch
+
+    async def wait_for_epoch(self, epoch: int, timeout_s: float) -> int:
+        params = {"epoch": str(epoch), "timeout_s": str(timeout_s)}
+        return decode(await self._request("GET", "/epoch/wait", params=params), wire.EpochReply).epoch
+
+
+def _typed_error(status: int, content: bytes) -> errors.ProtocolError:
+    """The typed error a 4xx carries (an undecodable body still says what happened)."""
+    try:
+        return errors.error_from_struct(decode(content, errors.ExecutionError))
+    except errors.ProtocolError:
+        return errors.UnknownProtocolError(error_code=f"HTTP {status}",
+                                           detail=content[:200].decode(errors="replace"))

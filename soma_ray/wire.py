@@ -1,0 +1,142 @@
+"""The gateway's HTTP wire format, shared by the gateway (serve/gateway.py) and the SDK's HTTP
+transport (soma_ray/http_transport.py). No Ray, no HTTP library: structs and rules only.
+
+Bodies are canonical msgpack (`application/msgpack`): a signed transaction is posted as the
+very bytes that were signed, and replies are the validators' reply structs. A person asking
+with `Accept: application/json` (or `?format=json`) gets the same content as JSON, with named
+fields and bytes as 0x-hex. Every refused request is a 4xx whose body is the typed error: the
+canonical `ExecutionError{code, fields}` in msgpack, or `{"error": CODE, "fields": {...}}`.
+
+    POST /tx               body: signed transaction bytes         -> SubmitReply (4xx if refused)
+    POST /tx/batch         body: msgpack list of them             -> list[SubmitReply]
+    POST /faucet           body: FaucetRequest (localnet)         -> SubmitReply
+    GET  /accounts/{0xaddress}                                    -> Account
+    GET  /objects/{0xkey}  a state entry (tag || id)              -> its canonical bytes
+    GET  /ids/{0xtag}      ids of one state namespace             -> list[bytes]
+    GET  /system                                                  -> SystemState
+    GET  /epoch                                                   -> EpochInfo
+    GET  /epoch/wait?epoch=N&timeout_s=T                          -> EpochReply
+    POST /epoch/advance    (localnet)                             -> EpochReply
+    GET  /checkpoints/latest, /checkpoints/{sequence}             -> CheckpointReply
+    GET  /status                                                  -> list[ValidatorStatus | None]
+    GET  /health                                                  -> Health
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from soma_ray.protocol import errors
+from soma_ray.protocol.encoding import Struct
+
+MSGPACK = "application/msgpack"
+JSON = "application/json"
+# Most transactions one POST /tx/batch carries.
+MAX_BATCH = 1_000
+# Longest a request may wait for an epoch (GET /epoch/wait), seconds.
+MAX_WAIT_S = 300.0
+
+
+class FaucetRequest(Struct):
+    recipient: bytes
+    amount: int
+
+
+class CheckpointReply(Struct):
+    checkpoint: bytes  # canonical Checkpoint
+    certificate: bytes  # canonical CommitCertificate
+
+
+class EpochInfo(Struct):
+    epoch: int
+    epoch_start_ms: int
+    epoch_duration_ms: int
+    next_epoch_ms: int  # when the epoch clock asks for the next ChangeEpoch (consensus time)
+
+
+class EpochReply(Struct):
+    epoch: int
+
+
+class Health(Struct):
+    ok: bool
+    validators: int
+    validators_up: int
+    localnet: bool
+
+
+# The gateway's own refusals (protocol/errors.py's ERROR_MODULES lists this module, so a client
+# decodes them whatever it imported).
+class RouteNotFound(errors.ProtocolError):
+    fields = ("method", "path")
+    template = "no route {method} {path}"
+
+
+class LocalnetOnly(errors.ProtocolError):
+    fields = ("operation",)
+    template = "{operation} is only available on a localnet"
+
+
+class FaucetRateLimited(errors.ProtocolError):
+    fields = ("retry_after_s",)
+    template = "this address used the faucet too often; try again in {retry_after_s} s"
+
+
+class EpochNotReached(errors.ProtocolError):
+    fields = ("epoch", "current", "timeout_s")
+    template = "epoch {epoch} did not begin within {timeout_s} s (still {current})"
+
+
+class NotFound(errors.ProtocolError):
+    fields = ("what",)
+    template = "{what} not found"
+
+
+# Refusals that say "later", not "wrong": the client may retry the same request.
+_RETRY_LATER = {"MempoolFull", "SenderPoolFull", FaucetRateLimited.__name__}
+
+
+def http_status(error: errors.ProtocolError | errors.ExecutionError) -> int:
+    """The 4xx status of a refusal."""
+    if error.code in _RETRY_LATER:
+        return 429
+    if error.code in (RouteNotFound.__name__, NotFound.__name__):
+        return 404
+    if error.code == LocalnetOnly.__name__:
+        return 403
+    if error.code == EpochNotReached.__name__:
+        return 408
+    if error.code in ("TransactionTooLarge", "RequestTooLarge", "DataTooLarge"):
+        return 413
+    return 400
+
+
+def json_view(value: Any) -> Any:
+    """`value` as JSON a person reads: structs with their field names, bytes as 0x-hex."""
+    if isinstance(value, msgspec.Struct):
+        return {name: json_view(getattr(value, name)) for name in value.__struct_fields__}
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return "0x" + bytes(value).hex()
+    if isinstance(value, (list, tuple)):
+        return [json_view(item) for item in value]
+    if isinstance(value, dict):
+        return {str(json_view(key)): json_view(item) for key, item in value.items()}
+    return value
+
+
+def error_json(error: errors.ExecutionError) -> dict:
+    return {"error": error.code, "fields": {name: json_view(value) for name, value in error.fields}}
+
+
+def parse_hex(text: str, what: str, length: int | None = None) -> bytes:
+    """0x-hex (or bare hex) from a URL, as bytes; MalformedInput when it is not."""
+    digits = text[2:] if text.startswith("0x") else text
+    try:
+        value = bytes.fromhex(digits)
+    except ValueError:
+        raise errors.MalformedInput(reason=f"{what} is not hex") from None
+    if length is not None and len(value) != length:
+        raise errors.MalformedInput(reason=f"{what} is {length} bytes, got {len(value)}")
+    return value
+
