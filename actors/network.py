@@ -98,8 +98,9 @@ class Network(NetworkHandles):
         ray.get(self.validators[index].start_consensus.remote(), timeout=timeout_s)
 
     def stop(self) -> None:
-        """Kill every actor of the network and wait until their names are free; their disks
-        stay, so a later start resumes."""
+        """Take its services off Serve, kill every actor of the network and wait until their
+        names are free; their disks stay, so a later start resumes."""
+        stop_services(self.config)
         names = [self.config.validator_name(i) for i in range(self.config.validators)]
         for handle in [*self.validators, self.clock]:
             if handle is not None:
@@ -127,6 +128,42 @@ def start(config: NetworkConfig, force_regenesis: bool = False, detached: bool =
     # Peers are found by name, so consensus starts only once all exist.
     ray.get([v.start_consensus.remote() for v in validators], timeout=ready_timeout_s)
     return Network(config, validators, clock)
+
+
+SERVICES = ("blobs", "scoring", "gateway")
+
+
+def start_services(config: NetworkConfig, scoring_device: str = "auto") -> str:
+    """Deploy the network's public surface on Ray Serve — the blob store, the scoring service and
+    the gateway — and return the gateway's URL. Serve's HTTP proxy starts on the config's host
+    and port unless this Ray cluster runs one already (then that one serves)."""
+    from ray import serve
+
+    from serve.blobs import blob_app
+    from serve.gateway import gateway_app
+    from serve.scoring import scoring_app
+
+    parameters = config.genesis_config().parameters
+    serve.start(http_options={"host": config.http_host, "port": config.http_port})
+    apps = {
+        "blobs": blob_app(str(config.blobs_dir), parameters.max_submission_bytes,
+                          parameters.model_max_weight_size, config.public_url),
+        "scoring": scoring_app(device=scoring_device, max_submission_bytes=parameters.max_submission_bytes),
+        "gateway": gateway_app(config.namespace, config.prefix, localnet=config.localnet),
+    }
+    for service in SERVICES:
+        serve.run(apps[service], name=config.app_name(service), route_prefix=config.route_prefix(service))
+    return config.public_url
+
+
+def stop_services(config: NetworkConfig) -> None:
+    """Delete the network's Serve applications (those that run)."""
+    from ray import serve
+
+    running = serve.status().applications  # empty where Serve never started
+    for service in SERVICES:
+        if config.app_name(service) in running:
+            serve.delete(config.app_name(service))
 
 
 def connect(namespace: str = DEFAULT_NAMESPACE, prefix: str = "") -> Network:

@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator, Iterable
 
-from soma_ray.protocol.errors import ProtocolError
+from soma_ray.protocol.errors import BlobCorrupted, BlobNotFound, BlobTooLarge, InvalidChecksum, ProtocolError
 
 CHUNK_BYTES = 1024 * 1024
 STALE_TEMP_S = 600.0
@@ -62,29 +62,6 @@ _MAGIC = b"SOMABLB1"
 _HEADER = struct.Struct("<8sIQ32s")  # magic, chunk size, content size, seal
 _SEAL_DOMAIN = b"soma-blob-sidecar"
 _DIGEST = 32
-
-
-class BlobTooLarge(ProtocolError):
-    fields = ("size_at_least", "max")
-    template = "the blob is at least {size_at_least} bytes, the limit is {max}: nothing was stored"
-
-
-class BlobNotFound(ProtocolError):
-    fields = ("checksum",)
-    template = "no blob with checksum {checksum}"
-
-
-class BlobCorrupted(ProtocolError):
-    fields = ("checksum",)
-    template = (
-        "the stored copy of blob {checksum} is corrupted and was quarantined: it is not served;"
-        " uploading the same content again repairs it"
-    )
-
-
-class InvalidChecksum(ProtocolError):
-    fields = ("checksum", "reason")
-    template = "{checksum} is not a blob checksum: {reason}"
 
 
 @dataclass(frozen=True)

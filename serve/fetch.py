@@ -22,20 +22,10 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from soma_ray.protocol.errors import ProtocolError
+from soma_ray.protocol.errors import FetchError, FetchTooLarge
 
 MAX_REDIRECTS = 5
 CHUNK_BYTES = 64 * 1024
-
-
-class FetchError(ProtocolError):
-    fields = ("url", "reason")
-    template = "could not fetch {url}: {reason}"
-
-
-class FetchTooLarge(ProtocolError):
-    fields = ("url", "size", "max")
-    template = "{url} is at least {size} bytes, the limit is {max}"
 
 
 async def fetch_bytes(url: str, max_bytes: int, timeout_s: float) -> bytes:

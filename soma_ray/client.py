@@ -24,13 +24,17 @@ from soma_ray.http_transport import HttpTransport
 from soma_ray.node.replies import SubmitReply, ValidatorStatus
 from soma_ray.protocol import errors
 from soma_ray.protocol.crypto import Keypair
-from soma_ray.protocol.encoding import decode, encode
+from soma_ray.protocol.encoding import blake2b256, decode, encode
 from soma_ray.protocol.execution import sign_transaction
+from soma_ray.protocol.state import MODEL, SUBMISSION, TARGET
 from soma_ray.protocol.types import (
-    Account, Checkpoint, SystemState, Transaction, TransactionEffects, TransactionKind, Transfer,
+    Account, Checkpoint, Model, Submission, SystemState, Target, Transaction, TransactionEffects,
+    TransactionKind, Transfer,
 )
 
 DEFAULT_FINALITY_TIMEOUT_S = 60.0
+# How long a blob download may take.
+DOWNLOAD_TIMEOUT_S = 600.0
 # The gateway a chain name stands for.
 CHAIN_URLS = {"localnet": "http://127.0.0.1:8000"}
 # Execution failures raised before the sender's nonce increments (spec §2): the nonce stays free.
@@ -49,6 +53,16 @@ class FinalityTimeout(TimeoutError):
     def __init__(self, timeout_s: float):
         self.timeout_s = timeout_s
         super().__init__(f"the transaction was not finalized within {timeout_s} s")
+
+
+async def _download(url: str, size: int, checksum: bytes) -> bytes:
+    """The bytes at `url`, which must be `size` long with BLAKE2b-256 `checksum` (FetchError)."""
+    from serve.fetch import FetchError, fetch_bytes
+
+    data = await fetch_bytes(url, size, DOWNLOAD_TIMEOUT_S)
+    if len(data) != size or blake2b256(data) != bytes(checksum):
+        raise FetchError(url=url, reason=f"not the {size} bytes the chain names (size or checksum differs)")
+    return data
 
 
 async def _finality(awaitable, timeout_s: float):
@@ -118,6 +132,7 @@ class SomaClient:
         self.rpc_url = rpc_url or (None if namespace else CHAIN_URLS[chain])
         self._ray_path = (namespace, prefix, address)
         self._transport = None
+        self._services: HttpTransport | None = None  # blob store and scoring, on the Ray path
         self._nonces: dict[bytes, _KeyNonces] = {}  # by sender, for `execute`
         self._queued: list[tuple[bytes, asyncio.Future]] = []  # submissions not yet sent
         self._sending: set[asyncio.Task] = set()
@@ -135,9 +150,10 @@ class SomaClient:
         return self
 
     async def close(self) -> None:
-        """Release the HTTP session (nothing to do on the Ray path)."""
-        if isinstance(self._transport, HttpTransport):
-            await self._transport.close()
+        """Release the HTTP sessions."""
+        for transport in (self._transport, self._services):
+            if isinstance(transport, HttpTransport):
+                await transport.close()
 
     @property
     def network(self):
@@ -175,6 +191,58 @@ class SomaClient:
     async def status(self) -> list[ValidatorStatus | None]:
         """Each validator's status, None for one that does not answer."""
         return await self._transport.status()
+
+    # ------------------------------------------------------------------ blobs and weights
+
+    def _public(self) -> HttpTransport:
+        """The public services (blob store, scoring) over HTTP, on the Ray path too."""
+        if isinstance(self._transport, HttpTransport):
+            return self._transport
+        if self._services is None:
+            self._services = HttpTransport(self.network.config.public_url)
+        return self._services
+
+    async def upload(self, data: bytes, kind: str = "data") -> str:
+        """Put `data` (a submission's data, or with kind="weights" encrypted weights) into the
+        network's blob store; returns its URL (its name is the chain's checksum of it)."""
+        return (await self._public().upload(bytes(data), kind))["url"]
+
+    @staticmethod
+    def encrypt_weights(data: bytes) -> tuple[bytes, bytes]:
+        """(encrypted weights, the 32-byte key) of a weights file's bytes."""
+        from soma_ray.model.encryption import encrypt_bytes
+
+        return encrypt_bytes(data)
+
+    @staticmethod
+    def decrypt_weights(data: bytes, key: bytes) -> bytes:
+        from soma_ray.model.encryption import decrypt_bytes
+
+        return decrypt_bytes(data, key)
+
+    async def fetch_model(self, model_id: bytes) -> bytes:
+        """A revealed model's weights file, downloaded from its manifest, checked and decrypted."""
+        model = await self.get_object(MODEL, bytes(model_id), Model)
+        if model is None:
+            raise errors.ObjectNotFound(kind="model", id=bytes(model_id))
+        if model.weights_manifest is None or not model.decryption_key:
+            raise errors.ModelHasNoWeights(model_id=bytes(model_id))
+        manifest = model.weights_manifest
+        encrypted = await _download(manifest.url, manifest.size, manifest.checksum)
+        return self.decrypt_weights(encrypted, model.decryption_key)
+
+    async def fetch_submission_data(self, target_id: bytes) -> bytes:
+        """The data a filled target's submission revealed, downloaded and checked against its
+        hash and size."""
+        target = await self.get_object(TARGET, bytes(target_id), Target)
+        if target is None:
+            raise errors.ObjectNotFound(kind="target", id=bytes(target_id))
+        submission = None if target.submission_id is None else (
+            await self.get_object(SUBMISSION, target.submission_id, Submission))
+        if submission is None or submission.revealed is None:
+            raise errors.NoRevealedSubmission(target_id=bytes(target_id))
+        revealed = submission.revealed
+        return await _download(revealed.data_url, revealed.data_size, revealed.data_hash)
 
     # ------------------------------------------------------------------ epochs
 

@@ -9,6 +9,7 @@ Layout of a data dir (one per network):
     DIR/validator-<i>/db       validator i's LMDB store
     DIR/validator-<i>/validator.key   its secret key, when `keys == "files"` (mode 0600)
     DIR/feeds/<name>.cursor    the last checkpoint sequence feed subscriber <name> acknowledged
+    DIR/blobs/                 the blob store: submission data and encrypted weights
 
 Every actor is found by name (`<prefix>validator-<i>`, `<prefix>epoch-clock`) in the network's
 Ray namespace, so a CLI in another process, a client or a restarted peer reaches it without
@@ -72,6 +73,10 @@ class NetworkConfig:
     genesis_file: str | None = None
     # Ray options per actor kind, merged over DEFAULT_PLACEMENT (see `actor_resources`).
     placement: dict = field(default_factory=dict)
+    # Where Ray Serve's HTTP proxy listens: the gateway, blob store and scoring service (the
+    # public surface; a Ray cluster runs one proxy, so the first network's setting holds).
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
 
     # ------------------------------------------------------------------ names
 
@@ -82,10 +87,30 @@ class NetworkConfig:
     def clock_name(self) -> str:
         return f"{self.prefix}epoch-clock"
 
+    def app_name(self, service: str) -> str:
+        """The Serve application name of `service` ("gateway", "blobs", "scoring")."""
+        return f"{self.prefix}{service}"
+
+    def route_prefix(self, service: str) -> str:
+        """Its HTTP route: the gateway at the root ("/" or, for a prefixed test network,
+        "/<prefix>"), the blob store and scoring service below it."""
+        root = "/" + self.prefix.strip("-") if self.prefix else ""
+        return (root or "/") if service == "gateway" else f"{root}/{service}"
+
+    @property
+    def public_url(self) -> str:
+        """The gateway's URL, as participants reach it."""
+        route = self.route_prefix("gateway")
+        return f"http://{self.http_host}:{self.http_port}{'' if route == '/' else route}"
+
     # ------------------------------------------------------------------ the data dir
 
     def validator_dir(self, index: int) -> Path:
         return Path(self.data_dir) / f"validator-{index}"
+
+    @property
+    def blobs_dir(self) -> Path:
+        return Path(self.data_dir) / "blobs"
 
     def feed_cursor_path(self, subscriber: str) -> Path:
         return Path(self.data_dir) / "feeds" / f"{subscriber}.cursor"

@@ -5,6 +5,7 @@ raises `GatewayUnavailable`."""
 from __future__ import annotations
 
 import aiohttp
+import msgspec
 
 from soma_ray import wire
 from soma_ray.node.replies import SubmitReply, ValidatorStatus
@@ -41,11 +42,12 @@ class HttpTransport:
             self._session = None
 
     async def _request(self, method: str, path: str, body: bytes | None = None,
-                       params: dict | None = None, missing_ok: bool = False) -> bytes | None:
+                       params: dict | None = None, missing_ok: bool = False,
+                       content_type: str = wire.MSGPACK) -> bytes | None:
         """The reply body; None for a 404 when `missing_ok`; raises the typed error of a 4xx."""
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S))
-        headers = {"Accept": wire.MSGPACK, "Content-Type": wire.MSGPACK}
+        headers = {"Accept": wire.MSGPACK, "Content-Type": content_type}
         try:
             async with self._session.request(method, self.url + path, data=body, params=params,
                                              headers=headers) as response:
@@ -97,6 +99,11 @@ class HttpTransport:
     async def health(self) -> wire.Health:
         return decode(await self._request("GET", "/health"), wire.Health)
 
+    async def upload(self, data: bytes, kind: str) -> dict:
+        """PUT `data` into the blob store (`kind` "data" or "weights"): {url, checksum, size}."""
+        return msgspec.json.decode(await self._request("PUT", f"/blobs/{kind}", data,
+                                                       content_type="application/octet-stream"))
+
     async def advance_epoch(self) -> int:
         return decode(await self._request("POST", "/epoch/advance"), wire.EpochReply).epoch
 
@@ -106,9 +113,20 @@ class HttpTransport:
 
 
 def _typed_error(status: int, content: bytes) -> errors.ProtocolError:
-    """The typed error a 4xx carries (an undecodable body still says what happened)."""
+    """The typed error a 4xx carries, in msgpack or in JSON (an undecodable body still says
+    what happened)."""
     try:
         return errors.error_from_struct(decode(content, errors.ExecutionError))
     except errors.ProtocolError:
+        pass
+    try:
+        body = msgspec.json.decode(content, type=_JsonError)
+        return errors.error_from_struct(errors.ExecutionError(body.error, sorted(body.fields.items())))
+    except msgspec.DecodeError:
         return errors.UnknownProtocolError(error_code=f"HTTP {status}",
                                            detail=content[:200].decode(errors="replace"))
+
+
+class _JsonError(msgspec.Struct):
+    error: str
+    fields: dict[str, object] = {}

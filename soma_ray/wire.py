@@ -66,32 +66,9 @@ class Health(Struct):
     localnet: bool
 
 
-# The gateway's own refusals (protocol/errors.py's ERROR_MODULES lists this module, so a client
-# decodes them whatever it imported).
-class RouteNotFound(errors.ProtocolError):
-    fields = ("method", "path")
-    template = "no route {method} {path}"
-
-
-class LocalnetOnly(errors.ProtocolError):
-    fields = ("operation",)
-    template = "{operation} is only available on a localnet"
-
-
-class FaucetRateLimited(errors.ProtocolError):
-    fields = ("retry_after_s",)
-    template = "this address used the faucet too often; try again in {retry_after_s} s"
-
-
-class EpochNotReached(errors.ProtocolError):
-    fields = ("epoch", "current", "timeout_s")
-    template = "epoch {epoch} did not begin within {timeout_s} s (still {current})"
-
-
-class NotFound(errors.ProtocolError):
-    fields = ("what",)
-    template = "{what} not found"
-
+# The gateway's own refusals (defined and registered with every other typed error).
+RouteNotFound, NotFound, LocalnetOnly = errors.RouteNotFound, errors.NotFound, errors.LocalnetOnly
+FaucetRateLimited, EpochNotReached = errors.FaucetRateLimited, errors.EpochNotReached
 
 # Refusals that say "later", not "wrong": the client may retry the same request.
 _RETRY_LATER = {"MempoolFull", "SenderPoolFull", FaucetRateLimited.__name__}

@@ -92,7 +92,7 @@ _P = TypeVar("_P", bound=ProtocolError)
 
 # Pure modules outside this one whose ProtocolError subclasses are registered as a whole (see the
 # module docstring). Imported on the first lookup, not here: each of them imports this module.
-ERROR_MODULES = ("serve.errors", "soma_ray.wire")
+ERROR_MODULES = ("serve.errors",)
 
 _registry: dict[str, type[ProtocolError]] = {}
 _modules_loaded = False
@@ -324,6 +324,43 @@ TargetNotFilled = _error(
     "the target is {status}: only a Filled target can be challenged or claimed "
     "(or an Open target once its epoch has ended)",
 )
+
+# Off-chain reads of what the chain names (the SDK, the target index).
+ModelHasNoWeights = _error(
+    "ModelHasNoWeights", ("model_id",),
+    "model {model_id} has no revealed weights (no manifest or decryption key on chain yet)",
+)
+NoRevealedSubmission = _error(
+    "NoRevealedSubmission", ("target_id",), "target {target_id} has no revealed submission",
+)
+
+# The gateway's refusals of a request (serve/gateway.py, re-exported by soma_ray.wire).
+RouteNotFound = _error("RouteNotFound", ("method", "path"), "no route {method} {path}")
+NotFound = _error("NotFound", ("what",), "{what} not found")
+LocalnetOnly = _error("LocalnetOnly", ("operation",), "{operation} is only available on a localnet")
+FaucetRateLimited = _error(
+    "FaucetRateLimited", ("retry_after_s",),
+    "this address used the faucet too often; try again in {retry_after_s} s",
+)
+EpochNotReached = _error(
+    "EpochNotReached", ("epoch", "current", "timeout_s"),
+    "epoch {epoch} did not begin within {timeout_s} s (still {current})",
+)
+
+# The blob store (serve/blobs.py) and downloads (serve/fetch.py), re-exported there.
+BlobTooLarge = _error(
+    "BlobTooLarge", ("size_at_least", "max"),
+    "the blob is at least {size_at_least} bytes, the limit is {max}: nothing was stored",
+)
+BlobNotFound = _error("BlobNotFound", ("checksum",), "no blob with checksum {checksum}")
+BlobCorrupted = _error(
+    "BlobCorrupted", ("checksum",),
+    "the stored copy of blob {checksum} is corrupted and was quarantined: it is not served;"
+    " uploading the same content again repairs it",
+)
+InvalidChecksum = _error("InvalidChecksum", ("checksum", "reason"), "{checksum} is not a blob checksum: {reason}")
+FetchError = _error("FetchError", ("url", "reason"), "could not fetch {url}: {reason}")
+FetchTooLarge = _error("FetchTooLarge", ("url", "size", "max"), "{url} is at least {size} bytes, the limit is {max}")
 
 
 # Consensus core (raised by soma_ray.consensus, re-exported by soma_ray.consensus.errors).

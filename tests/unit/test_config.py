@@ -86,3 +86,14 @@ def test_placement_gives_each_validator_its_own_resource_and_defaults_to_no_cpu(
     assert placed.actor_resources("clock") == {"num_cpus": 0, "resources": {"head": 0.01}}
     save_config(placed)  # placement travels in network.json with the rest
     assert load_config(str(tmp_path)).placement == placed.placement
+
+
+def test_service_routes_and_the_public_url(tmp_path):
+    plain = NetworkConfig(data_dir=str(tmp_path))
+    assert (plain.route_prefix("gateway"), plain.route_prefix("blobs")) == ("/", "/blobs")
+    assert plain.public_url == "http://127.0.0.1:8000"
+    prefixed = NetworkConfig(data_dir=str(tmp_path), prefix="gw-1a2b-", http_port=9001)
+    assert prefixed.route_prefix("gateway") == "/gw-1a2b"
+    assert prefixed.route_prefix("scoring") == "/gw-1a2b/scoring"
+    assert prefixed.public_url == "http://127.0.0.1:9001/gw-1a2b"
+    assert prefixed.app_name("blobs") == "gw-1a2b-blobs"

@@ -133,3 +133,18 @@ def test_embedding_commitment_refuses_nan_and_other_dtypes():
     assert err.value.index == 1
     with pytest.raises(MalformedInput):
         embedding_commitment(np.array([0.0, 1.0]))
+
+
+def test_bytes_round_trip_matches_the_file_format(tmp_path):
+    from soma_ray.model.encryption import decrypt_bytes, decrypt_weights, encrypt_bytes
+
+    data = os.urandom(3 * CHUNK_BYTES // 2)
+    sealed, key = encrypt_bytes(data)
+    assert decrypt_bytes(sealed, key) == data
+    (tmp_path / "sealed").write_bytes(sealed)  # the bytes are a valid encrypted file
+    decrypt_weights(tmp_path / "sealed", tmp_path / "plain", key)
+    assert (tmp_path / "plain").read_bytes() == data
+    with pytest.raises(DecryptionError):
+        decrypt_bytes(sealed[:-1], key)
+    with pytest.raises(DecryptionError):
+        decrypt_bytes(sealed, bytes(32))

@@ -1,0 +1,68 @@
+"""A localnet's public services as `start_services` deploys them: the gateway, the blob store
+under it and the scoring service, reached by the SDK over HTTP alone."""
+import pytest
+import requests
+
+from actors.network import start_services, stop_services
+from localnet_helpers import run, start_network
+from soma_ray.client import SomaClient
+from soma_ray.protocol.encoding import blake2b256
+from soma_ray.protocol.errors import ProtocolError
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+
+
+@pytest.fixture(scope="module")
+def services(ray_session, serve_url, tmp_path_factory):
+    port = int(serve_url.rsplit(":", 1)[1])
+    network = start_network(tmp_path_factory, "svc", epoch_duration_ms=3_600_000, http_port=port)
+    url = start_services(network.config, scoring_device="cpu")
+    yield network, url
+    network.stop()  # takes the services off Serve too
+
+
+def test_the_sdk_reaches_gateway_blobs_and_scoring_at_one_url(services):
+    network, url = services
+    assert url == network.config.public_url and url.endswith(network.config.route_prefix("gateway"))
+
+    async def scenario():
+        client = await SomaClient(rpc_url=url)
+        try:
+            data = b"some data a miner found"
+            blob_url = await client.upload(data)
+            fetched = requests.get(blob_url, timeout=30).content
+            health = await client._transport.health()
+            return blob_url, fetched, health
+        finally:
+            await client.close()
+
+    blob_url, fetched, health = run(scenario())
+    assert blob_url.startswith(url + "/blobs/") and blob_url.endswith(blake2b256(fetched).hex())
+    assert fetched == b"some data a miner found"
+    assert health.validators_up == 4
+    scoring = requests.get(f"{url}/scoring/health", timeout=60)
+    assert scoring.status_code == 200 and scoring.json()["device"] == "cpu"
+
+
+def test_oversized_data_is_refused_by_the_blob_store_with_its_typed_error(services):
+    network, url = services
+    limit = network.config.genesis_config().parameters.max_submission_bytes
+
+    async def scenario():
+        client = await SomaClient(rpc_url=url)
+        try:
+            await client.upload(b"\0" * (limit + 1))
+        finally:
+            await client.close()
+
+    with pytest.raises(ProtocolError) as refused:
+        run(scenario())
+    assert refused.value.code == "BlobTooLarge"
+
+
+def test_stopping_the_network_takes_its_services_off_serve(services):
+    network, url = services
+    stop_services(network.config)
+    assert requests.get(f"{url}/health", timeout=30).status_code == 404
+    start_services(network.config, scoring_device="cpu")  # back for the module's teardown
+    assert requests.get(f"{url}/health", timeout=60).status_code == 200
