@@ -41,9 +41,12 @@ def wait_for_sequence(network: net.Network, at_least: int, indices=None) -> dict
         time.sleep(0.02)
 
 
-async def sequential_latencies(network: net.Network, count: int) -> list[float]:
+async def in_cluster_client(network: net.Network) -> SomaClient:
+    return await SomaClient(namespace=network.config.namespace, prefix=network.config.prefix)
+
+
+async def sequential_latencies(client: SomaClient, count: int) -> list[float]:
     """One transfer at a time: submit-to-finality latency without queueing."""
-    client = await SomaClient(namespace=network.config.namespace, prefix=network.config.prefix)
     sender, recipient = preset_keypair("user", 3), preset_keypair("bench-recipient", 0).address
     latencies = []
     for _ in range(count):
@@ -53,9 +56,8 @@ async def sequential_latencies(network: net.Network, count: int) -> list[float]:
     return latencies
 
 
-async def transfers(network: net.Network, senders: int, per_sender: int) -> tuple[float, list[float]]:
+async def transfers(client: SomaClient, senders: int, per_sender: int) -> tuple[float, list[float]]:
     """Every sender pipelines `per_sender` transfers (consecutive nonces, all in flight at once)."""
-    client = await SomaClient(namespace=network.config.namespace, prefix=network.config.prefix)
     base_fee = (await client.get_system_state()).parameters.base_fee
     recipient = preset_keypair("bench-recipient", 0).address
     signed = []
@@ -77,6 +79,10 @@ async def transfers(network: net.Network, senders: int, per_sender: int) -> tupl
     return len(signed) / (time.perf_counter() - start), latencies
 
 
+async def in_cluster(network: net.Network, measure):
+    return await measure(await in_cluster_client(network))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--validators", type=int, default=4)
@@ -96,10 +102,11 @@ def main() -> None:
     first = time.perf_counter()
     print(f"start: actors ready {launched - started:.2f} s, first checkpoint after {first - started:.2f} s")
 
-    alone = asyncio.run(sequential_latencies(network, 30))
+    alone = asyncio.run(in_cluster(network, lambda client: sequential_latencies(client, 30)))
     print(f"one transfer at a time (incl. reading the nonce): p50 {percentile(alone, 0.5) * 1000:.0f} ms, "
           f"p99 {percentile(alone, 0.99) * 1000:.0f} ms")
-    rate, latencies = asyncio.run(transfers(network, args.senders, args.per_sender))
+    rate, latencies = asyncio.run(in_cluster(
+        network, lambda client: transfers(client, args.senders, args.per_sender)))
     print(f"{len(latencies)} transfers in flight at once: {rate:.1f} finalized tx/s, latency "
           f"p50 {percentile(latencies, 0.5) * 1000:.0f} ms, p99 {percentile(latencies, 0.99) * 1000:.0f} ms, "
           f"mean {statistics.mean(latencies) * 1000:.0f} ms")
