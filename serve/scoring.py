@@ -1,0 +1,774 @@
+"""The scoring service: one request scores a piece of data under all of a target's models.
+
+Two Serve deployments make the application `scoring_app(...)` builds:
+
+- `ScoringIngress` (the app's ingress, no CPU reserved): the HTTP routes and the Python path.
+  It checks and bounds the request, downloads `data_url` if given, fans the request out as one
+  sub-call per model to `ScoringService` (handle calls with `multiplexed_model_id` = the weights
+  checksum in hex), retries sub-calls whose replica died, and combines the per-model scores with
+  the rule of `soma_ray.model.score` (lowest loss wins, first on ties, a NaN never wins).
+- `ScoringService` (the model replicas: a GPU each when the cluster has one, CPU otherwise):
+  `@serve.multiplexed` loads weights by checksum (download, size and checksum check, decrypt,
+  `load_weights`, all but the download off the event loop) into an LRU bounded by count and
+  bytes; `@serve.batch` gathers sub-calls across callers, and each batch runs `score_many` once
+  per (model, seed) group on one compute thread.
+
+The fan-out goes to a second deployment rather than back into the first because a request
+waiting for its sub-calls holds one of its replica's `max_ongoing_requests` slots: requests and
+sub-calls sharing one deployment deadlock once waiting requests fill every slot.
+
+Wire format (msgspec Structs; msgpack, or JSON when the request's Content-Type says so):
+
+    POST {prefix}/score   ScoreRequest  -> ScoreResponse
+    GET  {prefix}/health  -> JSON: device, replicas, models cached, loads, batches, mean batch size
+
+Errors are `{"error": CODE, "fields": {...}}` (serve/errors.py), 4xx for anything about the
+request. In the cluster: `serve.get_app_handle(name).score.remote(ScoreRequest(...))` returns a
+`ScoreResponse` or raises the same typed errors. docs/scoring.md has the details and figures.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import dataclasses
+import hashlib
+import hmac
+import itertools
+import logging
+import math
+import os
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Annotated, Any, Callable, Literal, Sequence
+
+import msgspec
+import numpy as np
+from ray import serve
+
+from serve.errors import (
+    DataUnavailable,
+    ModelUnavailable,
+    RequestTooLarge,
+    ScoringTimeout,
+    ScoringUnavailable,
+    error_body,
+    http_status,
+)
+from serve.fetch import FetchError, FetchTooLarge, fetch_bytes
+from soma_ray.model.config import V1Config
+from soma_ray.model.encryption import KEY_BYTES, decrypt_weights
+from soma_ray.model.errors import DecryptionError, ModelError
+from soma_ray.model.scoring import ModelScore, ScoreResult, cosine_distance, score_many
+from soma_ray.protocol.errors import DataTooLarge, MalformedInput, ProtocolError, ZeroEmbedding
+from soma_ray.protocol.params import Parameters
+from soma_ray.protocol.targets import as_embedding
+from soma_ray.protocol.types import WeightsManifest
+
+log = logging.getLogger(__name__)
+
+GIB = 1 << 30
+CHECKSUM_BYTES = 32
+MAX_SEED = (1 << 63) - 1  # seed + batch index must fit arrgen's u64
+# A load may run this much past its request's deadline, so that a request out of time fails
+# with ScoringTimeout (from the ingress) rather than racing a download timeout; a timed-out
+# request cancels its sub-calls anyway.
+LOAD_GRACE_S = 1.0
+
+
+# --- wire types -----------------------------------------------------------------------------
+
+class ModelManifest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """One of the target's models: where its encrypted weights are and how to open them."""
+
+    model_id: bytes  # the chain's model id; named in errors only
+    url: str
+    checksum: bytes  # plain BLAKE2b-256 of the encrypted bytes (WeightsManifest.checksum)
+    size: Annotated[int, msgspec.Meta(ge=0)]
+    decryption_key: bytes
+
+    @classmethod
+    def of(cls, model_id: bytes, manifest: WeightsManifest, key: bytes) -> ModelManifest:
+        return cls(model_id=bytes(model_id), url=manifest.url, checksum=bytes(manifest.checksum),
+                   size=manifest.size, decryption_key=bytes(key))
+
+
+class ScoreRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Score `data` (or the bytes at `data_url`) under every model of `manifests`.
+
+    `target_embedding` is little-endian float32 bytes (or, for JSON, a list of numbers rounded
+    to float32). `data_size`, when given with `data_url`, is checked before the download and
+    against it. `timeout_s` shortens the service's request timeout (it cannot lengthen it).
+    """
+
+    manifests: list[ModelManifest]
+    target_embedding: bytes | list[float]
+    data: bytes | None = None
+    data_url: str | None = None
+    data_size: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    seed: Annotated[int, msgspec.Meta(ge=0, le=MAX_SEED)] = 0
+    timeout_s: Annotated[float, msgspec.Meta(gt=0)] | None = None
+
+
+class ScoreResponse(msgspec.Struct, frozen=True):
+    """`soma_ray.model.score`'s result: `winner` indexes the request's manifests."""
+
+    winner: int
+    loss_score: float  # the winner's loss
+    embedding: bytes  # the winner's embedding, little-endian float32 [D]
+    distance: float  # cosine distance of the winner's embedding to the target
+    losses: list[float]  # one per manifest, in request order
+
+    def embedding_array(self) -> np.ndarray:
+        return np.frombuffer(self.embedding, dtype="<f4").astype(np.float32)
+
+    @classmethod
+    def of(cls, result: ScoreResult) -> ScoreResponse:
+        return cls(winner=result.winner, loss_score=result.loss,
+                   embedding=np.asarray(result.embedding, dtype="<f4").tobytes(),
+                   distance=result.distance, losses=list(result.losses))
+
+
+# --- settings -------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class ScoringSettings:
+    """Everything both deployments need to know, fixed when the application is built."""
+
+    config: V1Config
+    device: str  # "cpu" or "cuda"
+    max_models_per_replica: int  # the multiplexed cache's count bound (bytes folded in)
+    max_cache_bytes: int
+    model_bytes: int  # float32 parameter bytes of one model of `config`
+    max_weights_bytes: int  # largest encrypted weights file accepted
+    max_submission_bytes: int
+    max_models_per_request: int
+    max_body_bytes: int
+    request_timeout_s: float
+    load_timeout_s: float
+    max_batch_size: int
+    batch_wait_timeout_s: float
+    min_replicas: int
+    max_replicas: int
+    cpus_per_replica: float
+    threads_per_replica: int
+    sub_call_retries: int
+    scratch_dir: str | None
+
+
+def parameter_bytes(config: V1Config) -> int:
+    """float32 bytes of one model's parameters (what a loaded model holds)."""
+    import torch
+
+    from soma_ray.model.network import V1Model
+
+    with torch.device("meta"):
+        return 4 * sum(p.numel() for p in V1Model(config).parameters())
+
+
+def weights_file_bound(config: V1Config) -> int:
+    """A generous bound on an encrypted weights file of `config`: the parameters, a safetensors
+    header (names, shapes, offsets, metadata: well under 64 KiB per layer), and the stream's
+    17 bytes per MiB message plus its 24-byte header."""
+    plain = parameter_bytes(config) + 65_536 * (config.num_layers + 1)
+    return plain + 17 * (plain // (1 << 20) + 2) + 24
+
+
+# --- requests: decoding and checks (pure) ----------------------------------------------------
+
+_JSON_TYPES = ("application/json", "text/json")
+
+
+def wants_json(content_type: str | None) -> bool:
+    return (content_type or "").split(";")[0].strip().lower() in _JSON_TYPES
+
+
+def decode_request(body: bytes, content_type: str | None = None) -> ScoreRequest:
+    """A ScoreRequest from a msgpack (default) or JSON body; MalformedInput otherwise."""
+    try:
+        if wants_json(content_type):
+            return msgspec.json.decode(body, type=ScoreRequest)
+        return msgspec.msgpack.decode(body, type=ScoreRequest)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise MalformedInput(reason=f"bad score request: {exc}") from None
+
+
+def as_request(request: Any) -> ScoreRequest:
+    """The Python path accepts a ScoreRequest, an equivalent dict, or msgpack bytes."""
+    if isinstance(request, ScoreRequest):
+        return request
+    if isinstance(request, (bytes, bytearray, memoryview)):
+        return decode_request(bytes(request))
+    try:
+        return msgspec.convert(request, ScoreRequest)
+    except msgspec.ValidationError as exc:
+        raise MalformedInput(reason=f"bad score request: {exc}") from None
+
+
+def target_of(request: ScoreRequest, dim: int) -> np.ndarray:
+    """The target embedding as float32 [dim]; the errors `cosine_distance` would raise later."""
+    vector = request.target_embedding
+    if isinstance(vector, list):
+        vector = np.asarray(vector, dtype=np.float32)
+    target = as_embedding(vector, dim)
+    if not target.any():
+        raise ZeroEmbedding()
+    return target
+
+
+def check_request(request: ScoreRequest, settings: ScoringSettings) -> np.ndarray:
+    """Every check that needs no download; returns the target embedding."""
+    count = len(request.manifests)
+    if not 1 <= count <= settings.max_models_per_request:
+        raise MalformedInput(
+            reason=f"{count} manifests, a request names 1 to {settings.max_models_per_request}")
+    if (request.data is None) == (request.data_url is None):
+        raise MalformedInput(reason="give exactly one of data and data_url")
+    limit = settings.max_submission_bytes
+    if request.data is not None:
+        if not request.data:
+            raise MalformedInput(reason="data is empty: scoring needs at least 1 byte")
+        if len(request.data) > limit:
+            raise DataTooLarge(size=len(request.data), max=limit)
+    elif request.data_size is not None:
+        if request.data_size > limit:
+            raise DataTooLarge(size=request.data_size, max=limit)
+        if request.data_size == 0:
+            raise MalformedInput(reason="data_size is 0: scoring needs at least 1 byte")
+    for m in request.manifests:
+        if len(m.checksum) != CHECKSUM_BYTES:
+            raise MalformedInput(reason=f"checksum of {len(m.checksum)} bytes, not 32")
+        if len(m.decryption_key) != KEY_BYTES:
+            raise MalformedInput(reason=f"decryption_key of {len(m.decryption_key)} bytes, "
+                                        f"not {KEY_BYTES}")
+        if m.size > settings.max_weights_bytes:
+            raise ModelUnavailable(
+                model_id=m.model_id, stage="size",
+                reason=f"the manifest declares {m.size} bytes, weights of this network's "
+                       f"config are at most {settings.max_weights_bytes}")
+    return target_of(request, settings.config.embedding_dim)
+
+
+def effective_timeout(request: ScoreRequest, settings: ScoringSettings) -> float:
+    if request.timeout_s is None:
+        return settings.request_timeout_s
+    return min(request.timeout_s, settings.request_timeout_s)
+
+
+def combine(scores: Sequence[ModelScore], target: np.ndarray) -> ScoreResult:
+    """The ScoreResult `soma_ray.model.score` gives for these per-model scores.
+
+    Interim: score() keeps its winner rule inline; once soma_ray/model/scoring.py exposes it
+    (see docs/scoring.md), this calls that instead of restating the one line below.
+    """
+    losses = [s.loss for s in scores]
+    winner = min(range(len(losses)), key=lambda i: (math.isnan(losses[i]), losses[i]))
+    embedding = scores[winner].embedding
+    return ScoreResult(winner, losses[winner], embedding, cosine_distance(embedding, target),
+                       losses)
+
+
+# --- weights (sync, run off the event loop) --------------------------------------------------
+
+@dataclasses.dataclass(eq=False)
+class LoadedModel:
+    """A model in the replica's cache, with what identifies the weights it came from."""
+
+    model: Any  # V1Model
+    checksum: bytes
+    size: int
+    key_digest: bytes
+    on_evict: Callable[[bytes], None] | None = None
+
+    def __del__(self) -> None:
+        # Serve calls this when its LRU evicts the model (and Python again at collection). It
+        # only reports: a batch may still be using the model, which is freed with the last
+        # reference to it.
+        callback, self.on_evict = self.on_evict, None
+        if callback is not None:
+            callback(self.checksum)
+
+    def check(self, manifest: ModelManifest) -> None:
+        """Refuse a manifest these weights would not load under: same checksum (the cache key)
+        but another size or key. A key other than the one that authenticated these exact bytes
+        cannot decrypt them (authenticated encryption), so refusing it is what a fresh load
+        would do; the request's answer never depends on what the cache holds."""
+        if manifest.size != self.size:
+            raise ModelUnavailable(
+                model_id=manifest.model_id, stage="size",
+                reason=f"the weights with this checksum are {self.size} bytes, "
+                       f"the manifest says {manifest.size}")
+        if not hmac.compare_digest(_key_digest(manifest.decryption_key), self.key_digest):
+            raise ModelUnavailable(
+                model_id=manifest.model_id, stage="decrypt",
+                reason="the key does not decrypt these weights")
+
+
+def _key_digest(key: bytes) -> bytes:
+    return hashlib.blake2b(key, digest_size=32).digest()
+
+
+def open_weights(manifest: ModelManifest, encrypted: bytes, config: V1Config,
+                 device: str = "cpu", scratch_dir: str | None = None) -> LoadedModel:
+    """Check, decrypt and load downloaded weights; ModelUnavailable names the failing stage.
+
+    Decryption works on files (soma_ray.model.encryption streams them), so the ciphertext goes
+    to a private temporary directory, is decrypted next to it and loaded from there; both files
+    are gone when this returns.
+    """
+    def unavailable(stage: str, reason: str) -> ModelUnavailable:
+        return ModelUnavailable(model_id=manifest.model_id, stage=stage, reason=reason)
+
+    if len(encrypted) != manifest.size:
+        raise unavailable("size", f"downloaded {len(encrypted)} bytes, the manifest says "
+                                  f"{manifest.size}")
+    if hashlib.blake2b(encrypted, digest_size=32).digest() != manifest.checksum:
+        raise unavailable("checksum", "the downloaded bytes do not match the manifest checksum")
+    from soma_ray.model.weights import load_weights
+
+    with tempfile.TemporaryDirectory(prefix="soma-scoring-", dir=scratch_dir) as tmp:
+        sealed, plain = os.path.join(tmp, "weights.enc"), os.path.join(tmp, "weights")
+        with open(sealed, "wb") as f:
+            f.write(encrypted)
+        try:
+            decrypt_weights(sealed, plain, manifest.decryption_key)
+        except DecryptionError as exc:
+            raise unavailable("decrypt", exc.reason) from None
+        os.unlink(sealed)
+        try:
+            model = load_weights(plain, config, device=device)
+        except ModelError as exc:
+            raise unavailable("load", str(exc)) from None
+    return LoadedModel(model, bytes(manifest.checksum), manifest.size,
+                       _key_digest(manifest.decryption_key))
+
+
+# --- the model replicas ----------------------------------------------------------------------
+
+# The manifest and deadline of the sub-call asking for a load. Serve's multiplexed loader gets
+# only the model id; it runs in the asking sub-call's task, so it sees that sub-call's context.
+_LOADING: contextvars.ContextVar[tuple[ModelManifest, float] | None] = contextvars.ContextVar(
+    "soma_scoring_loading", default=None)
+
+
+class ScoringService:
+    """Model replicas: multiplexed by weights checksum, batched across callers.
+
+    A plain class, made a deployment by scoring_app (so Ray pickles it by reference and the
+    replica imports this module, context variable included)."""
+
+    def __init__(self, settings: ScoringSettings) -> None:
+        import ray
+        import torch
+
+        self._settings = settings
+        if settings.device == "cpu":
+            torch.set_num_threads(settings.threads_per_replica)
+
+        async def load_model_by_checksum(model_id: str) -> LoadedModel:
+            return await self._load(model_id)
+
+        # Wired here, not as a class decorator, so the count bound is the deploy-time one.
+        self._get_model = serve.multiplexed(
+            max_num_models_per_replica=settings.max_models_per_replica)(load_model_by_checksum)
+        self._score_batch.set_max_batch_size(settings.max_batch_size)
+        self._score_batch.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
+        self._compute = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scoring")
+        self._cached: dict[bytes, int] = {}  # checksum -> encrypted size, of models held
+        self._loads = self._load_failures = self._batches = self._batched_items = 0
+        self._batches_running = 0
+        context = ray.get_runtime_context()
+        self._replica = serve.get_replica_context().replica_id.unique_id
+        self._actor_name = context.get_actor_name()
+        self._actor_id = context.get_actor_id()
+
+    async def _load(self, model_id: str) -> LoadedModel:
+        pending = _LOADING.get()
+        if pending is None or pending[0].checksum.hex() != model_id:
+            raise RuntimeError(f"load of {model_id} outside a score_model call")
+        manifest, deadline = pending
+        timeout = max(0.001, min(self._settings.load_timeout_s, deadline - time.monotonic()))
+        try:
+            try:
+                encrypted = await fetch_bytes(manifest.url, manifest.size, timeout)
+            except FetchTooLarge as exc:
+                raise ModelUnavailable(
+                    model_id=manifest.model_id, stage="size",
+                    reason=f"the download is at least {exc.size} bytes, the manifest says "
+                           f"{manifest.size}") from None
+            except FetchError as exc:
+                raise ModelUnavailable(model_id=manifest.model_id, stage="download",
+                                       reason=exc.reason) from None
+            loaded = await asyncio.to_thread(
+                open_weights, manifest, encrypted, self._settings.config, self._settings.device,
+                self._settings.scratch_dir)
+        except ModelUnavailable:
+            self._load_failures += 1
+            raise
+        self._loads += 1
+        self._cached[loaded.checksum] = loaded.size
+        loaded.on_evict = self._evicted
+        return loaded
+
+    def _evicted(self, checksum: bytes) -> None:
+        self._cached.pop(checksum, None)
+
+    async def score_model(self, manifest: ModelManifest, data: bytes, seed: int,
+                          budget_s: float) -> tuple[ModelScore, dict]:
+        """Score `data` under one model (the caller's multiplexed_model_id = its checksum)."""
+        model_id = serve.get_multiplexed_model_id()
+        if model_id != manifest.checksum.hex():
+            raise MalformedInput(reason="multiplexed_model_id must be the manifest checksum hex")
+        token = _LOADING.set((manifest, time.monotonic() + budget_s))
+        try:
+            loaded = await self._get_model(model_id)
+        finally:
+            _LOADING.reset(token)
+        loaded.check(manifest)
+        result = await self._score_batch(loaded, data, seed)
+        if isinstance(result, BaseException):
+            raise result
+        return result, self.stats()
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
+    async def _score_batch(self, models: list[LoadedModel], items: list[bytes],
+                           seeds: list[int]) -> list[ModelScore | Exception]:
+        """One Serve batch (Serve splits a batch by model id; grouped again here by model and
+        seed, so a mixed batch would be right too): score_many per group, one group at a time
+        on the compute thread. A group that fails gets its error, the others their scores."""
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, (loaded, seed) in enumerate(zip(models, seeds)):
+            groups.setdefault((id(loaded), seed), []).append(i)
+        results: list[ModelScore | Exception] = [None] * len(items)  # type: ignore[list-item]
+        loop = asyncio.get_running_loop()
+        self._batches += 1
+        self._batched_items += len(items)
+        self._batches_running += 1
+        try:
+            for (_, seed), rows in groups.items():
+                model = models[rows[0]].model
+                try:
+                    scores = await loop.run_in_executor(
+                        self._compute, score_many, model, [items[i] for i in rows], seed)
+                except Exception as exc:  # noqa: BLE001 - the group's callers get it
+                    scores = [exc] * len(rows)
+                for i, s in zip(rows, scores):
+                    results[i] = s
+        finally:
+            self._batches_running -= 1
+        return results
+
+    def stats(self) -> dict:
+        """This replica's counters (the ingress aggregates them for /health)."""
+        return {
+            "replica": self._replica,
+            "actor_name": self._actor_name,
+            "actor_id": self._actor_id,
+            "device": self._settings.device,
+            "models_cached": len(self._cached),
+            "cached_bytes": len(self._cached) * self._settings.model_bytes,
+            "loads": self._loads,
+            "load_failures": self._load_failures,
+            "batches": self._batches,
+            "batched_items": self._batched_items,
+            "batches_running": self._batches_running,
+        }
+
+
+# --- the ingress -----------------------------------------------------------------------------
+
+class ScoringIngress:
+    """HTTP routes and the Python path; fans a request out to ScoringService."""
+
+    def __init__(self, scorer, settings: ScoringSettings) -> None:
+        self._scorer = scorer
+        self._settings = settings
+        self._replicas: dict[str, dict] = {}  # latest stats of each scorer replica heard from
+        self._requests = self._failures = self._retried = 0
+
+    async def score(self, request: Any) -> ScoreResponse:
+        """Score one request; raises the typed errors of serve/errors.py."""
+        request = as_request(request)
+        self._requests += 1
+        try:
+            return await self._score(request)
+        except BaseException:
+            self._failures += 1
+            raise
+
+    async def _score(self, request: ScoreRequest) -> ScoreResponse:
+        target = check_request(request, self._settings)
+        timeout = effective_timeout(request, self._settings)
+        deadline = time.monotonic() + timeout
+        try:
+            async with asyncio.timeout(timeout):
+                data = request.data if request.data is not None else await self._fetch_data(
+                    request, deadline)
+                outcomes = await asyncio.gather(
+                    *(self._score_one(m, data, request.seed, deadline)
+                      for m in request.manifests),
+                    return_exceptions=True)
+        except TimeoutError:
+            raise ScoringTimeout(timeout_s=timeout) from None
+        for outcome in outcomes:  # the first failing model, in request order
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return ScoreResponse.of(combine(outcomes, target))
+
+    async def _fetch_data(self, request: ScoreRequest, deadline: float) -> bytes:
+        limit = self._settings.max_submission_bytes
+        url = request.data_url
+        try:
+            data = await fetch_bytes(url, limit, max(0.001, deadline - time.monotonic()))
+        except FetchTooLarge as exc:
+            raise DataTooLarge(size=exc.size, max=limit) from None
+        except FetchError as exc:
+            raise DataUnavailable(url=url, reason=exc.reason) from None
+        if request.data_size is not None and len(data) != request.data_size:
+            raise DataUnavailable(url=url, reason=f"{len(data)} bytes, the request declared "
+                                                  f"{request.data_size}")
+        if not data:
+            raise MalformedInput(reason="data is empty: scoring needs at least 1 byte")
+        return data
+
+    async def _score_one(self, manifest: ModelManifest, data: bytes, seed: int,
+                         deadline: float) -> ModelScore:
+        """One sub-call; sent again (to a live replica) when its replica dies under it."""
+        from ray.exceptions import RayActorError, RayTaskError
+
+        scorer = self._scorer.options(multiplexed_model_id=manifest.checksum.hex())
+        delay = 0.1
+        for attempt in itertools.count():
+            budget = max(0.0, deadline - time.monotonic()) + LOAD_GRACE_S
+            response = scorer.score_model.remote(manifest, data, seed, budget)
+            try:
+                result, stats = await response
+            except asyncio.CancelledError:
+                response.cancel()
+                raise
+            except RayActorError as exc:
+                if attempt >= self._settings.sub_call_retries:
+                    raise ScoringUnavailable(
+                        reason=f"a model replica failed {attempt + 1} times "
+                               f"({type(exc).__name__})") from None
+                log.warning("scoring sub-call for %s lost its replica (%s), retrying",
+                            manifest.checksum.hex(), type(exc).__name__)
+                self._retried += 1
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, 2.0)
+                continue
+            except RayTaskError as exc:
+                if isinstance(exc.cause, ProtocolError):
+                    raise exc.cause from None
+                raise
+            self._replicas[stats["replica"]] = stats
+            return result
+        raise AssertionError("unreachable")
+
+    async def health(self) -> dict:
+        """Device, replicas and counters (each scorer replica as it last reported)."""
+        try:
+            stats = await asyncio.wait_for(self._scorer.stats.remote(), timeout=10)
+            self._replicas[stats["replica"]] = stats
+        except Exception as exc:  # noqa: BLE001 - health reports what it can
+            log.warning("scoring health: no answer from a model replica (%s)", exc)
+        replicas = list(self._replicas.values())
+        batches = sum(r["batches"] for r in replicas)
+        items = sum(r["batched_items"] for r in replicas)
+        s = self._settings
+        return {
+            "device": s.device,
+            "replicas": len(replicas),
+            "models_cached": sum(r["models_cached"] for r in replicas),
+            "cached_bytes": sum(r["cached_bytes"] for r in replicas),
+            "loads": sum(r["loads"] for r in replicas),
+            "load_failures": sum(r["load_failures"] for r in replicas),
+            "batches": batches,
+            "mean_batch_size": items / batches if batches else 0.0,
+            "requests": self._requests,
+            "failed_requests": self._failures,
+            "retried_sub_calls": self._retried,
+            "max_models_per_replica": s.max_models_per_replica,
+            "max_cache_bytes": s.max_cache_bytes,
+            "model_bytes": s.model_bytes,
+            "embedding_dim": s.config.embedding_dim,
+            "max_seq_len": s.config.max_seq_len,
+        }
+
+    async def __call__(self, http_request) -> Any:
+        """POST {prefix}/score, GET {prefix}/health."""
+        from starlette.responses import JSONResponse, Response
+
+        scope = http_request.scope
+        path = scope.get("path", "")
+        root = scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root):]
+        path = path.rstrip("/") or "/"
+        method = http_request.method
+        if path == "/health":
+            if method != "GET":
+                return JSONResponse({"error": "MethodNotAllowed", "fields": {"method": method}},
+                                    status_code=405)
+            return JSONResponse(await self.health())
+        if path != "/score":
+            return JSONResponse({"error": "NotFound", "fields": {"path": path}}, status_code=404)
+        if method != "POST":
+            return JSONResponse({"error": "MethodNotAllowed", "fields": {"method": method}},
+                                status_code=405)
+        content_type = http_request.headers.get("content-type")
+        try:
+            body = await self._read_body(http_request)
+            response = await self.score(decode_request(body, content_type))
+        except ProtocolError as exc:
+            return JSONResponse(error_body(exc), status_code=http_status(exc))
+        except Exception:  # noqa: BLE001 - a bug here, not the request's fault
+            log.exception("scoring request failed")
+            return JSONResponse({"error": "InternalError", "fields": {}}, status_code=500)
+        if wants_json(content_type):
+            return Response(msgspec.json.encode(response), media_type="application/json")
+        return Response(msgspec.msgpack.encode(response), media_type="application/msgpack")
+
+    async def _read_body(self, http_request) -> bytes:
+        """The body, refused with RequestTooLarge past max_body_bytes (declared or counted)."""
+        limit = self._settings.max_body_bytes
+        declared = http_request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise RequestTooLarge(size=int(declared), max=limit)
+        body = bytearray()
+        async for chunk in http_request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise RequestTooLarge(size=len(body), max=limit)
+        return bytes(body)
+
+
+# --- the application -------------------------------------------------------------------------
+
+def choose_device(device: Literal["auto", "cpu", "cuda"] = "auto",
+                  resources: dict | None = None) -> str:
+    """"cuda" when asked for or ("auto") when the cluster has a GPU, else "cpu".
+
+    A replica asking for a GPU the cluster lacks would wait forever with no error, so "cuda"
+    on a cluster without one is refused here. `resources` defaults to ray.cluster_resources()
+    (Ray must then be connected).
+    """
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', not {device!r}")
+    if device == "cpu":
+        return "cpu"
+    if resources is None:
+        import ray
+
+        if not ray.is_initialized():
+            raise RuntimeError("device='auto'/'cuda' reads the cluster's resources: "
+                               "connect to Ray first (ray.init) or pass device='cpu'")
+        resources = ray.cluster_resources()
+    has_gpu = resources.get("GPU", 0) >= 1
+    if device == "cuda" and not has_gpu:
+        raise ValueError("device='cuda' but the cluster has no GPU")
+    return "cuda" if has_gpu else "cpu"
+
+
+def scoring_settings(config: V1Config | None = None, *,
+                     device: Literal["auto", "cpu", "cuda"] = "auto",
+                     max_models_per_replica: int = 8,
+                     max_cache_bytes: int = 16 * GIB,
+                     max_submission_bytes: int = Parameters().max_submission_bytes,
+                     max_models_per_request: int = 16,
+                     max_batch_size: int = 16,
+                     batch_wait_timeout_s: float = 0.005,
+                     request_timeout_s: float = 120.0,
+                     load_timeout_s: float = 600.0,
+                     min_replicas: int = 1,
+                     max_replicas: int | None = None,
+                     cpus_per_replica: float = 1,
+                     sub_call_retries: int = 8,
+                     scratch_dir: str | None = None,
+                     resources: dict | None = None) -> ScoringSettings:
+    """The settings `scoring_app` deploys with (see there); computed, not deployed.
+
+    `resources` stands for ray.cluster_resources() (read when it is None and Ray is connected).
+    """
+    import ray
+
+    config = config or V1Config.small()
+    chosen = choose_device(device, resources)
+    if resources is None:
+        resources = ray.cluster_resources() if ray.is_initialized() else {}
+    model_bytes = parameter_bytes(config)
+    by_bytes = max_cache_bytes // model_bytes
+    if by_bytes < 1:
+        raise ValueError(f"max_cache_bytes {max_cache_bytes} holds no model of {model_bytes} bytes")
+    if max_models_per_replica < 1 or max_batch_size < 1 or min_replicas < 1:
+        raise ValueError("max_models_per_replica, max_batch_size and min_replicas must be >= 1")
+    if max_replicas is None:
+        if chosen == "cuda":
+            max_replicas = max(1, int(resources.get("GPU", 1)))
+        else:
+            cpus = resources.get("CPU", cpus_per_replica)
+            max_replicas = max(1, min(2, int(cpus // max(cpus_per_replica, 1e-9))))
+    return ScoringSettings(
+        config=config,
+        device=chosen,
+        max_models_per_replica=min(max_models_per_replica, by_bytes),
+        max_cache_bytes=max_cache_bytes,
+        model_bytes=model_bytes,
+        max_weights_bytes=weights_file_bound(config),
+        max_submission_bytes=max_submission_bytes,
+        max_models_per_request=max_models_per_request,
+        # The body holds the data and the manifests (URL, ids, key): 4 KiB each is generous.
+        max_body_bytes=max_submission_bytes + 4096 * max_models_per_request + 65_536,
+        request_timeout_s=request_timeout_s,
+        load_timeout_s=load_timeout_s,
+        max_batch_size=max_batch_size,
+        batch_wait_timeout_s=batch_wait_timeout_s,
+        min_replicas=min_replicas,
+        max_replicas=max(max_replicas, min_replicas),
+        cpus_per_replica=cpus_per_replica,
+        threads_per_replica=max(1, int(cpus_per_replica)),
+        sub_call_retries=sub_call_retries,
+        scratch_dir=scratch_dir,
+    )
+
+
+def scoring_app(config: V1Config | None = None, *,
+                device: Literal["auto", "cpu", "cuda"] = "auto", **options: Any):
+    """The scoring application, for `serve.run(app, name=..., route_prefix="/scoring")`.
+
+    config: the network's model size (default V1Config.small(), the localnet's); weights of any
+      other size fail to load (ModelUnavailable, stage "load").
+    device: see choose_device; chosen now, from the cluster this process is connected to.
+    options (scoring_settings' keywords):
+      max_models_per_replica (8), max_cache_bytes (16 GiB): the cache bounds of each replica.
+        Every model of a network has the same size, so the byte bound is a count: the
+        multiplexed cache holds min(max_models_per_replica, max_cache_bytes // model bytes).
+      max_submission_bytes (the chain's, 1 MiB), max_models_per_request (16),
+      max_batch_size (16), batch_wait_timeout_s (5 ms), request_timeout_s (120),
+      load_timeout_s (600): one download + decrypt + load,
+      min_replicas (1), max_replicas (one per GPU; on CPU up to 2 within the cluster's CPUs),
+      cpus_per_replica (1; CPU replicas run that many torch threads),
+      sub_call_retries (8): sends of a sub-call whose replica died, scratch_dir (temp files).
+    """
+    settings = scoring_settings(config, device=device, **options)
+    actor_options: dict[str, Any] = {"num_cpus": settings.cpus_per_replica}
+    if settings.device == "cuda":
+        actor_options["num_gpus"] = 1
+    scorer = serve.deployment(ScoringService).options(
+        ray_actor_options=actor_options,
+        # At least max_batch_size x max_concurrent_batches (1), and far more: sub-calls wait
+        # in the replica's batch queue (cheap) instead of at the caller's router, which probes
+        # and backs off from a full replica; at 2 x max_batch_size, 192 concurrent sub-calls
+        # took 3x longer and batches averaged 1.4 items.
+        max_ongoing_requests=16 * settings.max_batch_size,
+        autoscaling_config={
+            "min_replicas": settings.min_replicas,
+            "max_replicas": settings.max_replicas,
+            "target_ongoing_requests": settings.max_batch_size,
+        },
+    ).bind(settings)
+    return serve.deployment(ScoringIngress).options(
+        ray_actor_options={"num_cpus": 0},
+        max_ongoing_requests=1000,
+        num_replicas=1,
+    ).bind(scorer, settings)
