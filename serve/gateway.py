@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException
 
 from actors.ray_transport import NoValidatorAvailable, RayTransport
 from soma_ray import wire
-from soma_ray.epoch_schedule import EpochWaitTimeout, epoch_end_ms
+from soma_ray.epoch_schedule import EpochWaitTimeout
 from soma_ray.node.replies import SubmitReply
 from soma_ray.protocol import errors
 from soma_ray.protocol.encoding import decode, encode
@@ -229,10 +229,7 @@ class Gateway:
 
     @app.get("/epoch")
     async def epoch(self, request: Request) -> Response:
-        system = await self._system()
-        duration = system.parameters.epoch_duration_ms
-        return _reply(request, wire.EpochInfo(system.epoch, system.epoch_start_timestamp_ms, duration,
-                                              epoch_end_ms(system.epoch_start_timestamp_ms, duration)))
+        return _reply(request, wire.epoch_info(await self._system()))
 
     @app.get("/epoch/wait")
     async def wait_for_epoch(self, request: Request) -> Response:

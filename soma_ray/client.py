@@ -21,6 +21,8 @@ from __future__ import annotations
 import asyncio
 
 from soma_ray.http_transport import HttpTransport
+from soma_ray.participant import ParticipantCalls
+from soma_ray.wire import EpochInfo, epoch_info
 from soma_ray.node.replies import SubmitReply, ValidatorStatus
 from soma_ray.protocol import errors
 from soma_ray.protocol.crypto import Keypair
@@ -122,7 +124,7 @@ class _KeyNonces:
         self.handed_back = {n for n in self.handed_back if n >= account_nonce}
 
 
-class SomaClient:
+class SomaClient(ParticipantCalls):
     """Async client of one network. `await SomaClient(...)` connects."""
 
     def __init__(self, chain: str = "localnet", rpc_url: str | None = None,
@@ -171,8 +173,9 @@ class SomaClient:
     async def get_system_state(self) -> SystemState:
         return decode(await self._transport.system_state(), SystemState)
 
-    async def get_epoch(self) -> int:
-        return (await self.get_system_state()).epoch
+    async def get_epoch(self) -> EpochInfo:
+        """The current epoch, when it started and when the next one is due (consensus ms)."""
+        return epoch_info(await self.get_system_state())
 
     async def get_checkpoint(self, sequence: int | None = None) -> Checkpoint | None:
         """A certified checkpoint (the latest when `sequence` is None)."""

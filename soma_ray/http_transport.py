@@ -76,9 +76,6 @@ class HttpTransport:
     async def system_state(self) -> bytes:
         return await self._request("GET", "/system")
 
-    async def epoch_info(self) -> wire.EpochInfo:
-        return decode(await self._request("GET", "/epoch"), wire.EpochInfo)
-
     async def get_checkpoint(self, sequence: int | None) -> tuple[bytes, bytes] | None:
         found = await self._request("GET", f"/checkpoints/{'latest' if sequence is None else sequence}",
                                     missing_ok=True)

@@ -29,6 +29,7 @@ import msgspec
 
 from soma_ray.protocol import errors
 from soma_ray.protocol.encoding import Struct
+from soma_ray.protocol.epoch import epoch_end_ms
 
 MSGPACK = "application/msgpack"
 JSON = "application/json"
@@ -53,6 +54,13 @@ class EpochInfo(Struct):
     epoch_start_ms: int
     epoch_duration_ms: int
     next_epoch_ms: int  # when the epoch clock asks for the next ChangeEpoch (consensus time)
+
+
+def epoch_info(system) -> EpochInfo:
+    """The EpochInfo of a SystemState."""
+    duration = system.parameters.epoch_duration_ms
+    return EpochInfo(system.epoch, system.epoch_start_timestamp_ms, duration,
+                     epoch_end_ms(system.epoch_start_timestamp_ms, duration))
 
 
 class EpochReply(Struct):

@@ -19,7 +19,7 @@ import numpy as np
 from soma_ray.model.encryption import CHUNK_BYTES, check_key
 from soma_ray.protocol.encoding import DOMAIN_MODEL_COMMITMENT
 from soma_ray.protocol.models import model_commitment
-from soma_ray.protocol.targets import as_embedding
+from soma_ray.protocol.targets import embedding_bytes
 from soma_ray.protocol.types import WeightsManifest
 
 
@@ -45,11 +45,6 @@ def weights_commitment(path: str | os.PathLike) -> bytes:
 def key_commitment(key: bytes) -> bytes:
     check_key(key)
     return model_commitment(bytes(key))
-
-
-def embedding_bytes(embedding: np.ndarray) -> bytes:
-    """Canonical encoding: little-endian float32 (NaN/inf or a non-vector is refused)."""
-    return as_embedding(embedding).astype("<f4").tobytes()
 
 
 def embedding_commitment(embedding: np.ndarray) -> bytes:

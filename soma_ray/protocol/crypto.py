@@ -47,6 +47,23 @@ class Keypair:
     def secret(self) -> bytes:
         return bytes(self._key)
 
+    @classmethod
+    def from_secret_key(cls, secret: str | bytes) -> "Keypair":
+        """The SDK's name: from the 32 secret bytes, their hex (0x optional) or `to_text`'s form."""
+        if isinstance(secret, str):
+            if secret.strip().startswith(_TEXT_PREFIX):
+                return cls.from_text(secret)
+            digits = secret.strip().removeprefix("0x")
+            try:
+                secret = bytes.fromhex(digits)
+            except ValueError:
+                raise MalformedInput(reason="a secret key is 64 hex digits") from None
+        return cls.from_secret(secret)
+
+    def to_secret_key(self) -> str:
+        """The secret as 0x-hex (what `from_secret_key` reads back). Keep it secret."""
+        return "0x" + self.secret.hex()
+
     def to_text(self) -> str:
         return _TEXT_PREFIX + self.secret.hex()
 

@@ -36,6 +36,11 @@ from soma_ray.protocol.types import (
 COMMITMENT_BYTES = 32
 
 
+# A loss crosses the chain in fixed point: loss_score = round(loss × LOSS_SCALE) (as distances
+# use DISTANCE_SCALE); audits compare the recomputed loss in the same scale.
+LOSS_SCALE = 10**9
+
+
 def submission_commitment(
     data_hash: bytes, data_size: int, model_id: bytes, embedding: bytes, loss_score: int, nonce: bytes
 ) -> bytes:

@@ -92,6 +92,12 @@ def as_embedding(vector, dim: int | None = None) -> np.ndarray:
     return array
 
 
+def embedding_bytes(embedding) -> bytes:
+    """The canonical encoding of an embedding: little-endian float32 (NaN/inf or a non-vector
+    is refused), as RevealModel and RevealSubmission carry it."""
+    return as_embedding(embedding).astype("<f4").tobytes()
+
+
 def _exact_dot(a: np.ndarray, b: np.ndarray) -> float:
     # A product of two float32 values has at most 48 significant bits, so the float64
     # elementwise product is exact; fsum then returns the correctly rounded exact sum.
