@@ -12,6 +12,7 @@ import ray
 
 from actors.epoch_clock import EpochClock
 from actors.handles import NetworkHandles, NetworkNotRunning, find_actor
+from actors.target_state import launch_target_state
 from actors.handles import connect as find_network
 from actors.validator import ValidatorActor
 from soma_ray.config import DEFAULT_NAMESPACE, NetworkConfig, prepare_data_dir
@@ -83,8 +84,50 @@ def launch_clock(config: NetworkConfig, detached: bool = False):
     return ray.remote(EpochClock).options(**options).remote(asdict(config))
 
 
+SERVICES = ("blobs", "scoring", "gateway")
+
+
 class Network(NetworkHandles):
-    """Handles to a running network's actors, with the launcher's stop and relaunch."""
+    """Handles to a running network's actors, with the launcher's stop and relaunch, and its
+    public services."""
+
+    target_state: object = None  # the target index, once start_services launched it
+
+    def start_services(self, scoring_device: str = "auto", detached: bool = False) -> str:
+        """Start the target index (it follows the checkpoint feed from 0) and deploy the network's
+        public surface on Ray Serve — the blob store, the scoring service and the gateway — and
+        return the gateway's URL. Serve's HTTP proxy starts on the config's host and port unless
+        this Ray cluster runs one already (then that one serves)."""
+        from ray import serve
+
+        from serve.blobs import blob_app
+        from serve.gateway import gateway_app
+        from serve.scoring import scoring_app
+
+        config = self.config
+        # A named actor lives while a handle to it does (or for good when detached): keep it.
+        self.target_state = launch_target_state(config, detached)
+        parameters = config.genesis_config().parameters
+        serve.start(http_options={"host": config.http_host, "port": config.http_port})
+        apps = {
+            "blobs": blob_app(str(config.blobs_dir), parameters.max_submission_bytes,
+                              parameters.model_max_weight_size, config.public_url),
+            "scoring": scoring_app(device=scoring_device, max_submission_bytes=parameters.max_submission_bytes),
+            "gateway": gateway_app(config.namespace, config.prefix, localnet=config.localnet),
+        }
+        for service in SERVICES:
+            serve.run(apps[service], name=config.app_name(service), route_prefix=config.route_prefix(service))
+        return config.public_url
+
+    def stop_services(self) -> None:
+        """Delete the network's Serve applications (those that run)."""
+        from ray import serve
+
+        config = self.config
+        running = serve.status().applications  # empty where Serve never started
+        for service in SERVICES:
+            if config.app_name(service) in running:
+                serve.delete(config.app_name(service))
 
     def stop_validator(self, index: int) -> None:
         """Kill validator `index` for good (Ray does not restart it); its disk stays."""
@@ -100,12 +143,14 @@ class Network(NetworkHandles):
     def stop(self) -> None:
         """Take its services off Serve, kill every actor of the network and wait until their
         names are free; their disks stay, so a later start resumes."""
-        stop_services(self.config)
+        self.stop_services()
         names = [self.config.validator_name(i) for i in range(self.config.validators)]
-        for handle in [*self.validators, self.clock]:
+        names += [self.config.clock_name, self.config.target_state_name]
+        for name in names:
+            handle = find_actor(name, self.config.namespace)
             if handle is not None:
                 ray.kill(handle, no_restart=True)
-        for name in [*names, self.config.clock_name]:
+        for name in names:
             _wait_until_gone(name, self.config.namespace)
 
 
@@ -128,42 +173,6 @@ def start(config: NetworkConfig, force_regenesis: bool = False, detached: bool =
     # Peers are found by name, so consensus starts only once all exist.
     ray.get([v.start_consensus.remote() for v in validators], timeout=ready_timeout_s)
     return Network(config, validators, clock)
-
-
-SERVICES = ("blobs", "scoring", "gateway")
-
-
-def start_services(config: NetworkConfig, scoring_device: str = "auto") -> str:
-    """Deploy the network's public surface on Ray Serve — the blob store, the scoring service and
-    the gateway — and return the gateway's URL. Serve's HTTP proxy starts on the config's host
-    and port unless this Ray cluster runs one already (then that one serves)."""
-    from ray import serve
-
-    from serve.blobs import blob_app
-    from serve.gateway import gateway_app
-    from serve.scoring import scoring_app
-
-    parameters = config.genesis_config().parameters
-    serve.start(http_options={"host": config.http_host, "port": config.http_port})
-    apps = {
-        "blobs": blob_app(str(config.blobs_dir), parameters.max_submission_bytes,
-                          parameters.model_max_weight_size, config.public_url),
-        "scoring": scoring_app(device=scoring_device, max_submission_bytes=parameters.max_submission_bytes),
-        "gateway": gateway_app(config.namespace, config.prefix, localnet=config.localnet),
-    }
-    for service in SERVICES:
-        serve.run(apps[service], name=config.app_name(service), route_prefix=config.route_prefix(service))
-    return config.public_url
-
-
-def stop_services(config: NetworkConfig) -> None:
-    """Delete the network's Serve applications (those that run)."""
-    from ray import serve
-
-    running = serve.status().applications  # empty where Serve never started
-    for service in SERVICES:
-        if config.app_name(service) in running:
-            serve.delete(config.app_name(service))
 
 
 def connect(namespace: str = DEFAULT_NAMESPACE, prefix: str = "") -> Network:

@@ -13,8 +13,12 @@ import random
 
 import ray
 
-from actors.handles import NetworkHandles, connect
+from actors.handles import NetworkHandles, connect, find_actor
 from soma_ray.node.replies import SubmitReply, ValidatorStatus
+from soma_ray.protocol import errors
+
+# Longest a query waits for the target index to reach the caller's checkpoint.
+INDEX_WAIT_S = 30.0
 
 
 class NoValidatorAvailable(RuntimeError):
@@ -83,6 +87,42 @@ class RayTransport:
             except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
                 out.append(None)
         return out
+
+    # The target index (min_sequence: answer once it has applied that checkpoint).
+
+    async def _index(self, min_sequence: int | None):
+        config = self.network.config
+        index = find_actor(config.target_state_name, config.namespace)
+        if index is None:
+            raise errors.NotFound(what="the target index")
+        if min_sequence is not None:
+            await index.wait_synced.remote(min_sequence, INDEX_WAIT_S)
+        return index
+
+    async def list_targets(self, status, limit, page_token, submitter, model_id, min_sequence):
+        index = await self._index(min_sequence)
+        return await index.list_targets.remote(status, limit or 50, page_token, submitter, model_id)
+
+    async def get_target(self, target_id: bytes, min_sequence: int | None):
+        return await (await self._index(min_sequence)).get_target.remote(target_id)
+
+    async def nearest_targets(self, embedding: bytes, k: int):
+        return await (await self._index(None)).nearest_open_targets.remote(embedding, k)
+
+    async def model_manifests(self, model_ids: list[bytes], min_sequence: int | None):
+        return await (await self._index(min_sequence)).model_manifests.remote(model_ids)
+
+    async def leaderboard(self, limit: int):
+        return await (await self._index(None)).leaderboard.remote(limit)
+
+    async def active_models(self):
+        return await (await self._index(None)).active_models.remote()
+
+    async def get_model(self, model_id: bytes):
+        return await (await self._index(None)).get_model.remote(model_id)
+
+    async def index_status(self):
+        return await (await self._index(None)).status.remote()
 
     async def advance_epoch(self) -> int:
         return await self.network.clock.advance_epoch.remote()

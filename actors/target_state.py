@@ -32,11 +32,6 @@ SUBSCRIBER = "target-state"
 MAX_WAIT_S = 300.0
 
 
-def target_state_name(config: NetworkConfig) -> str:
-    """The actor's name in the network's namespace (config.target_state_name, once config has it)."""
-    return f"{config.prefix}target-state"
-
-
 class TargetStateActor:
     def __init__(self, config: dict):
         self._network = NetworkConfig(**config)
@@ -139,7 +134,7 @@ class TargetStateActor:
 def launch_target_state(config: NetworkConfig, detached: bool = False):
     """Start the network's target state actor (or return it if it runs); it follows from its
     start. Ray restarts it when its process dies; it then rebuilds from checkpoint 0."""
-    options = dict(name=target_state_name(config), namespace=config.namespace, max_restarts=-1,
+    options = dict(name=config.target_state_name, namespace=config.namespace, max_restarts=-1,
                    max_task_retries=3, get_if_exists=True, **config.actor_resources("target_state"))
     if detached:
         options["lifetime"] = "detached"

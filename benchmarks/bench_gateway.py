@@ -4,7 +4,7 @@ single-transfer p50 of each.
 
     .venv/bin/python benchmarks/bench_gateway.py [--senders 4] [--per-sender 100]
 
-Runs its own local Ray (2 CPUs) with a 4-validator localnet and its services (start_services)
+Runs its own local Ray (2 CPUs) with a 4-validator localnet and its services (Network.start_services)
 in a temporary data dir; prints the figures and the ratios HTTP / in-cluster (target >= 0.7).
 """
 from __future__ import annotations
@@ -54,7 +54,7 @@ def main() -> None:
                                namespace="soma-bench", http_port=free_port())
     network = net.start(config)
     wait_for_sequence(network, 0)
-    url = net.start_services(network.config, scoring_device="cpu")
+    url = network.start_services(scoring_device="cpu")
     for round_ in range(args.rounds):  # alternate, so neither path gets the quieter machine
         ray_rate, ray_p50, ray_alone = asyncio.run(
             measure(lambda: in_cluster_client(network), args.senders, args.per_sender))

@@ -18,6 +18,7 @@ from ray import serve
 from starlette.exceptions import HTTPException
 
 from actors.ray_transport import NoValidatorAvailable, RayTransport
+from soma_ray.node.target_index import STATUSES
 from soma_ray import wire
 from soma_ray.epoch_schedule import EpochWaitTimeout
 from soma_ray.node.replies import SubmitReply
@@ -83,6 +84,17 @@ async def _chunks(request: Request) -> AsyncIterator[bytes]:
     async for chunk in request.stream():
         if chunk:
             yield chunk
+
+
+def _min_sequence(request: Request) -> int | None:
+    if "min_sequence" not in request.query_params:
+        return None
+    return _int_param(request, "min_sequence", 0, 2**63 - 1)
+
+
+def _optional_id(request: Request, name: str) -> bytes | None:
+    text = request.query_params.get(name)
+    return None if text is None else wire.parse_hex(text, name, 32)
 
 
 def _int_param(request: Request, name: str, low: float, high: float, kind=int):
@@ -189,6 +201,82 @@ class Gateway:
         if len(recent) >= self._faucet_per_window:
             raise wire.FaucetRateLimited(retry_after_s=int(recent[0] + FAUCET_WINDOW_S - now) + 1)
         self._faucet_uses[recipient] = [*recent, now]
+
+    # ------------------------------------------------------------------ the target index
+    # (every route takes `?min_sequence=`: answered once the index applied that checkpoint, so a
+    # client reads what its own transactions did)
+
+    @app.get("/targets")
+    async def targets(self, request: Request) -> Response:
+        try:
+            status = request.query_params.get("status")
+            if status is not None and status not in STATUSES:
+                raise errors.MalformedInput(reason=f"status is one of {', '.join(STATUSES)}")
+            limit = _int_param(request, "limit", 1, wire.MAX_PAGE) if "limit" in request.query_params else 50
+            return _reply(request, await self._call(
+                "list_targets", status, limit, request.query_params.get("page_token"),
+                _optional_id(request, "submitter"), _optional_id(request, "model_id"), _min_sequence(request)))
+        except errors.ProtocolError as error:
+            return _refusal(request, error)
+
+    @app.get("/targets/{target_id}")
+    async def target(self, target_id: str, request: Request) -> Response:
+        try:
+            found = await self._call("get_target", wire.parse_hex(target_id, "a target id", 32),
+                                     _min_sequence(request))
+        except errors.ProtocolError as error:
+            return _refusal(request, error)
+        return _reply(request, found)
+
+    @app.post("/targets/nearest")
+    async def nearest(self, request: Request) -> Response:
+        try:
+            asked = decode(await _body(request, 1 << 20), wire.NearestRequest)
+            if not 1 <= asked.k <= wire.MAX_PAGE:
+                raise errors.MalformedInput(reason=f"k is 1 to {wire.MAX_PAGE}")
+            return _reply(request, await self._call("nearest_targets", asked.embedding, asked.k))
+        except errors.ProtocolError as error:
+            return _refusal(request, error)
+
+    @app.post("/models/manifests")
+    async def manifests(self, request: Request) -> Response:
+        try:
+            ids = decode(await _body(request, 64 * 1024), list[bytes])
+            if any(len(i) != 32 for i in ids):
+                raise errors.MalformedInput(reason="model ids are 32 bytes")
+            return _reply(request, await self._call("model_manifests", ids, _min_sequence(request)))
+        except errors.ProtocolError as error:
+            return _refusal(request, error)
+
+    @app.get("/models/active")
+    async def active_models(self, request: Request) -> Response:
+        try:
+            return _reply(request, await self._call("active_models"))
+        except errors.ProtocolError as error:
+            return _refusal(request, error)
+
+    @app.get("/models/{model_id}")
+    async def model(self, model_id: str, request: Request) -> Response:
+        try:
+            found = await self._call("get_model", wire.parse_hex(model_id, "a model id", 32))
+        except errors.ProtocolError as error:
+            return _refusal(request, error)
+        return _reply(request, found)
+
+    @app.get("/leaderboard")
+    async def leaderboard(self, request: Request) -> Response:
+        try:
+            limit = _int_param(request, "limit", 1, wire.MAX_PAGE) if "limit" in request.query_params else 100
+            return _reply(request, await self._call("leaderboard", limit))
+        except errors.ProtocolError as error:
+            return _refusal(request, error)
+
+    @app.get("/index/status")
+    async def index_status(self, request: Request) -> Response:
+        try:
+            return _reply(request, await self._call("index_status"))
+        except errors.ProtocolError as error:
+            return _refusal(request, error)
 
     # ------------------------------------------------------------------ reads
 

@@ -21,8 +21,10 @@ from __future__ import annotations
 import asyncio
 
 from soma_ray.http_transport import HttpTransport
-from soma_ray.participant import ParticipantCalls
-from soma_ray.wire import EpochInfo, epoch_info
+from soma_ray.node.target_index import Leaderboard, ManifestView, NearbyTarget, TargetPage, TargetView
+from soma_ray.participant import ParticipantCalls, as_id
+from soma_ray.protocol.targets import embedding_bytes
+from soma_ray.wire import MAX_PAGE, EpochInfo, epoch_info
 from soma_ray.node.replies import SubmitReply, ValidatorStatus
 from soma_ray.protocol import errors
 from soma_ray.protocol.crypto import Keypair
@@ -135,6 +137,7 @@ class SomaClient(ParticipantCalls):
         self._ray_path = (namespace, prefix, address)
         self._transport = None
         self._services: HttpTransport | None = None  # blob store and scoring, on the Ray path
+        self._seen_sequence: int | None = None  # the latest checkpoint holding one of ours
         self._nonces: dict[bytes, _KeyNonces] = {}  # by sender, for `execute`
         self._queued: list[tuple[bytes, asyncio.Future]] = []  # submissions not yet sent
         self._sending: set[asyncio.Task] = set()
@@ -194,6 +197,50 @@ class SomaClient(ParticipantCalls):
     async def status(self) -> list[ValidatorStatus | None]:
         """Each validator's status, None for one that does not answer."""
         return await self._transport.status()
+
+    # ------------------------------------------------------------------ the target index
+    # Every read waits until the index has applied the latest checkpoint this client saw one of
+    # its own transactions in, so it reflects them.
+
+    async def list_targets(self, status: str | None = "open", limit: int | None = None,
+                           submitter: str | bytes | None = None, model_id: str | bytes | None = None,
+                           page_token: str | None = None) -> TargetPage:
+        """One page of targets (statuses open, filled, claimable, expired, settled; None: all),
+        in creation order; pass `next_page_token` back for the next."""
+        return await self._transport.list_targets(
+            status, limit, page_token, None if submitter is None else as_id(submitter, "an address"),
+            None if model_id is None else as_id(model_id, "a model id"), self._seen_sequence)
+
+    async def get_targets(self, status: str | None = "open", limit: int | None = None,
+                          submitter: str | bytes | None = None,
+                          model_id: str | bytes | None = None) -> list[TargetView]:
+        """Every target matching (at most `limit`), over as many pages as it takes."""
+        found: list[TargetView] = []
+        token = None
+        while limit is None or len(found) < limit:
+            page = await self.list_targets(status, None if limit is None else min(limit - len(found), MAX_PAGE),
+                                           submitter, model_id, token)
+            found += page.targets
+            token = page.next_page_token
+            if token is None:
+                break
+        return found
+
+    async def get_target(self, target_id: str | bytes) -> TargetView:
+        return await self._transport.get_target(as_id(target_id, "a target id"), self._seen_sequence)
+
+    async def get_model_manifests(self, target_or_model_ids) -> list[ManifestView]:
+        """One manifest per model, in the target's order (a TargetView, or model ids); a model
+        without weights raises ModelHasNoWeights, it is never left out."""
+        ids = getattr(target_or_model_ids, "model_ids", target_or_model_ids)
+        return await self._transport.model_manifests([as_id(i, "a model id") for i in ids], self._seen_sequence)
+
+    async def nearest_targets(self, embedding, k: int = 10) -> list[NearbyTarget]:
+        """The open targets closest to `embedding` (cosine distance), nearest first."""
+        return await self._transport.nearest_targets(embedding_bytes(embedding), k)
+
+    async def get_leaderboard(self, limit: int = 100) -> Leaderboard:
+        return await self._transport.leaderboard(limit)
 
     # ------------------------------------------------------------------ blobs and weights
 
@@ -328,9 +375,15 @@ class SomaClient(ParticipantCalls):
             for _, future in queued:
                 future.cancel()
             raise
+        self._saw(results)
         for (_, future), result in zip(queued, results):
             if not future.done():  # a submitter that timed out cancelled its future
                 future.set_result(result)
+
+    def _saw(self, replies: list[SubmitReply]) -> None:
+        sequences = [r.sequence for r in replies if r.sequence is not None]
+        if sequences:
+            self._seen_sequence = max(sequences + [self._seen_sequence or 0])
 
     async def transfer(self, keypair: Keypair, recipient: bytes, amount: int) -> TransactionEffects:
         return await self.execute(keypair, Transfer(recipient=recipient, amount=amount))
@@ -340,8 +393,9 @@ class SomaClient(ParticipantCalls):
         """Localnet: coins from the emission pool, signed by a validator's faucet key; raises
         `FinalityTimeout` if no certified checkpoint holds them within `timeout_s` (they may
         still arrive later)."""
-        return self._effects_of(
-            await _finality(self._transport.request_faucet(recipient, amount), timeout_s))
+        reply = await _finality(self._transport.request_faucet(recipient, amount), timeout_s)
+        self._saw([reply])
+        return self._effects_of(reply)
 
     @staticmethod
     def _effects_of(reply: SubmitReply) -> TransactionEffects:

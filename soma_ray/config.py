@@ -42,6 +42,7 @@ CHAINS = {"localnet": DEFAULT_NAMESPACE}
 DEFAULT_PLACEMENT = {
     "validator": {"num_cpus": 0, "resources": {}},
     "clock": {"num_cpus": 0, "resources": {}},
+    "target_state": {"num_cpus": 0, "resources": {}},
 }
 
 
@@ -86,6 +87,10 @@ class NetworkConfig:
     @property
     def clock_name(self) -> str:
         return f"{self.prefix}epoch-clock"
+
+    @property
+    def target_state_name(self) -> str:
+        return f"{self.prefix}target-state"
 
     def app_name(self, service: str) -> str:
         """The Serve application name of `service` ("gateway", "blobs", "scoring")."""

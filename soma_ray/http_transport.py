@@ -9,6 +9,7 @@ import msgspec
 
 from soma_ray import wire
 from soma_ray.node.replies import SubmitReply, ValidatorStatus
+from soma_ray.node.target_index import Leaderboard, ManifestView, NearbyTarget, TargetPage, TargetView
 from soma_ray.protocol import errors
 from soma_ray.protocol.encoding import decode, encode
 
@@ -101,12 +102,44 @@ class HttpTransport:
         return msgspec.json.decode(await self._request("PUT", f"/blobs/{kind}", data,
                                                        content_type="application/octet-stream"))
 
+    # The target index (min_sequence: answer once it has applied that checkpoint).
+
+    async def list_targets(self, status, limit, page_token, submitter, model_id, min_sequence) -> TargetPage:
+        params = {name: value for name, value in (
+            ("status", status), ("limit", None if limit is None else str(limit)), ("page_token", page_token),
+            ("submitter", _hex(submitter)), ("model_id", _hex(model_id)),
+            ("min_sequence", None if min_sequence is None else str(min_sequence))) if value is not None}
+        return decode(await self._request("GET", "/targets", params=params), TargetPage)
+
+    async def get_target(self, target_id: bytes, min_sequence: int | None) -> TargetView:
+        return decode(await self._request("GET", f"/targets/0x{target_id.hex()}",
+                                          params=_at_least(min_sequence)), TargetView)
+
+    async def nearest_targets(self, embedding: bytes, k: int) -> list[NearbyTarget]:
+        body = encode(wire.NearestRequest(embedding=embedding, k=k))
+        return decode(await self._request("POST", "/targets/nearest", body), list[NearbyTarget])
+
+    async def model_manifests(self, model_ids: list[bytes], min_sequence: int | None) -> list[ManifestView]:
+        return decode(await self._request("POST", "/models/manifests", encode(model_ids),
+                                          params=_at_least(min_sequence)), list[ManifestView])
+
+    async def leaderboard(self, limit: int) -> Leaderboard:
+        return decode(await self._request("GET", "/leaderboard", params={"limit": str(limit)}), Leaderboard)
+
     async def advance_epoch(self) -> int:
         return decode(await self._request("POST", "/epoch/advance"), wire.EpochReply).epoch
 
     async def wait_for_epoch(self, epoch: int, timeout_s: float) -> int:
         params = {"epoch": str(epoch), "timeout_s": str(timeout_s)}
         return decode(await self._request("GET", "/epoch/wait", params=params), wire.EpochReply).epoch
+
+
+def _hex(value: bytes | None) -> str | None:
+    return None if value is None else "0x" + value.hex()
+
+
+def _at_least(min_sequence: int | None) -> dict:
+    return {} if min_sequence is None else {"min_sequence": str(min_sequence)}
 
 
 def _typed_error(status: int, content: bytes) -> errors.ProtocolError:

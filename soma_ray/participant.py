@@ -22,7 +22,7 @@ from soma_ray.protocol.encoding import blake2b256
 from soma_ray.protocol.models import model_commitment
 from soma_ray.protocol.params import SHANNONS_PER_SOMA
 from soma_ray.protocol.state import MODEL, STAKED_SOMA, STAKING_POOL, TARGET, VALIDATOR
-from soma_ray.protocol.submissions import LOSS_SCALE, submission_commitment
+from soma_ray.protocol.submissions import LOSS_SCALE, required_bond, submission_commitment
 from soma_ray.protocol.targets import DISTANCE_SCALE, embedding_bytes
 from soma_ray.protocol.types import (
     AddStake, AddStakeToModel, ClaimRewards, CommitModel, CommitSubmission, CreateModel,
@@ -231,9 +231,4 @@ class ParticipantCalls:
             found.append(ValidatorInfo(member.address, pool.soma_balance, validator.commission_bps,
                                        member.voting_power))
         return found
-
-
-def required_bond(parameters, data_size: int) -> int:
-    """The smallest bond a submission of `data_size` bytes may post."""
-    return max(parameters.submission_min_bond, data_size * parameters.bond_per_byte)
 

@@ -19,6 +19,13 @@ canonical `ExecutionError{code, fields}` in msgpack, or `{"error": CODE, "fields
     POST /epoch/advance    (localnet)                             -> EpochReply
     GET  /checkpoints/latest, /checkpoints/{sequence}             -> CheckpointReply
     GET  /status                                                  -> list[ValidatorStatus | None]
+    GET  /targets?status=&limit=&page_token=&submitter=&model_id=  -> TargetPage   (the target index;
+    GET  /targets/{0xid}                                          -> TargetView    every index route
+    POST /targets/nearest  body: NearestRequest                   -> list[NearbyTarget]  takes
+    POST /models/manifests body: msgpack list of model ids        -> list[ManifestView]  ?min_sequence=
+    GET  /models/active, /models/{0xid}                           -> list[ModelView], ModelView  to
+    GET  /leaderboard?limit=                                      -> Leaderboard   read its own
+    GET  /index/status                                            -> IndexStatus   writes)
     GET  /health                                                  -> Health
 """
 from __future__ import annotations
@@ -35,6 +42,8 @@ MSGPACK = "application/msgpack"
 JSON = "application/json"
 # Most transactions one POST /tx/batch carries.
 MAX_BATCH = 1_000
+# Most items one page of the target index gives.
+MAX_PAGE = 1_000
 # Longest a request may wait for an epoch (GET /epoch/wait), seconds.
 MAX_WAIT_S = 300.0
 
@@ -42,6 +51,11 @@ MAX_WAIT_S = 300.0
 class FaucetRequest(Struct):
     recipient: bytes
     amount: int
+
+
+class NearestRequest(Struct):
+    embedding: bytes  # little-endian float32
+    k: int
 
 
 class CheckpointReply(Struct):
@@ -86,7 +100,7 @@ def http_status(error: errors.ProtocolError | errors.ExecutionError) -> int:
     """The 4xx status of a refusal."""
     if error.code in _RETRY_LATER:
         return 429
-    if error.code in (RouteNotFound.__name__, NotFound.__name__):
+    if error.code in (RouteNotFound.__name__, NotFound.__name__, "ObjectNotFound", "ModelHasNoWeights"):
         return 404
     if error.code == LocalnetOnly.__name__:
         return 403

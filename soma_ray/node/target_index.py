@@ -52,7 +52,7 @@ from soma_ray.protocol.encoding import Struct, decode
 from soma_ray.protocol.epoch import SYSTEM_SENDER
 from soma_ray.protocol.errors import MalformedInput, ModelHasNoWeights, ObjectNotFound, ZeroEmbedding
 from soma_ray.protocol.genesis import GenesisConfig, genesis
-from soma_ray.protocol.params import BPS, Parameters
+from soma_ray.protocol.submissions import claim_split, required_bond
 from soma_ray.protocol.state import CHALLENGE, MODEL, STAKING_POOL, SUBMISSION, TARGET, State
 from soma_ray.protocol.targets import DISTANCE_SCALE, as_embedding
 from soma_ray.protocol.types import (
@@ -152,18 +152,6 @@ def view_status(target: Target, epoch: int) -> str:
     if target.status == "Challenged":
         return "filled"
     return "settled"
-
-
-def required_bond(params: Parameters, data_size: int) -> int:
-    """The least bond a submission of `data_size` bytes must have posted at its commit."""
-    return max(params.submission_min_bond, data_size * params.bond_per_byte)
-
-
-def claim_split(params: Parameters, reward: int) -> tuple[int, int, int]:
-    """(finder's fee, miner reward, model earnings) of claiming a filled target's reward."""
-    fee = reward * params.claimer_fee_bps // BPS
-    miner = (reward - fee) * params.submitter_share_bps // BPS
-    return fee, miner, reward - fee - miner
 
 
 # ----------------------------------------------------------------------------- internals

@@ -64,6 +64,11 @@ class ProtocolError(Exception):
 
     @property
     def code(self) -> str:
+        """The registered class's name: an error Ray re-raised is an instance of a class it made
+        on top (`RayTaskError(Code)`), which must still encode as `Code`."""
+        for cls in type(self).__mro__:
+            if registry().get(cls.__name__) is cls:
+                return cls.__name__
         return type(self).__name__
 
     @property

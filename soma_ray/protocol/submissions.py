@@ -21,7 +21,7 @@ from soma_ray.protocol.errors import (
     DistanceExceedsThreshold, InsufficientBond, MalformedInput, ModelNotActive, ModelNotInTarget,
     NotOwner, PoolInactive, RevealWindowExpired, TargetExpired, TargetNotFilled, TargetNotOpen,
 )
-from soma_ray.protocol.params import BPS
+from soma_ray.protocol.params import BPS, Parameters
 from soma_ray.protocol.staking import stake_pending
 from soma_ray.protocol.state import CHALLENGE, MODEL, STAKING_POOL, SUBMISSION, TARGET, State
 from soma_ray.protocol.targets import (
@@ -268,6 +268,19 @@ def finder_fee(reward: int, ctx: ExecutionContext) -> int:
     return reward * ctx.params.claimer_fee_bps // BPS
 
 
+def claim_split(params: Parameters, reward: int) -> tuple[int, int, int]:
+    """(finder's fee, miner's share, the model's) of claiming a filled target's `reward`."""
+    fee = reward * params.claimer_fee_bps // BPS
+    miner = (reward - fee) * params.submitter_share_bps // BPS
+    return fee, miner, reward - fee - miner
+
+
+def required_bond(params: Parameters, data_size: int) -> int:
+    """The least bond a submission of `data_size` bytes may post at its commit (the minimum,
+    and enough for its size at the reveal)."""
+    return max(params.submission_min_bond, data_size * params.bond_per_byte)
+
+
 def pay_model(state: State, model_id: bytes, amount: int, ctx: ExecutionContext) -> None:
     """The model's share: commission to the owner as new stake, the rest compounds in its pool.
 
@@ -295,12 +308,10 @@ def settle_filled(state: State, target: Target, ctx: ExecutionContext) -> None:
     if ctx.epoch < claimable:
         raise AuditWindowOpen(claimable_epoch=claimable, current_epoch=ctx.epoch)
     submission = state.require(SUBMISSION, target.submission_id, Submission)
-    fee = finder_fee(target.reward_pool, ctx)
-    rest = target.reward_pool - fee
-    miner_share = rest * ctx.params.submitter_share_bps // BPS
+    fee, miner_share, model_share = claim_split(ctx.params, target.reward_pool)
     credit(state, ctx.sender, fee)
     credit(state, submission.miner, miner_share + submission.bond)
-    pay_model(state, submission.revealed.model_id, rest - miner_share, ctx)
+    pay_model(state, submission.revealed.model_id, model_share, ctx)
     submission.bond = 0
     state.put(SUBMISSION, submission.id, submission)
 

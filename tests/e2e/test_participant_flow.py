@@ -6,13 +6,12 @@ error before anything is sent, and costs nothing."""
 import numpy as np
 import pytest
 
-from actors.network import start_services
 from localnet_helpers import run, start_network
 from soma_ray.client import SomaClient
-from soma_ray.participant import required_bond
 from soma_ray.protocol import errors
 from soma_ray.protocol.encoding import blake2b256
 from soma_ray.protocol.genesis import preset_keypair
+from soma_ray.protocol.submissions import required_bond
 from soma_ray.protocol.state import STAKING_POOL, SUBMISSION, TARGET
 from soma_ray.protocol.types import Model, StakingPool, Submission, Target
 
@@ -25,7 +24,7 @@ BPS = 10_000
 def gateway_url(ray_session, serve_url, tmp_path_factory):
     port = int(serve_url.rsplit(":", 1)[1])
     network = start_network(tmp_path_factory, "flow", epoch_duration_ms=3_600_000, http_port=port)
-    yield start_services(network.config, scoring_device="cpu")
+    yield network.start_services(scoring_device="cpu")
     network.stop()
 
 
@@ -69,6 +68,8 @@ def test_publish_a_model_commit_then_reveal_in_the_next_epoch(gateway_url):
         await client.reveal_model(owner, model_id, key, embedding)
         active = {m.model_id: m for m in await client.get_active_models()}
         fetched = await client.fetch_model(model_id)
+        [manifest] = await client.get_model_manifests([model_id])  # from the target index
+        assert (manifest.url, manifest.decryption_key, manifest.size) == (url, key, len(encrypted))
         return model_id, active, embedding, fetched
 
     model_id, active, embedding, fetched = with_client(gateway_url, scenario)
@@ -91,16 +92,22 @@ def test_submit_data_then_claim_pays_the_protocols_split(gateway_url):
         submission = await client.get_object(SUBMISSION, submission_id, Submission)
         assert (filled.status, submission.revealed.data_hash) == ("Filled", blake2b256(data))
         assert await client.fetch_submission_data(target.id) == data
+        mine = await client.get_targets("filled", submitter=miner.address)
+        assert [(t.id, t.submission_id) for t in mine] == [(target.id, submission_id)]
         with pytest.raises(errors.AuditWindowOpen):  # claimable two epochs after the fill
             await client.claim_rewards(claimer, target.id)
         await client.advance_epoch()
         await client.advance_epoch()
+        assert (await client.get_target(target.id)).status == "claimable"
         model = await client.get_object(b"m", submission.revealed.model_id, Model)
         before = (await client.get_balance(miner.address), await client.get_balance(claimer.address),
                   await pool_value(client, model.staking_pool_id))
         await client.claim_rewards(claimer, target.id)
         after = (await client.get_balance(miner.address), await client.get_balance(claimer.address),
                  await pool_value(client, model.staking_pool_id))
+        assert (await client.get_target(target.id)).status == "settled"
+        board = await client.get_leaderboard()
+        assert any(m.address == miner.address and m.hits == 1 for m in board.miners)
         return params, filled.reward_pool, submission.bond, before, after
 
     params, reward, bond, before, after = with_client(gateway_url, scenario)
@@ -124,6 +131,8 @@ def test_bad_submissions_fail_before_anything_is_sent_and_cost_nothing(gateway_u
         params = (await client.get_system_state()).parameters
         embedding = np.frombuffer(target.embedding, "<f4")
         start = await client.get_account(miner.address)
+        with pytest.raises(errors.ModelHasNoWeights):  # the genesis models publish no weights
+            await client.get_model_manifests(await client.get_target(target.id))
         far = target.distance_threshold / 10**9 + 0.01
         with pytest.raises(errors.DistanceExceedsThreshold):
             await client.submit_data(miner, target.id, b"x", "http://x", target.model_ids[0], embedding, far, 1.0)

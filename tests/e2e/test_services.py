@@ -1,9 +1,8 @@
-"""A localnet's public services as `start_services` deploys them: the gateway, the blob store
+"""A localnet's public services as `Network.start_services` deploys them: the gateway, the blob store
 under it and the scoring service, reached by the SDK over HTTP alone."""
 import pytest
 import requests
 
-from actors.network import start_services, stop_services
 from localnet_helpers import run, start_network
 from soma_ray.client import SomaClient
 from soma_ray.protocol.encoding import blake2b256
@@ -16,7 +15,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 def services(ray_session, serve_url, tmp_path_factory):
     port = int(serve_url.rsplit(":", 1)[1])
     network = start_network(tmp_path_factory, "svc", epoch_duration_ms=3_600_000, http_port=port)
-    url = start_services(network.config, scoring_device="cpu")
+    url = network.start_services(scoring_device="cpu")
     yield network, url
     network.stop()  # takes the services off Serve too
 
@@ -62,7 +61,7 @@ def test_oversized_data_is_refused_by_the_blob_store_with_its_typed_error(servic
 
 def test_stopping_the_network_takes_its_services_off_serve(services):
     network, url = services
-    stop_services(network.config)
+    network.stop_services()
     assert requests.get(f"{url}/health", timeout=30).status_code == 404
-    start_services(network.config, scoring_device="cpu")  # back for the module's teardown
+    network.start_services(scoring_device="cpu")  # back for the module's teardown
     assert requests.get(f"{url}/health", timeout=60).status_code == 200

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from soma_ray import Keypair
-from soma_ray.participant import ParticipantCalls, as_id, required_bond
+from soma_ray.participant import ParticipantCalls, as_id
+from soma_ray.protocol.submissions import required_bond
 from soma_ray.protocol import errors
 from soma_ray.protocol.params import localnet
 from soma_ray.protocol.targets import embedding_bytes

@@ -200,3 +200,11 @@ def test_every_error_pickles_with_its_fields(code):
     copy = pickle.loads(pickle.dumps(error))
     assert type(copy) is type(error) and copy == error and str(copy) == str(error)
     assert exact(copy.values()) == exact(error.values())
+
+
+def test_an_error_raised_through_a_wrapper_class_keeps_its_code():
+    """Ray re-raises an actor's error as an instance of a class it derives from the error's."""
+    wrapped_class = type("RayTaskError(BadNonce)", (errors.BadNonce,), {})
+    error = wrapped_class(expected=3, got=1)
+    assert error.code == "BadNonce"
+    assert error_from_struct(error.to_struct()) == errors.BadNonce(expected=3, got=1)
