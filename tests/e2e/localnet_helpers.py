@@ -33,12 +33,8 @@ async def eventually(read, timeout_s=120.0, interval_s=0.2):
 
 def consensus_positions(network, indices):
     """(height, round) that consensus works on at the validators `indices`; None for one whose
-    consensus is not running (not started, or rejoining). The round is read from the core: the
-    validator's status does not report it (yet)."""
-    def position(validator):
-        core = validator._core
-        return None if core is None or validator._rejoining is not None else (core.height, core.round)
-    return ray.get([network.validators[i].__ray_call__.remote(position) for i in indices], timeout=30)
+    consensus is not running (not started, or rejoining)."""
+    return [None if s.height is None else (s.height, s.round) for s in statuses(network, indices)]
 
 
 async def client_of(network):

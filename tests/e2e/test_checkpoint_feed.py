@@ -4,13 +4,12 @@ last sequence it acknowledged) and when the validator it reads from restarts or 
 import asyncio
 import os
 import signal
-import time
 
 import pytest
 import ray
 
 from actors.feed import CheckpointFeed
-from localnet_helpers import STOPPED, run, sequences, start_network, statuses, transfers, wait_until
+from localnet_helpers import STOPPED, consensus_positions, run, sequences, start_network, statuses, transfers, wait_until
 from soma_ray.client import SomaClient
 from soma_ray.protocol.execution import transaction_digest
 from soma_ray.protocol.encoding import decode
@@ -84,12 +83,17 @@ def caught_up(recorder, network, indices=None):
 
 
 def halted_sequence(network, indices):
-    """The latest sequence once it stays the same over two reads 2 s apart (a halted chain)."""
-    def stable():
-        before = max(sequences(network, indices))
-        time.sleep(2)
-        return before if max(sequences(network, indices)) == before else None
-    return wait_until(stable)
+    """The latest sequence of a halted chain: once the running validators `indices` are all
+    three rounds into one height (three rounds have three different leaders of the four, so a
+    running one proposed and nothing was decided), the height before it is the last one."""
+    def stuck():
+        positions = consensus_positions(network, indices)
+        if None in positions or len({height for height, _ in positions}) != 1:
+            return None
+        return positions[0][0] if min(round_ for _, round_ in positions) >= 3 else None
+    height = wait_until(stuck)
+    assert sequences(network, indices) == [height - 1] * len(indices)
+    return height - 1
 
 
 def assert_exactly_once(log, digests):

@@ -50,7 +50,7 @@ def test_gapped_transactions_expire_with_a_typed_error_and_free_their_senders_sl
             assert isinstance(outcome, errors.TransactionExpired) and outcome.ttl_s == TTL_S
         # Dropped from both pools (the peer's gossiped copies expire there too): the slots are
         # free, so the refused one is admitted now, and expires in its turn.
-        await asyncio.to_thread(wait_until, lambda: pooled_counts(halted_net) == [0, 0], TTL_S)
+        await asyncio.to_thread(wait_until, lambda: pooled_counts(halted_net) == [0, 0])
         with pytest.raises(errors.TransactionExpired):
             await client.submit(gapped[2], timeout_s=60)
 
