@@ -5,12 +5,11 @@ Mount with `register(app)`: it adds the `start` and `epoch` groups and the top-l
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import re
-import subprocess
-import sys
+import signal
 import time
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, Optional
@@ -19,6 +18,7 @@ import ray
 import typer
 
 from actors import network as net
+from soma_ray import cluster
 from soma_ray.cli.wallet import WalletOption
 from soma_ray.client import SomaClient
 from soma_ray.protocol.crypto import show_address
@@ -29,15 +29,15 @@ from soma_ray.wallet import Wallet, WalletError
 start_app = typer.Typer(help="Start a network.", no_args_is_help=True)
 epoch_app = typer.Typer(help="Epochs.", no_args_is_help=True)
 
-DEFAULT_DATA_DIR = Path("~/.soma/localnet")
 STATUS_INTERVAL_S = 1.0
 _DURATION = re.compile(r"^(\d+)(ms|s|m|h)?$")
 _UNIT_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, None: 1_000}
 
 NamespaceOption = Annotated[str, typer.Option("--namespace", help="Ray namespace of the network.")]
 AddressOption = Annotated[
-    Optional[str], typer.Option("--address", envvar="RAY_ADDRESS",
-                                help="Ray cluster address (default: the running local cluster).")
+    Optional[str], typer.Option(
+        "--address", envvar="RAY_ADDRESS",
+        help="Ray cluster address host:port (default: the cluster `soma start` recorded).")
 ]
 KeyOption = Annotated[Optional[str], typer.Option("--key", help="Wallet key name (default key).")]
 
@@ -81,17 +81,21 @@ def show_amount(shannons: int) -> str:
 
 
 def fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
+    """Print `message` as one `error:` line (a multi-line one from Ray: its first line)."""
+    lines = str(message).strip().splitlines() or ["failed"]
+    typer.echo(f"error: {lines[0]}", err=True)
     return typer.Exit(code=1)
 
 
 def run_client(address: str | None, namespace: str, action):
-    """Connect a SomaClient and run `action(client)`; typed errors become one-line messages."""
+    """Connect to the network's cluster (`cluster.connect`: --address, RAY_ADDRESS or the
+    recorded one), then run `action(client)`; typed errors become one-line messages."""
     async def main():
         client = await SomaClient(address=address, namespace=namespace)
         return await action(client)
 
     try:
+        cluster.connect(address, namespace=namespace)
         return asyncio.run(main())
     except (ProtocolError, net.NetworkNotRunning, BadArgument, WalletError, ConnectionError,
             PermissionError, TimeoutError) as error:
@@ -108,36 +112,76 @@ def load_key(wallet: Path | None, key: str | None):
 # ---------------------------------------------------------------------------------- start / stop
 
 
-def ensure_ray(address: str | None, detach: bool, namespace: str) -> str | None:
-    """Join the cluster at `address`, or start one; returns the dashboard URL.
+@dataclass
+class RayTarget:
+    """The cluster `soma start` runs the network on."""
+    dashboard: str | None
+    note: str  # one line: which cluster, and where it is recorded
+    record: cluster.ClusterRecord | None = None  # the recorded cluster it uses, if any
+    foreground: bool = False  # this process hosts the Ray (and its record)
+    started: bool = False  # this command started the recorded cluster
 
-    Without an address a new cluster is started rather than joining whatever `auto` finds: on
-    a shared machine that could be somebody else's test cluster. A detached network must
-    outlive this process, so it gets a `ray start --head` cluster; otherwise this process hosts
-    a local Ray that ends with it."""
+
+def ensure_ray(address: str | None, detach: bool, namespace: str,
+               dashboard: bool = True) -> RayTarget:
+    """Join the cluster at `address`, or the recorded one, or start one (and record it).
+
+    Never what `auto` finds: on a shared machine that could be somebody else's test cluster. A
+    recorded cluster that is still up is reused; one that is gone is cleaned up and replaced.
+    A detached network must outlive this process, so it gets a `ray start --head --block`
+    cluster (`cluster.start_detached`); otherwise this process hosts a local Ray that ends
+    with it, recorded while it runs so that the other commands find it."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    if address:
-        return ray.init(address=address, namespace=namespace, log_to_driver=False,
-                        logging_level=logging.ERROR).dashboard_url
-    if not detach:
-        context = ray.init(address="local", namespace=namespace, include_dashboard=True,
-                           log_to_driver=False, logging_level=logging.ERROR)
-        return context.dashboard_url
-    ray_cli = Path(sys.executable).with_name("ray")
-    started = subprocess.run([str(ray_cli), "start", "--head", "--dashboard-host", "127.0.0.1",
-                              "--disable-usage-stats"], capture_output=True, text=True)
-    if started.returncode != 0:
-        raise fail(f"could not start a Ray cluster: {started.stderr.strip()[-300:]}")
-    return ray.init(address="auto", namespace=namespace, log_to_driver=False,
-                    logging_level=logging.ERROR).dashboard_url
+    given = cluster.explicit_address(address)
+    if given is not None:
+        joined = cluster.connect(given, namespace=namespace)
+        return RayTarget(joined.dashboard_url,
+                         f"Ray cluster {given} (given; `soma stop` leaves it up)")
+    with cluster.locked():
+        record, note = cluster.read_record(), ""
+        if record is not None and not record.running():
+            cluster.stop_cluster(record)  # whatever it left behind, its record, its temp dir
+            note = f"the recorded Ray cluster {record.address} was not running (record removed); "
+            record = None
+        if record is not None:
+            if record.kind == "foreground":
+                raise cluster.ForegroundClusterRunning(record)
+            try:
+                cluster.connect(record.address, namespace=namespace)
+            except cluster.ClusterUnreachable as error:
+                raise cluster.ClusterError(
+                    f"{error}; `soma stop` ends the recorded cluster") from None
+            return RayTarget(record.dashboard_url,
+                             f"Ray cluster {record.address}: reused, recorded in {record.path}",
+                             record)
+        if detach:
+            record = cluster.start_detached(dashboard=dashboard)
+            try:
+                cluster.connect(record.address, namespace=namespace)
+            except BaseException:  # a cluster nobody can use: do not leave it behind
+                ray.shutdown()
+                cluster.stop_cluster(record)
+                raise
+            return RayTarget(record.dashboard_url,
+                             f"{note}Ray cluster {record.address}: started, recorded in "
+                             f"{record.path} (`soma stop` ends it)", record, started=True)
+        if ray.is_initialized():  # called from Python on a connected process
+            return RayTarget(None, f"{note}Ray cluster of this process")
+        context = ray.init(address="local", namespace=namespace, include_dashboard=dashboard,
+                           **cluster.QUIET_INIT)
+        record = cluster.record_foreground(ray.get_runtime_context().gcs_address,
+                                           context.dashboard_url)
+        return RayTarget(context.dashboard_url,
+                         f"{note}Ray cluster {record.address}: in this process until Ctrl-C, "
+                         f"recorded in {record.path}", record, foreground=True)
 
 
 def status_line(found: list[dict | None], tx_per_s: float) -> str:
     up = [s for s in found if s is not None]
     if not up:
         return f"validators up 0/{len(found)}"
-    epoch = max(s["epoch"] for s in up)
-    height = max(s["sequence"] or 0 for s in up)
+    epoch = max(s.epoch for s in up)
+    height = max(s.sequence or 0 for s in up)
     return (f"epoch {epoch} | checkpoint {height} | {tx_per_s:.1f} tx/s | "
             f"validators up {len(up)}/{len(found)}")
 
@@ -152,7 +196,7 @@ def watch(network: net.Network) -> None:
                 found.append(None if handle is None else ray.get(handle.status.remote(), timeout=5))
             except (ray.exceptions.RayError, TimeoutError):
                 found.append(None)
-        counts = [s["committed_transactions"] for s in found if s is not None]
+        counts = [s.committed_transactions for s in found if s is not None]
         now = time.monotonic()
         count = max(counts, default=0)
         rate = 0.0 if last_count is None else (count - last_count) / (now - last_time)
@@ -165,7 +209,9 @@ def watch(network: net.Network) -> None:
 def start_localnet(
     validators: Annotated[int, typer.Option("--validators", min=1, help="Number of validators.")] = 4,
     epoch_duration: Annotated[str, typer.Option("--epoch-duration", help="e.g. 60s, 5m.")] = "60s",
-    data_dir: Annotated[Path, typer.Option("--data-dir", help="Where validators keep their disks.")] = DEFAULT_DATA_DIR,
+    data_dir: Annotated[Optional[Path], typer.Option(
+        "--data-dir", help="Where validators keep their disks [default: ~/.soma/localnet, "
+        "$SOMA_HOME/localnet when SOMA_HOME is set].", show_default=False)] = None,
     force_regenesis: Annotated[bool, typer.Option("--force-regenesis", help="Wipe the data dir and start a new chain.")] = False,
     detach: Annotated[bool, typer.Option("--detach", help="Keep running after this command; `soma stop` ends it.")] = False,
     mempool_capacity: Annotated[int, typer.Option(
@@ -177,31 +223,64 @@ def start_localnet(
     mempool_ttl: Annotated[str, typer.Option(
         "--mempool-ttl", help="Drop a pooled transaction not committed within this, e.g. 10m.")] = (
         f"{net.NetworkConfig.mempool_ttl_s}s"),
+    dashboard: Annotated[bool, typer.Option(
+        "--dashboard/--no-dashboard",
+        help="Run Ray's dashboard in a cluster this command starts.")] = True,
     address: AddressOption = None,
     namespace: NamespaceOption = net.DEFAULT_NAMESPACE,
 ) -> None:
-    """Start (or resume from the data dir) a localnet of validators and the epoch clock."""
+    """Start (or resume from the data dir) a localnet of validators and the epoch clock.
+
+    Without --address it reuses the Ray cluster an earlier `soma start --detach` recorded (if
+    still up), else starts one: with --detach a `ray start` cluster recorded in
+    $SOMA_HOME/cluster.json for `soma stop`; without, a Ray inside this process."""
     try:
         duration_ms = parse_duration_ms(epoch_duration)
         ttl_s = -(-parse_duration_ms(mempool_ttl) // 1000)  # whole seconds, rounded up
     except BadArgument as error:
         raise fail(str(error)) from None
-    dashboard = ensure_ray(address, detach, namespace)
+    try:
+        target = ensure_ray(address, detach, namespace, dashboard)
+    except ConnectionError as error:  # cluster.ClusterError, or ray.init's own
+        raise fail(str(error)) from None
+    try:
+        run_network(target, data_dir, validators, duration_ms, force_regenesis, detach, namespace,
+                    mempool_capacity=mempool_capacity, mempool_per_sender=mempool_per_sender,
+                    mempool_ttl_s=ttl_s)
+    finally:
+        if target.foreground:  # this process's Ray ends with it
+            cluster.forget(target.record)
+
+
+def run_network(target: RayTarget, data_dir: Path | None, validators: int, duration_ms: int,
+                force_regenesis: bool, detach: bool, namespace: str, **limits) -> None:
+    data_dir = data_dir or cluster.soma_home() / "localnet"
     config = net.NetworkConfig(data_dir=str(data_dir.expanduser()), validators=validators,
-                               epoch_duration_ms=duration_ms, namespace=namespace,
-                               mempool_capacity=mempool_capacity,
-                               mempool_per_sender=mempool_per_sender, mempool_ttl_s=ttl_s)
+                               epoch_duration_ms=duration_ms, namespace=namespace, **limits)
     try:
         network = net.start(config, force_regenesis=force_regenesis, detached=detach)
-    except net.DataDirMismatch as error:
-        raise fail(str(error)) from None
+    except BaseException as error:
+        if target.started:  # a cluster started for this network only: do not leave it behind
+            ray.shutdown()
+            cluster.stop_cluster(target.record)
+        if isinstance(error, net.DataDirMismatch):
+            raise fail(str(error)) from None
+        raise
     typer.echo(f"localnet of {network.config.validators} validators in Ray namespace "
                f"{namespace!r}, epochs of {network.config.epoch_duration_ms / 1000:g} s, "
                f"data in {network.config.data_dir} (a resumed network keeps its stored settings)")
+    typer.echo(target.note)
+    dashboard = target.dashboard
     typer.echo(f"Ray dashboard: http://{dashboard}" if dashboard else "Ray dashboard: not running")
     if detach:
         typer.echo("running detached; `soma stop` stops it")
         return
+    # `soma stop` (SIGTERM) and a closed terminal (SIGHUP) stop it as Ctrl-C does, in place of
+    # the default or the handler ray.init installs (it exits at once, leaving the network's
+    # actors to die with their owner); a signal ignored on purpose (nohup) stays ignored.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) is not signal.SIG_IGN:
+            signal.signal(sig, signal.default_int_handler)
     try:
         watch(network)
     except KeyboardInterrupt:
@@ -210,17 +289,73 @@ def start_localnet(
         ray.shutdown()
 
 
-def stop(address: AddressOption = None, namespace: NamespaceOption = net.DEFAULT_NAMESPACE) -> None:
-    """Stop a running (detached) network; its data dir stays, so `soma start` resumes it."""
+def _other_networks(namespace: str) -> list[str]:
+    """Namespaces in which another network (an epoch clock) still runs on this cluster."""
+    found = ray.util.list_named_actors(all_namespaces=True)
+    return sorted({entry["namespace"] for entry in found
+                   if entry["name"].endswith("epoch-clock")
+                   and not (entry["namespace"] == namespace and entry["name"] == "epoch-clock")})
+
+
+def stop(
+    address: AddressOption = None, namespace: NamespaceOption = net.DEFAULT_NAMESPACE,
+    keep_ray: Annotated[bool, typer.Option(
+        "--keep-ray", help="Leave the Ray cluster `soma start` started running.")] = False,
+) -> None:
+    """Stop a running network (its data dir stays, so `soma start` resumes it), then end the
+    Ray cluster `soma start` started for it (by its record, never `ray stop`)."""
     try:
-        if not ray.is_initialized():
-            ray.init(address=address or "auto", namespace=namespace, log_to_driver=False,
-                     logging_level=logging.ERROR)
-        network = net.connect(namespace)
-    except (ConnectionError, net.NetworkNotRunning) as error:
+        given = cluster.explicit_address(address)
+    except cluster.ClusterError as error:
         raise fail(str(error)) from None
-    network.stop()
-    typer.echo(f"stopped the network in namespace {namespace!r} (the Ray cluster stays up)")
+    with cluster.locked():
+        record = cluster.read_record()
+        if given is not None and (record is None or record.address != given):
+            record = None  # a cluster given by address is not ours to end
+        if record is not None and not record.running():
+            cluster.stop_cluster(record)
+            typer.echo(f"the Ray cluster recorded in {record.path} ({record.address}) was not "
+                       "running; removed its record")
+            return
+        unreachable = None
+        try:
+            cluster.connect(given or (record.address if record else None), namespace=namespace)
+        except cluster.ClusterUnreachable as error:
+            if record is None:
+                raise fail(str(error)) from None
+            unreachable = error  # a wedged recorded cluster: ending it ends the network too
+        except ConnectionError as error:  # cluster.ClusterError, or ray.init's own
+            raise fail(str(error)) from None
+        stopped, others = "", []
+        if unreachable is None:
+            try:
+                net.connect(namespace).stop()
+                stopped = f"stopped the network in namespace {namespace!r}"
+            except net.NetworkNotRunning as error:
+                if record is None:
+                    raise fail(str(error)) from None
+                stopped = f"no network runs in namespace {namespace!r}"
+            if record is not None:
+                others = _other_networks(namespace)
+        if record is None:
+            typer.echo(f"{stopped} (the Ray cluster stays up)")
+            return
+        if keep_ray or others:
+            why = (f"it still runs the network in namespace(s) {', '.join(map(repr, others))}"
+                   if others and not keep_ray else "--keep-ray")
+            typer.echo(f"{stopped}; the Ray cluster {record.address} stays up ({why}; recorded in "
+                       f"{record.path}, `soma stop` ends it)")
+            return
+        ray.shutdown()
+        left = cluster.stop_cluster(record)
+        if left:
+            raise fail(f"{stopped}, but processes {sorted(left)} of the Ray cluster "
+                       f"{record.address} did not exit")
+        if unreachable is None:
+            typer.echo(f"{stopped}; ended the Ray cluster {record.address} (record removed)")
+        else:
+            typer.echo(f"the Ray cluster {record.address} did not answer ({unreachable.reason}); "
+                       "ended it by its record (record removed)")
 
 
 # ---------------------------------------------------------------------------------- client commands
@@ -234,9 +369,9 @@ def status(address: AddressOption = None, namespace: NamespaceOption = net.DEFAU
             if found is None:
                 typer.echo(f"validator-{index}: down")
             else:
-                typer.echo(f"validator-{index}: epoch {found['epoch']} checkpoint {found['sequence']} "
-                           f"root {found['state_root'][:16]}… mempool {found['mempool']} "
-                           f"evidence {found['evidence']}")
+                typer.echo(f"validator-{index}: epoch {found.epoch} checkpoint {found.sequence} "
+                           f"root {found.state_root[:16]}… mempool {found.mempool} "
+                           f"evidence {found.evidence}")
 
     run_client(address, namespace, action)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 from typing import Optional
 
@@ -42,7 +41,8 @@ def train(
     name: str = typer.Option("soma-train", help="Run name: rerun with the same name to resume."),
     storage: Optional[Path] = typer.Option(None, help="Checkpoint directory [~/.soma/training]."),
     address: Optional[str] = typer.Option(
-        None, help="Ray address [default: a running cluster if any, else a local Ray]."),
+        None, help="Ray address host:port [default: $RAY_ADDRESS, else the cluster `soma start` "
+        "recorded, else a local Ray for this command]."),
 ) -> None:
     """Train V1 weights; print progress, then held-out loss before/after and the weights path."""
     import ray
@@ -86,22 +86,20 @@ def _settings(size: str, dropout: float | None, **fields):
 
 
 def _start_ray(address: str | None) -> bool:
-    """Join the given cluster, else a running one, else start a local Ray for this command.
-    A process already connected (the command called from Python) keeps its connection: returns
-    whether this command connected, and so must disconnect."""
-    import ray
+    """Join the network's cluster as every `soma` command finds it (`soma_ray.cluster.connect`:
+    --address, else $RAY_ADDRESS, else the cluster `soma start` recorded), else start a local
+    Ray for this command; never whatever `address="auto"` finds. A dead or unreachable cluster
+    is a one-line error within seconds (exit code 1). A process already connected (the command
+    called from Python) keeps its connection: returns whether this command connected, and so
+    must disconnect."""
+    from soma_ray import cluster
 
-    if ray.is_initialized():
-        return False
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    if address is not None:
-        ray.init(address=address, log_to_driver=False)
-        return True
     try:
-        ray.init(address="auto", log_to_driver=False)
-    except ConnectionError:
-        ray.init(address="local", include_dashboard=False, log_to_driver=False)
-    return True
+        return cluster.connect(address, local_fallback=True,
+                               local_options={"include_dashboard": False}).connected_here
+    except ConnectionError as e:  # cluster.ClusterError, or ray.init's own
+        typer.echo(f"error: {(str(e).strip().splitlines() or ['no Ray cluster'])[0]}", err=True)
+        raise typer.Exit(1) from None
 
 
 def _train_with_progress(settings, split, out: Path, name: str, storage: Path | None):

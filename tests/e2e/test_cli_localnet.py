@@ -22,6 +22,12 @@ def cli_net(ray_session, tmp_path_factory):
     network.stop()
 
 
+@pytest.fixture(autouse=True)
+def private_soma_home(tmp_path, monkeypatch):
+    """No test here reads (or writes) the cluster record of the real ~/.soma."""
+    monkeypatch.setenv("SOMA_HOME", str(tmp_path / "soma-home"))
+
+
 @pytest.fixture()
 def soma(cli_net, tmp_path):
     app = typer.Typer()
@@ -98,7 +104,7 @@ def test_start_passes_the_mempool_limits_and_reports_a_foreign_data_dir(monkeypa
         launched.append(config)
         raise net.DataDirMismatch(config.data_dir, 0)
 
-    monkeypatch.setattr(cli, "ensure_ray", lambda *_: None)
+    monkeypatch.setattr(cli, "ensure_ray", lambda *_: cli.RayTarget(None, "Ray cluster: none"))
     monkeypatch.setattr(net, "start", refuse)
     app = typer.Typer()
     register(app)
