@@ -6,7 +6,10 @@ import this module.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import msgspec
 
 import ray
 
@@ -15,8 +18,11 @@ from actors.handles import NetworkHandles, NetworkNotRunning, find_actor
 from actors.target_state import launch_target_state
 from actors.handles import connect as find_network
 from actors.validator import ValidatorActor
-from soma_ray.config import DEFAULT_NAMESPACE, NetworkConfig, prepare_data_dir
+from soma_ray.config import (
+    DEFAULT_NAMESPACE, GENESIS_FILE, NetworkConfig, prepare_data_dir, save_config, save_genesis_config,
+)
 from soma_ray.protocol.genesis import genesis
+from soma_ray.protocol.types import WeightsManifest
 from soma_ray.storage import GenesisMismatch, ValidatorStore
 
 __all__ = ["DEFAULT_NAMESPACE", "DataDirMismatch", "Network", "NetworkConfig", "NetworkNotRunning",
@@ -161,10 +167,44 @@ def _wait_until_gone(name: str, namespace: str, timeout_s: float = 30.0) -> None
         time.sleep(0.1)
 
 
+# The genesis models' weights are these seeds' fresh small V1 models.
+GENESIS_WEIGHTS_SEED = 7_000
+
+
+def publish_genesis_weights(config: NetworkConfig) -> NetworkConfig:
+    """Write the localnet genesis into the data dir with real weights for its models: each a
+    seeded small V1 model, encrypted under a fresh key, put into the blob store, its manifest and
+    key public in the genesis. Done once, when the network is created (the keys are random, so
+    every validator must read the same genesis file rather than compute its own)."""
+    import asyncio
+
+    from serve.blobs import BlobStore, blob_url
+    from soma_ray.model import V1Config, seeded_model, weights_bytes
+    from soma_ray.model.encryption import encrypt_bytes
+
+    genesis_config = config.genesis_config()
+    store = BlobStore(config.blobs_dir)
+    models = []
+    for i, spec in enumerate(genesis_config.models):
+        weights = weights_bytes(seeded_model(V1Config.small(), GENESIS_WEIGHTS_SEED + i))
+        encrypted, key = encrypt_bytes(weights)
+        stored = asyncio.run(store.put_bytes(encrypted, genesis_config.parameters.model_max_weight_size))
+        manifest = WeightsManifest(url=blob_url(config.public_url, stored.checksum),
+                                   checksum=stored.checksum, size=stored.size)
+        models.append(msgspec.structs.replace(spec, weights_manifest=manifest, decryption_key=key))
+    path = Path(config.data_dir) / GENESIS_FILE
+    save_genesis_config(msgspec.structs.replace(genesis_config, models=models), path)
+    config = replace(config, genesis_file=str(path))
+    save_config(config)
+    return config
+
+
 def start(config: NetworkConfig, force_regenesis: bool = False, detached: bool = False,
           ready_timeout_s: float = 120.0) -> Network:
     """Launch (or join) the network of `config` and wait until every actor has opened its disk."""
     config = prepare_data_dir(config, force_regenesis)
+    if config.genesis_weights and config.genesis_file is None:  # a new network: once
+        config = publish_genesis_weights(config)
     check_stored_genesis(config)
     clock = launch_clock(config, detached)
     validators = [launch_validator(config, i, detached) for i in range(config.validators)]

@@ -8,12 +8,12 @@ Reads go to one validator (another if it is down), so they see the caller's own 
 """
 from __future__ import annotations
 
-import logging
 import random
 
 import ray
 
 from actors.handles import NetworkHandles, connect, find_actor
+from soma_ray import cluster
 from soma_ray.node.replies import SubmitReply, ValidatorStatus
 from soma_ray.protocol import errors
 
@@ -34,12 +34,10 @@ class RayTransport:
 
     @classmethod
     def connect(cls, namespace: str, prefix: str = "", address: str | None = None) -> "RayTransport":
-        """Join the Ray cluster at `address` unless this process already has, and find the
-        network's actors."""
-        if not ray.is_initialized():
-            # ERROR: Ray's connection chatter would otherwise print on every CLI command.
-            ray.init(address=address, namespace=namespace, log_to_driver=False,
-                     logging_level=logging.ERROR)
+        """Join the Ray cluster (`address`, else RAY_ADDRESS, else the one `soma start`
+        recorded) unless this process already has, and find the network's actors."""
+        if not ray.is_initialized():  # the same way every command finds its cluster, never `auto`
+            cluster.connect(address, namespace=namespace)
         return cls(connect(namespace, prefix))
 
     async def _call(self, method: str, *args):

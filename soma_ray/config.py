@@ -10,6 +10,7 @@ Layout of a data dir (one per network):
     DIR/validator-<i>/validator.key   its secret key, when `keys == "files"` (mode 0600)
     DIR/feeds/<name>.cursor    the last checkpoint sequence feed subscriber <name> acknowledged
     DIR/blobs/                 the blob store: submission data and encrypted weights
+    DIR/genesis.json           the genesis, when it was written at creation (genesis weights)
 
 Every actor is found by name (`<prefix>validator-<i>`, `<prefix>epoch-clock`) in the network's
 Ray namespace, so a CLI in another process, a client or a restarted peer reaches it without
@@ -32,6 +33,7 @@ from soma_ray.protocol.genesis import GenesisConfig, localnet_genesis_config, pr
 DEFAULT_NAMESPACE = "soma"
 CONFIG_FILE = "network.json"
 KEY_FILE = "validator.key"
+GENESIS_FILE = "genesis.json"
 # Chains a client can name instead of a namespace.
 CHAINS = {"localnet": DEFAULT_NAMESPACE}
 
@@ -72,6 +74,10 @@ class NetworkConfig:
     keys: str = "preset"
     # A GenesisConfig as JSON (msgspec); None: the localnet genesis built from the settings above.
     genesis_file: str | None = None
+    # Publish real weights for the localnet genesis models when the network is created (small
+    # V1 models from fixed seeds, encrypted, in the blob store, keys public at genesis), so every
+    # target can be scored and mined: `soma start localnet` does; tests opt in.
+    genesis_weights: bool = False
     # Ray options per actor kind, merged over DEFAULT_PLACEMENT (see `actor_resources`).
     placement: dict = field(default_factory=dict)
     # Where Ray Serve's HTTP proxy listens: the gateway, blob store and scoring service (the

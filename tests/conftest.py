@@ -1,4 +1,5 @@
 import os
+import tempfile
 
 import pytest
 from hypothesis import settings
@@ -8,6 +9,8 @@ from hypothesis import settings
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+# No test reads or writes a developer's ~/.soma (the cluster record, the localnet data dir).
+os.environ["SOMA_HOME"] = tempfile.mkdtemp(prefix="soma-test-home-")
 
 # Property tests explore fixed example sequences, so a run is repeatable and a CI failure
 # reproduces locally; no per-example deadline, since the 2-core machines are often loaded.

@@ -5,6 +5,7 @@ Mount with `register(app)`: it adds the `start` and `epoch` groups and the top-l
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import signal
@@ -20,7 +21,7 @@ import typer
 from actors import network as net
 from soma_ray import cluster
 from soma_ray.cli.wallet import WalletOption
-from soma_ray.client import SomaClient
+from soma_ray.client import CHAIN_URLS, SomaClient
 from soma_ray.protocol.crypto import show_address
 from soma_ray.protocol.errors import ProtocolError
 from soma_ray.protocol.params import SHANNONS_PER_SOMA
@@ -40,6 +41,9 @@ AddressOption = Annotated[
         help="Ray cluster address host:port (default: the cluster `soma start` recorded).")
 ]
 KeyOption = Annotated[Optional[str], typer.Option("--key", help="Wallet key name (default key).")]
+RpcOption = Annotated[Optional[str], typer.Option(
+    "--rpc-url", envvar="SOMA_RPC_URL",
+    help=f"The network's gateway (default {CHAIN_URLS['localnet']}, the localnet's).")]
 
 
 class BadArgument(ValueError):
@@ -80,6 +84,11 @@ def show_amount(shannons: int) -> str:
     return f"{Decimal(shannons) / SHANNONS_PER_SOMA:f} SOMA"
 
 
+def quiet_serve() -> None:
+    """Serve logs each step it takes (INFO) to this terminal: only its errors belong there."""
+    logging.getLogger("ray.serve").setLevel(logging.ERROR)
+
+
 def fail(message: str) -> typer.Exit:
     """Print `message` as one `error:` line (a multi-line one from Ray: its first line)."""
     lines = str(message).strip().splitlines() or ["failed"]
@@ -99,6 +108,22 @@ def run_client(address: str | None, namespace: str, action):
         return asyncio.run(main())
     except (ProtocolError, net.NetworkNotRunning, BadArgument, WalletError, ConnectionError,
             PermissionError, TimeoutError) as error:
+        raise fail(str(error)) from None
+
+
+def run_participant(rpc_url: str | None, action):
+    """Run `action(client)` against the gateway over HTTP (what a participant does: no Ray);
+    typed errors and an unreachable gateway become one-line messages."""
+    async def main():
+        client = await SomaClient(rpc_url=rpc_url or CHAIN_URLS["localnet"])
+        try:
+            return await action(client)
+        finally:
+            await client.close()
+
+    try:
+        return asyncio.run(main())
+    except (ProtocolError, BadArgument, WalletError, ConnectionError, TimeoutError) as error:
         raise fail(str(error)) from None
 
 
@@ -226,6 +251,13 @@ def start_localnet(
     dashboard: Annotated[bool, typer.Option(
         "--dashboard/--no-dashboard",
         help="Run Ray's dashboard in a cluster this command starts.")] = True,
+    services: Annotated[bool, typer.Option(
+        "--services/--no-services",
+        help="Start the gateway, blob store, scoring service and target index.")] = True,
+    http_port: Annotated[int, typer.Option(
+        "--http-port", min=1, max=65535, help="The gateway's port.")] = net.NetworkConfig.http_port,
+    scoring_device: Annotated[str, typer.Option(
+        "--scoring-device", help="auto (a GPU when the cluster has one), cpu or cuda.")] = "auto",
     address: AddressOption = None,
     namespace: NamespaceOption = net.DEFAULT_NAMESPACE,
 ) -> None:
@@ -245,20 +277,59 @@ def start_localnet(
         raise fail(str(error)) from None
     try:
         run_network(target, data_dir, validators, duration_ms, force_regenesis, detach, namespace,
-                    mempool_capacity=mempool_capacity, mempool_per_sender=mempool_per_sender,
-                    mempool_ttl_s=ttl_s)
+                    scoring_device if services else None, mempool_capacity=mempool_capacity,
+                    mempool_per_sender=mempool_per_sender, mempool_ttl_s=ttl_s, http_port=http_port,
+                    genesis_weights=services)
     finally:
         if target.foreground:  # this process's Ray ends with it
             cluster.forget(target.record)
 
 
+@start_app.command("scoring")
+def start_scoring(
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda (cuda needs a GPU here).")] = "auto",
+    http_port: Annotated[int, typer.Option("--http-port", min=1, max=65535, help="Its port.")] = 8001,
+    data_dir: Annotated[Optional[Path], typer.Option(
+        "--data-dir", help="Where its Ray keeps logs and spilled objects [default: a temp dir].",
+        show_default=False)] = None,
+) -> None:
+    """A standalone scoring service for your own machine (GPU or CPU), in the foreground: the
+    same batched, multiplexed scorer a network runs, at http://127.0.0.1:PORT/scoring. Ctrl-C
+    stops it."""
+    from ray import serve
+
+    from serve.scoring import scoring_app
+
+    options = {} if data_dir is None else {"_temp_dir": str(data_dir.expanduser().resolve() / "ray")}
+    quiet_serve()
+    ray.init(address="local", include_dashboard=False, **options, **cluster.QUIET_INIT)
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": http_port})
+        serve.run(scoring_app(device=device), name="scoring", route_prefix="/scoring")
+    except Exception as error:  # noqa: BLE001 - Serve's own errors (a taken port, no GPU): one line
+        ray.shutdown()
+        raise fail(str(error)) from None
+    typer.echo(f"scoring service ({device}) at http://127.0.0.1:{http_port}/scoring; Ctrl-C stops it")
+    try:
+        while True:
+            time.sleep(STATUS_INTERVAL_S)
+    except KeyboardInterrupt:
+        typer.echo("\nstopping…")
+        serve.shutdown()
+        ray.shutdown()
+
+
 def run_network(target: RayTarget, data_dir: Path | None, validators: int, duration_ms: int,
-                force_regenesis: bool, detach: bool, namespace: str, **limits) -> None:
+                force_regenesis: bool, detach: bool, namespace: str, scoring_device: str | None,
+                **settings) -> None:
+    """Start the network (and, unless `scoring_device` is None, its services)."""
     data_dir = data_dir or cluster.soma_home() / "localnet"
     config = net.NetworkConfig(data_dir=str(data_dir.expanduser()), validators=validators,
-                               epoch_duration_ms=duration_ms, namespace=namespace, **limits)
+                               epoch_duration_ms=duration_ms, namespace=namespace, **settings)
+    quiet_serve()
     try:
         network = net.start(config, force_regenesis=force_regenesis, detached=detach)
+        gateway = None if scoring_device is None else network.start_services(scoring_device, detach)
     except BaseException as error:
         if target.started:  # a cluster started for this network only: do not leave it behind
             ray.shutdown()
@@ -270,6 +341,7 @@ def run_network(target: RayTarget, data_dir: Path | None, validators: int, durat
                f"{namespace!r}, epochs of {network.config.epoch_duration_ms / 1000:g} s, "
                f"data in {network.config.data_dir} (a resumed network keeps its stored settings)")
     typer.echo(target.note)
+    typer.echo(f"gateway: {gateway}" if gateway else "gateway: not started (--no-services)")
     dashboard = target.dashboard
     typer.echo(f"Ray dashboard: http://{dashboard}" if dashboard else "Ray dashboard: not running")
     if detach:
@@ -379,8 +451,7 @@ def status(address: AddressOption = None, namespace: NamespaceOption = net.DEFAU
 def faucet(
     amount: Annotated[str, typer.Argument(help="SOMA to receive.")] = "100",
     to: Annotated[Optional[str], typer.Option("--to", help="Recipient address (default: your key).")] = None,
-    wallet: WalletOption = None, key: KeyOption = None,
-    address: AddressOption = None, namespace: NamespaceOption = net.DEFAULT_NAMESPACE,
+    wallet: WalletOption = None, key: KeyOption = None, rpc_url: RpcOption = None,
 ) -> None:
     """Localnet faucet: get SOMA from the emission pool."""
     async def action(client: SomaClient):
@@ -388,27 +459,25 @@ def faucet(
         await client.request_faucet(recipient, parse_amount(amount))
         typer.echo(f"{show_address(recipient)} now has {show_amount(await client.get_balance(recipient))}")
 
-    run_client(address, namespace, action)
+    run_participant(rpc_url, action)
 
 
 def balance(
     of: Annotated[Optional[str], typer.Argument(help="Address (default: your key).")] = None,
-    wallet: WalletOption = None, key: KeyOption = None,
-    address: AddressOption = None, namespace: NamespaceOption = net.DEFAULT_NAMESPACE,
+    wallet: WalletOption = None, key: KeyOption = None, rpc_url: RpcOption = None,
 ) -> None:
     """The balance of an address."""
     async def action(client: SomaClient):
         owner = parse_address(of) if of else load_key(wallet, key).address
         typer.echo(show_amount(await client.get_balance(owner)))
 
-    run_client(address, namespace, action)
+    run_participant(rpc_url, action)
 
 
 def transfer(
     recipient: Annotated[str, typer.Argument(help="Recipient address.")],
     amount: Annotated[str, typer.Argument(help="SOMA to send.")],
-    wallet: WalletOption = None, key: KeyOption = None,
-    address: AddressOption = None, namespace: NamespaceOption = net.DEFAULT_NAMESPACE,
+    wallet: WalletOption = None, key: KeyOption = None, rpc_url: RpcOption = None,
 ) -> None:
     """Send SOMA; returns once the transfer is in a certified checkpoint."""
     async def action(client: SomaClient):
@@ -417,16 +486,16 @@ def transfer(
         typer.echo(f"transferred {amount} SOMA (fee {effects.fee_charged} shannons); "
                    f"balance {show_amount(await client.get_balance(sender.address))}")
 
-    run_client(address, namespace, action)
+    run_participant(rpc_url, action)
 
 
 @epoch_app.command("advance")
-def advance(address: AddressOption = None, namespace: NamespaceOption = net.DEFAULT_NAMESPACE) -> None:
+def advance(rpc_url: RpcOption = None) -> None:
     """Localnet: end the current epoch now."""
     async def action(client: SomaClient):
         typer.echo(f"epoch {await client.advance_epoch()}")
 
-    run_client(address, namespace, action)
+    run_participant(rpc_url, action)
 
 
 def register(app: typer.Typer) -> None:

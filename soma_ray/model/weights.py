@@ -16,7 +16,7 @@ import sys
 
 import torch
 import numpy as np
-from safetensors.torch import save_file
+from safetensors.torch import save, save_file
 
 from soma_ray.model.config import V1Config
 from soma_ray.model.errors import (
@@ -36,13 +36,29 @@ _METADATA_FIELDS = ("num_heads", "max_seq_len", "max_wavelength")
 _METADATA_PREFIX = "soma.v1."
 
 
-def save_weights(model: V1Model, path: str | os.PathLike) -> None:
-    """Write the model's float32 weights to `path`, atomically (a reader never sees half)."""
+def seeded_model(config: V1Config, seed: int) -> V1Model:
+    """A fresh model with spec/model.md's initialisation, the same for the same seed."""
+    torch.manual_seed(seed)
+    return V1Model(config)
+
+
+def _tensors_and_metadata(model: V1Model) -> tuple[dict, dict]:
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous()
                for k, v in model.state_dict().items()}
-    metadata = {_METADATA_PREFIX + f: str(getattr(model.config, f)) for f in _METADATA_FIELDS}
+    return tensors, {_METADATA_PREFIX + f: str(getattr(model.config, f)) for f in _METADATA_FIELDS}
+
+
+def save_weights(model: V1Model, path: str | os.PathLike) -> None:
+    """Write the model's float32 weights to `path`, atomically (a reader never sees half)."""
+    tensors, metadata = _tensors_and_metadata(model)
     with replacing(path) as tmp:
         save_file(tensors, tmp, metadata=metadata)
+
+
+def weights_bytes(model: V1Model) -> bytes:
+    """The bytes `save_weights` writes, in memory."""
+    tensors, metadata = _tensors_and_metadata(model)
+    return save(tensors, metadata=metadata)
 
 
 def load_weights(source: str | os.PathLike | bytes, config: V1Config | None = None,

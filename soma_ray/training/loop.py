@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from soma_ray.model import (PAD_TOKEN, SIGREG_COEFFICIENT, ModelError, V1Model, load_weights,
-                            read_weights_header, sigreg, tokenize)
+                            read_weights_header, seeded_model, sigreg, tokenize)
 from soma_ray.model.config import SIGREG_SLICES
 from soma_ray.training.config import TrainConfig
 from soma_ray.training.corpus import ChunkTable, CorpusSplit, chunk_table, sample_indices
@@ -30,8 +30,7 @@ from soma_ray.training.schedule import learning_rate
 def initial_model(config: TrainConfig) -> V1Model:
     """A fresh model (spec/model.md's init, seeded by `config.seed`) or the `init` weights."""
     if config.init is None:
-        torch.manual_seed(config.seed)
-        return V1Model(config.model)
+        return seeded_model(config.model, config.seed)
     try:
         return load_weights(config.init, config.model)
     except (ModelError, OSError) as e:

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from soma_ray import cluster
+from soma_ray.protocol.genesis import preset_keypair
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(400)]
 
@@ -46,6 +48,8 @@ class Soma:
         extra = ["--namespace", self.namespace] if namespaced else []
         if args[:2] == ("start", "localnet"):  # no dashboard: ~10 fewer processes to start
             extra += ["--validators", "1", "--data-dir", str(self.data_dir), "--no-dashboard"]
+            if "--http-port" not in args:  # the services are the foreground test's, not the lifecycle's
+                extra.append("--no-services")
         return [str(SOMA), *args, *extra]
 
     def run(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
@@ -161,8 +165,11 @@ def test_a_foreground_start_is_found_by_the_other_commands_and_stopped_by_soma_s
     soma.env.pop("RAY_AUTH_MODE")
     soma.env["HOME"] = str(tmp_path / "user")
     log = tmp_path / "foreground.out"
-    with open(log, "w") as out:
-        foreground = subprocess.Popen(soma.command("start", "localnet"),
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with open(log, "w") as out:  # the main job: `make run` is this with the default port
+        foreground = subprocess.Popen(soma.command("start", "localnet", "--http-port", str(port)),
                                       env=soma.env, stdout=out, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 180
@@ -173,6 +180,10 @@ def test_a_foreground_start_is_found_by_the_other_commands_and_stopped_by_soma_s
         assert record.kind == "foreground" and record.pid == foreground.pid
         assert (tmp_path / "user" / ".ray" / "auth_token").exists()
         assert soma.height() >= 0
+        gateway = f"http://127.0.0.1:{port}"
+        assert f"gateway: {gateway}" in log.read_text()
+        user = "0x" + preset_keypair("user", 0).address.hex()  # the participant way in: HTTP
+        assert soma.ok("balance", user, "--rpc-url", gateway).strip() == "1000000 SOMA"
         assert "ended the Ray cluster" in soma.ok("stop")
         assert foreground.wait(timeout=30) == 0 and soma.record() is None
         text = log.read_text()

@@ -1,5 +1,11 @@
 """The `soma` network commands against a one-validator localnet in the shared Ray session."""
+import os
+import socket
+import subprocess
+import sys
+import time
 import uuid
+from pathlib import Path
 
 import pytest
 import typer
@@ -14,10 +20,13 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
 
 @pytest.fixture(scope="module")
-def cli_net(ray_session, tmp_path_factory):
+def cli_net(ray_session, serve_url, tmp_path_factory):
+    """A one-validator network with its gateway (the participant commands' way in)."""
     config = net.NetworkConfig(data_dir=str(tmp_path_factory.mktemp("cli-net")), validators=1,
-                               namespace=f"soma-cli-{uuid.uuid4().hex[:6]}")
+                               namespace=f"soma-cli-{uuid.uuid4().hex[:6]}",
+                               http_port=int(serve_url.rsplit(":", 1)[1]))
     network = net.start(config)
+    network.start_services(scoring_device="cpu")
     yield network
     network.stop()
 
@@ -36,8 +45,10 @@ def soma(cli_net, tmp_path):
     runner = CliRunner()
 
     def invoke(*args):
-        return runner.invoke(app, [*args, "--namespace", cli_net.config.namespace],
-                             env={"SOMA_WALLET": str(wallet_file)})
+        # Participants reach the gateway; `status` is the operator's view over Ray.
+        where = (["--namespace", cli_net.config.namespace] if args[0] == "status"
+                 else ["--rpc-url", cli_net.config.public_url])
+        return runner.invoke(app, [*args, *where], env={"SOMA_WALLET": str(wallet_file)})
 
     invoke.wallet = wallet_file
     return invoke
@@ -63,6 +74,32 @@ def test_bad_arguments_and_failed_transactions_are_one_line_errors(soma):
     result = soma("transfer", show_address(bytes(32)), "5")
     assert result.exit_code == 1 and "InsufficientFee" not in result.output
     assert "the fee is 1000 shannons but only 0 are available" in result.output
+
+
+def test_participant_commands_name_an_unreachable_gateway_in_one_line(soma, tmp_path):
+    app = typer.Typer()
+    register(app)
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    for command in (["balance", show_address(bytes(32))], ["epoch", "advance"],
+                    ["faucet", "--to", show_address(bytes(32))]):
+        started = time.monotonic()
+        result = CliRunner().invoke(app, [*command, "--rpc-url", dead])
+        assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+        assert dead in result.output and time.monotonic() - started < 10
+
+
+def test_a_standalone_scorer_asked_for_a_gpu_it_lacks_says_so_in_one_line(tmp_path):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    soma_command = str(Path(sys.executable).with_name("soma"))
+    done = subprocess.run([soma_command, "start", "scoring", "--device", "cuda", "--http-port", str(port)],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "SOMA_HOME": str(tmp_path)})
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip().count("\n") == 0 and "no GPU" in done.stderr
 
 
 def test_stop_ends_a_detached_network_found_by_namespace(ray_session, tmp_path):

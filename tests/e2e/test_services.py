@@ -2,8 +2,14 @@
 under it and the scoring service, reached by the SDK over HTTP alone."""
 import pytest
 import requests
+import torch
 
+from actors.network import GENESIS_WEIGHTS_SEED
 from localnet_helpers import run, start_network
+from soma_ray.model import V1Config, load_weights, seeded_model
+from soma_ray.protocol.genesis import genesis
+from soma_ray.protocol.state import MODEL
+from soma_ray.protocol.types import Model
 from soma_ray.client import SomaClient
 from soma_ray.protocol.encoding import blake2b256
 from soma_ray.protocol.errors import ProtocolError
@@ -14,7 +20,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 @pytest.fixture(scope="module")
 def services(ray_session, serve_url, tmp_path_factory):
     port = int(serve_url.rsplit(":", 1)[1])
-    network = start_network(tmp_path_factory, "svc", epoch_duration_ms=3_600_000, http_port=port)
+    network = start_network(tmp_path_factory, "svc", epoch_duration_ms=3_600_000, http_port=port,
+                            genesis_weights=True)
     url = network.start_services(scoring_device="cpu")
     yield network, url
     network.stop()  # takes the services off Serve too
@@ -57,6 +64,31 @@ def test_oversized_data_is_refused_by_the_blob_store_with_its_typed_error(servic
     with pytest.raises(ProtocolError) as refused:
         run(scenario())
     assert refused.value.code == "BlobTooLarge"
+
+
+def test_the_genesis_models_publish_real_weights_so_every_target_can_be_scored(services):
+    network, url = services
+
+    async def scenario():
+        client = await SomaClient(rpc_url=url)
+        try:
+            targets = await client.get_targets("open")
+            manifests = await client.get_model_manifests(targets[0])  # none left out, none missing
+            weights = {m.model_id: await client.fetch_model(m.model_id) for m in manifests}
+            return targets, manifests, weights
+        finally:
+            await client.close()
+
+    targets, manifests, weights = run(scenario())
+    assert targets and [m.model_id for m in manifests] == targets[0].model_ids
+    specs = network.config.genesis_config().models  # the i-th has seed GENESIS_WEIGHTS_SEED + i
+    order = {m.id: [s.embedding for s in specs].index(m.embedding)
+             for m in genesis(network.config.genesis_config()).values(MODEL, Model)}
+    for model_id, data in weights.items():
+        seed = GENESIS_WEIGHTS_SEED + order[model_id]
+        expected = seeded_model(V1Config.small(), seed).state_dict()
+        loaded = load_weights(data, V1Config.small()).state_dict()
+        assert all(torch.equal(loaded[name], expected[name]) for name in expected)
 
 
 def test_stopping_the_network_takes_its_services_off_serve(services):
