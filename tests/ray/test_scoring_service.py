@@ -287,6 +287,9 @@ def test_bad_requests_are_4xx_json_and_data_limits_hold_before_download(env):
     assert too_big.json() == {"error": "DataTooLarge",
                               "fields": {"size": MAX_DATA + 1, "max": MAX_DATA}}
     assert error(_post(env, bytes(4 * MAX_DATA))) == (413, "RequestTooLarge")
+    chunked = requests.post(env.url + "/score", data=iter([bytes(MAX_DATA)] * 4),
+                            timeout=DEADLINE_S)  # no Content-Length: counted as it streams
+    assert error(chunked) == (413, "RequestTooLarge")
     # A declared size over the limit is refused before any byte is downloaded ...
     big_url = env.server.put("/data/big", bytes(MAX_DATA + 1))
     declared = msgspec.structs.replace(request, data=None, data_url=big_url,
