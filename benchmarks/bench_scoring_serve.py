@@ -12,7 +12,7 @@ Runs its own local Ray (2 CPUs) and Serve on a free loopback port; weights are s
 small HTTP server in this process. The small (localnet) config unless --tiny.
 
     .venv/bin/python benchmarks/bench_scoring_serve.py [--items 64 --max-bytes 1024 --rounds 3]
-        [--via handle|http] [--cpus-per-replica 2] [--replicas 1] [--max-batch-size 16]
+        [--via handle|http] [--cpus-per-replica 1] [--replicas 1] [--max-batch-size 16]
 """
 from __future__ import annotations
 
@@ -105,7 +105,7 @@ def main() -> None:
     parser.add_argument("--max-bytes", type=int, default=1024)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--via", choices=("handle", "http"), default="handle")
-    parser.add_argument("--cpus-per-replica", type=float, default=2)
+    parser.add_argument("--cpus-per-replica", type=float, default=1)
     parser.add_argument("--replicas", type=int, default=1)
     parser.add_argument("--max-batch-size", type=int, default=16)
     parser.add_argument("--cold-sets", type=int, default=3, help="fresh model sets for cold")

@@ -378,6 +378,7 @@ class ScoringService:
         self._loads = self._load_failures = self._batches = self._batched_items = 0
         self._batches_running = 0
         self._compute_s = 0.0  # seconds inside score_many
+        self._snapshots = 0
         context = ray.get_runtime_context()
         self._replica = serve.get_replica_context().replica_id.unique_id
         self._actor_name = context.get_actor_name()
@@ -469,8 +470,10 @@ class ScoringService:
 
     def stats(self) -> dict:
         """This replica's counters (the ingress aggregates them for /health)."""
+        self._snapshots += 1
         return {
             "replica": self._replica,
+            "snapshot": self._snapshots,  # answers may arrive out of order: the latest counts
             "actor_name": self._actor_name,
             "actor_id": self._actor_id,
             "device": self._settings.device,
@@ -571,15 +574,19 @@ class ScoringIngress:
                 if isinstance(exc.cause, ProtocolError):
                     raise exc.cause from None
                 raise
-            self._replicas[stats["replica"]] = stats
+            self._note(stats)
             return result
         raise AssertionError("unreachable")
+
+    def _note(self, stats: dict) -> None:
+        known = self._replicas.get(stats["replica"])
+        if known is None or stats["snapshot"] > known["snapshot"]:
+            self._replicas[stats["replica"]] = stats
 
     async def health(self) -> dict:
         """Device, replicas and counters (each scorer replica as it last reported)."""
         try:
-            stats = await asyncio.wait_for(self._scorer.stats.remote(), timeout=10)
-            self._replicas[stats["replica"]] = stats
+            self._note(await asyncio.wait_for(self._scorer.stats.remote(), timeout=10))
         except Exception as exc:  # noqa: BLE001 - health reports what it can
             log.warning("scoring health: no answer from a model replica (%s)", exc)
         replicas = list(self._replicas.values())
