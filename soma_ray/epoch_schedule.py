@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
+from soma_ray.picklable import PicklesWithFields
 from soma_ray.protocol import epoch as protocol_epoch
 
 
@@ -17,7 +18,7 @@ class InvalidEpochDuration(ValueError):
         super().__init__(f"epoch duration must be positive, got {epoch_duration_ms} ms")
 
 
-class EpochWaitTimeout(TimeoutError):
+class EpochWaitTimeout(PicklesWithFields, TimeoutError):
     """The awaited epoch did not begin in time."""
 
     def __init__(self, epoch: int, current: int, timeout_s: float):
@@ -25,9 +26,6 @@ class EpochWaitTimeout(TimeoutError):
         self.current = current
         self.timeout_s = timeout_s
         super().__init__(f"epoch {epoch} did not begin within {timeout_s} s (still {current})")
-
-    def __reduce__(self):  # pickles with its fields: it crosses Ray from the clock to callers
-        return type(self), (self.epoch, self.current, self.timeout_s)
 
 
 def epoch_end_ms(epoch_start_ms: int, epoch_duration_ms: int) -> int:

@@ -7,21 +7,11 @@ and are not `ProtocolError`s: nothing sends them to another participant, and the
 
 from __future__ import annotations
 
+from soma_ray.picklable import PicklesWithFields
 
-class ModelError(Exception):
+
+class ModelError(PicklesWithFields, Exception):
     """Base of every error raised by soma_ray.model."""
-
-    def __reduce__(self):
-        # Pickled with its fields (Ray sends an actor's exception to its caller): Exception's
-        # default would call the subclass with the message as its only argument.
-        return _restore, (type(self), self.args, self.__dict__)
-
-
-def _restore(cls: type, args: tuple, fields: dict) -> Exception:
-    error = cls.__new__(cls)
-    error.args = args
-    error.__dict__.update(fields)
-    return error
 
 
 class EmptyDataError(ModelError):

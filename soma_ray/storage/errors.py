@@ -3,22 +3,11 @@
 They stay in the validator process that owns the disk (its operator sees them) and are not
 `ProtocolError`s: no client or peer receives them. See `soma_ray.protocol.errors`.
 """
+from soma_ray.picklable import PicklesWithFields
 
 
-class StorageError(Exception):
+class StorageError(PicklesWithFields, Exception):
     """Base class of every error the validator store raises."""
-
-    def __reduce__(self):
-        # Pickled with its fields (Ray sends an actor's exception to its caller): Exception's
-        # default would call the subclass with the message as its only argument.
-        return _restore, (type(self), self.args, self.__dict__)
-
-
-def _restore(cls: type, args: tuple, fields: dict) -> Exception:
-    error = cls.__new__(cls)
-    error.args = args
-    error.__dict__.update(fields)
-    return error
 
 
 class StoreInUse(StorageError):
