@@ -111,8 +111,9 @@ class Network(NetworkHandles):
         from serve.scoring import scoring_app
 
         config = self.config
-        # A named actor lives while a handle to it does (or for good when detached): keep it.
-        self.target_state = launch_target_state(config, detached)
+        # A named actor lives while its first handle does (or for good when detached): keep it.
+        if self.target_state is None:
+            self.target_state = launch_target_state(config, detached)
         parameters = config.genesis_config().parameters
         serve.start(http_options={"host": config.http_host, "port": config.http_port})
         apps = {

@@ -35,12 +35,9 @@ import hashlib
 import hmac
 import itertools
 import logging
-import math
-import os
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Annotated, Any, Callable, Literal, Sequence
+from typing import Any, Callable, Literal
 
 import msgspec
 import numpy as np
@@ -57,76 +54,22 @@ from serve.errors import (
 )
 from serve.fetch import FetchError, FetchTooLarge, fetch_bytes
 from soma_ray.model.config import V1Config
-from soma_ray.model.encryption import KEY_BYTES, decrypt_weights
+from soma_ray.model.encryption import KEY_BYTES, decrypt_bytes
 from soma_ray.model.errors import DecryptionError, ModelError
-from soma_ray.model.scoring import ModelScore, ScoreResult, cosine_distance, score_many
+from soma_ray.model.scoring import ModelScore, best_of, score_many
+from soma_ray.wire import ModelManifest, ScoreRequest, ScoreResponse
 from soma_ray.protocol.errors import DataTooLarge, MalformedInput, ProtocolError, ZeroEmbedding
 from soma_ray.protocol.params import Parameters
 from soma_ray.protocol.targets import as_embedding
-from soma_ray.protocol.types import WeightsManifest
 
 log = logging.getLogger(__name__)
 
 GIB = 1 << 30
 CHECKSUM_BYTES = 32
-MAX_SEED = (1 << 63) - 1  # seed + batch index must fit arrgen's u64
 # A load may run this much past its request's deadline, so that a request out of time fails
 # with ScoringTimeout (from the ingress) rather than racing a download timeout; a timed-out
 # request cancels its sub-calls anyway.
 LOAD_GRACE_S = 1.0
-
-
-# --- wire types -----------------------------------------------------------------------------
-
-class ModelManifest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    """One of the target's models: where its encrypted weights are and how to open them."""
-
-    model_id: bytes  # the chain's model id; named in errors only
-    url: str
-    checksum: bytes  # plain BLAKE2b-256 of the encrypted bytes (WeightsManifest.checksum)
-    size: Annotated[int, msgspec.Meta(ge=0)]
-    decryption_key: bytes
-
-    @classmethod
-    def of(cls, model_id: bytes, manifest: WeightsManifest, key: bytes) -> ModelManifest:
-        return cls(model_id=bytes(model_id), url=manifest.url, checksum=bytes(manifest.checksum),
-                   size=manifest.size, decryption_key=bytes(key))
-
-
-class ScoreRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    """Score `data` (or the bytes at `data_url`) under every model of `manifests`.
-
-    `target_embedding` is little-endian float32 bytes (or, for JSON, a list of numbers rounded
-    to float32). `data_size`, when given with `data_url`, is checked before the download and
-    against it. `timeout_s` shortens the service's request timeout (it cannot lengthen it).
-    """
-
-    manifests: list[ModelManifest]
-    target_embedding: bytes | list[float]
-    data: bytes | None = None
-    data_url: str | None = None
-    data_size: Annotated[int, msgspec.Meta(ge=0)] | None = None
-    seed: Annotated[int, msgspec.Meta(ge=0, le=MAX_SEED)] = 0
-    timeout_s: Annotated[float, msgspec.Meta(gt=0)] | None = None
-
-
-class ScoreResponse(msgspec.Struct, frozen=True):
-    """`soma_ray.model.score`'s result: `winner` indexes the request's manifests."""
-
-    winner: int
-    loss_score: float  # the winner's loss
-    embedding: bytes  # the winner's embedding, little-endian float32 [D]
-    distance: float  # cosine distance of the winner's embedding to the target
-    losses: list[float]  # one per manifest, in request order
-
-    def embedding_array(self) -> np.ndarray:
-        return np.frombuffer(self.embedding, dtype="<f4").astype(np.float32)
-
-    @classmethod
-    def of(cls, result: ScoreResult) -> ScoreResponse:
-        return cls(winner=result.winner, loss_score=result.loss,
-                   embedding=np.asarray(result.embedding, dtype="<f4").tobytes(),
-                   distance=result.distance, losses=list(result.losses))
 
 
 # --- settings -------------------------------------------------------------------------------
@@ -153,7 +96,6 @@ class ScoringSettings:
     cpus_per_replica: float
     threads_per_replica: int
     sub_call_retries: int
-    scratch_dir: str | None
 
 
 def parameter_bytes(config: V1Config) -> int:
@@ -255,19 +197,6 @@ def effective_timeout(request: ScoreRequest, settings: ScoringSettings) -> float
     return min(request.timeout_s, settings.request_timeout_s)
 
 
-def combine(scores: Sequence[ModelScore], target: np.ndarray) -> ScoreResult:
-    """The ScoreResult `soma_ray.model.score` gives for these per-model scores.
-
-    Interim: score() keeps its winner rule inline; once soma_ray/model/scoring.py exposes it
-    (see docs/scoring.md), this calls that instead of restating the one line below.
-    """
-    losses = [s.loss for s in scores]
-    winner = min(range(len(losses)), key=lambda i: (math.isnan(losses[i]), losses[i]))
-    embedding = scores[winner].embedding
-    return ScoreResult(winner, losses[winner], embedding, cosine_distance(embedding, target),
-                       losses)
-
-
 # --- weights (sync, run off the event loop) --------------------------------------------------
 
 @dataclasses.dataclass(eq=False)
@@ -309,13 +238,9 @@ def _key_digest(key: bytes) -> bytes:
 
 
 def open_weights(manifest: ModelManifest, encrypted: bytes, config: V1Config,
-                 device: str = "cpu", scratch_dir: str | None = None) -> LoadedModel:
-    """Check, decrypt and load downloaded weights; ModelUnavailable names the failing stage.
-
-    Decryption works on files (soma_ray.model.encryption streams them), so the ciphertext goes
-    to a private temporary directory, is decrypted next to it and loaded from there; both files
-    are gone when this returns.
-    """
+                 device: str = "cpu") -> LoadedModel:
+    """Check, decrypt and load downloaded weights (in memory); ModelUnavailable names the
+    failing stage."""
     def unavailable(stage: str, reason: str) -> ModelUnavailable:
         return ModelUnavailable(model_id=manifest.model_id, stage=stage, reason=reason)
 
@@ -326,19 +251,14 @@ def open_weights(manifest: ModelManifest, encrypted: bytes, config: V1Config,
         raise unavailable("checksum", "the downloaded bytes do not match the manifest checksum")
     from soma_ray.model.weights import load_weights
 
-    with tempfile.TemporaryDirectory(prefix="soma-scoring-", dir=scratch_dir) as tmp:
-        sealed, plain = os.path.join(tmp, "weights.enc"), os.path.join(tmp, "weights")
-        with open(sealed, "wb") as f:
-            f.write(encrypted)
-        try:
-            decrypt_weights(sealed, plain, manifest.decryption_key)
-        except DecryptionError as exc:
-            raise unavailable("decrypt", exc.reason) from None
-        os.unlink(sealed)
-        try:
-            model = load_weights(plain, config, device=device)
-        except ModelError as exc:
-            raise unavailable("load", str(exc)) from None
+    try:
+        plain = decrypt_bytes(encrypted, manifest.decryption_key)
+    except DecryptionError as exc:
+        raise unavailable("decrypt", exc.reason) from None
+    try:
+        model = load_weights(plain, config, device=device)
+    except ModelError as exc:
+        raise unavailable("load", str(exc)) from None
     return LoadedModel(model, bytes(manifest.checksum), manifest.size,
                        _key_digest(manifest.decryption_key))
 
@@ -402,8 +322,7 @@ class ScoringService:
                 raise ModelUnavailable(model_id=manifest.model_id, stage="download",
                                        reason=exc.reason) from None
             loaded = await asyncio.to_thread(
-                open_weights, manifest, encrypted, self._settings.config, self._settings.device,
-                self._settings.scratch_dir)
+                open_weights, manifest, encrypted, self._settings.config, self._settings.device)
         except ModelUnavailable:
             self._load_failures += 1
             raise
@@ -526,7 +445,7 @@ class ScoringIngress:
         for outcome in outcomes:  # the first failing model, in request order
             if isinstance(outcome, BaseException):
                 raise outcome
-        return ScoreResponse.of(combine(outcomes, target))
+        return ScoreResponse.of(best_of(outcomes, target))
 
     async def _fetch_data(self, request: ScoreRequest, deadline: float) -> bytes:
         limit = self._settings.max_submission_bytes
@@ -702,7 +621,6 @@ def scoring_settings(config: V1Config | None = None, *,
                      max_replicas: int | None = None,
                      cpus_per_replica: float = 1,
                      sub_call_retries: int = 8,
-                     scratch_dir: str | None = None,
                      resources: dict | None = None) -> ScoringSettings:
     """The settings `scoring_app` deploys with (see there); computed, not deployed.
 
@@ -746,7 +664,6 @@ def scoring_settings(config: V1Config | None = None, *,
         cpus_per_replica=cpus_per_replica,
         threads_per_replica=max(1, int(cpus_per_replica)),
         sub_call_retries=sub_call_retries,
-        scratch_dir=scratch_dir,
     )
 
 
@@ -766,7 +683,7 @@ def scoring_app(config: V1Config | None = None, *,
       load_timeout_s (600): one download + decrypt + load,
       min_replicas (1), max_replicas (one per GPU; on CPU up to 2 within the cluster's CPUs),
       cpus_per_replica (1; CPU replicas run that many torch threads),
-      sub_call_retries (8): sends of a sub-call whose replica died, scratch_dir (temp files).
+      sub_call_retries (8): sends of a sub-call whose replica died.
     """
     settings = scoring_settings(config, device=device, **options)
     actor_options: dict[str, Any] = {"num_cpus": settings.cpus_per_replica}

@@ -24,7 +24,7 @@ from soma_ray.http_transport import HttpTransport
 from soma_ray.node.target_index import Leaderboard, ManifestView, NearbyTarget, TargetPage, TargetView
 from soma_ray.participant import ParticipantCalls, as_id
 from soma_ray.protocol.targets import embedding_bytes
-from soma_ray.wire import MAX_PAGE, EpochInfo, epoch_info
+from soma_ray.wire import MAX_PAGE, EpochInfo, ModelManifest, ScoreRequest, ScoreResponse, epoch_info
 from soma_ray.node.replies import SubmitReply, ValidatorStatus
 from soma_ray.protocol import errors
 from soma_ray.protocol.crypto import Keypair
@@ -241,6 +241,23 @@ class SomaClient(ParticipantCalls):
 
     async def get_leaderboard(self, limit: int = 100) -> Leaderboard:
         return await self._transport.leaderboard(limit)
+
+    # ------------------------------------------------------------------ scoring
+
+    async def score(self, data_url: str | None, manifests, target_embedding, data: bytes | None = None,
+                    seed: int = 0) -> ScoreResponse:
+        """Score data (given, or downloaded by the service from `data_url`) under every model of
+        `manifests` (`get_model_manifests`' views), as the chain's scoring function does:
+        {winner (index into manifests), loss_score, embedding, distance, losses}."""
+        request = ScoreRequest(
+            manifests=[ModelManifest(m.model_id, m.url, m.checksum, m.size, m.decryption_key) for m in manifests],
+            target_embedding=embedding_bytes(target_embedding), data=data,
+            data_url=None if data is not None else data_url, seed=seed)
+        return await self._public().score(request)
+
+    async def scoring_health(self) -> dict:
+        """The scoring service's device, replicas, cache and batch figures."""
+        return await self._public().scoring_health()
 
     # ------------------------------------------------------------------ blobs and weights
 

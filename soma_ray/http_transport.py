@@ -126,6 +126,15 @@ class HttpTransport:
     async def leaderboard(self, limit: int) -> Leaderboard:
         return decode(await self._request("GET", "/leaderboard", params={"limit": str(limit)}), Leaderboard)
 
+    # The scoring service.
+
+    async def score(self, request: wire.ScoreRequest) -> wire.ScoreResponse:
+        return decode(await self._request("POST", "/scoring/score", msgspec.msgpack.encode(request)),
+                      wire.ScoreResponse)
+
+    async def scoring_health(self) -> dict:
+        return msgspec.json.decode(await self._request("GET", "/scoring/health"))
+
     async def advance_epoch(self) -> int:
         return decode(await self._request("POST", "/epoch/advance"), wire.EpochReply).epoch
 

@@ -30,12 +30,17 @@ canonical `ExecutionError{code, fields}` in msgpack, or `{"error": CODE, "fields
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
+import numpy as np
 
 from soma_ray.protocol import errors
 from soma_ray.protocol.encoding import Struct
+from soma_ray.protocol.types import WeightsManifest
+
+if TYPE_CHECKING:  # torch: not for the SDK's import
+    from soma_ray.model.scoring import ScoreResult
 from soma_ray.protocol.epoch import epoch_end_ms
 
 MSGPACK = "application/msgpack"
@@ -139,3 +144,57 @@ def parse_hex(text: str, what: str, length: int | None = None) -> bytes:
         raise errors.MalformedInput(reason=f"{what} is {length} bytes, got {len(value)}")
     return value
 
+
+# The scoring service's request and response (serve/scoring.py; `SomaClient.score` sends them).
+MAX_SEED = (1 << 63) - 1  # seed + batch index must fit arrgen's u64
+
+
+class ModelManifest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """One of the target's models: where its encrypted weights are and how to open them."""
+
+    model_id: bytes  # the chain's model id; named in errors only
+    url: str
+    checksum: bytes  # plain BLAKE2b-256 of the encrypted bytes (WeightsManifest.checksum)
+    size: Annotated[int, msgspec.Meta(ge=0)]
+    decryption_key: bytes
+
+    @classmethod
+    def of(cls, model_id: bytes, manifest: WeightsManifest, key: bytes) -> ModelManifest:
+        return cls(model_id=bytes(model_id), url=manifest.url, checksum=bytes(manifest.checksum),
+                   size=manifest.size, decryption_key=bytes(key))
+
+
+class ScoreRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Score `data` (or the bytes at `data_url`) under every model of `manifests`.
+
+    `target_embedding` is little-endian float32 bytes (or, for JSON, a list of numbers rounded
+    to float32). `data_size`, when given with `data_url`, is checked before the download and
+    against it. `timeout_s` shortens the service's request timeout (it cannot lengthen it).
+    """
+
+    manifests: list[ModelManifest]
+    target_embedding: bytes | list[float]
+    data: bytes | None = None
+    data_url: str | None = None
+    data_size: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    seed: Annotated[int, msgspec.Meta(ge=0, le=MAX_SEED)] = 0
+    timeout_s: Annotated[float, msgspec.Meta(gt=0)] | None = None
+
+
+class ScoreResponse(msgspec.Struct, frozen=True):
+    """`soma_ray.model.score`'s result: `winner` indexes the request's manifests."""
+
+    winner: int
+    loss_score: float  # the winner's loss
+    embedding: bytes  # the winner's embedding, little-endian float32 [D]
+    distance: float  # cosine distance of the winner's embedding to the target
+    losses: list[float]  # one per manifest, in request order
+
+    def embedding_array(self) -> np.ndarray:
+        return np.frombuffer(self.embedding, dtype="<f4").astype(np.float32)
+
+    @classmethod
+    def of(cls, result: ScoreResult) -> ScoreResponse:
+        return cls(winner=result.winner, loss_score=result.loss,
+                   embedding=np.asarray(result.embedding, dtype="<f4").tobytes(),
+                   distance=result.distance, losses=list(result.losses))

@@ -86,7 +86,11 @@ def score(models: Sequence[V1Model], data: bytes, target_embedding: np.ndarray,
     """Score data under all of a target's models; the lowest loss wins (the first on ties)."""
     if not models:
         raise ValueError("score needs at least one model")
-    scores = [score_model(model, data, seed) for model in models]
+    return best_of([score_model(model, data, seed) for model in models], target_embedding)
+
+
+def best_of(scores: Sequence[ModelScore], target_embedding: np.ndarray) -> ScoreResult:
+    """The ScoreResult of per-model scores: the lowest loss wins, the first on ties."""
     losses = [s.loss for s in scores]
     # A NaN loss (a broken model) never wins: it ranks after every number.
     winner = min(range(len(losses)), key=lambda i: (math.isnan(losses[i]), losses[i]))

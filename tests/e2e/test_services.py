@@ -1,15 +1,20 @@
 """A localnet's public services as `Network.start_services` deploys them: the gateway, the blob store
 under it and the scoring service, reached by the SDK over HTTP alone."""
+import json
+import subprocess
+import sys
+
+import numpy as np
 import pytest
 import requests
 import torch
 
 from actors.network import GENESIS_WEIGHTS_SEED
 from localnet_helpers import run, start_network
-from soma_ray.model import V1Config, load_weights, seeded_model
+from soma_ray.model import V1Config, load_weights, score, seeded_model
 from soma_ray.protocol.genesis import genesis
-from soma_ray.protocol.state import MODEL
-from soma_ray.protocol.types import Model
+from soma_ray.protocol.state import MODEL, TARGET
+from soma_ray.protocol.types import Model, Target
 from soma_ray.client import SomaClient
 from soma_ray.protocol.encoding import blake2b256
 from soma_ray.protocol.errors import ProtocolError
@@ -97,3 +102,55 @@ def test_stopping_the_network_takes_its_services_off_serve(services):
     assert requests.get(f"{url}/health", timeout=30).status_code == 404
     network.start_services(scoring_device="cpu")  # back for the module's teardown
     assert requests.get(f"{url}/health", timeout=60).status_code == 200
+
+
+NO_RAY_SCRIPT = """
+import asyncio, json, sys
+sys.modules["ray"] = None  # any import of Ray fails
+from soma_ray import SomaClient
+from soma_ray.protocol.genesis import preset_keypair
+
+async def main(url, data):
+    client = await SomaClient(rpc_url=url)
+    alice, bob = preset_keypair("svc-alice", 0), preset_keypair("svc-bob", 0)
+    await client.request_faucet(alice.address, 5 * 10**9)
+    await client.transfer(alice, bob.address, 10**9)
+    data_url = await client.upload(data)
+    target = (await client.get_targets("open"))[0]
+    manifests = await client.get_model_manifests(target)
+    scored = await client.score(data_url, manifests, target.embedding)
+    health = await client.scoring_health()
+    print(json.dumps({"balance": await client.get_balance(bob.address), "target": target.id.hex(),
+                      "winner": scored.winner, "losses": scored.losses, "distance": scored.distance,
+                      "embedding": scored.embedding.hex(), "device": health["device"]}))
+    await client.close()
+
+asyncio.run(main(sys.argv[1], bytes.fromhex(sys.argv[2])))
+"""
+
+
+def test_a_process_that_cannot_import_ray_pays_uploads_and_scores_exactly(services):
+    network, url = services
+    data = b"def score(models, data):  # some source a miner streams\n" * 40
+    done = subprocess.run([sys.executable, "-c", NO_RAY_SCRIPT, url, data.hex()], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = json.loads(done.stdout)
+    assert found["balance"] == 10**9 and found["device"] == "cpu"
+    # The same score in this process, from the same genesis weights.
+    target = [t for t in genesis(network.config.genesis_config()).values(TARGET, Target)
+              if t.id.hex() == found["target"]][0]
+    specs = {m.id: m for m in genesis(network.config.genesis_config()).values(MODEL, Model)}
+
+    async def fetch_all():
+        client = await SomaClient(rpc_url=url)
+        try:
+            return [await client.fetch_model(i) for i in target.model_ids]
+        finally:
+            await client.close()
+
+    models = [load_weights(w, V1Config.small()) for w in run(fetch_all())]
+    expected = score(models, data, np.frombuffer(target.embedding, "<f4"))
+    assert specs and found["winner"] == expected.winner
+    assert found["losses"] == list(expected.losses) and found["distance"] == expected.distance
+    assert bytes.fromhex(found["embedding"]) == np.asarray(expected.embedding, "<f4").tobytes()

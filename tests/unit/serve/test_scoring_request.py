@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from serve.errors import ModelUnavailable, RequestTooLarge, ScoringTimeout, error_body, http_status
+from soma_ray.model.scoring import best_of
 from serve.scoring import (
     ModelManifest,
     ScoreRequest,
@@ -17,7 +18,6 @@ from serve.scoring import (
     as_request,
     check_request,
     choose_device,
-    combine,
     decode_request,
     effective_timeout,
     parameter_bytes,
@@ -104,14 +104,14 @@ def test_a_request_timeout_can_only_shorten_the_services():
     assert effective_timeout(request(timeout_s=1e9), SETTINGS) == SETTINGS.request_timeout_s
 
 
-def test_combine_equals_score_on_the_same_models():
+def test_best_of_sub_call_scores_equals_score_on_the_same_models():
     models = []
     for seed in range(3):
         torch.manual_seed(seed)
         models.append(V1Model(CFG).eval())
     data = b"some data to score" * 3
     target = np.random.default_rng(0).normal(size=16).astype(np.float32)
-    got = combine([score_model(m, data) for m in models], target)
+    got = best_of([score_model(m, data) for m in models], target)
     want = score(models, data, target)
     assert got.winner == want.winner and got.losses == want.losses and got.loss == want.loss
     assert got.distance == want.distance
@@ -120,12 +120,12 @@ def test_combine_equals_score_on_the_same_models():
     assert response.embedding_array().tobytes() == want.embedding.tobytes()
 
 
-def test_combine_ranks_nan_last_and_ties_to_the_first():
+def test_best_of_ranks_nan_last_and_ties_to_the_first():
     e = np.ones(4, np.float32)
     target = np.arange(1, 5, dtype=np.float32)
     scores = [ModelScore(math.nan, e), ModelScore(2.0, e * 2), ModelScore(2.0, e * 3)]
-    assert combine(scores, target).winner == 1
-    assert combine([ModelScore(math.nan, e)], target).winner == 0
+    assert best_of(scores, target).winner == 1
+    assert best_of([ModelScore(math.nan, e)], target).winner == 0
 
 
 def test_the_byte_bound_is_folded_into_the_count_bound():

@@ -33,7 +33,7 @@ def stage_of(manifest: ModelManifest, encrypted: bytes) -> str:
 
 def test_good_weights_open_to_the_same_parameters(tmp_path):
     model, manifest, encrypted = published(tmp_path)
-    loaded = open_weights(manifest, encrypted, CFG, scratch_dir=str(tmp_path))
+    loaded = open_weights(manifest, encrypted, CFG)
     for (k, a), (_, b) in zip(model.state_dict().items(), loaded.model.state_dict().items()):
         assert torch.equal(a, b), k
     assert loaded.checksum == manifest.checksum and loaded.size == len(encrypted)
