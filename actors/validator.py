@@ -70,6 +70,7 @@ class ValidatorActor(ValidatorReads):
             self._store.get_checkpoint(latest)[0], Checkpoint), self._intake.mempool.verified)
         self._committed = asyncio.Event()  # set (and replaced) at every commit: feed readers wait
         self._requested_epoch: int | None = None
+        self._clock = None  # the epoch clock's handle
         self._timers: dict[tuple, asyncio.TimerHandle] = {}
         self._core: ConsensusCore | None = None
         self._next_height: asyncio.TimerHandle | None = None
@@ -224,11 +225,13 @@ class ValidatorActor(ValidatorReads):
             self._perform(self._core.start_height())
 
     def _report_to_clock(self) -> None:
-        clock = find_actor(self._network.clock_name, self._network.namespace)
-        if clock is not None:
+        # Looked up once (a name lookup is a blocking call to Ray's GCS), again while it is down.
+        if self._clock is None:
+            self._clock = find_actor(self._network.clock_name, self._network.namespace)
+        if self._clock is not None:
             system = self._state.system()
-            clock.observe_checkpoint.remote(system.epoch, system.epoch_start_timestamp_ms,
-                                            self._executor.latest_timestamp_ms)
+            self._clock.observe_checkpoint.remote(system.epoch, system.epoch_start_timestamp_ms,
+                                                  self._executor.latest_timestamp_ms)
 
     async def request_epoch_change(self, epoch: int) -> None:
         self._requested_epoch = epoch
