@@ -85,8 +85,16 @@ def show_amount(shannons: int) -> str:
 
 
 def quiet_serve() -> None:
-    """Serve logs each step it takes (INFO) to this terminal: only its errors belong there."""
-    logging.getLogger("ray.serve").setLevel(logging.ERROR)
+    """Serve logs each step it takes (INFO) to this terminal: only its errors belong there. A
+    filter, since Serve sets its logger's level again when it starts."""
+    logger = logging.getLogger("ray.serve")
+    if not any(isinstance(f, _ErrorsOnly) for f in logger.filters):
+        logger.addFilter(_ErrorsOnly())
+
+
+class _ErrorsOnly(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR
 
 
 def fail(message: str) -> typer.Exit:
@@ -376,6 +384,7 @@ def stop(
 ) -> None:
     """Stop a running network (its data dir stays, so `soma start` resumes it), then end the
     Ray cluster `soma start` started for it (by its record, never `ray stop`)."""
+    quiet_serve()
     try:
         given = cluster.explicit_address(address)
     except cluster.ClusterError as error:

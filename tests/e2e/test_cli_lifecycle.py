@@ -184,11 +184,14 @@ def test_a_foreground_start_is_found_by_the_other_commands_and_stopped_by_soma_s
         assert f"gateway: {gateway}" in log.read_text()
         user = "0x" + preset_keypair("user", 0).address.hex()  # the participant way in: HTTP
         assert soma.ok("balance", user, "--rpc-url", gateway).strip() == "1000000 SOMA"
-        assert "ended the Ray cluster" in soma.ok("stop")
+        stopped = soma.run("stop")
+        said = stopped.stdout + stopped.stderr
+        assert stopped.returncode == 0 and "ended the Ray cluster" in said and "Deleting app" not in said, said
         assert foreground.wait(timeout=30) == 0 and soma.record() is None
         text = log.read_text()
         assert "Ray dashboard: not running" in text, text
         assert "stopping" in text and not RAY_LOG_LINE.search(text), text
+        assert "Application 'gateway' is ready" not in text, text  # Serve's INFO lines stay out
     finally:
         if foreground.poll() is None:
             foreground.kill()
