@@ -113,8 +113,8 @@ class RayTransport:
     async def leaderboard(self, limit: int):
         return await (await self._index(None)).leaderboard.remote(limit)
 
-    async def active_models(self):
-        return await (await self._index(None)).active_models.remote()
+    async def active_models(self, min_sequence: int | None = None):
+        return await (await self._index(min_sequence)).active_models.remote()
 
     async def get_model(self, model_id: bytes):
         return await (await self._index(None)).get_model.remote(model_id)

@@ -251,7 +251,7 @@ class Gateway:
     @app.get("/models/active")
     async def active_models(self, request: Request) -> Response:
         try:
-            return _reply(request, await self._call("active_models"))
+            return _reply(request, await self._call("active_models", _min_sequence(request)))
         except errors.ProtocolError as error:
             return _refusal(request, error)
 

@@ -21,7 +21,9 @@ from __future__ import annotations
 import asyncio
 
 from soma_ray.http_transport import HttpTransport
-from soma_ray.node.target_index import Leaderboard, ManifestView, NearbyTarget, TargetPage, TargetView
+from soma_ray.node.target_index import (
+    Leaderboard, ManifestView, ModelView, NearbyTarget, TargetPage, TargetView,
+)
 from soma_ray.participant import ParticipantCalls, as_id
 from soma_ray.protocol.targets import embedding_bytes
 from soma_ray.wire import MAX_PAGE, EpochInfo, ModelManifest, ScoreRequest, ScoreResponse, epoch_info
@@ -238,6 +240,11 @@ class SomaClient(ParticipantCalls):
     async def nearest_targets(self, embedding, k: int = 10) -> list[NearbyTarget]:
         """The open targets closest to `embedding` (cosine distance), nearest first."""
         return await self._transport.nearest_targets(embedding_bytes(embedding), k)
+
+    async def get_active_models(self) -> list[ModelView]:
+        """Every Active model: id, owner, embedding (float32 bytes), stake, commission, whether
+        an update is pending."""
+        return await self._transport.active_models(self._seen_sequence)
 
     async def get_leaderboard(self, limit: int = 100) -> Leaderboard:
         return await self._transport.leaderboard(limit)

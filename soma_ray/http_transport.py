@@ -9,7 +9,9 @@ import msgspec
 
 from soma_ray import wire
 from soma_ray.node.replies import SubmitReply, ValidatorStatus
-from soma_ray.node.target_index import Leaderboard, ManifestView, NearbyTarget, TargetPage, TargetView
+from soma_ray.node.target_index import (
+    Leaderboard, ManifestView, ModelView, NearbyTarget, TargetPage, TargetView,
+)
 from soma_ray.protocol import errors
 from soma_ray.protocol.encoding import decode, encode
 
@@ -122,6 +124,10 @@ class HttpTransport:
     async def model_manifests(self, model_ids: list[bytes], min_sequence: int | None) -> list[ManifestView]:
         return decode(await self._request("POST", "/models/manifests", encode(model_ids),
                                           params=_at_least(min_sequence)), list[ManifestView])
+
+    async def active_models(self, min_sequence: int | None) -> list[ModelView]:
+        return decode(await self._request("GET", "/models/active", params=_at_least(min_sequence)),
+                      list[ModelView])
 
     async def leaderboard(self, limit: int) -> Leaderboard:
         return decode(await self._request("GET", "/leaderboard", params={"limit": str(limit)}), Leaderboard)

@@ -13,20 +13,18 @@ import os
 from decimal import Decimal
 from typing import NamedTuple
 
-import numpy as np
-
 from soma_ray.protocol import errors
 from soma_ray.wire import parse_hex
 from soma_ray.protocol.crypto import Keypair
 from soma_ray.protocol.encoding import blake2b256
 from soma_ray.protocol.models import model_commitment
 from soma_ray.protocol.params import SHANNONS_PER_SOMA
-from soma_ray.protocol.state import MODEL, STAKED_SOMA, STAKING_POOL, TARGET, VALIDATOR
+from soma_ray.protocol.state import STAKED_SOMA, STAKING_POOL, TARGET, VALIDATOR
 from soma_ray.protocol.submissions import LOSS_SCALE, required_bond, submission_commitment
 from soma_ray.protocol.targets import DISTANCE_SCALE, embedding_bytes
 from soma_ray.protocol.types import (
     AddStake, AddStakeToModel, ClaimRewards, CommitModel, CommitSubmission, CreateModel,
-    DeactivateModel, Model, RevealModel, RevealSubmission, StakedSoma, StakingPool, Target,
+    DeactivateModel, RevealModel, RevealSubmission, StakedSoma, StakingPool, Target,
     TransactionEffects, Validator, WeightsManifest, WithdrawStake,
 )
 from soma_ray.protocol.staking import pool_tokens_of
@@ -40,15 +38,6 @@ def as_id(value: str | bytes, what: str = "an id") -> bytes:
     if len(value) != 32:
         raise errors.MalformedInput(reason=f"{what} is 32 bytes, got {len(value)}")
     return value
-
-
-class ModelInfo(NamedTuple):
-    model_id: bytes
-    owner: bytes
-    embedding: np.ndarray
-    stake: int  # shannons in its pool
-    commission_bps: int
-    has_pending_update: bool
 
 
 class StakeInfo(NamedTuple):
@@ -123,17 +112,6 @@ class ParticipantCalls:
 
     async def deactivate_model(self, keypair: Keypair, model_id: str | bytes) -> TransactionEffects:
         return await self.execute(keypair, DeactivateModel(model_id=as_id(model_id, "a model id")))
-
-    async def get_active_models(self) -> list[ModelInfo]:
-        models = []
-        for model_id in await self.get_object_ids(MODEL):
-            model = await self.get_object(MODEL, model_id, Model)
-            if model.status != "Active":
-                continue
-            pool = await self.get_object(STAKING_POOL, model.staking_pool_id, StakingPool)
-            models.append(ModelInfo(model.id, model.owner, np.frombuffer(model.embedding, "<f4"),
-                                    pool.soma_balance, model.commission_bps, model.pending_update is not None))
-        return models
 
     # ------------------------------------------------------------------ submissions
 

@@ -74,7 +74,7 @@ def test_publish_a_model_commit_then_reveal_in_the_next_epoch(gateway_url):
 
     model_id, active, embedding, fetched = with_client(gateway_url, scenario)
     assert model_id in active and active[model_id].commission_bps == 1_000
-    assert np.array_equal(active[model_id].embedding, embedding)
+    assert active[model_id].embedding == embedding.astype("<f4").tobytes()
     assert fetched == b"weights of a small model" * 100  # downloaded, checked, decrypted
 
 
