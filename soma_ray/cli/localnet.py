@@ -22,6 +22,7 @@ from actors import network as net
 from soma_ray import cluster
 from soma_ray.cli.wallet import WalletOption
 from soma_ray.client import CHAIN_URLS, SomaClient
+from soma_ray.participant import as_id
 from soma_ray.protocol.crypto import show_address
 from soma_ray.protocol.errors import ProtocolError
 from soma_ray.protocol.params import SHANNONS_PER_SOMA
@@ -70,14 +71,10 @@ def parse_amount(text: str) -> int:
 
 
 def parse_address(text: str) -> bytes:
-    hex_part = text[2:] if text.startswith("0x") else text
     try:
-        address = bytes.fromhex(hex_part)
-    except ValueError:
-        address = b""
-    if len(address) != 32:
-        raise BadArgument(f"address {text!r}: expected 0x followed by 64 hex digits")
-    return address
+        return as_id(text, "an address")
+    except ProtocolError:  # MalformedInput: not hex, or not 32 bytes
+        raise BadArgument(f"address {text!r}: expected 0x followed by 64 hex digits") from None
 
 
 def show_amount(shannons: int) -> str:
