@@ -11,7 +11,6 @@ import re
 import signal
 import time
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -20,13 +19,12 @@ import typer
 
 from actors import network as net
 from soma_ray import cluster
-from soma_ray.cli.wallet import WalletOption
-from soma_ray.client import CHAIN_URLS, SomaClient
-from soma_ray.participant import as_id
+from soma_ray.cli.common import (BadArgument, KeyOption, RpcOption, WalletOption, fail, load_key,
+                                 parse_address, parse_amount, run_participant, show_amount)
+from soma_ray.client import SomaClient
 from soma_ray.protocol.crypto import show_address
 from soma_ray.protocol.errors import ProtocolError
-from soma_ray.protocol.params import SHANNONS_PER_SOMA
-from soma_ray.wallet import Wallet, WalletError
+from soma_ray.wallet import WalletError
 
 start_app = typer.Typer(help="Start a network.", no_args_is_help=True)
 epoch_app = typer.Typer(help="Epochs.", no_args_is_help=True)
@@ -41,44 +39,12 @@ AddressOption = Annotated[
         "--address", envvar="RAY_ADDRESS",
         help="Ray cluster address host:port (default: the cluster `soma start` recorded).")
 ]
-KeyOption = Annotated[Optional[str], typer.Option("--key", help="Wallet key name (default key).")]
-RpcOption = Annotated[Optional[str], typer.Option(
-    "--rpc-url", envvar="SOMA_RPC_URL",
-    help=f"The network's gateway (default {CHAIN_URLS['localnet']}, the localnet's).")]
-
-
-class BadArgument(ValueError):
-    """A command-line value that cannot be read (duration, amount, address)."""
-
-
 def parse_duration_ms(text: str) -> int:
     """'60s', '5m', '500ms', '1h' or plain seconds → milliseconds (positive)."""
     match = _DURATION.match(text.strip())
     if not match or int(match.group(1)) == 0:
         raise BadArgument(f"duration {text!r}: use a positive number with ms, s, m or h")
     return int(match.group(1)) * _UNIT_MS[match.group(2)]
-
-
-def parse_amount(text: str) -> int:
-    """An amount in SOMA (decimals allowed, down to one shannon) → shannons."""
-    try:
-        shannons = Decimal(text) * SHANNONS_PER_SOMA
-    except InvalidOperation:
-        raise BadArgument(f"amount {text!r} is not a number") from None
-    if shannons <= 0 or shannons != shannons.to_integral_value():
-        raise BadArgument(f"amount {text!r}: a positive number of SOMA, at most 9 decimals")
-    return int(shannons)
-
-
-def parse_address(text: str) -> bytes:
-    try:
-        return as_id(text, "an address")
-    except ProtocolError:  # MalformedInput: not hex, or not 32 bytes
-        raise BadArgument(f"address {text!r}: expected 0x followed by 64 hex digits") from None
-
-
-def show_amount(shannons: int) -> str:
-    return f"{Decimal(shannons) / SHANNONS_PER_SOMA:f} SOMA"
 
 
 def quiet_serve() -> None:
@@ -94,13 +60,6 @@ class _ErrorsOnly(logging.Filter):
         return record.levelno >= logging.ERROR
 
 
-def fail(message: str) -> typer.Exit:
-    """Print `message` as one `error:` line (a multi-line one from Ray: its first line)."""
-    lines = str(message).strip().splitlines() or ["failed"]
-    typer.echo(f"error: {lines[0]}", err=True)
-    return typer.Exit(code=1)
-
-
 def run_client(address: str | None, namespace: str, action):
     """Connect to the network's cluster (`cluster.connect`: --address, RAY_ADDRESS or the
     recorded one), then run `action(client)`; typed errors become one-line messages."""
@@ -113,29 +72,6 @@ def run_client(address: str | None, namespace: str, action):
         return asyncio.run(main())
     except (ProtocolError, net.NetworkNotRunning, BadArgument, WalletError, ConnectionError,
             PermissionError, TimeoutError) as error:
-        raise fail(str(error)) from None
-
-
-def run_participant(rpc_url: str | None, action):
-    """Run `action(client)` against the gateway over HTTP (what a participant does: no Ray);
-    typed errors and an unreachable gateway become one-line messages."""
-    async def main():
-        client = await SomaClient(rpc_url=rpc_url or CHAIN_URLS["localnet"])
-        try:
-            return await action(client)
-        finally:
-            await client.close()
-
-    try:
-        return asyncio.run(main())
-    except (ProtocolError, BadArgument, WalletError, ConnectionError, TimeoutError) as error:
-        raise fail(str(error)) from None
-
-
-def load_key(wallet: Path | None, key: str | None):
-    try:
-        return Wallet.load(wallet).get(key)
-    except WalletError as error:
         raise fail(str(error)) from None
 
 

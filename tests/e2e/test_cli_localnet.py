@@ -12,7 +12,8 @@ import typer
 from typer.testing import CliRunner
 
 from actors import network as net
-from soma_ray.cli.localnet import BadArgument, parse_address, parse_amount, parse_duration_ms, register
+from soma_ray.cli.common import BadArgument, parse_address, parse_amount
+from soma_ray.cli.localnet import parse_duration_ms, register
 from soma_ray.protocol.crypto import show_address
 from soma_ray.wallet import Wallet
 
