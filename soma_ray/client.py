@@ -61,11 +61,11 @@ class FinalityTimeout(TimeoutError):
         super().__init__(f"the transaction was not finalized within {timeout_s} s")
 
 
-async def _download(url: str, size: int, checksum: bytes) -> bytes:
+async def _download(url: str, size: int, checksum: bytes, timeout_s: float = DOWNLOAD_TIMEOUT_S) -> bytes:
     """The bytes at `url`, which must be `size` long with BLAKE2b-256 `checksum` (FetchError)."""
     from serve.fetch import FetchError, fetch_bytes
 
-    data = await fetch_bytes(url, size, DOWNLOAD_TIMEOUT_S)
+    data = await fetch_bytes(url, size, timeout_s)
     if len(data) != size or blake2b256(data) != bytes(checksum):
         raise FetchError(url=url, reason=f"not the {size} bytes the chain names (size or checksum differs)")
     return data
@@ -305,9 +305,9 @@ class SomaClient(ParticipantCalls):
         encrypted = await _download(manifest.url, manifest.size, manifest.checksum)
         return self.decrypt_weights(encrypted, model.decryption_key)
 
-    async def fetch_submission_data(self, target_id: bytes) -> bytes:
-        """The data a filled target's submission revealed, downloaded and checked against its
-        hash and size."""
+    async def fetch_submission_data(self, target_id: bytes, timeout_s: float = DOWNLOAD_TIMEOUT_S) -> bytes:
+        """The data a filled target's submission revealed, downloaded (within `timeout_s`) and
+        checked against its hash and size."""
         target = await self.get_object(TARGET, bytes(target_id), Target)
         if target is None:
             raise errors.ObjectNotFound(kind="target", id=bytes(target_id))
@@ -316,7 +316,7 @@ class SomaClient(ParticipantCalls):
         if submission is None or submission.revealed is None:
             raise errors.NoRevealedSubmission(target_id=bytes(target_id))
         revealed = submission.revealed
-        return await _download(revealed.data_url, revealed.data_size, revealed.data_hash)
+        return await _download(revealed.data_url, revealed.data_size, revealed.data_hash, timeout_s)
 
     # ------------------------------------------------------------------ epochs
 

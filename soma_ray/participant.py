@@ -1,5 +1,6 @@
 """What a participant does on chain, with the names the user guide and the reference SDK use:
-publish a model (create → commit → reveal), submit data (commit → reveal), stake, claim.
+publish a model (create → commit → reveal), submit data (commit → reveal), challenge and verify a
+submission, stake, claim.
 `SomaClient` inherits these; each signs with the key it is given and returns once the
 transaction is in a certified checkpoint, raising the typed error if it failed.
 
@@ -13,23 +14,31 @@ import os
 from decimal import Decimal
 from typing import NamedTuple
 
+from soma_ray.node.audit import AuditFinding, Rescored, audit
 from soma_ray.protocol import errors
+from soma_ray.protocol.context import ExecutionContext
 from soma_ray.wire import parse_hex
 from soma_ray.protocol.crypto import Keypair
 from soma_ray.protocol.encoding import blake2b256
 from soma_ray.protocol.models import model_commitment
 from soma_ray.protocol.params import SHANNONS_PER_SOMA
-from soma_ray.protocol.state import STAKED_SOMA, STAKING_POOL, TARGET, VALIDATOR
-from soma_ray.protocol.submissions import LOSS_SCALE, required_bond, submission_commitment
+from soma_ray.protocol.state import CHALLENGE, STAKED_SOMA, STAKING_POOL, SUBMISSION, TARGET, VALIDATOR
+from soma_ray.protocol.submissions import (
+    LOSS_SCALE, challenge_bond_required, required_bond, submission_commitment,
+)
 from soma_ray.protocol.targets import DISTANCE_SCALE, embedding_bytes
 from soma_ray.protocol.types import (
-    AddStake, AddStakeToModel, ClaimRewards, CommitModel, CommitSubmission, CreateModel,
-    DeactivateModel, RevealModel, RevealSubmission, StakedSoma, StakingPool, Target,
-    TransactionEffects, Validator, WeightsManifest, WithdrawStake,
+    AddStake, AddStakeToModel, Challenge, ClaimRewards, CommitModel, CommitSubmission, CreateModel,
+    DeactivateModel, InitiateChallenge, ReportModel, RevealModel, RevealSubmission, StakedSoma,
+    StakingPool, Submission, Target, TransactionEffects, Validator, WeightsManifest, WithdrawStake,
 )
 from soma_ray.protocol.staking import pool_tokens_of
 
 NONCE_BYTES = 32
+# The challenge kinds by their command-line names (the protocol's names are accepted too).
+CHALLENGE_KINDS = {"score-fraud": "ScoreFraud", "data-fraud": "DataFraud"}
+# The chain keeps only open challenges: a resolved or closed one is deleted with its bonds paid.
+CHALLENGE_STATUSES = ("open",)
 
 
 def as_id(value: str | bytes, what: str = "an id") -> bytes:
@@ -54,6 +63,41 @@ class ValidatorInfo(NamedTuple):
     stake: int
     commission_bps: int
     voting_power: int  # of 10,000 in the current committee
+
+
+class ChallengeInfo(NamedTuple):
+    id: bytes
+    target_id: bytes
+    submission_id: bytes
+    challenger: bytes
+    kind: str  # ScoreFraud or DataFraud
+    bond: int
+    opened_epoch: int
+    status: str  # "open": the chain holds no other (see CHALLENGE_STATUSES)
+
+
+def challenge_kind(kind: str) -> str:
+    """The protocol's ChallengeKind for "score-fraud"/"data-fraud" (or the protocol's own name)."""
+    found = CHALLENGE_KINDS.get(kind, kind)
+    if found not in CHALLENGE_KINDS.values():
+        raise errors.MalformedInput(reason=f"challenge kind {kind!r}: score-fraud or data-fraud")
+    return found
+
+
+def _challenge_info(challenge: Challenge) -> ChallengeInfo:
+    return ChallengeInfo(challenge.id, challenge.target_id, challenge.submission_id, challenge.challenger,
+                         challenge.kind, challenge.bond, challenge.opened_epoch, "open")
+
+
+def _model_named(error: errors.ProtocolError) -> bytes | None:
+    """The model id an error names (the scoring service's HTTP errors carry it as hex)."""
+    model_id = error.model_id
+    if isinstance(model_id, str):
+        try:
+            return bytes.fromhex(model_id.removeprefix("0x"))
+        except ValueError:
+            return None
+    return bytes(model_id)
 
 
 class ParticipantCalls:
@@ -169,6 +213,122 @@ class ParticipantCalls:
 
     async def claim_rewards(self, keypair: Keypair, target_id: str | bytes) -> TransactionEffects:
         return await self.execute(keypair, ClaimRewards(target_id=as_id(target_id, "a target id")))
+
+    # ------------------------------------------------------------------ challenges and audits
+
+    async def _filled_submission(self, target_id: bytes) -> tuple[Target, Submission]:
+        """The target and its revealed submission (ObjectNotFound, NoRevealedSubmission)."""
+        target = await self.get_object(TARGET, target_id, Target)
+        if target is None:
+            raise errors.ObjectNotFound(kind="target", id=target_id)
+        submission = None if target.submission_id is None else (
+            await self.get_object(SUBMISSION, target.submission_id, Submission))
+        if submission is None or submission.revealed is None or target.status not in ("Filled", "Challenged"):
+            raise errors.NoRevealedSubmission(target_id=target_id)
+        return target, submission
+
+    async def initiate_challenge(self, keypair: Keypair, target_id: str | bytes, kind: str,
+                                 bond: int | None = None) -> bytes:
+        """Challenge a filled target's submission (`kind` "score-fraud" or "data-fraud"), posting
+        `bond` shannons (default the least allowed: the submission's bond × the challenge bond
+        ratio). Checked here first (typed errors before anything is sent): the target is Filled,
+        the challenge window open, the bond enough and affordable. Returns the challenge's id;
+        every validator then audits, and the verdict moves the bonds (spec §2, §5)."""
+        target_id, kind = as_id(target_id, "a target id"), challenge_kind(kind)
+        target = await self.get_object(TARGET, target_id, Target)
+        if target is None:
+            raise errors.ObjectNotFound(kind="target", id=target_id)
+        if target.status == "Challenged":
+            open_ = await self.get_challenges(target_id=target_id)
+            raise errors.ChallengeAlreadyOpen(challenge_id=open_[0].id if open_ else b"")
+        if target.status != "Filled":
+            raise errors.TargetNotFilled(status=target.status)
+        _, submission = await self._filled_submission(target_id)
+        system = await self.get_system_state()
+        if system.epoch > target.fill_epoch + 1:
+            raise errors.ChallengeWindowClosed(fill_epoch=target.fill_epoch, current_epoch=system.epoch)
+        required = challenge_bond_required(submission, ExecutionContext(system.parameters, system.epoch, 0))
+        bond = required if bond is None else bond
+        if bond < required:
+            raise errors.InsufficientBond(required=required, provided=bond)
+        available = await self.get_balance(keypair.address)
+        if available < bond + system.parameters.base_fee:
+            raise errors.InsufficientBalance(required=bond + system.parameters.base_fee, available=available)
+        effects = await self.execute(keypair, InitiateChallenge(submission_id=submission.id, kind=kind, bond=bond))
+        return effects.created[0]
+
+    async def get_challenge(self, challenge_id: str | bytes) -> ChallengeInfo | None:
+        """An open challenge, or None (never opened, or already resolved or closed)."""
+        found = await self.get_object(CHALLENGE, as_id(challenge_id, "a challenge id"), Challenge)
+        return None if found is None else _challenge_info(found)
+
+    async def get_challenges(self, target_id: str | bytes | None = None, challenger: str | bytes | None = None,
+                             status: str | None = None) -> list[ChallengeInfo]:
+        """The open challenges (on `target_id`, by `challenger`), read from the chain. The chain
+        deletes a challenge once it is resolved or its window closes, so "open" is the one
+        status (a resolved challenge shows in its target and the balances)."""
+        if status is not None and status not in CHALLENGE_STATUSES:
+            raise errors.MalformedInput(reason=f"challenge status {status!r}: the chain keeps only open ones")
+        target_id = None if target_id is None else as_id(target_id, "a target id")
+        challenger = None if challenger is None else as_id(challenger, "an address")
+        found = []
+        for challenge_id in await self.get_object_ids(CHALLENGE):
+            challenge = await self.get_object(CHALLENGE, challenge_id, Challenge)
+            if challenge is None or (target_id is not None and challenge.target_id != target_id):
+                continue
+            if challenger is None or challenge.challenger == challenger:
+                found.append(_challenge_info(challenge))
+        return found
+
+    async def verify(self, target_id: str | bytes, timeout_s: float | None = None) -> AuditFinding:
+        """Audit a filled (or challenged) target as a validator does (spec §5): download its data,
+        check hash and size, re-score it under all of the target's models through the scoring
+        service, and compare with the claims within the audit tolerance. The finding says
+        whether the claims hold (`claims_hold`, `verdict`, `fraud`, `reason`) with the numbers;
+        `timeout_s` bounds the download (default the network's audit_timeout_ms)."""
+        target, submission = await self._filled_submission(as_id(target_id, "a target id"))
+        revealed = submission.revealed
+        if timeout_s is None:
+            timeout_s = (await self._parameters()).audit_timeout_ms / 1000
+        try:
+            data, failure = await self.fetch_submission_data(target.id, timeout_s), None
+        except (errors.FetchError, errors.FetchTooLarge, errors.NoRevealedSubmission) as error:
+            data, failure = None, str(error)
+        if data is None:
+            return audit(target, revealed, None, failure, None)
+        return audit(target, revealed, data, None, await self._rescore(target, revealed.model_id, data))
+
+    async def _rescore(self, target: Target, claimed_model: bytes, data: bytes) -> Rescored:
+        """Losses of every usable model of `target` on `data`, and the claimed model's embedding.
+        A model without weights or whose weights fail to load is left out and named."""
+        from serve.errors import ModelUnavailable  # pure (no Ray): the scoring service's errors
+
+        remaining, unloadable = list(target.model_ids), []
+        while remaining:
+            try:
+                manifests = await self.get_model_manifests(remaining)
+                response = await self.score(None, manifests, target.embedding, data=data)
+            except (errors.ModelHasNoWeights, ModelUnavailable) as error:
+                model_id = _model_named(error)
+                if model_id not in remaining:
+                    raise
+                remaining.remove(model_id)
+                unloadable.append(model_id)
+                continue
+            losses = {m.model_id: loss for m, loss in zip(manifests, response.losses)}
+            if manifests[response.winner].model_id == claimed_model:
+                return Rescored(losses, response.embedding, unloadable)
+            if claimed_model not in losses:
+                return Rescored(losses, None, unloadable)
+            alone = [m for m in manifests if m.model_id == claimed_model]
+            return Rescored(losses, (await self.score(None, alone, target.embedding, data=data)).embedding,
+                            unloadable)
+        return Rescored({}, None, unloadable)
+
+    async def report_model(self, keypair: Keypair, model_id: str | bytes) -> TransactionEffects:
+        """A validator's report of a model whose weights cannot be used (spec §2): a report
+        quorum at the epoch change slashes and deactivates it."""
+        return await self.execute(keypair, ReportModel(model_id=as_id(model_id, "a model id")))
 
     # ------------------------------------------------------------------ staking
 
