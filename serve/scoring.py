@@ -43,6 +43,7 @@ import msgspec
 import numpy as np
 from ray import serve
 
+from actors import metrics
 from serve.errors import (
     DataUnavailable,
     ModelUnavailable,
@@ -341,6 +342,7 @@ class ScoringService:
         if model_id != manifest.checksum.hex():
             raise MalformedInput(reason="multiplexed_model_id must be the manifest checksum hex")
         token = _LOADING.set((manifest, time.monotonic() + budget_s))
+        metrics.WEIGHTS_CACHE.record(1, {"result": "hit" if manifest.checksum in self._cached else "miss"})
         try:
             loaded = await self._get_model(model_id)
         finally:
@@ -382,6 +384,7 @@ class ScoringService:
 
     def _timed_score_many(self, model, items: list[bytes], seed: int) -> list[ModelScore]:
         start = time.perf_counter()
+        metrics.SCORING_BATCH_SIZE.record(len(items), {})
         try:
             return score_many(model, items, seed)
         finally:
@@ -422,11 +425,15 @@ class ScoringIngress:
         """Score one request; raises the typed errors of serve/errors.py."""
         request = as_request(request)
         self._requests += 1
+        started = time.monotonic()
         try:
-            return await self._score(request)
+            response = await self._score(request)
         except BaseException:
             self._failures += 1
+            metrics.SCORING_SECONDS.record(time.monotonic() - started, {"outcome": "error"})
             raise
+        metrics.SCORING_SECONDS.record(time.monotonic() - started, {"outcome": "ok"})
+        return response
 
     async def _score(self, request: ScoreRequest) -> ScoreResponse:
         target = check_request(request, self._settings)
