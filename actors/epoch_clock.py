@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import asdict
 
+from actors import metrics
 from actors.handles import find_actor
 from soma_ray.config import NetworkConfig
 from soma_ray.epoch_schedule import EpochWaiter, change_epoch_due
@@ -31,6 +32,7 @@ class EpochClock:
         self._requested_epoch = 0
         self._resender: asyncio.Task | None = None
         self._observed = asyncio.Event()  # set by the first checkpoint report
+        self._metric_tags = metrics.network_tags(self._network)
 
     def ready(self) -> bool:
         return True
@@ -44,6 +46,7 @@ class EpochClock:
         if epoch >= self._waiter.current:
             self._epoch_start_ms = epoch_start_ms
             self._waiter.advance(epoch)
+            metrics.EPOCH.record(epoch, self._metric_tags)
         self._observed.set()
         if self._epoch_due():
             self._request_change()

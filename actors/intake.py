@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+from actors import metrics
 from actors.peers import Peers
 from soma_ray.config import NetworkConfig
 from soma_ray.node.mempool import Mempool
@@ -23,7 +24,7 @@ MAX_CHECKPOINT_TRANSACTIONS = 1000
 
 
 class Intake:
-    def __init__(self, network: NetworkConfig, state: State, peers: Peers):
+    def __init__(self, network: NetworkConfig, state: State, peers: Peers, metric_tags: dict[str, str]):
         self.mempool = Mempool(network.mempool_capacity, network.mempool_per_sender, network.mempool_ttl_s)
         self._ttl_s = network.mempool_ttl_s
         self._state = state
@@ -31,6 +32,7 @@ class Intake:
         self._waiters: dict[bytes, asyncio.Future] = {}  # by transaction digest
         self._expiry: asyncio.TimerHandle | None = None  # when the oldest reaches the TTL
         self._faucet_key: bytes | None = None
+        self._metric_tags = metric_tags
 
     def account_nonce(self, sender: bytes) -> int:
         return self._state.account(sender).nonce
@@ -74,11 +76,22 @@ class Intake:
     def committed(self, sequence: int, effects: list[TransactionEffects]) -> None:
         """Answer the submitters of a certified checkpoint's transactions, and of those whose
         nonce another transaction took (they can never execute)."""
+        now = time.monotonic()
         for effect in effects:
+            self._observe_finality(effect.transaction_digest, now)
             self._answer(effect.transaction_digest, SubmitReply(sequence=sequence, effects=effect))
         for tx_digest, expected in self.mempool.stale(self.account_nonce):
             got = self.mempool.get(tx_digest).nonce
             self._answer(tx_digest, SubmitReply.refused(BadNonce(expected=expected, got=got)))
+
+    def _observe_finality(self, tx_digest: bytes, now: float) -> None:
+        # Only transactions submitted here: this validator saw both their admission and commit.
+        pending = self.mempool.get(tx_digest)
+        if pending is not None and tx_digest in self._waiters:
+            metrics.FINALITY_SECONDS.record(now - pending.admitted_at, self._metric_tags)
+
+    def record_mempool_size(self) -> None:
+        metrics.MEMPOOL_TRANSACTIONS.record(len(self.mempool), self._metric_tags)
 
     def _schedule_expiry(self) -> None:
         delay = self.mempool.next_expiry(time.monotonic())
@@ -93,6 +106,7 @@ class Intake:
             self._answer(tx_digest, SubmitReply.refused(TransactionExpired(ttl_s=self._ttl_s)))
             if pending.sender == self._faucet_key:
                 self.mempool.faucet_expired(pending.nonce)
+        self.record_mempool_size()
         self._schedule_expiry()
 
     def _answer(self, tx_digest: bytes, reply: SubmitReply) -> None:

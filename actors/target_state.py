@@ -21,6 +21,7 @@ from dataclasses import asdict
 
 import ray
 
+from actors import metrics
 from actors.feed import CheckpointFeed
 from soma_ray.config import NetworkConfig
 from soma_ray.node.target_index import (
@@ -41,6 +42,7 @@ class TargetStateActor:
         self._task: asyncio.Task | None = None
         self._applied = asyncio.Condition()
         self._error: str | None = None
+        self._metric_tags = metrics.network_tags(self._network)
         try:  # Ray runs an async actor's __init__ on its event loop: follow from the start
             self._ensure_following()
         except RuntimeError:  # no loop (constructed outside Ray): the first call starts it
@@ -54,6 +56,9 @@ class TargetStateActor:
         try:
             async for followed in self._feed.items():
                 self._index.follow(followed.checkpoint, followed.effects)
+                metrics.record_followed(self._metric_tags, self._index.status().counts,
+                                        self._index.state.system().target_state.distance_threshold,
+                                        followed.checkpoint, followed.effects)
                 async with self._applied:
                     self._applied.notify_all()
                 await asyncio.sleep(0)  # let queries in between checkpoints of a rebuild

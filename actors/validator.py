@@ -23,6 +23,7 @@ import os
 import time
 from collections import Counter
 
+from actors import metrics
 from actors.catch_up import catch_up
 from actors.handles import find_actor
 from actors.intake import Intake
@@ -65,7 +66,8 @@ class ValidatorActor(ValidatorReads):
         latest = self._store.latest_sequence()
         self._state = State.from_items(self._store.state_items())
         self._peers = Peers(self._network)
-        self._intake = Intake(self._network, self._state, self._peers)
+        self._metric_tags = metrics.validator_tags(self._network, index)
+        self._intake = Intake(self._network, self._state, self._peers, self._metric_tags)
         self._executor = Executor(self._state, None if latest is None else decode(
             self._store.get_checkpoint(latest)[0], Checkpoint), self._intake.mempool.verified)
         self._committed = asyncio.Event()  # set (and replaced) at every commit: feed readers wait
@@ -215,6 +217,9 @@ class ValidatorActor(ValidatorReads):
         self._executor.apply(executed)
         self._intake.committed(checkpoint.sequence, executed.effects)
         self._committed_txs += len(executed.effects)
+        metrics.CHECKPOINTS.record(1, self._metric_tags)
+        metrics.FINALIZED_TRANSACTIONS.record(len(executed.effects), self._metric_tags)
+        self._intake.record_mempool_size()
         self._committed.set()
         self._committed = asyncio.Event()
 
@@ -250,6 +255,7 @@ class ValidatorActor(ValidatorReads):
         peers in one call each, and the replies (in `batch` order) come once all are final."""
         await self.start_consensus()
         outcomes = [self._intake.admit_and_share(bytes(data)) for data in batch]
+        self._intake.record_mempool_size()
         self._start_height()  # after the waiters exist: a lone validator decides at once
         return [outcome if isinstance(outcome, SubmitReply) else await outcome for outcome in outcomes]
 
@@ -261,6 +267,7 @@ class ValidatorActor(ValidatorReads):
                 self._intake.admit(bytes(data))
             except ProtocolError:
                 continue
+        self._intake.record_mempool_size()
         self._start_height()
 
     async def request_faucet(self, recipient: bytes, amount: int) -> SubmitReply:

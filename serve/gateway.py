@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from ray import serve
 from starlette.exceptions import HTTPException
 
+from actors import metrics
 from actors.ray_transport import NoValidatorAvailable, RayTransport
 from soma_ray.node.target_index import STATUSES
 from soma_ray import wire
@@ -41,6 +42,7 @@ _OBJECT_TYPES = {ACCOUNT: Account, VALIDATOR: Validator, STAKING_POOL: StakingPo
                  CHALLENGE: Challenge}
 
 app = FastAPI(title="soma-ray gateway", docs_url=None, redoc_url=None, openapi_url=None)
+app.add_middleware(metrics.CountRequests)
 
 
 def _wants_json(request: Request) -> bool:
@@ -125,6 +127,7 @@ class Gateway:
     def __init__(self, namespace: str, prefix: str, localnet: bool,
                  faucet_per_window: int = FAUCET_PER_WINDOW):
         self._where = (namespace, prefix)
+        app.state.metric_tags = {"network": metrics.network_label(namespace, prefix)}
         self._transport = RayTransport.connect(namespace, prefix)
         self._localnet = localnet
         self._faucet_per_window = faucet_per_window

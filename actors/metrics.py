@@ -1,0 +1,221 @@
+"""The network's metrics (ray.util.metrics), defined in one place; docs/metrics.md.
+
+    metrics.CHECKPOINTS.record(1, tags)          # tags: a dict of the metric's tag keys
+    metrics.record_audit(config, validator, verdict, seconds)
+
+Every name starts `soma_`; Ray exports it as `ray_soma_…` (a counter as `…_total`, a histogram
+as `…_bucket`, `…_count`, `…_sum`) on the metrics export port of the node whose process recorded
+it. The Ray metric objects are made on first use, in the process that records (an actor or a
+Serve replica), never at import. `SOMA_METRICS=0` in a process's environment (for actors: their
+runtime_env) turns every record there into a no-op: the overhead benchmark's switch.
+
+The decisions (what counts, from which events) are the pure functions at the end, so they are
+tested without Ray.
+"""
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+
+from ray.util import metrics as ray_metrics
+
+from soma_ray.config import NetworkConfig
+from soma_ray.protocol.encoding import decode
+from soma_ray.protocol.targets import DISTANCE_SCALE
+from soma_ray.protocol.types import (
+    Checkpoint, CheckpointEntry, InitiateChallenge, ResolveChallenge, RevealSubmission,
+    SignedTransaction, TransactionEffects,
+)
+
+ENABLED = os.environ.get("SOMA_METRICS", "1") != "0"
+
+COUNTER, GAUGE, HISTOGRAM = "counter", "gauge", "histogram"
+SECONDS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128)
+
+_made: dict[str, ray_metrics.Metric] = {}  # this process's Ray metric objects, by name
+
+
+@dataclass(frozen=True)
+class MetricDef:
+    name: str
+    kind: str  # COUNTER, GAUGE or HISTOGRAM
+    description: str
+    tag_keys: tuple[str, ...]
+    boundaries: tuple[float, ...] = field(default=())
+
+    @property
+    def exported(self) -> str:
+        """The series name Ray exports (histograms add _bucket, _count and _sum to it)."""
+        return f"ray_{self.name}_total" if self.kind == COUNTER else f"ray_{self.name}"
+
+    def record(self, value: float, tags: dict[str, str]) -> None:
+        """Add `value` to a counter (nothing for 0), set a gauge, observe a histogram."""
+        if not ENABLED or (self.kind == COUNTER and value <= 0):
+            return
+        metric = _made.get(self.name) or _make(self)
+        if self.kind == COUNTER:
+            metric.inc(value, tags)
+        elif self.kind == GAUGE:
+            metric.set(value, tags)
+        else:
+            metric.observe(value, tags)
+
+
+def _make(definition: MetricDef) -> ray_metrics.Metric:
+    args = (definition.name, definition.description)
+    if definition.kind == COUNTER:
+        made = ray_metrics.Counter(*args, tag_keys=definition.tag_keys)
+    elif definition.kind == GAUGE:
+        made = ray_metrics.Gauge(*args, tag_keys=definition.tag_keys)
+    else:
+        made = ray_metrics.Histogram(*args, boundaries=list(definition.boundaries),
+                                     tag_keys=definition.tag_keys)
+    _made[definition.name] = made
+    return made
+
+
+_VALIDATOR = ("network", "validator")
+
+# -- validators (actors/validator.py, actors/intake.py) ----------------------------------------
+CHECKPOINTS = MetricDef("soma_checkpoints", COUNTER,
+                        "Certified checkpoints this validator committed (consensus or catch-up)",
+                        _VALIDATOR)
+FINALIZED_TRANSACTIONS = MetricDef(
+    "soma_finalized_transactions", COUNTER,
+    "Transactions in the certified checkpoints this validator committed (failed executions and "
+    "epoch changes included)", _VALIDATOR)
+FINALITY_SECONDS = MetricDef(
+    "soma_finality_seconds", HISTOGRAM,
+    "Seconds from a transaction's admission at this validator to its certified checkpoint "
+    "(transactions submitted to this validator)", _VALIDATOR, SECONDS)
+MEMPOOL_TRANSACTIONS = MetricDef("soma_mempool_transactions", GAUGE,
+                                 "Transactions waiting in this validator's mempool", _VALIDATOR)
+# -- the epoch clock (actors/epoch_clock.py) ----------------------------------------------------
+EPOCH = MetricDef("soma_epoch", GAUGE, "The current epoch, as the epoch clock last observed it",
+                  ("network",))
+# -- the target index, following the feed (actors/target_state.py) -----------------------------
+TARGETS = MetricDef("soma_targets", GAUGE,
+                    "Targets in the index by status (open, expired, filled, claimable, settled)",
+                    ("network", "status"))
+DISTANCE_THRESHOLD = MetricDef("soma_distance_threshold", GAUGE,
+                               "The distance threshold of new targets (cosine distance)",
+                               ("network",))
+HITS = MetricDef("soma_hits", COUNTER,
+                 "Revealed submissions that filled a target (a later ChallengerWins undoes one)",
+                 ("network",))
+CHALLENGES = MetricDef("soma_challenges", COUNTER,
+                       "Challenges by event: opened, or resolved as ChallengerWins or MinerWins",
+                       ("network", "event"))
+# -- audit workers (actors/audit.py) -------------------------------------------------------------
+AUDITS = MetricDef("soma_audits", COUNTER, "Audits this validator completed, by its verdict",
+                   ("network", "validator", "verdict"))
+AUDIT_SECONDS = MetricDef("soma_audit_seconds", HISTOGRAM,
+                          "Seconds one audit took (download and scoring included)", _VALIDATOR,
+                          SECONDS)
+# -- the scoring service (serve/scoring.py) ------------------------------------------------------
+SCORING_SECONDS = MetricDef("soma_scoring_seconds", HISTOGRAM,
+                            "Seconds a scoring request took at the ingress, by outcome (ok, error)",
+                            ("outcome",), SECONDS)
+SCORING_BATCH_SIZE = MetricDef("soma_scoring_batch_size", HISTOGRAM,
+                               "Items one score_many call of a model replica scored together",
+                               (), BATCH_SIZES)
+WEIGHTS_CACHE = MetricDef("soma_weights_cache", COUNTER,
+                          "Model lookups in a replica's weights cache, by result (hit, miss)",
+                          ("result",))
+# -- the gateway (serve/gateway.py) --------------------------------------------------------------
+GATEWAY_REQUESTS = MetricDef("soma_gateway_requests", COUNTER,
+                             "HTTP requests the gateway answered, by route and status code",
+                             ("network", "route", "code"))
+
+DEFINITIONS = (CHECKPOINTS, FINALIZED_TRANSACTIONS, FINALITY_SECONDS, MEMPOOL_TRANSACTIONS, EPOCH,
+               TARGETS, DISTANCE_THRESHOLD, HITS, CHALLENGES, AUDITS, AUDIT_SECONDS,
+               SCORING_SECONDS, SCORING_BATCH_SIZE, WEIGHTS_CACHE, GATEWAY_REQUESTS)
+
+
+# -- tags -------------------------------------------------------------------------------------------
+
+def network_label(namespace: str, prefix: str) -> str:
+    """A network's `network` tag: its name prefix (test networks), else its namespace."""
+    return prefix.rstrip("-") or namespace
+
+
+def network_tags(config: NetworkConfig) -> dict[str, str]:
+    return {"network": network_label(config.namespace, config.prefix)}
+
+
+def validator_tags(config: NetworkConfig, index: int) -> dict[str, str]:
+    return {**network_tags(config), "validator": str(index)}
+
+
+# -- recording helpers --------------------------------------------------------------------------
+
+def record_audit(config: NetworkConfig, validator: int, verdict: str, seconds: float) -> None:
+    """One completed audit: its verdict and how long it took."""
+    tags = validator_tags(config, validator)
+    AUDITS.record(1, {**tags, "verdict": verdict})
+    AUDIT_SECONDS.record(seconds, tags)
+
+
+def record_followed(tags: dict[str, str], counts: list[tuple[str, int]], distance_threshold: int,
+                    checkpoint: Checkpoint, effects: list[TransactionEffects]) -> None:
+    """What the target index shows after following `checkpoint`: targets per status, the
+    threshold (the chain's fixed point), and the checkpoint's hits and challenge events."""
+    for status, count in counts:
+        TARGETS.record(count, {**tags, "status": status})
+    DISTANCE_THRESHOLD.record(distance_threshold / DISTANCE_SCALE, tags)
+    events = feed_events(checkpoint, effects)
+    HITS.record(events.pop("hit", 0), tags)
+    for event, count in events.items():
+        CHALLENGES.record(count, {**tags, "event": event})
+
+
+# -- pure decisions ---------------------------------------------------------------------------------
+
+def feed_events(checkpoint: Checkpoint, effects: list[TransactionEffects]) -> Counter[str]:
+    """The hits ("hit") and challenge events ("opened", or the verdict) of a checkpoint: its
+    transactions that executed without error."""
+    events: Counter[str] = Counter()
+    for raw, effect in zip(checkpoint.transactions, effects):
+        if effect.error is not None:
+            continue
+        entry = decode(raw, CheckpointEntry)
+        kind = entry.transaction.kind if isinstance(entry, SignedTransaction) else None
+        if isinstance(kind, RevealSubmission):
+            events["hit"] += 1
+        elif isinstance(kind, InitiateChallenge):
+            events["opened"] += 1
+        elif isinstance(kind, ResolveChallenge):
+            events[kind.verdict] += 1
+    return events
+
+
+
+# -- the gateway's request counter ----------------------------------------------------------------
+
+class CountRequests:
+    """ASGI middleware: counts each HTTP request in GATEWAY_REQUESTS by its route's template
+    (bounded: never the raw path) and status code. The network tag is the app's
+    `state.metric_tags`, set when the deployment starts."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        code = 500  # no response started: the app failed
+
+        async def sending(message):
+            nonlocal code
+            if message["type"] == "http.response.start":
+                code = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            route = scope.get("route")
+            GATEWAY_REQUESTS.record(1, {**scope["app"].state.metric_tags, "code": str(code),
+                                        "route": getattr(route, "path", "unmatched")})
