@@ -1,6 +1,185 @@
-"""Placeholder: filled by its owner in this session (mounted by `register(app)`)."""
+"""`soma start testnet --config FILE`: a testnet over a Ray cluster's nodes, from a TOML file.
+
+The file (docs/operations.md; deploy/testnet.toml is an example) is read and checked here, all of
+it before anything starts; actors/testnet.py launches. The command joins the cluster (--address,
+RAY_ADDRESS or the recorded one; never a new one: a testnet needs nodes that offer its
+validators' resources), starts the network detached and returns; `soma status` and `soma stop`
+reach it with the same address and namespace.
+"""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated, Optional
+
 import typer
+
+from actors import network as net
+from actors.testnet import TestnetSettings, ValidatorNodesMissing, start_testnet
+from soma_ray import cluster
+from soma_ray.cli.common import BadArgument, fail, parse_address
+from soma_ray.cli.localnet import AddressOption, parse_duration_ms, quiet_serve, start_app
+from soma_ray.config import DEFAULT_PLACEMENT
+from soma_ray.protocol.errors import ProtocolError
+from soma_ray.protocol.genesis import genesis, preset_keypair
+from soma_ray.protocol.params import BPS, SHANNONS_PER_SOMA
+
+MAX_FILE_BYTES = 64 * 1024
+MAX_VALIDATORS = 100
+SCORING_DEVICES = ("auto", "cpu", "cuda")
+PLACEMENT_OPTIONS = ("num_cpus", "num_gpus", "resources")
+# key: (the TOML types it may have, how it is read into a TestnetSettings field)
+_SCALARS = {
+    "validators": (int, None),
+    "epoch_duration": (str, "epoch_duration_ms"),
+    "validator_stake": (int, None),
+    "commission_bps": (int, None),
+    "faucet": (bool, None),
+    "namespace": (str, None),
+    "http_host": (str, None),
+    "http_port": (int, None),
+    "services": (bool, None),
+    "scoring_device": (str, None),
+}
+
+
+def read_testnet_settings(text: str, source: str = "testnet file") -> TestnetSettings:
+    """The settings a testnet file holds, or a BadArgument naming the first thing wrong in it
+    (unknown keys included: a misspelt setting would silently keep its default)."""
+    try:
+        table = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise BadArgument(f"{source}: not TOML ({error})") from None
+    unknown = sorted(set(table) - set(_SCALARS) - {"data_dir", "balances", "placement"})
+    if unknown:
+        raise BadArgument(f"{source}: unknown settings {unknown}")
+    data_dir = table.get("data_dir")
+    if not isinstance(data_dir, str) or not Path(data_dir).expanduser().is_absolute():
+        raise BadArgument(f"{source}: data_dir, an absolute path (the same on every node), is required")
+    values = {"data_dir": str(Path(data_dir).expanduser())}
+    for key, (kind, field_name) in _SCALARS.items():
+        if key in table:
+            # bool is an int in Python: `validators = true` must not read as 1
+            if not isinstance(table[key], kind) or (kind is int and isinstance(table[key], bool)):
+                raise BadArgument(f"{source}: {key} must be a {kind.__name__}")
+            values[field_name or key] = table[key]
+    _check_scalars(values, source)
+    values["balances"] = _balances(table.get("balances", {}), source)
+    values["placement"] = _placement(table.get("placement", {}), source)
+    settings = TestnetSettings(**values)
+    _check_genesis(settings, source)
+    return settings
+
+
+def _check_scalars(values: dict, source: str) -> None:
+    def require(ok: bool, what: str) -> None:
+        if not ok:
+            raise BadArgument(f"{source}: {what}")
+
+    require(1 <= values.get("validators", 1) <= MAX_VALIDATORS, f"validators: 1 to {MAX_VALIDATORS}")
+    if "epoch_duration_ms" in values:
+        values["epoch_duration_ms"] = parse_duration_ms(values["epoch_duration_ms"])
+    if "validator_stake" in values:
+        require(values["validator_stake"] > 0, "validator_stake: a positive number of SOMA")
+        values["validator_stake"] *= SHANNONS_PER_SOMA
+    require(0 <= values.get("commission_bps", 0) <= BPS, f"commission_bps: 0 to {BPS}")
+    require(1 <= values.get("http_port", 1) <= 65535, "http_port: 1 to 65535")
+    require(values.get("namespace", "x") != "", "namespace: not empty")
+    require(values.get("scoring_device", "auto") in SCORING_DEVICES,
+            f"scoring_device: one of {', '.join(SCORING_DEVICES)}")
+
+
+def _balances(table, source: str) -> tuple[tuple[bytes, int], ...]:
+    """`[balances]` "0x<address>" = whole SOMA."""
+    if not isinstance(table, dict):
+        raise BadArgument(f"{source}: balances is a table of \"0x<address>\" = SOMA")
+    found = []
+    for address, amount in table.items():
+        if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
+            raise BadArgument(f"{source}: balance of {address}: a positive number of SOMA")
+        found.append((parse_address(address), amount * SHANNONS_PER_SOMA))
+    return tuple(found)
+
+
+def _placement(table, source: str) -> dict:
+    """`[placement.<kind>]` num_cpus, num_gpus, resources = {name = amount}."""
+    if not isinstance(table, dict) or not all(isinstance(v, dict) for v in table.values()):
+        raise BadArgument(f"{source}: placement is a table of [placement.<kind>] tables")
+    for kind, options in table.items():
+        if kind not in DEFAULT_PLACEMENT:
+            raise BadArgument(f"{source}: placement.{kind}: kinds are {', '.join(DEFAULT_PLACEMENT)}")
+        if set(options) - set(PLACEMENT_OPTIONS):
+            raise BadArgument(f"{source}: placement.{kind}: options are {', '.join(PLACEMENT_OPTIONS)}")
+        amounts = [options.get("num_cpus", 0), options.get("num_gpus", 0)]
+        resources = options.get("resources", {})
+        if not isinstance(resources, dict):
+            raise BadArgument(f"{source}: placement.{kind}.resources is a table of name = amount")
+        if not all(isinstance(a, (int, float)) and not isinstance(a, bool) and a >= 0
+                   for a in amounts + list(resources.values())):
+            raise BadArgument(f"{source}: placement.{kind}: amounts are numbers, at least 0")
+    return table
+
+
+def _check_genesis(settings: TestnetSettings, source: str) -> None:
+    """The genesis must be computable (stakes and balances within the supply) before any key
+    is made: tried with stand-in keys, under the same rules."""
+    stand_ins = [preset_keypair("validator", i).public_key for i in range(settings.validators)]
+    try:
+        genesis(settings.genesis_config(stand_ins, 0))
+    except ProtocolError as error:
+        raise BadArgument(f"{source}: its genesis cannot be built: {error}") from None
+
+
+def read_testnet_file(path: Path) -> TestnetSettings:
+    try:
+        with path.open("rb") as file:
+            data = file.read(MAX_FILE_BYTES + 1)
+    except OSError as error:
+        raise BadArgument(f"{path}: {error.strerror}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise BadArgument(f"{path}: larger than {MAX_FILE_BYTES} bytes; not a testnet file")
+    try:
+        text = data.decode()
+    except UnicodeDecodeError:
+        raise BadArgument(f"{path}: not UTF-8 text") from None
+    return read_testnet_settings(text, str(path))
+
+
+def start_testnet_command(
+    config: Annotated[Path, typer.Option("--config", help="The testnet file (TOML).")],
+    http_host: Annotated[Optional[str], typer.Option(
+        "--http-host", help="Overrides the file's http_host (the head's address).")] = None,
+    node_timeout: Annotated[str, typer.Option(
+        "--node-timeout", help="How long to wait for the validators' nodes, e.g. 30m.")] = "30m",
+    address: AddressOption = None,
+) -> None:
+    """Start (or resume from its data dir) a testnet on a running Ray cluster: validator i on the
+    node that offers resource validator<i>, its key made there; the clock, the target index and
+    the services on the head. Returns once it runs; `soma stop --address ...` stops it."""
+    try:
+        settings = read_testnet_file(config)
+        timeout_s = parse_duration_ms(node_timeout) / 1000
+    except BadArgument as error:
+        raise fail(str(error)) from None
+    if http_host is not None:
+        settings = replace(settings, http_host=http_host)
+    quiet_serve()
+    try:
+        joined = cluster.connect(address, namespace=settings.namespace)
+        network = start_testnet(settings, detached=True, timeout_s=timeout_s)
+    except (ConnectionError, ValidatorNodesMissing, net.DataDirMismatch) as error:
+        raise fail(str(error)) from None
+    stored = network.config
+    typer.echo(f"testnet of {stored.validators} validators in Ray namespace {stored.namespace!r}, "
+               f"epochs of {stored.epoch_duration_ms / 1000:g} s, data in {stored.data_dir} on "
+               "each node (a resumed testnet keeps its stored settings)")
+    typer.echo(f"gateway: {stored.public_url}" if settings.services
+               else "gateway: not started (services = false)")
+    dashboard = joined.dashboard_url
+    typer.echo(f"Ray dashboard: http://{dashboard}" if dashboard else "Ray dashboard: not running")
 
 
 def register(app: typer.Typer) -> None:
-    """Mount these commands on the `soma` app."""
+    """Mount these commands on the `soma` app (in the `start` group localnet made)."""
+    start_app.command("testnet")(start_testnet_command)

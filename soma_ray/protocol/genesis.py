@@ -188,3 +188,24 @@ def localnet_genesis_config(validator_public_keys: list[bytes], epoch_duration_m
                         for public_key in validator_public_keys]
     config.timestamp_ms = timestamp_ms
     return config
+
+
+def testnet_genesis_config(validator_public_keys: list[bytes], validator_stake: int,
+                           commission_bps: int, epoch_duration_ms: int, faucet: bool,
+                           balances: list[tuple[bytes, int]], timestamp_ms: int) -> GenesisConfig:
+    """A testnet genesis: the localnet's parameters (the small V1 model's embedding width, which
+    the scoring service serves) except that epochs end on time only and the faucet is on only
+    when asked; the given validators and balances, and no preset models or users (their keys are
+    public). With the faucet on, each validator key gets the fee balance its faucet
+    transactions pay from."""
+    params = msgspec.structs.replace(localnet(), epoch_duration_ms=epoch_duration_ms,
+                                     allow_early_epoch_change=False, faucet_enabled=faucet)
+    fee_balances = [(address_of(key), LOCALNET_VALIDATOR_BALANCE)
+                    for key in validator_public_keys] if faucet else []
+    return GenesisConfig(
+        parameters=params,
+        validators=[GenesisValidator(key, f"validator-{i}", validator_stake, commission_bps)
+                    for i, key in enumerate(validator_public_keys)],
+        balances=list(balances) + fee_balances,
+        timestamp_ms=timestamp_ms,
+    )

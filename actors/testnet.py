@@ -1,0 +1,138 @@
+"""The testnet launcher: a network spread over a Ray cluster's nodes, one validator per node.
+
+Each validator's key is generated on, and never leaves, the node that offers its custom resource
+(`validator<i>`); the head builds the genesis from the public keys, every validator node keeps a
+copy of it, and the network starts with `keys="files"` from there (actors/network.py). The
+settings come from the testnet file that `soma start testnet --config` reads (soma_ray/cli/testnet.py).
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import msgspec
+import ray
+
+from actors import network as net
+from soma_ray.config import (
+    DEFAULT_NAMESPACE, GENESIS_FILE, KEY_FILE, NetworkConfig, load_config, write_validator_key,
+)
+from soma_ray.protocol.crypto import Keypair
+from soma_ray.protocol.genesis import GenesisConfig, testnet_genesis_config
+from soma_ray.protocol.params import SHANNONS_PER_SOMA
+
+# Ray gives the head node this resource: the clock and the target index run there, beside the
+# gateway and the blob store (Serve's proxy and apps start from the head's `soma start testnet`).
+HEAD_RESOURCE = "node:__internal_head__"
+ON_HEAD = {"num_cpus": 0, "resources": {HEAD_RESOURCE: 0.001}}
+TESTNET_PLACEMENT = {
+    "validator": {"num_cpus": 0, "resources": {"validator{index}": 1}},
+    "clock": ON_HEAD,
+    "target_state": ON_HEAD,
+}
+# How long a launch waits for every validator's node to join (cloud workers take minutes).
+NODE_TIMEOUT_S = 1_800.0
+
+
+class ValidatorNodesMissing(TimeoutError):
+    """No node offered some validators' placement in time: their keys could not be made."""
+
+    def __init__(self, indices: list[int], timeout_s: float):
+        self.indices = indices
+        self.timeout_s = timeout_s
+        super().__init__(
+            f"no node of this cluster took validators {indices} within {timeout_s:g} s: each "
+            "validator needs a node offering its placement's resources (by default validator<i>: "
+            "ray start --resources='{\"validator<i>\": 1}', see cluster.yaml)")
+
+
+@dataclass(frozen=True)
+class TestnetSettings:
+    """What a testnet file says (see docs/operations.md); amounts in shannons."""
+    data_dir: str  # the same path on every node
+    validators: int = 4
+    epoch_duration_ms: int = 3_600_000
+    validator_stake: int = 100_000 * SHANNONS_PER_SOMA
+    commission_bps: int = 500
+    faucet: bool = False
+    balances: tuple[tuple[bytes, int], ...] = ()
+    namespace: str = DEFAULT_NAMESPACE
+    # Where Serve listens, and the host in the URLs it hands out (blobs): the head's address.
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+    services: bool = True
+    scoring_device: str = "auto"
+    # Ray options per actor kind; a kind given here replaces its TESTNET_PLACEMENT entry.
+    placement: dict = field(default_factory=dict)
+
+    def network_config(self) -> NetworkConfig:
+        return NetworkConfig(
+            data_dir=self.data_dir, validators=self.validators,
+            epoch_duration_ms=self.epoch_duration_ms, localnet=False, namespace=self.namespace,
+            keys="files", genesis_file=str(Path(self.data_dir) / GENESIS_FILE),
+            placement={**TESTNET_PLACEMENT, **self.placement},
+            http_host=self.http_host, http_port=self.http_port)
+
+    def genesis_config(self, public_keys: list[bytes], timestamp_ms: int) -> GenesisConfig:
+        return testnet_genesis_config(public_keys, self.validator_stake, self.commission_bps,
+                                      self.epoch_duration_ms, self.faucet, list(self.balances),
+                                      timestamp_ms)
+
+
+def node_public_key(config: dict, index: int) -> bytes:
+    """Runs on validator `index`'s node: its public key, the secret generated here and kept in
+    this node's data dir (0600). A key already there is kept, so a launch that failed half way
+    and is run again does not change the committee."""
+    network = NetworkConfig(**config)
+    if not (network.validator_dir(index) / KEY_FILE).exists():
+        write_validator_key(network, index, Keypair.generate())
+    return network.validator_keypair(index).public_key
+
+
+def keep_genesis(path: str, data: bytes) -> None:
+    """Write the genesis file at `path` on this node (atomically: the head and a validator on
+    one host write the same file)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    scratch = target.with_name(f".{target.name}.{os.getpid()}")
+    scratch.write_bytes(data)
+    os.replace(scratch, target)
+
+
+def _on_each_validator_node(config: NetworkConfig, function, args_of, timeout_s: float) -> list:
+    """`function(*args_of(i))` as a task on validator i's node, for every i; their results."""
+    task = ray.remote(function)
+    refs = [task.options(**config.actor_resources("validator", i)).remote(*args_of(i))
+            for i in range(config.validators)]
+    ready, pending = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+    if pending:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        raise ValidatorNodesMissing([i for i, ref in enumerate(refs) if ref in pending], timeout_s)
+    return ray.get(refs)
+
+
+def create_genesis(settings: TestnetSettings, timeout_s: float = NODE_TIMEOUT_S) -> None:
+    """A new testnet: keys on their nodes, the genesis from their public keys, on the head and
+    on every validator node."""
+    config = settings.network_config()
+    public_keys = _on_each_validator_node(config, node_public_key, lambda i: (asdict(config), i),
+                                          timeout_s)
+    genesis = settings.genesis_config(public_keys, int(time.time() * 1000))
+    data = msgspec.json.format(msgspec.json.encode(genesis))
+    keep_genesis(config.genesis_file, data)
+    _on_each_validator_node(config, keep_genesis, lambda i: (config.genesis_file, data), timeout_s)
+
+
+def start_testnet(settings: TestnetSettings, detached: bool = True,
+                  timeout_s: float = NODE_TIMEOUT_S) -> net.Network:
+    """Start the testnet of `settings`, or resume the one its data dir holds (then the stored
+    settings win, as for a localnet), with its services unless `settings.services` is off."""
+    if load_config(settings.data_dir) is None:
+        create_genesis(settings, timeout_s)
+    network = net.start(settings.network_config(), detached=detached, ready_timeout_s=timeout_s)
+    if settings.services:
+        network.start_services(settings.scoring_device, detached)
+    return network

@@ -1,0 +1,119 @@
+"""A testnet on several Ray nodes of one machine, run as its own process (the test session holds
+its own Ray): `python tests/ray/multinode_scenario.py DATA_DIR` prints one JSON object.
+
+The head offers validator0, three worker nodes validator1..3. The testnet starts (keys made on
+the nodes, validators pinned, the clock on the head); the node of validator 3 is removed and the
+others must keep committing; a new node with resource validator3 joins, Ray restarts validator 3
+there from its data dir and it must catch up with the others. `ray.cluster_utils.Cluster` starts
+and ends only its own raylets.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import ray
+from ray.cluster_utils import Cluster
+
+from actors.testnet import TestnetSettings, start_testnet
+
+VALIDATORS = 4
+VICTIM = 3
+DEADLINE_S = 120.0
+# A removed node is declared dead after about period x threshold: seconds, not Ray's default ~30.
+FAST_NODE_DEATH = {"health_check_period_ms": 500, "health_check_failure_threshold": 4}
+
+
+def node_of(handle, timeout_s: float = 60.0) -> str:
+    return ray.get(handle.__ray_call__.remote(lambda _: ray.get_runtime_context().get_node_id()),
+                   timeout=timeout_s)
+
+
+def sequences(network, indices) -> list[int | None]:
+    """Each validator's checkpoint sequence; None for one that does not answer (its node is gone)."""
+    found = []
+    for i in indices:
+        try:
+            found.append(ray.get(network.validators[i].status.remote(), timeout=5).sequence)
+        except (ray.exceptions.RayError, TimeoutError):
+            found.append(None)
+    return found
+
+
+def wait_for(predicate, what: str):
+    deadline = time.monotonic() + DEADLINE_S
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"{what}: not within {DEADLINE_S} s")
+
+
+def scenario(cluster: Cluster, data_dir: str) -> dict:
+    workers = {i: cluster.add_node(num_cpus=0, resources={f"validator{i}": 1})
+               for i in range(1, VALIDATORS)}
+    ray.init(address=cluster.address, namespace="soma-multinode", log_to_driver=False)
+    started = time.monotonic()
+    network = start_testnet(TestnetSettings(data_dir=data_dir, validators=VALIDATORS,
+                                            namespace="soma-multinode", services=False),
+                            detached=False, timeout_s=DEADLINE_S)
+    others = [i for i in range(VALIDATORS) if i != VICTIM]
+    wait_for(lambda: all((s or 0) >= 2 for s in sequences(network, range(VALIDATORS))),
+             "first checkpoints")
+    report = {
+        "head_node": cluster.head_node.node_id,
+        "node_resources": {node.node_id: f"validator{i}"
+                           for i, node in [(0, cluster.head_node), *workers.items()]},
+        "validator_nodes": [node_of(v) for v in network.validators],
+        "clock_node": node_of(network.clock),
+        "key_modes": [oct(os.stat(network.config.validator_dir(i) / "validator.key").st_mode & 0o777)
+                      for i in range(VALIDATORS)],
+        "committee": [v.public_key.hex() for v in network.config.genesis_config().validators],
+        "public_keys": [network.config.validator_keypair(i).public_key.hex() for i in range(VALIDATORS)],
+        "faucet_enabled": network.config.genesis_config().parameters.faucet_enabled,
+        "early_epoch_change": network.config.genesis_config().parameters.allow_early_epoch_change,
+        "started_s": round(time.monotonic() - started, 1),
+    }
+
+    cluster.remove_node(workers.pop(VICTIM))
+    removed = time.monotonic()
+    wait_for(lambda: sequences(network, [VICTIM]) == [None], "the removed node's validator gone")
+    before = max(sequences(network, others))
+    report["sequence_at_removal"] = before
+    report["sequences_without_victim"] = wait_for(
+        lambda: (found := sequences(network, others)) and min(s or 0 for s in found) >= before + 3
+        and found, "commits without the removed node")
+    report["progress_without_s"] = round(time.monotonic() - removed, 1)
+
+    replacement = cluster.add_node(num_cpus=0, resources={f"validator{VICTIM}": 1})
+    added = time.monotonic()
+    target = max(sequences(network, others))
+    report["target_sequence"] = target
+    report["victim_sequence"] = wait_for(
+        lambda: (s := sequences(network, [VICTIM])[0]) is not None and s >= target and s,
+        "the relaunched validator caught up")
+    report["caught_up_s"] = round(time.monotonic() - added, 1)
+    report["replacement_node"] = replacement.node_id
+    report["victim_node_after"] = node_of(network.validators[VICTIM])
+    return report
+
+
+def main() -> None:
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 1, "resources": {"validator0": 1}, "include_dashboard": False,
+        "object_store_memory": 80 * 1024 * 1024, "_system_config": FAST_NODE_DEATH})
+    try:
+        report = scenario(cluster, sys.argv[1])
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
