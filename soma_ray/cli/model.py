@@ -1,24 +1,64 @@
-"""`soma model ...`: train V1 weights on a byte corpus with Ray Train."""
+"""`soma model ...`: train V1 weights on a byte corpus with Ray Train (`train`), and publish and
+manage models on a network over its HTTP gateway (`create`, `commit`, `reveal`, `publish`, `list`,
+`info`, `download`, `stake`, `deactivate`; docs/model_owner.md).
+
+The network commands never use Ray: they reach the gateway with `SomaClient(rpc_url=...)`
+(`soma_ray.cli.common.run_participant`). What `reveal` needs (the decryption key and the
+embedding committed to) is kept in the key store, `$SOMA_HOME/models/<model id>.json` (0600).
+Every rule the chain would refuse a transaction for, and that the command can see from the chain's
+state, is checked before anything is sent: a refused transaction would still cost its fee.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import stat
+import sys
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
+import numpy as np
 import typer
 
-# torch and Ray Train are imported inside the command: every other `soma` command (and
-# `--help`) would otherwise pay seconds of import time for them.
+from soma_ray.cli.common import (BadArgument, KeyOption, RpcOption, WalletOption, load_key, parse_amount,
+                                 parse_id, print_table, run_participant, show_amount)
+from soma_ray.client import SomaClient
+from soma_ray.cluster import soma_home
+from soma_ray.protocol import errors
+from soma_ray.protocol.crypto import Keypair, show_address
+from soma_ray.protocol.models import model_commitment, validate_embedding
+from soma_ray.protocol.state import MODEL, STAKING_POOL
+from soma_ray.protocol.targets import embedding_bytes
+from soma_ray.protocol.types import Model, StakingPool
+from soma_ray.wallet import _write_private
+from soma_ray.wire import parse_hex
 
-app = typer.Typer(help="Train V1 model weights.", no_args_is_help=True)
+# torch and Ray Train are imported inside the commands that need them: every other `soma`
+# command (and `--help`) would otherwise pay seconds of import time for them.
+
+app = typer.Typer(help="Train, publish and manage V1 models.", no_args_is_help=True)
 
 MODEL_SIZES = ("small", "v1")
+BPS = 10_000
+DEFAULT_COMMISSION = "10%"
+KEY_STORE_DIR = "models"
+KEY_STORE_VERSION = 1
+MAX_KEY_STORE_BYTES = 1 << 20  # a record holds a key, a URL and at most a few 10 KiB of embedding
+MAX_EMBEDDING_FILE_BYTES = 1 << 20
+# The sample the model's own embedding is computed over when none is given: this many windows of
+# this many bytes, evenly spaced over the corpus (docs/model_owner.md, "The embedding").
+EMBEDDING_WINDOWS = 16
+EMBEDDING_WINDOW_BYTES = 2_048
+# How long one gateway call of `reveal --wait` waits (below the HTTP client's request timeout).
+WAIT_STEP_S = 60.0
 
 
 @app.callback()
 def model() -> None:
-    """Train V1 model weights (a group, so `train` stays a subcommand)."""
+    """Train, publish and manage V1 models (a group, so each command is a subcommand)."""
 
 
 @app.command()
@@ -124,3 +164,513 @@ def _describe(metrics: dict | None) -> str:
         return ""
     return (f"loss {metrics['loss']:.3f}  {metrics['tokens_per_s']:,.0f} tok/s  "
             f"lr {metrics['lr']:.2e}")
+
+
+# ---------------------------------------------------------------------------------- arguments
+
+ModelIdArgument = Annotated[str, typer.Argument(help="The model's id (0x followed by 64 hex digits).")]
+CommissionOption = Annotated[str, typer.Option(
+    "--commission", help="Share of the model's rewards for its owner: basis points (1000) or a "
+    "percentage (10%).")]
+StakeOption = Annotated[Optional[str], typer.Option(
+    "--stake", help="SOMA to stake on the model [default: the network's minimum model stake].")]
+EmbeddingOption = Annotated[Optional[Path], typer.Option(
+    "--embedding", help="The model's embedding: a .npy float32 vector, or raw little-endian float32 "
+    "[default: the model's own mean embedding over --embedding-corpus].")]
+CorpusOption = Annotated[Optional[Path], typer.Option(
+    "--embedding-corpus", help="File or directory the default embedding is sampled from "
+    "[default: the Python standard library's top-level modules].")]
+
+
+def parse_commission(text: str) -> int:
+    """'1000' (basis points) or '10%' / '12.5%' → basis points, 0 to 10,000."""
+    number = text.strip()
+    percent = number.endswith("%")
+    try:
+        bps = Decimal(number.removesuffix("%")) * (100 if percent else 1)
+        whole = bps == bps.to_integral_value() and 0 <= bps <= BPS
+    except InvalidOperation:
+        whole = False
+    if not whole:
+        raise BadArgument(f"commission {text!r}: whole basis points from 0 to {BPS} (1000), "
+                          "or a percentage from 0% to 100% (10%, 12.5%)")
+    return int(bps)
+
+
+def show_commission(bps: int) -> str:
+    return f"{Decimal(bps) / 100:f}%"
+
+
+def read_file(path: Path, what: str, limit: int) -> bytes:
+    """The bytes of `path`, at most `limit` of them (BadArgument naming `what` otherwise)."""
+    try:
+        with open(path, "rb") as file:
+            data = file.read(limit + 1)
+    except OSError as error:
+        raise BadArgument(f"{what} {path}: {error.strerror or error}") from None
+    if len(data) > limit:
+        raise BadArgument(f"{what} {path} is over {limit} bytes")
+    return data
+
+
+def read_embedding_file(path: Path) -> bytes:
+    """An embedding from a .npy float32 vector or raw little-endian float32 bytes, as canonical
+    bytes (`validate_embedding` then checks it against the network)."""
+    data = read_file(path, "embedding file", MAX_EMBEDDING_FILE_BYTES)
+    if path.suffix != ".npy":
+        return embedding_bytes(data)
+    import io
+
+    try:
+        array = np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:
+        raise BadArgument(f"embedding file {path} is not a .npy array ({error})") from None
+    return embedding_bytes(array)
+
+
+def read_weights(path: Path, dim: int, limit: int) -> bytes:
+    """The bytes of a V1 weights file as wide as the network's embedding_dim."""
+    from soma_ray.model import ModelError, read_weights_header
+
+    data = read_file(path, "weights file", limit)
+    try:
+        width = read_weights_header(data).embedding_dim
+    except ModelError as error:
+        raise BadArgument(f"weights file {path}: {error}") from None
+    if width != dim:
+        raise BadArgument(f"weights file {path} is a model of width {width}; the network's "
+                          f"embedding_dim is {dim}")
+    return data
+
+
+# ---------------------------------------------------------------------------------- the embedding
+
+def corpus_files(corpus: Path | None) -> list[Path]:
+    """A corpus's files in order: a file, or every file under a directory (sorted by path);
+    None: the Python standard library's top-level modules."""
+    if corpus is None:
+        import sysconfig
+
+        return sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py"))
+    if corpus.is_dir():
+        return sorted(p for p in corpus.rglob("*") if p.is_file())
+    if corpus.is_file():
+        return [corpus]
+    raise BadArgument(f"embedding corpus {corpus}: no such file or directory")
+
+
+def sample_windows(files: list[Path], count: int = EMBEDDING_WINDOWS,
+                   size: int = EMBEDDING_WINDOW_BYTES) -> list[bytes]:
+    """`count` windows of at most `size` bytes at evenly spaced offsets of the files' bytes taken
+    in order (a window ends with its file): a bounded read of any corpus."""
+    sizes = [path.stat().st_size for path in files]
+    total = sum(sizes)
+    if total == 0:
+        raise BadArgument("the embedding corpus holds no bytes")
+    starts = np.cumsum([0] + sizes)
+    windows = []
+    for offset in sorted({i * total // count for i in range(count)}):
+        index = int(np.searchsorted(starts, offset, side="right")) - 1  # skips empty files
+        with open(files[index], "rb") as file:
+            file.seek(offset - int(starts[index]))
+            windows.append(file.read(size))
+    return windows
+
+
+def model_embedding(weights: bytes, sample: list[bytes]) -> bytes:
+    """The model's own embedding: the mean of its scoring embeddings of the sample's windows,
+    scaled to unit length, as canonical float32 bytes."""
+    from soma_ray.model import load_weights, score_many
+
+    scores = score_many(load_weights(weights), sample)
+    mean = np.mean([s.embedding for s in scores], axis=0, dtype=np.float64)
+    norm = float(np.linalg.norm(mean))
+    if not np.isfinite(norm) or norm == 0.0:
+        raise BadArgument("the model's mean embedding over the corpus sample is zero or not "
+                          "finite: give one with --embedding")
+    return embedding_bytes((mean / norm).astype(np.float32))
+
+
+# ---------------------------------------------------------------------------------- key store
+
+class KeyStoreError(BadArgument):
+    """A key store record that is missing, not private, or not a record."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSecret:
+    """What revealing a commit needs, kept from the commit until the reveal."""
+
+    model_id: bytes
+    decryption_key: bytes
+    embedding: bytes  # the canonical little-endian float32 bytes committed to
+    weights_url: str
+
+
+def key_store_path(model_id: bytes, home: Path | None = None) -> Path:
+    return (home or soma_home()) / KEY_STORE_DIR / f"{show_address(model_id)}.json"
+
+
+def save_secret(secret: ModelSecret, home: Path | None = None) -> Path:
+    """Write the record atomically, 0600 in a 0700 directory (the wallet's private writer)."""
+    path = key_store_path(secret.model_id, home)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.parent.chmod(0o700)  # one made earlier with a wider mode too
+    record = {"version": KEY_STORE_VERSION, "model_id": show_address(secret.model_id),
+              "decryption_key": show_address(secret.decryption_key),
+              "embedding": show_address(secret.embedding), "weights_url": secret.weights_url}
+    _write_private(path, (json.dumps(record, indent=2) + "\n").encode())
+    return path
+
+
+def load_secret(model_id: bytes, home: Path | None = None) -> ModelSecret:
+    """The record of `model_id`; refused when missing, not private, too large or malformed."""
+    path = key_store_path(model_id, home)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        raise KeyStoreError(
+            f"no key store record {path}: the reveal needs the key and embedding that model "
+            f"{show_address(model_id)}'s commit kept there (commit from this machine, or copy the "
+            "record here)") from None
+    except OSError as error:
+        raise KeyStoreError(f"key store record {path}: {error.strerror or error}") from None
+    with os.fdopen(fd, "rb") as file:
+        info = os.fstat(file.fileno())
+        if stat.S_IMODE(info.st_mode) & 0o077:
+            raise KeyStoreError(f"{path} has mode {stat.S_IMODE(info.st_mode):04o}; a key store "
+                                f"record must be private: run chmod 600 {path}")
+        data = file.read(MAX_KEY_STORE_BYTES + 1)
+    if len(data) > MAX_KEY_STORE_BYTES:
+        raise KeyStoreError(f"{path} is over {MAX_KEY_STORE_BYTES} bytes: not a key store record")
+    return parse_secret(data, model_id, path)
+
+
+def parse_secret(data: bytes, model_id: bytes, path: Path) -> ModelSecret:
+    def bad(reason: str) -> KeyStoreError:
+        return KeyStoreError(f"{path} is not a usable key store record: {reason}")
+
+    try:
+        record = json.loads(data)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise bad("not JSON") from None
+    fields = ("version", "model_id", "decryption_key", "embedding", "weights_url")
+    if not isinstance(record, dict) or sorted(record) != sorted(fields):
+        raise bad(f"expected the fields {', '.join(fields)}")
+    if record["version"] != KEY_STORE_VERSION:
+        raise bad(f"version {record['version']!r}, this soma reads version {KEY_STORE_VERSION}")
+    if not all(isinstance(record[name], str) for name in fields[1:]):
+        raise bad("its values are not text")
+    try:
+        secret = ModelSecret(parse_hex(record["model_id"], "model_id", 32),
+                             parse_hex(record["decryption_key"], "decryption_key", 32),
+                             embedding_bytes(parse_hex(record["embedding"], "embedding")),
+                             record["weights_url"])
+    except errors.ProtocolError as error:  # MalformedInput, NonFiniteEmbedding
+        raise bad(str(error)) from None
+    if secret.model_id != model_id:
+        raise bad(f"it holds model {record['model_id']}, not {show_address(model_id)}")
+    return secret
+
+
+# ---------------------------------------------------------------------------------- checks
+# The chain's rules a command can check from the chain's state before it sends anything: a
+# transaction refused at execution still costs its fee.
+
+
+@dataclasses.dataclass(frozen=True)
+class DueReveal:
+    """The commit a model awaits the reveal of: its first weights, or an update."""
+
+    epoch: int  # the only epoch the reveal is accepted in: the commit's epoch + 1
+    key_commitment: bytes
+    embedding_commitment: bytes
+
+
+def due_reveal(model: Model) -> DueReveal:
+    if model.status == "Pending":
+        return DueReveal(model.commit_epoch + 1, model.key_commitment, model.embedding_commitment)
+    update = model.pending_update
+    if model.status == "Active" and update is not None:
+        return DueReveal(update.commit_epoch + 1, update.key_commitment, update.embedding_commitment)
+    raise errors.InvalidModelStatus(status=model.status, expected="Pending, or Active with a pending update")
+
+
+def require_owner(model: Model, sender: bytes) -> None:
+    if model.owner != sender:
+        raise errors.NotOwner(owner=model.owner, sender=sender)
+
+
+def check_commit(model: Model, sender: bytes) -> None:
+    """A commit is taken by a Created model, or an Active one without a pending update; so the key
+    store record it replaces is no longer needed."""
+    require_owner(model, sender)
+    if not (model.status == "Created" or (model.status == "Active" and model.pending_update is None)):
+        status = "Active with a pending update" if model.status == "Active" else model.status
+        raise errors.InvalidModelStatus(status=status, expected="Created, or Active without a pending update")
+
+
+def check_reveal(model: Model, sender: bytes, epoch: int, secret: ModelSecret) -> None:
+    """The reveal of `secret` by `sender` in `epoch` is what the chain accepts."""
+    require_owner(model, sender)
+    due = due_reveal(model)
+    if epoch != due.epoch:
+        raise errors.ModelRevealEpochMismatch(commit_epoch=due.epoch - 1, current_epoch=epoch)
+    if (model_commitment(secret.decryption_key), model_commitment(secret.embedding)) != (
+            due.key_commitment, due.embedding_commitment):
+        raise KeyStoreError(f"the key and embedding kept for model {show_address(model.id)} are not "
+                            "the ones it committed to (kept by a commit that failed, or the model "
+                            "was committed elsewhere)")
+
+
+def check_deactivate(model: Model, sender: bytes) -> None:
+    require_owner(model, sender)
+    if model.status not in ("Created", "Active"):  # a Pending model must reveal or be slashed
+        raise errors.InvalidModelStatus(status=model.status, expected="Created or Active")
+
+
+def check_stake(pool: StakingPool, amount: int, available: int, fee: int) -> None:
+    if pool.deactivation_epoch is not None:
+        raise errors.PoolInactive(pool_id=pool.id)
+    if available < amount + fee:
+        raise errors.InsufficientBalance(required=amount + fee, available=available)
+
+
+def model_rows(model: Model, pool: StakingPool) -> list[tuple[str, str]]:
+    """`soma model info`'s table: the model object in words."""
+    rows = [("status", model.status), ("owner", show_address(model.owner)),
+            ("stake", show_amount(pool.soma_balance))]
+    if pool.pending_stake:
+        rows.append(("pending stake", f"{show_amount(pool.pending_stake)} (active next epoch)"))
+    rows.append(("commission", show_commission(model.commission_bps)))
+    if model.next_epoch_commission_bps is not None:
+        rows.append(("next epoch's commission", show_commission(model.next_epoch_commission_bps)))
+    manifest = model.weights_manifest
+    rows += [("weights", "none committed" if manifest is None else manifest.url)]
+    if manifest is not None:
+        rows += [("weights size", f"{manifest.size} bytes (encrypted)"),
+                 ("weights checksum", show_address(manifest.checksum)),
+                 ("committed in epoch", str(model.commit_epoch))]
+    rows += [("decryption key", "not revealed" if model.decryption_key is None
+              else show_address(model.decryption_key)),
+             ("embedding", "not revealed" if model.embedding is None
+              else f"{len(model.embedding) // 4} dimensions")]
+    update = model.pending_update
+    rows.append(("pending update", "none" if update is None else
+                 f"{update.weights_manifest.url}, committed in epoch {update.commit_epoch}, "
+                 f"reveal due in epoch {update.commit_epoch + 1}"))
+    if model.reporters:
+        rows.append(("reported by", f"{len(model.reporters)} validators"))
+    return rows
+
+
+# ---------------------------------------------------------------------------------- network steps
+
+async def chain_model(client: SomaClient, model_id: bytes) -> Model:
+    model = await client.get_object(MODEL, model_id, Model)
+    if model is None:
+        raise errors.ObjectNotFound(kind="model", id=model_id)
+    return model
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedWeights:
+    encrypted: bytes
+    decryption_key: bytes
+    embedding: bytes
+
+
+async def prepare_weights(client: SomaClient, weights_file: Path, embedding_file: Path | None,
+                          corpus: Path | None) -> PreparedWeights:
+    """Everything a commit needs that can fail locally, before anything is sent: the weights
+    checked and encrypted, the embedding read or computed, both within the network's limits."""
+    params = (await client.get_system_state()).parameters
+    weights = read_weights(weights_file, params.embedding_dim, params.model_max_weight_size)
+    embedding = (read_embedding_file(embedding_file) if embedding_file is not None
+                 else model_embedding(weights, sample_windows(corpus_files(corpus))))
+    validate_embedding(embedding, params.embedding_dim)
+    encrypted, key = SomaClient.encrypt_weights(weights)
+    if len(encrypted) > params.model_max_weight_size:
+        raise errors.DataTooLarge(size=len(encrypted), max=params.model_max_weight_size)
+    return PreparedWeights(encrypted, key, embedding)
+
+
+async def upload_and_commit(client: SomaClient, owner: Keypair, model_id: bytes,
+                            prepared: PreparedWeights) -> None:
+    """Upload the encrypted weights, keep what the reveal needs, commit, and say when to reveal.
+    The record is written before the commit is sent: a commit whose key is lost can never be
+    revealed, and is slashed."""
+    url = await client.upload(prepared.encrypted, kind="weights")
+    path = save_secret(ModelSecret(model_id, prepared.decryption_key, prepared.embedding, url))
+    await client.commit_model(owner, model_id, url, prepared.encrypted, prepared.decryption_key,
+                              prepared.embedding)
+    due = due_reveal(await chain_model(client, model_id)).epoch
+    typer.echo(f"committed in epoch {due - 1}: reveal in epoch {due} with "
+               f"`soma model reveal {show_address(model_id)} --wait` (key and embedding kept in {path})")
+
+
+async def wait_for_epoch(client: SomaClient, epoch: int, timeout_s: float | None) -> int:
+    """Wait until `epoch` begins, in steps the gateway allows, at most `timeout_s` (None: as long
+    as it takes); returns the epoch then current."""
+    import asyncio
+
+    typer.echo(f"waiting for epoch {epoch}", err=True)
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout_s is None else loop.time() + timeout_s
+    while True:
+        left = WAIT_STEP_S if deadline is None else max(0.0, deadline - loop.time())
+        try:
+            return await client.wait_for_epoch(epoch, min(WAIT_STEP_S, left))
+        except errors.EpochNotReached:
+            if deadline is not None and loop.time() >= deadline:
+                raise
+
+
+def parse_model_id(text: str) -> bytes:
+    return parse_id(text, "model id")
+
+
+def parse_stake(text: str | None) -> int | None:
+    return None if text is None else parse_amount(text)
+
+
+# ---------------------------------------------------------------------------------- commands
+
+@app.command()
+def create(commission: CommissionOption = DEFAULT_COMMISSION, stake: StakeOption = None,
+           wallet: WalletOption = None, key: KeyOption = None, rpc_url: RpcOption = None) -> None:
+    """Create a model (no weights yet: `commit` them next); prints its id."""
+    async def action(client: SomaClient):
+        owner, bps, amount = load_key(wallet, key), parse_commission(commission), parse_stake(stake)
+        typer.echo(show_address(await client.create_model(owner, bps, amount)))
+
+    run_participant(rpc_url, action)
+
+
+@app.command()
+def commit(model_id: ModelIdArgument,
+           weights_file: Annotated[Path, typer.Argument(help="The V1 weights file (safetensors).")],
+           embedding: EmbeddingOption = None, embedding_corpus: CorpusOption = None,
+           wallet: WalletOption = None, key: KeyOption = None, rpc_url: RpcOption = None) -> None:
+    """Encrypt, upload and commit to weights (first ones, or an update); reveal next epoch."""
+    async def action(client: SomaClient):
+        owner, ident = load_key(wallet, key), parse_model_id(model_id)
+        check_commit(await chain_model(client, ident), owner.address)
+        prepared = await prepare_weights(client, weights_file, embedding, embedding_corpus)
+        await upload_and_commit(client, owner, ident, prepared)
+
+    run_participant(rpc_url, action)
+
+
+@app.command()
+def reveal(model_id: ModelIdArgument,
+           wait: Annotated[bool, typer.Option("--wait", help="Wait for the epoch the reveal is due in.")] = False,
+           timeout: Annotated[Optional[float], typer.Option(
+               "--timeout", help="Seconds --wait waits at most [default: until the epoch begins].")] = None,
+           wallet: WalletOption = None, key: KeyOption = None, rpc_url: RpcOption = None) -> None:
+    """Reveal the key and embedding the commit kept: the model is Active (or updated) from then on."""
+    async def action(client: SomaClient):
+        owner, ident = load_key(wallet, key), parse_model_id(model_id)
+        model = await chain_model(client, ident)
+        require_owner(model, owner.address)
+        due, secret = due_reveal(model).epoch, load_secret(ident)
+        epoch = (await client.get_epoch()).epoch
+        if wait and epoch < due:
+            epoch = await wait_for_epoch(client, due, timeout)
+        check_reveal(model, owner.address, epoch, secret)
+        await client.reveal_model(owner, ident, secret.decryption_key, secret.embedding)
+        typer.echo(f"revealed model {show_address(ident)} in epoch {epoch}: it is Active")
+
+    run_participant(rpc_url, action)
+
+
+@app.command()
+def publish(weights_file: Annotated[Path, typer.Argument(help="The V1 weights file (safetensors).")],
+            commission: CommissionOption = DEFAULT_COMMISSION, stake: StakeOption = None,
+            embedding: EmbeddingOption = None, embedding_corpus: CorpusOption = None,
+            wallet: WalletOption = None, key: KeyOption = None, rpc_url: RpcOption = None) -> None:
+    """Encrypt, upload, create and commit in one go; prints the new model's id, then when to reveal."""
+    async def action(client: SomaClient):
+        owner, bps, amount = load_key(wallet, key), parse_commission(commission), parse_stake(stake)
+        prepared = await prepare_weights(client, weights_file, embedding, embedding_corpus)
+        model_id = await client.create_model(owner, bps, amount)
+        typer.echo(show_address(model_id))
+        await upload_and_commit(client, owner, model_id, prepared)
+
+    run_participant(rpc_url, action)
+
+
+@app.command("list")
+def list_models(rpc_url: RpcOption = None) -> None:
+    """The Active models: id, owner, stake, commission, whether an update awaits its reveal."""
+    async def action(client: SomaClient):
+        rows = [(show_address(m.model_id), show_address(m.owner), show_amount(m.stake),
+                 show_commission(m.commission_bps), "yes" if m.has_pending_update else "no")
+                for m in await client.get_active_models()]
+        print_table("active models", ("model", "owner", "stake", "commission", "pending update"), rows)
+
+    run_participant(rpc_url, action)
+
+
+@app.command()
+def info(model_id: ModelIdArgument, rpc_url: RpcOption = None) -> None:
+    """A model: status, owner, stake, commission, weights manifest, pending update."""
+    async def action(client: SomaClient):
+        model = await chain_model(client, parse_model_id(model_id))
+        pool = await client.get_object(STAKING_POOL, model.staking_pool_id, StakingPool)
+        print_table(f"model {show_address(model.id)}", ("field", "value"), model_rows(model, pool))
+
+    run_participant(rpc_url, action)
+
+
+@app.command()
+def download(model_id: ModelIdArgument,
+             out: Annotated[Optional[Path], typer.Option(
+                 "--out", help="Where to write the weights [default: ./<model id>.safetensors].")] = None,
+             rpc_url: RpcOption = None) -> None:
+    """A revealed model's weights: downloaded, checked against the chain's manifest, decrypted."""
+    from soma_ray.model import ModelError
+    from soma_ray.model.files import replacing
+
+    async def action(client: SomaClient):
+        ident = parse_model_id(model_id)
+        await chain_model(client, ident)
+        try:
+            weights = await client.fetch_model(ident)
+        except ModelError as error:  # DecryptionError: the revealed key does not open them
+            raise BadArgument(f"model {show_address(ident)}'s weights: {error}") from None
+        path = out or Path(f"{show_address(ident)}.safetensors")
+        with replacing(path) as scratch:
+            scratch.write_bytes(weights)
+        typer.echo(f"{path}: {len(weights)} bytes, checked against the chain's manifest and decrypted")
+
+    run_participant(rpc_url, action)
+
+
+@app.command()
+def stake(model_id: ModelIdArgument, amount: Annotated[str, typer.Argument(help="SOMA to stake.")],
+          wallet: WalletOption = None, key: KeyOption = None, rpc_url: RpcOption = None) -> None:
+    """Stake SOMA on a model (anyone may; active from the next epoch)."""
+    async def action(client: SomaClient):
+        staker, ident, shannons = load_key(wallet, key), parse_model_id(model_id), parse_amount(amount)
+        model = await chain_model(client, ident)
+        pool = await client.get_object(STAKING_POOL, model.staking_pool_id, StakingPool)
+        fee = (await client.get_system_state()).parameters.base_fee
+        check_stake(pool, shannons, await client.get_balance(staker.address), fee)
+        await client.add_stake_to_model(staker, ident, shannons)
+        typer.echo(f"staked {show_amount(shannons)} on model {show_address(ident)}, active from the next epoch")
+
+    run_participant(rpc_url, action)
+
+
+@app.command()
+def deactivate(model_id: ModelIdArgument, wallet: WalletOption = None, key: KeyOption = None,
+               rpc_url: RpcOption = None) -> None:
+    """Deactivate your model: no new targets select it; its stake unlocks at the next epoch change."""
+    async def action(client: SomaClient):
+        owner, ident = load_key(wallet, key), parse_model_id(model_id)
+        check_deactivate(await chain_model(client, ident), owner.address)
+        await client.deactivate_model(owner, ident)
+        typer.echo(f"deactivated model {show_address(ident)}")
+
+    run_participant(rpc_url, action)
