@@ -13,6 +13,8 @@ import msgspec
 
 import ray
 
+from actors.audit import AuditWorker, audit_worker_name
+from actors.challenge_aggregator import ChallengeAggregator, aggregator_name
 from actors.epoch_clock import EpochClock
 from actors.handles import NetworkHandles, NetworkNotRunning, find_actor
 from actors.target_state import launch_target_state
@@ -90,6 +92,18 @@ def launch_clock(config: NetworkConfig, detached: bool = False):
     return ray.remote(EpochClock).options(**options).remote(asdict(config))
 
 
+def launch_audit_worker(config: NetworkConfig, index: int, detached: bool = False):
+    """Start validator `index`'s audit worker (or return it if it runs); Ray restarts it."""
+    options = _actor_options(config, "audit", audit_worker_name(config, index), detached, index)
+    return ray.remote(AuditWorker).options(**options).remote(asdict(config), index)
+
+
+def launch_aggregator(config: NetworkConfig, index: int = 0, detached: bool = False):
+    """Start challenge aggregator `index` (it signs with validator `index`'s key), or return it."""
+    options = _actor_options(config, "aggregator", aggregator_name(config, index), detached, index)
+    return ray.remote(ChallengeAggregator).options(**options).remote(asdict(config), index)
+
+
 SERVICES = ("blobs", "scoring", "gateway")
 
 
@@ -98,12 +112,15 @@ class Network(NetworkHandles):
     public services."""
 
     target_state: object = None  # the target index, once start_services launched it
+    audit_workers: list | None = None  # one per validator, once start_services launched them
+    aggregator: object = None  # the challenge aggregator, likewise
 
     def start_services(self, scoring_device: str = "auto", detached: bool = False) -> str:
         """Start the target index (it follows the checkpoint feed from 0) and deploy the network's
         public surface on Ray Serve — the blob store, the scoring service and the gateway — and
-        return the gateway's URL. Serve's HTTP proxy starts on the config's host and port unless
-        this Ray cluster runs one already (then that one serves)."""
+        return the gateway's URL; then start the audit duty: one audit worker per validator and
+        a challenge aggregator (docs/audits.md). Serve's HTTP proxy starts on the config's host
+        and port unless this Ray cluster runs one already (then that one serves)."""
         from ray import serve
 
         from serve.blobs import blob_app
@@ -124,13 +141,31 @@ class Network(NetworkHandles):
         }
         for service in SERVICES:
             serve.run(apps[service], name=config.app_name(service), route_prefix=config.route_prefix(service))
+        self.start_audits(detached)
         return config.public_url
 
+    def start_audits(self, detached: bool = False) -> None:
+        """Launch the audit workers and the aggregator (they need the scoring service to vote)."""
+        if self.audit_workers is None:
+            self.audit_workers = [launch_audit_worker(self.config, i, detached) for i in range(self.config.validators)]
+        if self.aggregator is None:
+            self.aggregator = launch_aggregator(self.config, 0, detached)
+
+    def stop_audits(self) -> None:
+        """Kill the audit workers and the aggregator (their feed cursors stay on disk)."""
+        self.audit_workers = self.aggregator = None
+        _kill_named(self._audit_names(), self.config.namespace)
+
+    def _audit_names(self) -> list[str]:
+        return [audit_worker_name(self.config, i) for i in range(self.config.validators)] + [
+            aggregator_name(self.config, 0)]
+
     def stop_services(self) -> None:
-        """Delete the network's Serve applications (those that run)."""
+        """Stop the audit duty and delete the network's Serve applications (those that run)."""
         from ray import serve
 
         config = self.config
+        self.stop_audits()
         running = serve.status().applications  # empty where Serve never started
         for service in SERVICES:
             if config.app_name(service) in running:
@@ -153,12 +188,17 @@ class Network(NetworkHandles):
         self.stop_services()
         names = [self.config.validator_name(i) for i in range(self.config.validators)]
         names += [self.config.clock_name, self.config.target_state_name]
-        for name in names:
-            handle = find_actor(name, self.config.namespace)
-            if handle is not None:
-                ray.kill(handle, no_restart=True)
-        for name in names:
-            _wait_until_gone(name, self.config.namespace)
+        _kill_named(names, self.config.namespace)
+
+
+def _kill_named(names: list[str], namespace: str) -> None:
+    """Kill the named actors that run (for good) and wait until their names are free."""
+    for name in names:
+        handle = find_actor(name, namespace)
+        if handle is not None:
+            ray.kill(handle, no_restart=True)
+    for name in names:
+        _wait_until_gone(name, namespace)
 
 
 def _wait_until_gone(name: str, namespace: str, timeout_s: float = 30.0) -> None:

@@ -19,7 +19,10 @@ from soma_ray.protocol.errors import ProtocolError
 from soma_ray.protocol.params import QUORUM
 from soma_ray.protocol.submissions import LOSS_SCALE, challenge_vote_message
 from soma_ray.protocol.targets import as_embedding, cosine_distance_fixed
-from soma_ray.protocol.types import ChallengeKind, RevealedSubmission, Target, Verdict
+from soma_ray.protocol.types import (
+    ChallengeKind, ChangeEpoch, Checkpoint, CheckpointEntry, InitiateChallenge, ResolveChallenge,
+    RevealedSubmission, SignedTransaction, Target, TransactionEffects, Verdict,
+)
 
 # audit_tolerance (spec §5): a recomputed value matches a claimed one when
 # |claimed − recomputed| ≤ AUDIT_ATOL + AUDIT_RTOL × |recomputed|.
@@ -129,6 +132,31 @@ def audit(target: Target, revealed: RevealedSubmission, data: bytes | None, fail
         distance=distance, threshold=target.distance_threshold, report=sorted(rescored.unloadable))
 
 
+# ------------------------------------------------------------------------------ the feed
+
+
+class ChallengeChanges(NamedTuple):
+    opened: list[bytes]  # challenges this checkpoint opened
+    resolved: list[bytes]  # challenges it resolved
+    epoch_changed: bool  # an epoch change closes expired challenges and may change the committee
+
+
+def challenge_changes(checkpoint: Checkpoint, effects: list[TransactionEffects]) -> ChallengeChanges:
+    """What a certified checkpoint (and its certified effects) did to challenges."""
+    opened, resolved, epoch_changed = [], [], False
+    for raw, effect in zip(checkpoint.transactions, effects):
+        entry = decode(raw, CheckpointEntry)
+        if isinstance(entry, ChangeEpoch):
+            epoch_changed = True
+        elif isinstance(entry, SignedTransaction) and effect.error is None:
+            kind = entry.transaction.kind
+            if isinstance(kind, InitiateChallenge):
+                opened.append(effect.created[0])
+            elif isinstance(kind, ResolveChallenge):
+                resolved.append(kind.challenge_id)
+    return ChallengeChanges(opened, resolved, epoch_changed)
+
+
 # ------------------------------------------------------------------------------ votes
 
 # A vote on the wire is a few hundred bytes; anything longer is garbage, refused unread.
@@ -166,6 +194,7 @@ class Evidence(Struct):
 class Added(NamedTuple):
     counted: bool
     reason: str  # why not, when not counted
+    challenge_id: bytes | None = None  # the challenge a decodable vote names
 
 
 class VoteCollector:
@@ -211,15 +240,16 @@ class VoteCollector:
             self._equivocators.setdefault(vote.challenge_id, set()).add(index)
             return self._reject(raw, f"voted {earlier.verdict} before: conflicting votes", vote)
         if index in self._equivocators.get(vote.challenge_id, ()):
-            return Added(False, "this voter cast conflicting votes: it counts for neither verdict")
+            return Added(False, "this voter cast conflicting votes: it counts for neither verdict", vote.challenge_id)
         votes[index] = vote
-        return Added(True, "")
+        return Added(True, "", vote.challenge_id)
 
     def _reject(self, raw: bytes, reason: str, vote: ChallengeVote | None = None) -> Added:
         if len(self.evidence) >= MAX_EVIDENCE:
             del self.evidence[0]
-        self.evidence.append(Evidence(reason, raw[:MAX_VOTE_BYTES], vote and vote.voter, vote and vote.challenge_id))
-        return Added(False, reason)
+        challenge_id = vote and vote.challenge_id
+        self.evidence.append(Evidence(reason, raw[:MAX_VOTE_BYTES], vote and vote.voter, challenge_id))
+        return Added(False, reason, challenge_id)
 
     def power(self, challenge_id: bytes, verdict: Verdict) -> int:
         """Voting power of the members whose counted vote on `challenge_id` is `verdict`."""
