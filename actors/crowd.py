@@ -1,0 +1,141 @@
+"""The crowd: a few async actors, each hosting many scripted participants (soma_ray/strategies).
+
+One actor process per participant does not fit (about 90 MB and most of a second to start each
+here), so each `CrowdActor` drives its share of the roster round by round on one SDK client:
+a round refreshes the shared `World` once, then steps every participant, a bounded number at a
+time. The chain is reached on the SDK's Ray path; blobs and scoring over HTTP, as the SDK does.
+Actors are named `<prefix>crowd-<i>` in the network's namespace, so `soma stop` finds them.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import ray
+
+from soma_ray.client import SomaClient
+from soma_ray.config import NetworkConfig
+from soma_ray.protocol.params import SHANNONS_PER_SOMA
+from soma_ray.strategies import Spec, Stats, World, build, corpus_files
+from soma_ray.strategies.decide import split_evenly
+
+# Each participant's faucet grant: bonds on the localnet are a few hundred thousand shannons.
+FUND_AMOUNT = 100 * SHANNONS_PER_SOMA
+# Participants of one actor stepping at once: each waits mostly on scoring or finality.
+STEP_CONCURRENCY = 32
+CROWD_NAME = "crowd-"
+
+log = logging.getLogger(__name__)
+
+
+class CrowdActor:
+    def __init__(self, namespace: str, prefix: str, specs: list[Spec], seed: int, challengers: int,
+                 corpus: str | None = None, false_alarm_every: int = 0) -> None:
+        self._path = (namespace, prefix)
+        files = corpus_files(corpus)
+        self._participants = [build(Spec(*s), seed, files, challengers, false_alarm_every) for s in specs]
+        self._world: World | None = None
+        self._loop: asyncio.Task | None = None
+        self._rounds = 0
+
+    async def _client_world(self) -> World:
+        if self._world is None:
+            namespace, prefix = self._path
+            self._world = World(await SomaClient(namespace=namespace, prefix=prefix))
+        return self._world
+
+    async def fund(self, amount: int = FUND_AMOUNT) -> None:
+        """Every participant gets `amount` from the localnet faucet."""
+        world = await self._client_world()
+        await asyncio.gather(*(world.client.request_faucet(p.address, amount) for p in self._participants))
+
+    async def step(self) -> None:
+        """One round: the world read once, then one step of every participant."""
+        world = await self._client_world()
+        await world.refresh()
+        limit = asyncio.Semaphore(STEP_CONCURRENCY)
+
+        async def one(participant):
+            async with limit:
+                await participant.step(world)
+
+        await asyncio.gather(*(one(p) for p in self._participants))
+        self._rounds += 1
+
+    async def start(self, pause_s: float = 1.0) -> None:
+        """Play rounds in the background, `pause_s` apart, until `stop`."""
+        if self._loop is None or self._loop.done():
+            self._loop = asyncio.get_running_loop().create_task(self._play(pause_s))
+
+    async def _play(self, pause_s: float) -> None:
+        while True:
+            try:
+                await self.step()
+            except Exception:  # noqa: BLE001 - a round that failed to read the world: next one
+                log.exception("crowd round failed")
+            await asyncio.sleep(pause_s)
+
+    async def stop(self) -> None:
+        if self._loop is not None:
+            self._loop.cancel()
+
+    def stats(self) -> dict[str, Stats]:
+        """What each role's participants did, summed (plus the rounds played, under 'rounds')."""
+        by_role: dict[str, Stats] = {}
+        for participant in self._participants:
+            by_role.setdefault(participant.role, Stats()).add(participant.stats)
+        return {"rounds": self._rounds, **by_role}
+
+    def addresses(self) -> dict[str, list[bytes]]:
+        found: dict[str, list[bytes]] = {}
+        for participant in self._participants:
+            found.setdefault(participant.role, []).append(participant.address)
+        return found
+
+
+def crowd_name(config: NetworkConfig, index: int) -> str:
+    return f"{config.prefix}{CROWD_NAME}{index}"
+
+
+def launch_crowd(config: NetworkConfig, specs: list[Spec], actors: int, seed: int = 0,
+                 corpus: str | None = None, false_alarm_every: int = 0, detached: bool = False) -> list:
+    """`actors` crowd actors sharing `specs` (each role dealt over all of them), funded; returns
+    their handles. Not restarted when they die: a participant's memory of its submissions and
+    challenges is in its actor."""
+    challengers = sum(s.role == "challenger" for s in specs)
+    handles = []
+    for index, share in enumerate(split_evenly(specs, actors)):
+        options = dict(name=crowd_name(config, index), namespace=config.namespace, num_cpus=0)
+        if detached:
+            options["lifetime"] = "detached"
+        handles.append(ray.remote(CrowdActor).options(**options).remote(
+            config.namespace, config.prefix, share, seed, challengers, corpus, false_alarm_every))
+    ray.get([h.fund.remote() for h in handles])
+    return handles
+
+
+def find_crowd(namespace: str, prefix: str = "") -> list:
+    """Handles of the crowd actors running for the network (`<prefix>crowd-<i>`), by index."""
+    names = sorted((a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                    if a["namespace"] == namespace and a["name"].startswith(prefix + CROWD_NAME)
+                    and a["name"][len(prefix + CROWD_NAME):].isdigit()),
+                   key=lambda name: int(name[len(prefix + CROWD_NAME):]))
+    return [ray.get_actor(name, namespace=namespace) for name in names]
+
+
+def crowd_stats(handles: list) -> dict:
+    """The crowd's stats, summed over its actors (roles missing from an actor count nothing)."""
+    total: dict = {"rounds": 0}
+    for found in ray.get([h.stats.remote() for h in handles], timeout=60):
+        total["rounds"] += found.pop("rounds")
+        for role, stats in found.items():
+            total.setdefault(role, Stats()).add(stats)
+    return total
+
+
+def stop_crowd(namespace: str, prefix: str = "") -> int:
+    """Kill the network's crowd actors; returns how many there were."""
+    handles = find_crowd(namespace, prefix)
+    for handle in handles:
+        ray.kill(handle, no_restart=True)
+    return len(handles)
