@@ -1,0 +1,152 @@
+"""The soma_* metrics (actors/metrics.py) as an operator sees them: scraped from each Ray node's
+metrics export endpoint while a localnet with its gateway and target index runs.
+
+Ray exports a recorded value about 10 s later, so every check polls the endpoint until the
+series shows the value the network's own state says it must have."""
+import pytest
+import ray
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+from ray import serve
+
+from actors import metrics
+from actors.target_state import launch_target_state
+from localnet_helpers import run, start_network, statuses, wait_until
+from serve.gateway import gateway_app
+from soma_ray.client import SomaClient
+from soma_ray.protocol.genesis import preset_keypair
+from soma_ray.protocol.targets import DISTANCE_SCALE
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+
+EXPORT_DEADLINE_S = 90.0  # Ray exports every ~10 s; generous for a loaded 2-core machine
+
+
+@pytest.fixture(scope="module")
+def served(ray_session, serve_url, tmp_path_factory):
+    """A 4-validator localnet (hour-long epochs), its target index and its gateway."""
+    network = start_network(tmp_path_factory, "metrics")
+    config = network.config
+    network.target_state = launch_target_state(config)  # network.stop() kills it
+    route = config.route_prefix("gateway")
+    serve.run(gateway_app(config.namespace, config.prefix, localnet=True),
+              name=config.app_name("gateway"), route_prefix=route)
+    yield network, serve_url + route
+    network.stop()
+
+
+def scrape() -> list:
+    """Every sample on every live node's metrics export endpoint."""
+    samples = []
+    for node in ray.nodes():
+        if node["Alive"] and node.get("MetricsExportPort"):
+            url = f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
+            text = requests.get(url, timeout=30).text
+            samples += [s for family in text_string_to_metric_families(text) for s in family.samples]
+    return samples
+
+
+def value(samples, name: str, **labels) -> float:
+    """The sum of the series `name` over the samples carrying `labels` (summed over the Ray
+    workers that recorded it); 0 when none does."""
+    return sum(s.value for s in samples
+               if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
+
+
+def exported(check):
+    """Poll the endpoint until `check(samples)` holds; the samples it held for."""
+    found = []
+
+    def holds():
+        found[:] = [scrape()]
+        return check(found[0])
+    try:
+        wait_until(holds, timeout_s=EXPORT_DEADLINE_S, interval_s=2.0)
+    except AssertionError:
+        assert check(found[0]), "the exported series never matched"  # pytest shows the values
+    return found[0]
+
+
+def label(network) -> str:
+    return metrics.network_label(network.config.namespace, network.config.prefix)
+
+
+def test_transactions_checkpoints_finality_mempool_and_gateway_requests(served):
+    network, url = served
+    alice, bob = preset_keypair("metrics-alice", 0), preset_keypair("metrics-bob", 0)
+
+    async def pay() -> None:
+        client = await SomaClient(rpc_url=url)
+        try:
+            await client.request_faucet(alice.address, 5 * 10**9)
+            await client.transfer(alice, bob.address, 10**9)
+        finally:
+            await client.close()
+
+    run(pay())
+    bad = requests.get(f"{url}/accounts/0xnot-hex", timeout=30)
+    assert 400 <= bad.status_code < 500
+    # Every validator has committed both (no other traffic: the counts stay).
+    committed = wait_until(lambda: (lambda found: found if len({s.committed_transactions for s in found}) == 1
+                                    and found[0].committed_transactions >= 2 else None)(statuses(network)))
+    net = label(network)
+
+    def shows_the_state(samples) -> bool:
+        return all(
+            value(samples, metrics.FINALIZED_TRANSACTIONS.exported, network=net, validator=str(s.index))
+            == s.committed_transactions
+            and value(samples, metrics.CHECKPOINTS.exported, network=net, validator=str(s.index)) >= s.sequence + 1
+            and value(samples, metrics.MEMPOOL_TRANSACTIONS.exported, network=net, validator=str(s.index)) == 0
+            for s in committed) and (
+            value(samples, metrics.FINALITY_SECONDS.exported + "_count", network=net) == 2
+            and value(samples, metrics.GATEWAY_REQUESTS.exported, network=net, route="/accounts/{address}",
+                      code=str(bad.status_code)) == 1)
+
+    samples = exported(shows_the_state)
+    # A counter never runs ahead of what the validator committed: one per checkpoint.
+    for s in statuses(network):
+        assert value(samples, metrics.CHECKPOINTS.exported, network=net, validator=str(s.index)) <= s.sequence + 1
+    assert value(samples, metrics.FINALITY_SECONDS.exported + "_sum", network=net) > 0
+
+
+def test_epoch_targets_and_distance_threshold_follow_the_chain(served):
+    network, url = served
+    epoch = requests.post(f"{url}/epoch/advance", timeout=120)
+    assert epoch.ok
+    latest = max(s.sequence for s in statuses(network))
+    ray.get(network.target_state.wait_synced.remote(latest, 120.0), timeout=150)
+    index = ray.get(network.target_state.status.remote(), timeout=30)
+    assert index.epoch == 1
+    net = label(network)
+
+    async def threshold() -> float:
+        client = await SomaClient(rpc_url=url)
+        try:
+            return (await client.get_system_state()).target_state.distance_threshold / DISTANCE_SCALE
+        finally:
+            await client.close()
+    expected_threshold = run(threshold())
+
+    def shows_the_index(samples) -> bool:
+        return (value(samples, metrics.EPOCH.exported, network=net) == 1
+                and all(value(samples, metrics.TARGETS.exported, network=net, status=status) == count
+                        for status, count in index.counts)
+                and value(samples, metrics.DISTANCE_THRESHOLD.exported, network=net) == pytest.approx(
+                    expected_threshold))
+
+    exported(shows_the_index)
+    assert dict(index.counts)["expired"] > 0  # the genesis targets: the gauges saw a change
+
+
+def test_an_audit_is_recorded_with_one_call(served):
+    network, _ = served
+
+    @ray.remote(num_cpus=0)
+    def audit() -> None:
+        metrics.record_audit(network.config, 2, "MinerWins", 1.5)
+
+    ray.get(audit.remote(), timeout=60)
+    net = label(network)
+    exported(lambda samples: value(samples, metrics.AUDITS.exported, network=net, validator="2",
+                                   verdict="MinerWins") == 1
+             and value(samples, metrics.AUDIT_SECONDS.exported + "_count", network=net, validator="2") == 1)
