@@ -10,8 +10,8 @@ Two Serve deployments make the application `scoring_app(...)` builds:
 - `ScoringService` (the model replicas: a GPU each when the cluster has one, CPU otherwise):
   `@serve.multiplexed` loads weights by checksum (download, size and checksum check, decrypt,
   `load_weights`, all but the download off the event loop) into an LRU bounded by count and
-  bytes; `@serve.batch` gathers sub-calls across callers, and each batch runs `score_many` once
-  per (model, seed) group on one compute thread.
+  bytes; `@serve.batch` gathers sub-calls across callers, and the batches waiting for the one
+  compute thread merge by (model, seed) into one `score_many` call (`ComputeQueue`).
 
 The fan-out goes to a second deployment rather than back into the first because a request
 waiting for its sub-calls holds one of its replica's `max_ongoing_requests` slots: requests and
@@ -272,6 +272,53 @@ _LOADING: contextvars.ContextVar[tuple[ModelManifest, float] | None] = contextva
     "soma_scoring_loading", default=None)
 
 
+class ComputeQueue:
+    """One compute thread; the groups waiting for it merge by (model, seed) into one call.
+
+    `score(model, items, seed)` returns `run(model, items, seed)`'s results for exactly these
+    items: while a call runs, later groups for the same model and seed queue up, and the next
+    call scores all of them at once (score_many's result per item does not depend on what
+    else is in the call). Waiting models are served oldest first."""
+
+    def __init__(self, run: Callable[[Any, list[bytes], int], list]) -> None:
+        self._run = run
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scoring")
+        self._waiting: dict[tuple[int, int], tuple[Any, list[tuple[list[bytes], asyncio.Future]]]] = {}
+        self._draining = False
+
+    async def score(self, model, items: list[bytes], seed: int) -> list:
+        future = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault((id(model), seed), (model, []))[1].append((items, future))
+        if not self._draining:
+            self._draining = True
+            asyncio.get_running_loop().create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._waiting:
+                key = next(iter(self._waiting))
+                model, groups = self._waiting.pop(key)
+                merged = [item for items, _ in groups for item in items]
+                try:
+                    scores = await loop.run_in_executor(self._thread, self._run, model, merged, key[1])
+                except Exception as exc:  # noqa: BLE001 - every merged caller gets it
+                    scores = [exc] * len(merged)
+                start = 0
+                for items, future in groups:
+                    part, start = scores[start:start + len(items)], start + len(items)
+                    if future.done():  # its caller timed out or was cancelled
+                        continue
+                    failed = next((s for s in part if isinstance(s, Exception)), None)
+                    if failed is None:
+                        future.set_result(part)
+                    else:
+                        future.set_exception(failed)
+        finally:
+            self._draining = False
+
+
 class ScoringService:
     """Model replicas: multiplexed by weights checksum, batched across callers.
 
@@ -294,7 +341,7 @@ class ScoringService:
             max_num_models_per_replica=settings.max_models_per_replica)(load_model_by_checksum)
         self._score_batch.set_max_batch_size(settings.max_batch_size)
         self._score_batch.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
-        self._compute = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scoring")
+        self._queue = ComputeQueue(self._timed_score_many)
         self._cached: dict[bytes, int] = {}  # checksum -> encrypted size, of models held
         self._loads = self._load_failures = self._batches = self._batched_items = 0
         self._batches_running = 0
@@ -353,33 +400,31 @@ class ScoringService:
             raise result
         return result, self.stats()
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
+    # Serve forms a batch as soon as its wait ends, whether or not the compute thread is free:
+    # under load the batches it forms are small and then wait. So every formed batch enters at
+    # once (max_concurrent_batches is generous; max_ongoing_requests bounds the items) and
+    # ComputeQueue merges those waiting for one model into one score_many when the thread frees.
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005, max_concurrent_batches=64)
     async def _score_batch(self, models: list[LoadedModel], items: list[bytes],
                            seeds: list[int]) -> list[ModelScore | Exception]:
         """One Serve batch (Serve splits a batch by model id; grouped again here by model and
-        seed, so a mixed batch would be right too): score_many per group, one group at a time
-        on the compute thread. A group that fails gets its error, the others their scores."""
+        seed, so a mixed batch would be right too). A group that fails gets its error, the
+        others their scores."""
         groups: dict[tuple[int, int], list[int]] = {}
         for i, (loaded, seed) in enumerate(zip(models, seeds)):
             groups.setdefault((id(loaded), seed), []).append(i)
         results: list[ModelScore | Exception] = [None] * len(items)  # type: ignore[list-item]
-        loop = asyncio.get_running_loop()
-        self._batches += 1
-        self._batched_items += len(items)
         self._batches_running += 1
         try:
-            for (_, seed), rows in groups.items():
-                group = [items[i] for i in rows]
-                try:
-                    scores = await loop.run_in_executor(
-                        self._compute, self._timed_score_many, models[rows[0]].model, group,
-                        seed)
-                except Exception as exc:  # noqa: BLE001 - the group's callers get it
-                    scores = [exc] * len(rows)
-                for i, s in zip(rows, scores):
-                    results[i] = s
+            outcomes = await asyncio.gather(
+                *(self._queue.score(models[rows[0]].model, [items[i] for i in rows], seed)
+                  for (_, seed), rows in groups.items()),
+                return_exceptions=True)
         finally:
             self._batches_running -= 1
+        for rows, outcome in zip(groups.values(), outcomes):
+            for k, i in enumerate(rows):
+                results[i] = outcome if isinstance(outcome, BaseException) else outcome[k]
         return results
 
     def _timed_score_many(self, model, items: list[bytes], seed: int) -> list[ModelScore]:
@@ -389,6 +434,8 @@ class ScoringService:
             return score_many(model, items, seed)
         finally:
             self._compute_s += time.perf_counter() - start
+            self._batches += 1
+            self._batched_items += len(items)
 
     def stats(self) -> dict:
         """This replica's counters (the ingress aggregates them for /health)."""
