@@ -57,6 +57,7 @@ class PlacedTarget:
 class Region:
     model_id: bytes
     stake: int
+    commission_bps: int
     targets: int
     open: int
     hits: int
@@ -181,7 +182,7 @@ def regions(models: Sequence[PlacedModel], targets: Sequence[PlacedTarget]) -> l
         far = sum(t.far for t in mine)
         niche = (("many targets",) if mine and len(mine) >= NICHE_LOAD * mean else ()) + \
             (("far targets",) if far else ())
-        found.append(Region(model.model_id, model.stake, len(mine), sum(t.status == "open" for t in mine),
+        found.append(Region(model.model_id, model.stake, model.commission_bps, len(mine), sum(t.status == "open" for t in mine),
                             sum(t.hit for t in mine), far, niche))
     return found
 

@@ -47,10 +47,8 @@ def board(
 
     found, models, leaderboard = run_participant(rpc_url, action)
     print_regions(found)
-    print_table("targets no model reaches", ("target", "nearest model", "distance", "threshold"), (
-        (show_address(t.target_id), "-" if t.region is None else show_address(t.region),
-         "-" if t.distance is None else f"{t.distance:.4f}", f"{t.threshold:.4f}")
-        for t in found.far_targets[:limit]))
+    if found.far_targets:
+        print_far_targets(found, limit)
     print_table("leaderboard: models", ("rank", "model", "wins", "earnings", "stake"), (
         (s.rank, show_address(s.model_id), s.wins, show_amount(s.earnings),
          "inactive" if s.stake is None else show_amount(s.stake))
@@ -68,9 +66,16 @@ def board(
 def print_regions(found: Board) -> None:
     print_table(f"regions ({len(found.targets)} targets, {len(found.models)} models)",
                 ("model", "stake", "commission", "targets", "open", "hits", "hit rate", "far", "niche"), (
-        (show_address(r.model_id), show_amount(r.stake), f"{m.commission_bps / 100:g}%", r.targets, r.open,
+        (show_address(r.model_id), show_amount(r.stake), f"{r.commission_bps / 100:g}%", r.targets, r.open,
          r.hits, "-" if r.hit_rate is None else f"{r.hit_rate:.0%}", r.far, ", ".join(r.niche) or "-")
-        for r, m in zip(found.regions, found.models)))
+        for r in found.regions))
+
+
+def print_far_targets(found: Board, limit: int) -> None:
+    print_table("open targets no model reaches", ("target", "nearest model", "distance", "threshold"), (
+        (show_address(t.target_id), "-" if t.region is None else show_address(t.region),
+         "-" if t.distance is None else f"{t.distance:.4f}", f"{t.threshold:.4f}")
+        for t in found.far_targets[:limit]))
 
 
 def draw_map(found: Board, path: Path) -> None:
@@ -91,13 +96,13 @@ def draw_map(found: Board, path: Path) -> None:
         if points:
             axes.scatter([t.x for t in points], [t.y for t in points], label=label,
                          c=[colour.get(t.region, "grey") for t in points],
-                         edgecolors=["red" if t.far else "none" for t in points], **style)
+                         edgecolors="red", linewidths=[1.5 if t.far else 0.0 for t in points], **style)
     for m in found.models:
         axes.scatter([m.x], [m.y], marker="D", s=80, c=colour[m.model_id], edgecolors="black", zorder=3)
         axes.annotate(show_address(m.model_id)[:2 + LABEL_HEX], (m.x, m.y), xytext=(5, 5),
                       textcoords="offset points", fontsize=8)
-    axes.set_title(f"the board: {len(found.models)} models, {len(found.targets)} targets, "
-                   f"{sum(t.hit for t in found.targets)} hits")
+    axes.set_title(f"the board: models {len(found.models)}, targets {len(found.targets)}, "
+                   f"hits {sum(t.hit for t in found.targets)}")
     axes.set_xlabel("first principal component")
     axes.set_ylabel("second principal component")
     if found.targets:
