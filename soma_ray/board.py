@@ -182,8 +182,8 @@ def regions(models: Sequence[PlacedModel], targets: Sequence[PlacedTarget]) -> l
         far = sum(t.far for t in mine)
         niche = (("many targets",) if mine and len(mine) >= NICHE_LOAD * mean else ()) + \
             (("far targets",) if far else ())
-        found.append(Region(model.model_id, model.stake, model.commission_bps, len(mine), sum(t.status == "open" for t in mine),
-                            sum(t.hit for t in mine), far, niche))
+        found.append(Region(model.model_id, model.stake, model.commission_bps, len(mine),
+                            sum(t.status == "open" for t in mine), sum(t.hit for t in mine), far, niche))
     return found
 
 

@@ -1,9 +1,13 @@
 """The board on geometry built by hand: three models on known axes, targets clustered around
 them, hits, a target no model reaches; the map is stable and the standings ranked."""
+import socket
+
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
 from soma_ray.board import build_board, miner_standings, model_standings, project_2d
+from soma_ray.cli.main import app
 from soma_ray.node.target_index import Leaderboard, MinerScore, ModelScore, ModelView, TargetView
 from soma_ray.protocol import errors
 
@@ -120,3 +124,14 @@ def test_standings_rank_ties_together_and_show_active_stakes():
     assert [(s.rank, s.model_id, s.stake) for s in models] == [
         (1, A, 30), (1, B, 10), (3, C, 10), (4, bytes(32), None)]  # the last is not active
     assert [(s.rank, s.hits, s.rewards) for s in miner_standings(leaderboard)] == [(1, 2, 5), (2, 1, 5)]
+
+
+def test_an_unreachable_gateway_is_a_one_line_error_and_writes_no_map(tmp_path):
+    with socket.socket() as closed:  # bound, never listening: connections are refused
+        closed.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{closed.getsockname()[1]}"
+        result = CliRunner().invoke(app, ["board", "--rpc-url", url, "--plot", str(tmp_path / "b.png")])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [result.output.strip()] and "cannot be reached" in result.output
+    assert not (tmp_path / "b.png").exists()
+
