@@ -49,10 +49,12 @@ class CrowdActor:
         world = await self._client_world()
         await asyncio.gather(*(world.client.request_faucet(p.address, amount) for p in self._participants))
 
-    async def step(self) -> None:
-        """One round: the world read once, then one step of every participant."""
+    async def step(self, mine: bool = True) -> None:
+        """One round: the world read once, then one step of every participant (with `mine`
+        off, miners only claim and follow their submissions; see `World.mining`)."""
         world = await self._client_world()
         await world.refresh()
+        world.mining = mine
         limit = asyncio.Semaphore(STEP_CONCURRENCY)
 
         async def one(participant):

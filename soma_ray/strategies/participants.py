@@ -79,10 +79,12 @@ class World:
     """What every participant of one driver reads in a round: the epoch and the targets by
     status (refreshed once per round), the models' manifests (cached), and the scoring service
     (timed). `taken` holds the targets this round's miners already went for, so that two of them
-    do not race each other for one."""
+    do not race each other for one. With `mining` off, miners only claim and count their slashes
+    (a driver's quiet rounds, while challenges resolve)."""
 
     def __init__(self, client) -> None:
         self.client = client
+        self.mining = True
         self.epoch = 0
         self.open: list[TargetView] = []
         self.filled: list[TargetView] = []
@@ -154,7 +156,8 @@ class Miner(Participant):
 
     async def act(self, world: World) -> None:
         await self.settle(world)
-        await self.mine(world)
+        if world.mining:
+            await self.mine(world)
 
     async def settle(self, world: World) -> None:
         for target_id, submission_id in list(self.standing.items()):
