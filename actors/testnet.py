@@ -136,3 +136,47 @@ def start_testnet(settings: TestnetSettings, detached: bool = True,
     if settings.services:
         network.start_services(settings.scoring_device, detached)
     return network
+
+
+class RestartRefused(RuntimeError):
+    """A rolling restart needs every validator up: with one already down, restarting another
+    could leave fewer than a quorum."""
+
+    def __init__(self, down: list[int]):
+        self.down = down
+        super().__init__(f"validators {down} are not running: bring them back before a "
+                         "rolling restart")
+
+
+def pid_and_sequence(handle) -> tuple[int | None, int | None]:
+    """(pid, checkpoint sequence) of a validator; (None, None) while it does not answer."""
+    try:
+        found = ray.get(handle.status.remote(), timeout=5)
+    except (ray.exceptions.RayError, TimeoutError):
+        return None, None
+    return found.pid, found.sequence
+
+
+def restart_in_place(network: net.Network, index: int, timeout_s: float = 300.0) -> int:
+    """End validator `index`'s process and let Ray start it again where it runs, from its data
+    dir, with the code installed on its node now (an upgrade); return its checkpoint sequence
+    once it has caught up with the highest the others had when it went down."""
+    target = max(pid_and_sequence(v)[1] or 0 for i, v in enumerate(network.validators) if i != index)
+    old_pid = pid_and_sequence(network.validators[index])[0]
+    ray.kill(network.validators[index], no_restart=False)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        pid, sequence = pid_and_sequence(network.validators[index])
+        if pid not in (None, old_pid) and sequence is not None and sequence >= target:
+            return sequence
+        time.sleep(0.5)
+    raise TimeoutError(f"validator {index} did not catch up to checkpoint {target} within "
+                       f"{timeout_s:g} s of its restart")
+
+
+def rolling_restart(network: net.Network, timeout_s: float = 300.0) -> list[int]:
+    """Restart every validator in place, one at a time, each caught up before the next."""
+    down = [i for i, v in enumerate(network.validators) if v is None or pid_and_sequence(v)[0] is None]
+    if down:
+        raise RestartRefused(down)
+    return [restart_in_place(network, i, timeout_s) for i in range(len(network.validators))]

@@ -16,14 +16,20 @@ from typing import Annotated, Optional
 import typer
 
 from actors import network as net
-from actors.testnet import TestnetSettings, ValidatorNodesMissing, start_testnet
+from actors.testnet import (
+    RestartRefused, TestnetSettings, ValidatorNodesMissing, rolling_restart, start_testnet,
+)
 from soma_ray import cluster
 from soma_ray.cli.common import BadArgument, fail, parse_address
-from soma_ray.cli.localnet import AddressOption, parse_duration_ms, quiet_serve, start_app
+from soma_ray.cli.localnet import (
+    AddressOption, NamespaceOption, parse_duration_ms, quiet_serve, start_app,
+)
 from soma_ray.config import DEFAULT_PLACEMENT
 from soma_ray.protocol.errors import ProtocolError
 from soma_ray.protocol.genesis import genesis, preset_keypair
 from soma_ray.protocol.params import BPS, SHANNONS_PER_SOMA
+
+testnet_app = typer.Typer(help="Operate a running testnet.", no_args_is_help=True)
 
 MAX_FILE_BYTES = 64 * 1024
 MAX_VALIDATORS = 100
@@ -180,6 +186,23 @@ def start_testnet_command(
     typer.echo(f"Ray dashboard: http://{dashboard}" if dashboard else "Ray dashboard: not running")
 
 
+@testnet_app.command("restart")
+def restart_command(address: AddressOption = None,
+                    namespace: NamespaceOption = net.DEFAULT_NAMESPACE) -> None:
+    """Rolling restart (an upgrade, once the nodes have the new code): each validator's process
+    in turn ends and starts again on its node from its data dir; the next waits until it has
+    caught up. Needs every validator up."""
+    try:
+        cluster.connect(address, namespace=namespace)
+        sequences = rolling_restart(net.connect(namespace))
+    except (ConnectionError, net.NetworkNotRunning, RestartRefused, TimeoutError) as error:
+        raise fail(str(error)) from None
+    for index, sequence in enumerate(sequences):
+        typer.echo(f"validator-{index}: restarted, caught up at checkpoint {sequence}")
+
+
 def register(app: typer.Typer) -> None:
-    """Mount these commands on the `soma` app (in the `start` group localnet made)."""
+    """Mount these commands on the `soma` app: `start testnet` (in the `start` group localnet
+    made) and the `testnet` group."""
     start_app.command("testnet")(start_testnet_command)
+    app.add_typer(testnet_app, name="testnet")

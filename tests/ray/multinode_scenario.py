@@ -17,7 +17,7 @@ import time
 import ray
 from ray.cluster_utils import Cluster
 
-from actors.testnet import TestnetSettings, start_testnet
+from actors.testnet import TestnetSettings, pid_and_sequence, restart_in_place, start_testnet
 
 VALIDATORS = 4
 VICTIM = 3
@@ -33,13 +33,7 @@ def node_of(handle, timeout_s: float = 60.0) -> str:
 
 def sequences(network, indices) -> list[int | None]:
     """Each validator's checkpoint sequence; None for one that does not answer (its node is gone)."""
-    found = []
-    for i in indices:
-        try:
-            found.append(ray.get(network.validators[i].status.remote(), timeout=5).sequence)
-        except (ray.exceptions.RayError, TimeoutError):
-            found.append(None)
-    return found
+    return [pid_and_sequence(network.validators[i])[1] for i in indices]
 
 
 def wait_for(predicate, what: str):
@@ -98,6 +92,13 @@ def scenario(cluster: Cluster, data_dir: str) -> dict:
     report["caught_up_s"] = round(time.monotonic() - added, 1)
     report["replacement_node"] = replacement.node_id
     report["victim_node_after"] = node_of(network.validators[VICTIM])
+
+    # An upgrade restarts each validator in place: a new process, the same node and disk.
+    before = pid_and_sequence(network.validators[0])
+    report["restart_target"] = max(sequences(network, range(1, VALIDATORS)))
+    report["restarted_sequence"] = restart_in_place(network, 0, timeout_s=DEADLINE_S)
+    report["restart_pids"] = [before[0], pid_and_sequence(network.validators[0])[0]]
+    report["restarted_node"] = node_of(network.validators[0])
     return report
 
 

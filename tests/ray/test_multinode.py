@@ -52,3 +52,10 @@ def test_the_others_commit_while_a_validator_node_is_gone(report):
 def test_a_node_added_back_with_the_resource_runs_the_validator_which_catches_up(report):
     assert report["victim_node_after"] == report["replacement_node"]
     assert report["victim_sequence"] >= report["target_sequence"]
+
+
+def test_a_validator_restarted_in_place_comes_back_on_its_node_and_catches_up(report):
+    old_pid, new_pid = report["restart_pids"]
+    assert new_pid != old_pid
+    assert report["restarted_node"] == report["head_node"]  # validator 0's node
+    assert report["restarted_sequence"] >= report["restart_target"]
