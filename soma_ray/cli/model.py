@@ -50,8 +50,8 @@ MAX_KEY_STORE_BYTES = 1 << 20  # a record holds a key, a URL and at most a few 1
 MAX_EMBEDDING_FILE_BYTES = 1 << 20
 # The sample the model's own embedding is computed over when none is given: this many windows of
 # this many bytes, evenly spaced over the corpus (docs/model_owner.md, "The embedding").
-EMBEDDING_WINDOWS = 16
-EMBEDDING_WINDOW_BYTES = 2_048
+EMBEDDING_WINDOWS = 8
+EMBEDDING_WINDOW_BYTES = 1_024
 # How long one gateway call of `reveal --wait` waits (below the HTTP client's request timeout).
 WAIT_STEP_S = 60.0
 
@@ -236,7 +236,7 @@ def read_weights(path: Path, dim: int, limit: int) -> bytes:
     try:
         width = read_weights_header(data).embedding_dim
     except ModelError as error:
-        raise BadArgument(f"weights file {path}: {error}") from None
+        raise BadArgument(f"{path}: {error}") from None  # "weights file is not valid ..."
     if width != dim:
         raise BadArgument(f"weights file {path} is a model of width {width}; the network's "
                           f"embedding_dim is {dim}")
