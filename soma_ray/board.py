@@ -20,7 +20,7 @@ prints or plots it; docs/board.md.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -105,6 +105,8 @@ def build_board(models: Sequence, targets: Sequence) -> Board:
     `targets` (TargetView-like: id, status, embedding, distance_threshold, winning_model_id).
     Embeddings must share one dimension and be finite (typed errors of as_embedding)."""
     models = sorted(models, key=lambda m: bytes(m.model_id))
+    if len({bytes(m.model_id) for m in models}) < len(models):
+        raise MalformedInput(reason="a model appears twice on the board")
     embeddings = [m.embedding for m in models] + [t.embedding for t in targets]
     if any(e is None for e in embeddings):
         raise MalformedInput(reason="a model on the board has no embedding")
@@ -118,10 +120,11 @@ def build_board(models: Sequence, targets: Sequence) -> Board:
     for j, t in enumerate(targets):
         found = nearest[j] >= 0
         d = float(distance[j]) if found else None
+        unreached = d is None or d > t.distance_threshold
         placed_targets.append(PlacedTarget(
             bytes(t.id), t.status, *map(float, xy[len(models) + j]),
             region=placed_models[nearest[j]].model_id if found else None, distance=d,
-            threshold=t.distance_threshold, hit=is_hit(t), far=t.status == "open" and (d is None or d > t.distance_threshold)))
+            threshold=t.distance_threshold, hit=is_hit(t), far=t.status == "open" and unreached))
     return Board(placed_models, placed_targets, regions(placed_models, placed_targets))
 
 

@@ -108,6 +108,8 @@ def test_bad_embeddings_are_typed_errors():
     unrevealed = ModelView(A, bytes(32), "Active", None, 1, 0, False)
     with pytest.raises(errors.MalformedInput):
         build_board([unrevealed], [])
+    with pytest.raises(errors.MalformedInput):
+        build_board(MODELS + MODELS[:1], [])
 
 
 def test_a_zero_embedding_is_at_distance_one_from_everything():
