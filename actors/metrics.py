@@ -15,9 +15,12 @@ tested without Ray.
 from __future__ import annotations
 
 import os
+import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 
+import ray
+from prometheus_client.parser import text_string_to_metric_families
 from ray.util import metrics as ray_metrics
 
 from soma_ray.config import NetworkConfig
@@ -147,6 +150,28 @@ def network_tags(config: NetworkConfig) -> dict[str, str]:
 
 def validator_tags(config: NetworkConfig, index: int) -> dict[str, str]:
     return {**network_tags(config), "validator": str(index)}
+
+
+# -- reading them back -------------------------------------------------------------------------------
+
+def scrape(timeout_s: float = 30.0) -> list:
+    """Every sample on every live Ray node's metrics export endpoint (Prometheus samples:
+    `.name`, `.labels`, `.value`)."""
+    samples = []
+    for node in ray.nodes():
+        if node["Alive"] and node.get("MetricsExportPort"):
+            url = f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
+            with urllib.request.urlopen(url, timeout=timeout_s) as response:
+                text = response.read().decode()
+            samples += [s for family in text_string_to_metric_families(text) for s in family.samples]
+    return samples
+
+
+def total(samples: list, series: str, **labels: str) -> float:
+    """The sum of `series` over the samples carrying `labels` (over the Ray workers that
+    recorded it); 0 when none does."""
+    return sum(s.value for s in samples
+               if s.name == series and all(s.labels.get(k) == v for k, v in labels.items()))
 
 
 # -- recording helpers --------------------------------------------------------------------------
