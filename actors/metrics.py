@@ -117,16 +117,16 @@ AUDITS = MetricDef("soma_audits", COUNTER, "Audits this validator completed, by 
 AUDIT_SECONDS = MetricDef("soma_audit_seconds", HISTOGRAM,
                           "Seconds one audit took (download and scoring included)", _VALIDATOR,
                           SECONDS)
-# -- the scoring service (serve/scoring.py) ------------------------------------------------------
+# -- the scoring service (serve/scoring.py); `app`: its Serve application's name -------------------
 SCORING_SECONDS = MetricDef("soma_scoring_seconds", HISTOGRAM,
                             "Seconds a scoring request took at the ingress, by outcome (ok, error)",
-                            ("outcome",), SECONDS)
+                            ("app", "outcome"), SECONDS)
 SCORING_BATCH_SIZE = MetricDef("soma_scoring_batch_size", HISTOGRAM,
                                "Items one score_many call of a model replica scored together",
-                               (), BATCH_SIZES)
+                               ("app",), BATCH_SIZES)
 WEIGHTS_CACHE = MetricDef("soma_weights_cache", COUNTER,
                           "Model lookups in a replica's weights cache, by result (hit, miss)",
-                          ("result",))
+                          ("app", "result"))
 # -- the gateway (serve/gateway.py) --------------------------------------------------------------
 GATEWAY_REQUESTS = MetricDef("soma_gateway_requests", COUNTER,
                              "HTTP requests the gateway answered, by route and status code",

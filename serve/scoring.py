@@ -349,6 +349,7 @@ class ScoringService:
         self._snapshots = 0
         context = ray.get_runtime_context()
         self._replica = serve.get_replica_context().replica_id.unique_id
+        self._metric_tags = {"app": serve.get_replica_context().app_name}
         self._actor_name = context.get_actor_name()
         self._actor_id = context.get_actor_id()
 
@@ -389,7 +390,7 @@ class ScoringService:
         if model_id != manifest.checksum.hex():
             raise MalformedInput(reason="multiplexed_model_id must be the manifest checksum hex")
         token = _LOADING.set((manifest, time.monotonic() + budget_s))
-        metrics.WEIGHTS_CACHE.record(1, {"result": "hit" if manifest.checksum in self._cached else "miss"})
+        metrics.WEIGHTS_CACHE.record(1, {**self._metric_tags, "result": "hit" if manifest.checksum in self._cached else "miss"})
         try:
             loaded = await self._get_model(model_id)
         finally:
@@ -429,7 +430,7 @@ class ScoringService:
 
     def _timed_score_many(self, model, items: list[bytes], seed: int) -> list[ModelScore]:
         start = time.perf_counter()
-        metrics.SCORING_BATCH_SIZE.record(len(items), {})
+        metrics.SCORING_BATCH_SIZE.record(len(items), self._metric_tags)
         try:
             return score_many(model, items, seed)
         finally:
@@ -467,6 +468,7 @@ class ScoringIngress:
         self._settings = settings
         self._replicas: dict[str, dict] = {}  # latest stats of each scorer replica heard from
         self._requests = self._failures = self._retried = 0
+        self._metric_tags = {"app": serve.get_replica_context().app_name}
 
     async def score(self, request: Any) -> ScoreResponse:
         """Score one request; raises the typed errors of serve/errors.py."""
@@ -477,9 +479,9 @@ class ScoringIngress:
             response = await self._score(request)
         except BaseException:
             self._failures += 1
-            metrics.SCORING_SECONDS.record(time.monotonic() - started, {"outcome": "error"})
+            metrics.SCORING_SECONDS.record(time.monotonic() - started, {**self._metric_tags, "outcome": "error"})
             raise
-        metrics.SCORING_SECONDS.record(time.monotonic() - started, {"outcome": "ok"})
+        metrics.SCORING_SECONDS.record(time.monotonic() - started, {**self._metric_tags, "outcome": "ok"})
         return response
 
     async def _score(self, request: ScoreRequest) -> ScoreResponse:
