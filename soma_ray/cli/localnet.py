@@ -18,18 +18,26 @@ import ray
 import typer
 
 from actors import network as net
+from actors.crowd import crowd_stats, launch_crowd, stop_crowd
 from soma_ray import cluster
 from soma_ray.cli.common import (BadArgument, KeyOption, RpcOption, WalletOption, fail, load_key,
                                  parse_address, parse_amount, run_participant, show_amount)
 from soma_ray.client import SomaClient
 from soma_ray.protocol.crypto import show_address
 from soma_ray.protocol.errors import ProtocolError
+from soma_ray.protocol.state import CHALLENGE
+from soma_ray.protocol.targets import DISTANCE_SCALE
+from soma_ray.strategies import Stats, crowd_mix, roster
 from soma_ray.wallet import WalletError
 
 start_app = typer.Typer(help="Start a network.", no_args_is_help=True)
 epoch_app = typer.Typer(help="Epochs.", no_args_is_help=True)
 
 STATUS_INTERVAL_S = 1.0
+# The crowd's pause between rounds, and the share of its miners that are lazy.
+CROWD_PAUSE_S = 1.0
+LAZY_RATE = 0.2
+MINER_ROLES = ("honest", "lazy", "fraudulent")
 _DURATION = re.compile(r"^(\d+)(ms|s|m|h)?$")
 _UNIT_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, None: 1_000}
 
@@ -152,9 +160,41 @@ def status_line(found: list[dict | None], tx_per_s: float) -> str:
             f"validators up {len(up)}/{len(found)}")
 
 
-def watch(network: net.Network) -> None:
-    """Print the live status line until Ctrl-C."""
+@dataclass
+class Game:
+    """What the status line shows of the game, read each tick."""
+    open_targets: int
+    threshold: int  # fixed point
+    challenges_open: int
+    crowd: dict  # actors.crowd.crowd_stats
+
+
+def game_line(game: Game) -> str:
+    """The game's part of the status line: hits (revealed submissions standing or not),
+    open targets, the distance threshold, challenges open on chain and resolved (the crowd's),
+    slashes the crowd's miners suffered, and their claims."""
+    miners = Stats()
+    for role in MINER_ROLES:
+        miners.add(game.crowd.get(role, Stats()))
+    challengers = game.crowd.get("challenger", Stats())
+    return (f"hits {miners.submissions} | open {game.open_targets} | "
+            f"threshold {game.threshold / DISTANCE_SCALE:.4f} | challenges open {game.challenges_open} "
+            f"resolved {challengers.challenges_won + challengers.challenges_lost} | "
+            f"slashes {miners.slashes} | claims {miners.claims}")
+
+
+async def read_game(client: SomaClient, crowd: list) -> Game:
+    system = await client.get_system_state()
+    return Game(len(await client.get_targets("open")), system.target_state.distance_threshold,
+                len(await client.get_object_ids(CHALLENGE)), crowd_stats(crowd))
+
+
+def watch(network: net.Network, crowd: list | None = None) -> None:
+    """Print the live status line until Ctrl-C (with the game's figures when a crowd plays)."""
     last_count, last_time = None, time.monotonic()
+    loop = asyncio.new_event_loop()
+    client = None if not crowd else loop.run_until_complete(
+        SomaClient(namespace=network.config.namespace, prefix=network.config.prefix))
     while True:
         found = []
         for handle in network.validators:
@@ -167,7 +207,13 @@ def watch(network: net.Network) -> None:
         count = max(counts, default=0)
         rate = 0.0 if last_count is None else (count - last_count) / (now - last_time)
         last_count, last_time = count, now
-        typer.echo("\r" + status_line(found, rate).ljust(78), nl=False)
+        line = status_line(found, rate)
+        if client is not None:
+            try:
+                line += " | " + game_line(loop.run_until_complete(read_game(client, crowd)))
+            except (ProtocolError, ray.exceptions.RayError, TimeoutError, ConnectionError):
+                line += " | game: no answer"
+        typer.echo("\r" + line.ljust(78), nl=False)
         time.sleep(STATUS_INTERVAL_S)
 
 
@@ -199,10 +245,24 @@ def start_localnet(
         "--http-port", min=1, max=65535, help="The gateway's port.")] = net.NetworkConfig.http_port,
     scoring_device: Annotated[str, typer.Option(
         "--scoring-device", help="auto (a GPU when the cluster has one), cpu or cuda.")] = "auto",
+    miners: Annotated[int, typer.Option(
+        "--miners", min=0, help="Scripted miners to run (honest, lazy and fraudulent).")] = 0,
+    challengers: Annotated[int, typer.Option("--challengers", min=0, help="Scripted challengers.")] = 0,
+    fraud_rate: Annotated[float, typer.Option(
+        "--fraud-rate", min=0.0, max=1.0, help="Share of the miners that cheat.")] = 0.1,
+    corpus: Annotated[Optional[Path], typer.Option(
+        "--corpus", help="Directory the honest miners read [default: the stdlib's sources].",
+        show_default=False)] = None,
+    crowd_actors: Annotated[int, typer.Option(
+        "--crowd-actors", min=1, help="Ray actors the scripted participants share.")] = 2,
+    crowd_seed: Annotated[int, typer.Option("--crowd-seed", help="Seed of the participants' keys and choices.")] = 0,
     address: AddressOption = None,
     namespace: NamespaceOption = net.DEFAULT_NAMESPACE,
 ) -> None:
     """Start (or resume from the data dir) a localnet of validators and the epoch clock.
+
+    With --miners or --challengers, a crowd of scripted participants plays the game on it
+    (docs/game.md): round(miners x fraud-rate) cheat, a fifth of the others are lazy.
 
     Without --address it reuses the Ray cluster an earlier `soma start --detach` recorded (if
     still up), else starts one: with --detach a `ray start` cluster recorded in
@@ -210,6 +270,7 @@ def start_localnet(
     try:
         duration_ms = parse_duration_ms(epoch_duration)
         ttl_s = -(-parse_duration_ms(mempool_ttl) // 1000)  # whole seconds, rounded up
+        crowd = crowd_plan(miners, challengers, fraud_rate, corpus, crowd_actors, crowd_seed, services)
     except BadArgument as error:
         raise fail(str(error)) from None
     try:
@@ -218,9 +279,9 @@ def start_localnet(
         raise fail(str(error)) from None
     try:
         run_network(target, data_dir, validators, duration_ms, force_regenesis, detach, namespace,
-                    scoring_device if services else None, mempool_capacity=mempool_capacity,
-                    mempool_per_sender=mempool_per_sender, mempool_ttl_s=ttl_s, http_port=http_port,
-                    genesis_weights=services)
+                    scoring_device if services else None,
+                    crowd, mempool_capacity=mempool_capacity, mempool_per_sender=mempool_per_sender,
+                    mempool_ttl_s=ttl_s, http_port=http_port, genesis_weights=services)
     finally:
         if target.foreground:  # this process's Ray ends with it
             cluster.forget(target.record)
@@ -260,10 +321,36 @@ def start_scoring(
         ray.shutdown()
 
 
+@dataclass
+class CrowdPlan:
+    specs: list
+    actors: int
+    seed: int
+    corpus: str | None
+
+    def describe(self) -> str:
+        counts = {role: sum(s.role == role for s in self.specs) for role in (*MINER_ROLES, "challenger")}
+        return ("crowd: " + ", ".join(f"{n} {role}" for role, n in counts.items())
+                + f" in {self.actors} actor(s), seed {self.seed}")
+
+
+def crowd_plan(miners: int, challengers: int, fraud_rate: float, corpus: Path | None, actors: int,
+               seed: int, services: bool) -> CrowdPlan | None:
+    """The crowd the options ask for (None: no participants); BadArgument when it cannot play."""
+    if not miners and not challengers:
+        return None
+    if not services:
+        raise BadArgument("--miners and --challengers need the services (scoring, blobs): drop --no-services")
+    if corpus is not None and not corpus.expanduser().is_dir():
+        raise BadArgument(f"--corpus {corpus}: not a directory")
+    specs = roster(crowd_mix(miners, fraud_rate, LAZY_RATE), challengers)
+    return CrowdPlan(specs, min(actors, len(specs)), seed, None if corpus is None else str(corpus.expanduser()))
+
+
 def run_network(target: RayTarget, data_dir: Path | None, validators: int, duration_ms: int,
                 force_regenesis: bool, detach: bool, namespace: str, scoring_device: str | None,
-                **settings) -> None:
-    """Start the network (and, unless `scoring_device` is None, its services)."""
+                crowd: CrowdPlan | None = None, **settings) -> None:
+    """Start the network (and, unless `scoring_device` is None, its services; then the crowd)."""
     data_dir = data_dir or cluster.soma_home() / "localnet"
     config = net.NetworkConfig(data_dir=str(data_dir.expanduser()), validators=validators,
                                epoch_duration_ms=duration_ms, namespace=namespace, **settings)
@@ -271,6 +358,7 @@ def run_network(target: RayTarget, data_dir: Path | None, validators: int, durat
     try:
         network = net.start(config, force_regenesis=force_regenesis, detached=detach)
         gateway = None if scoring_device is None else network.start_services(scoring_device, detach)
+        players = [] if crowd is None else start_crowd(network, crowd, detach)
     except BaseException as error:
         if target.started:  # a cluster started for this network only: do not leave it behind
             ray.shutdown()
@@ -283,6 +371,8 @@ def run_network(target: RayTarget, data_dir: Path | None, validators: int, durat
                f"data in {network.config.data_dir} (a resumed network keeps its stored settings)")
     typer.echo(target.note)
     typer.echo(f"gateway: {gateway}" if gateway else "gateway: not started (--no-services)")
+    if crowd is not None:
+        typer.echo(crowd.describe())
     dashboard = target.dashboard
     typer.echo(f"Ray dashboard: http://{dashboard}" if dashboard else "Ray dashboard: not running")
     if detach:
@@ -295,11 +385,20 @@ def run_network(target: RayTarget, data_dir: Path | None, validators: int, durat
         if signal.getsignal(sig) is not signal.SIG_IGN:
             signal.signal(sig, signal.default_int_handler)
     try:
-        watch(network)
+        watch(network, players)
     except KeyboardInterrupt:
         typer.echo("\nstopping…")
+        stop_crowd(network.config.namespace, network.config.prefix)
         network.stop()
         ray.shutdown()
+
+
+def start_crowd(network: net.Network, crowd: CrowdPlan, detach: bool) -> list:
+    """Launch and fund the crowd's actors, then set them playing."""
+    players = launch_crowd(network.config, crowd.specs, crowd.actors, crowd.seed, crowd.corpus,
+                           detached=detach)
+    ray.get([p.start.remote(CROWD_PAUSE_S) for p in players])
+    return players
 
 
 def _other_networks(namespace: str) -> list[str]:
@@ -343,8 +442,10 @@ def stop(
         stopped, others = "", []
         if unreachable is None:
             try:
+                crowd = stop_crowd(namespace)
                 net.connect(namespace).stop()
-                stopped = f"stopped the network in namespace {namespace!r}"
+                stopped = f"stopped the network in namespace {namespace!r}" + (
+                    f" and its crowd of {crowd} actor(s)" if crowd else "")
             except net.NetworkNotRunning as error:
                 if record is None:
                     raise fail(str(error)) from None

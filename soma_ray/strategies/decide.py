@@ -55,11 +55,11 @@ def largest_model_group(targets: Sequence[TargetView]) -> list[TargetView]:
     return max(groups.values(), key=len, default=[])
 
 
-def best_hit(embedding: bytes, targets: Sequence[TargetView]) -> Hit | None:
-    """The nearest of `targets` whose threshold `embedding` is within, or None."""
+def hits_within(embedding: bytes, targets: Sequence[TargetView]) -> list[Hit]:
+    """The targets whose threshold `embedding` is within, nearest first (ties by id)."""
     hits = [Hit(t, cosine_distance_fixed(embedding, t.embedding)) for t in targets]
-    hits = [h for h in hits if h.distance <= h.target.threshold_fixed]
-    return min(hits, key=lambda h: (h.distance, h.target.id), default=None)
+    return sorted((h for h in hits if h.distance <= h.target.threshold_fixed),
+                  key=lambda h: (h.distance, h.target.id))
 
 
 def assigned_to(target_id: bytes, index: int, count: int) -> bool:

@@ -23,7 +23,7 @@ from soma_ray.protocol.state import CHALLENGE
 from soma_ray.protocol.types import Challenge
 from soma_ray.strategies.corpus import CHUNK_BYTES, Corpus
 from soma_ray.strategies.decide import (
-    FRAUD_CHALLENGE, FRAUD_KINDS, assigned_to, best_hit, challenge_to_open, challengeable,
+    FRAUD_CHALLENGE, FRAUD_KINDS, assigned_to, challenge_to_open, challengeable, hits_within,
     largest_model_group, minable,
 )
 from soma_ray.wire import ScoreResponse
@@ -183,8 +183,9 @@ class Miner(Participant):
 
 class HonestMiner(Miner):
     """Scores the next item of its corpus under the models most open targets share, and
-    submits it to the nearest of them whose threshold it lands within, with the scores the
-    scoring service gave."""
+    submits it, with the scores the scoring service gave, to one of those whose threshold it
+    lands within, drawn from its seed (every hit pays alike; a draw rather than the nearest
+    keeps miners from racing each other for one target)."""
     role = "honest"
 
     def __init__(self, keypair: Keypair, seed: int, corpus: Corpus) -> None:
@@ -200,10 +201,11 @@ class HonestMiner(Miner):
             return
         data = self.next_data()
         scored = await world.score(self.stats, data, targets[0])
-        hit = best_hit(scored.embedding, [t for t in targets if t.id not in world.taken])
-        if hit is None:
+        hits = hits_within(scored.embedding, [t for t in targets if t.id not in world.taken])
+        if not hits:
             self.stats.misses += 1
             return
+        hit = self.rng.choice(hits)
         world.taken.add(hit.target.id)
         client = world.client
         model_id = (await world.manifests(targets[0].model_ids))[scored.winner].model_id

@@ -8,7 +8,7 @@ from soma_ray.node.target_index import TargetView
 from soma_ray.protocol.targets import cosine_distance_fixed
 from soma_ray.strategies import Corpus, Stats, corpus_files, crowd_mix, roster
 from soma_ray.strategies.decide import (
-    Mix, assigned_to, best_hit, challenge_to_open, challengeable, largest_model_group, minable,
+    Mix, assigned_to, hits_within, challenge_to_open, challengeable, largest_model_group, minable,
     split_evenly,
 )
 from soma_ray.strategies.participants import Fraud
@@ -45,15 +45,15 @@ def test_the_largest_group_of_targets_sharing_a_model_set_is_scored():
     assert largest_model_group([]) == []
 
 
-def test_a_hit_is_the_nearest_target_within_its_threshold_by_the_chains_distance():
+def test_hits_are_the_targets_within_their_threshold_by_the_chains_distance_nearest_first():
     near, nearer = target(b"1" * 32, vector(1.0, 1.0)), target(b"2" * 32, vector(1.0, 0.2))
     strict = target(b"3" * 32, vector(1.0, 0.0), threshold=0)  # only the exact direction hits
     embedding = vector(1.0, 0.1)
-    hit = best_hit(embedding.tobytes(), [near, nearer, strict])
-    assert hit.target is nearer
-    assert hit.distance == cosine_distance_fixed(embedding, nearer.embedding)
-    assert hit.distance_score == hit.distance / 1e9
-    assert best_hit(vector(-1.0).tobytes(), [near, nearer, strict]) is None  # opposite: distance 2 > 1
+    hits = hits_within(embedding.tobytes(), [near, nearer, strict])
+    assert [h.target for h in hits] == [nearer, near]
+    assert hits[0].distance == cosine_distance_fixed(embedding, nearer.embedding)
+    assert hits[0].distance_score == hits[0].distance / 1e9
+    assert hits_within(vector(-1.0).tobytes(), [near, nearer, strict]) == []  # opposite: distance 2 > 1
 
 
 def test_each_filled_target_is_checked_by_exactly_one_challenger():
