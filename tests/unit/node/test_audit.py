@@ -4,13 +4,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from soma_ray.node.audit import (
-    MAX_VOTE_BYTES, ChallengeVote, Rescored, VoteCollector, audit, sign_vote,
+    MAX_VOTE_BYTES, ChallengeVote, Rescored, VoteCollector, audit, challenge_changes, sign_vote,
 )
-from soma_ray.protocol.crypto import Committee, CommitteeMember, Keypair, verify_certificate
+from soma_ray.protocol.crypto import Certificate, Committee, CommitteeMember, Keypair, verify_certificate
 from soma_ray.protocol.encoding import DOMAIN_CHALLENGE_VOTE, blake2b256, encode
+from soma_ray.protocol.errors import ExecutionError
+from soma_ray.protocol.execution import sign_transaction
 from soma_ray.protocol.submissions import LOSS_SCALE, challenge_vote_message
 from soma_ray.protocol.targets import cosine_distance_fixed
-from soma_ray.protocol.types import RevealedSubmission, Target
+from soma_ray.protocol.types import (
+    ChangeEpoch, Checkpoint, InitiateChallenge, ResolveChallenge, RevealedSubmission, Target, Transaction,
+    TransactionEffects,
+)
 
 DIM = 8
 DATA = b"some submitted bytes"
@@ -188,3 +193,21 @@ def test_a_new_committee_keeps_its_members_votes_only():
     assert verdict == "MinerWins" and certificate.signer_indices == [0, 1]
     moved.forget(CHALLENGE)
     assert moved.certificate(CHALLENGE) is None and moved.open_challenges() == []
+
+
+def test_challenge_changes_names_what_a_checkpoint_opened_and_resolved():
+    def signed(kind, nonce):
+        return encode(sign_transaction(KEYS[0], Transaction(KEYS[0].address, nonce, kind, 1_000)))
+
+    opened_id, failed_id = b"\x11" * 32, b"\x12" * 32
+    entries = [signed(InitiateChallenge(b"\x01" * 32, "ScoreFraud", 5), 0),
+               signed(InitiateChallenge(b"\x02" * 32, "DataFraud", 5), 1),
+               signed(ResolveChallenge(CHALLENGE, "MinerWins", Certificate([], [])), 2),
+               encode(ChangeEpoch(epoch=1, timestamp_ms=5))]
+    effects = [TransactionEffects(b"", KEYS[0].address, 0, 1_000, created=[opened_id]),
+               TransactionEffects(b"", KEYS[0].address, 1, 1_000, ExecutionError("TargetNotFilled", []),
+                                  created=[failed_id]),
+               TransactionEffects(b"", KEYS[0].address, 2, 1_000),
+               TransactionEffects(b"", bytes(32), 0, 0)]
+    checkpoint = Checkpoint(0, 1, b"", 5, entries, b"", b"")
+    assert challenge_changes(checkpoint, effects) == ([opened_id], [CHALLENGE], True)
