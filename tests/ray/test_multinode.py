@@ -50,7 +50,10 @@ def test_the_others_commit_while_a_validator_node_is_gone(report):
 
 
 def test_a_node_added_back_with_the_resource_runs_the_validator_which_catches_up(report):
-    assert report["victim_node_after"] == report["replacement_node"]
+    victim = report["victim"]
+    moved_to = report["victim_node_after"]
+    assert moved_to != report["validator_nodes"][victim]
+    assert report["node_resources_after"][moved_to] == f"validator{victim}"
     assert report["victim_sequence"] >= report["target_sequence"]
 
 

@@ -113,3 +113,16 @@ def test_with_the_faucet_on_each_validator_key_can_pay_its_fees():
     config = settings_of("faucet = true").genesis_config([k.public_key for k in keys], 0)
     assert config.parameters.faucet_enabled is True
     assert {address for address, _ in config.balances} == {k.address for k in keys}
+
+
+def test_soma_start_testnet_with_a_bad_file_fails_in_one_line_before_reaching_a_cluster(tmp_path):
+    from typer.testing import CliRunner
+
+    from soma_ray.cli.main import app
+
+    bad = tmp_path / "testnet.toml"
+    bad.write_text('data_dir = "/srv/soma"\nvalidators = 0\n')
+    result = CliRunner().invoke(app, ["start", "testnet", "--config", str(bad),
+                                      "--address", "127.0.0.1:1"])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [f"error: {bad}: validators: 1 to 100"]
