@@ -45,6 +45,8 @@ DEFAULT_PLACEMENT = {
     "validator": {"num_cpus": 0, "resources": {}},
     "clock": {"num_cpus": 0, "resources": {}},
     "target_state": {"num_cpus": 0, "resources": {}},
+    "audit": {"num_cpus": 0, "resources": {}},
+    "aggregator": {"num_cpus": 0, "resources": {}},
 }
 
 

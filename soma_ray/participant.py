@@ -16,7 +16,6 @@ from typing import NamedTuple
 
 from soma_ray.node.audit import AuditFinding, Rescored, audit
 from soma_ray.protocol import errors
-from soma_ray.protocol.context import ExecutionContext
 from soma_ray.wire import parse_hex
 from soma_ray.protocol.crypto import Keypair
 from soma_ray.protocol.encoding import blake2b256
@@ -24,7 +23,7 @@ from soma_ray.protocol.models import model_commitment
 from soma_ray.protocol.params import SHANNONS_PER_SOMA
 from soma_ray.protocol.state import CHALLENGE, STAKED_SOMA, STAKING_POOL, SUBMISSION, TARGET, VALIDATOR
 from soma_ray.protocol.submissions import (
-    LOSS_SCALE, challenge_bond_required, required_bond, submission_commitment,
+    LOSS_SCALE, challenge_bond_for, required_bond, submission_commitment,
 )
 from soma_ray.protocol.targets import DISTANCE_SCALE, embedding_bytes
 from soma_ray.protocol.types import (
@@ -247,7 +246,7 @@ class ParticipantCalls:
         system = await self.get_system_state()
         if system.epoch > target.fill_epoch + 1:
             raise errors.ChallengeWindowClosed(fill_epoch=target.fill_epoch, current_epoch=system.epoch)
-        required = challenge_bond_required(submission, ExecutionContext(system.parameters, system.epoch, 0))
+        required = challenge_bond_for(system.parameters, submission.bond)
         bond = required if bond is None else bond
         if bond < required:
             raise errors.InsufficientBond(required=required, provided=bond)

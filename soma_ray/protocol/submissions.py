@@ -188,9 +188,10 @@ def open_challenge_of(state: State, target_id: bytes) -> Challenge | None:
     return next((c for c in state.values(CHALLENGE, Challenge) if c.target_id == target_id), None)
 
 
-def challenge_bond_required(submission: Submission, ctx: ExecutionContext) -> int:
-    """submission bond × challenge_bond_ratio_bps / 10000, rounded up."""
-    return -(-submission.bond * ctx.params.challenge_bond_ratio_bps // BPS)
+def challenge_bond_for(params: Parameters, submission_bond: int) -> int:
+    """The least bond a challenge of a submission bonded `submission_bond` posts:
+    submission bond × challenge_bond_ratio_bps / 10000, rounded up."""
+    return -(-submission_bond * params.challenge_bond_ratio_bps // BPS)
 
 
 def process_initiate_challenge(state: State, tx: InitiateChallenge, ctx: ExecutionContext) -> None:
@@ -202,7 +203,7 @@ def process_initiate_challenge(state: State, tx: InitiateChallenge, ctx: Executi
         raise TargetNotFilled(status=target.status)
     if ctx.epoch > target.fill_epoch + 1:
         raise ChallengeWindowClosed(fill_epoch=target.fill_epoch, current_epoch=ctx.epoch)
-    required = challenge_bond_required(submission, ctx)
+    required = challenge_bond_for(ctx.params, submission.bond)
     if tx.bond < required:
         raise InsufficientBond(required=required, provided=tx.bond)
     debit(state, ctx.sender, tx.bond)
