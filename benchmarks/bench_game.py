@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import tempfile
 import time
 
@@ -23,23 +22,14 @@ import ray
 
 from actors import network as net
 from actors.crowd import crowd_stats, launch_crowd, stop_crowd
+from bench_gateway import free_port
+from bench_localnet import percentile
 from soma_ray.client import SomaClient
 from soma_ray.protocol.state import CHALLENGE
 from soma_ray.strategies import Stats, crowd_mix, roster
+from soma_ray.strategies.roster import MINER_ROLES
 
-MINER_ROLES = ("honest", "lazy", "fraudulent")
 DRAIN_DEADLINE_S = 600.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
 def rounds(crowd, mine: bool) -> None:
@@ -81,7 +71,7 @@ def measure(network, miners: int, actors: int, epochs: int, rounds_per_epoch: in
     return {
         "hits/epoch": miners_total.submissions / epochs,
         "audits/min": resolved / (wall_s / 60),
-        "resolution p50 s": percentile(challengers.resolution_s, 0.5),
+        "resolution p50 s": percentile(challengers.resolution_s, 0.5) if challengers.resolution_s else float("nan"),
         "scoring share": everyone.score_s / everyone.step_s if everyone.step_s else float("nan"),
         "wall s": wall_s,
     }

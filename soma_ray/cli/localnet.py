@@ -28,6 +28,7 @@ from soma_ray.protocol.errors import ProtocolError
 from soma_ray.protocol.state import CHALLENGE
 from soma_ray.protocol.targets import DISTANCE_SCALE
 from soma_ray.strategies import Stats, crowd_mix, roster
+from soma_ray.strategies.roster import MINER_ROLES, ROLES
 from soma_ray.wallet import WalletError
 
 start_app = typer.Typer(help="Start a network.", no_args_is_help=True)
@@ -37,7 +38,6 @@ STATUS_INTERVAL_S = 1.0
 # The crowd's pause between rounds, and the share of its miners that are lazy.
 CROWD_PAUSE_S = 1.0
 LAZY_RATE = 0.2
-MINER_ROLES = ("honest", "lazy", "fraudulent")
 _DURATION = re.compile(r"^(\d+)(ms|s|m|h)?$")
 _UNIT_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, None: 1_000}
 
@@ -329,7 +329,7 @@ class CrowdPlan:
     corpus: str | None
 
     def describe(self) -> str:
-        counts = {role: sum(s.role == role for s in self.specs) for role in (*MINER_ROLES, "challenger")}
+        counts = {role: sum(s.role == role for s in self.specs) for role in ROLES}
         return ("crowd: " + ", ".join(f"{n} {role}" for role, n in counts.items())
                 + f" in {self.actors} actor(s), seed {self.seed}")
 

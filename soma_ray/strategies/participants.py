@@ -112,12 +112,21 @@ class World:
     async def score(self, stats: Stats, data: bytes, target: TargetView) -> ScoreResponse:
         """`data` scored under `target`'s models, as the chain's scoring function does."""
         manifests = await self.manifests(target.model_ids)
-        started = time.perf_counter()
-        try:
-            return await self.client.score(None, manifests, target.embedding, data=data)
-        finally:
-            stats.scores += 1
-            stats.score_s += time.perf_counter() - started
+        return await scoring(stats, self.client.score(None, manifests, target.embedding, data=data))
+
+    async def verify(self, stats: Stats, target_id: bytes):
+        """The SDK's audit of a filled target (it re-scores the data through the scoring service)."""
+        return await scoring(stats, self.client.verify(target_id))
+
+
+async def scoring(stats: Stats, call):
+    """Await a call that scores through the service, counted and timed in `stats`."""
+    started = time.perf_counter()
+    try:
+        return await call
+    finally:
+        stats.scores += 1
+        stats.score_s += time.perf_counter() - started
 
 
 class Participant:
@@ -285,12 +294,7 @@ class Challenger(Participant):
         if target is None:
             return
         self.checked.add(target.id)
-        started = time.perf_counter()
-        try:
-            finding = await world.client.verify(target.id)
-        finally:
-            self.stats.scores += 1
-            self.stats.score_s += time.perf_counter() - started
+        finding = await world.verify(self.stats, target.id)
         kind = challenge_to_open(finding.fraud, len(self.checked), self.false_alarm_every)
         if kind is None:
             return

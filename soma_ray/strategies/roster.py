@@ -13,7 +13,8 @@ from soma_ray.strategies.participants import (
     Challenger, FraudulentMiner, HonestMiner, LazyMiner, Participant,
 )
 
-ROLES = ("honest", "lazy", "fraudulent", "challenger")
+MINER_ROLES = ("honest", "lazy", "fraudulent")
+ROLES = (*MINER_ROLES, "challenger")
 
 
 class Spec(NamedTuple):
