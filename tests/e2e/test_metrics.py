@@ -1,18 +1,29 @@
 """The soma_* metrics (actors/metrics.py) as an operator sees them: scraped from each Ray node's
-metrics export endpoint while a localnet with its gateway and target index runs.
+metrics export endpoint while a localnet with its gateway and target index runs, and while a
+scoring service (tiny weights served from a local directory) answers.
 
 Ray exports a recorded value about 10 s later, so every check polls the endpoint until the
 series shows the value the network's own state says it must have."""
+import functools
+import http.server
+import threading
+
+import msgspec
+import numpy as np
 import pytest
 import ray
 import requests
+import torch
 from ray import serve
 
 from actors import metrics
 from actors.target_state import launch_target_state
 from localnet_helpers import run, start_network, statuses, wait_until
+from serve.errors import ModelUnavailable
 from serve.gateway import gateway_app
+from serve.scoring import ModelManifest, ScoreRequest, scoring_app
 from soma_ray.client import SomaClient
+from soma_ray.model import V1Config, V1Model, encrypt_weights, save_weights, weights_manifest
 from soma_ray.protocol.genesis import preset_keypair
 from soma_ray.protocol.targets import DISTANCE_SCALE
 
@@ -116,15 +127,59 @@ def test_epoch_targets_and_distance_threshold_follow_the_chain(served):
     assert dict(index.counts)["expired"] > 0  # the genesis targets: the gauges saw a change
 
 
-def test_an_audit_is_recorded_with_one_call(served):
+SCORING_APP = "metrics-scoring-test"
+TINY = V1Config(embedding_dim=32, num_layers=1, num_heads=2, pwff_hidden_dim=64, max_seq_len=64)
+
+
+@pytest.fixture(scope="module")
+def scoring(serve_url, tmp_path_factory):
+    """A scoring service and a manifest of tiny weights it downloads from a local HTTP server."""
+    tmp = tmp_path_factory.mktemp("metrics-weights")
+    files = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp)))
+    threading.Thread(target=files.serve_forever, daemon=True).start()
+    torch.manual_seed(7)
+    save_weights(V1Model(TINY), tmp / "plain.safetensors")
+    key = encrypt_weights(tmp / "plain.safetensors", tmp / "weights.enc")
+    url = f"http://127.0.0.1:{files.server_address[1]}/weights.enc"
+    manifest = ModelManifest.of(b"m" * 32, weights_manifest(tmp / "weights.enc", url), key)
+    handle = serve.run(scoring_app(TINY, device="cpu", max_replicas=1), name=SCORING_APP,
+                       route_prefix=f"/{SCORING_APP}")
+    yield handle, manifest
+    serve.delete(SCORING_APP)
+    files.shutdown()
+
+
+def test_scoring_cache_batches_latency_and_an_audit_recorded_with_one_call(scoring, served):
+    handle, manifest = scoring
     network, _ = served
 
     @ray.remote(num_cpus=0)
-    def audit() -> None:
+    def audit() -> None:  # what the audit worker does after an audit
         metrics.record_audit(network.config, 2, "MinerWins", 1.5)
 
     ray.get(audit.remote(), timeout=60)
-    net = label(network)
-    exported(lambda samples: metrics.total(samples, metrics.AUDITS.exported, network=net, validator="2",
-                                   verdict="MinerWins") == 1
-             and metrics.total(samples, metrics.AUDIT_SECONDS.exported + "_count", network=net, validator="2") == 1)
+
+    def request(with_manifest) -> ScoreRequest:
+        return ScoreRequest(manifests=[with_manifest], target_embedding=np.ones(TINY.embedding_dim, "<f4").tobytes(),
+                            data=b"some bytes to score")
+
+    for _ in range(2):  # a miss (the download), then a hit
+        handle.score.remote(request(manifest)).result(timeout_s=120)
+    # Weights the server does not have (another checksum, so not in the cache either).
+    gone = msgspec.structs.replace(manifest, model_id=b"g" * 32, url=manifest.url + ".missing",
+                                   checksum=bytes(32))
+    with pytest.raises(ModelUnavailable):
+        handle.score.remote(request(gone)).result(timeout_s=120)
+    app = {"app": SCORING_APP}
+    exported(lambda samples: metrics.total(samples, metrics.WEIGHTS_CACHE.exported, **app, result="hit") == 1
+             and metrics.total(samples, metrics.WEIGHTS_CACHE.exported, **app, result="miss") == 2
+             and metrics.total(samples, metrics.SCORING_SECONDS.exported + "_count", **app, outcome="ok") == 2
+             and metrics.total(samples, metrics.SCORING_SECONDS.exported + "_count", **app, outcome="error") == 1
+             # one item per score_many: the requests came one at a time; the failed one never ran
+             and metrics.total(samples, metrics.SCORING_BATCH_SIZE.exported + "_bucket", **app, le="1.0") == 2
+             and metrics.total(samples, metrics.SCORING_BATCH_SIZE.exported + "_count", **app) == 2
+             and metrics.total(samples, metrics.AUDITS.exported, network=label(network), validator="2",
+                               verdict="MinerWins") == 1
+             and metrics.total(samples, metrics.AUDIT_SECONDS.exported + "_count", network=label(network),
+                               validator="2") == 1)
