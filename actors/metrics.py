@@ -9,7 +9,7 @@ it. The Ray metric objects are made on first use, in the process that records (a
 Serve replica), never at import. `SOMA_METRICS=0` in a process's environment (for actors: their
 runtime_env) turns every record there into a no-op: the overhead benchmark's switch.
 
-The decisions (what counts, from which events) are the pure functions at the end, so they are
+What counts as a hit or a challenge event is decided by a pure function (`feed_events`),
 tested without Ray.
 """
 from __future__ import annotations
