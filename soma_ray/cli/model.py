@@ -15,7 +15,6 @@ import dataclasses
 import json
 import os
 import stat
-import sys
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, Optional

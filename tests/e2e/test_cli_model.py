@@ -33,16 +33,6 @@ def gateway_url(ray_session, serve_url, tmp_path_factory):
     network.stop()
 
 
-def with_client(url, scenario):
-    async def main():
-        client = await SomaClient(rpc_url=url)
-        try:
-            return await scenario(client)
-        finally:
-            await client.close()
-    return run(main())
-
-
 class Owner:
     """A model owner's machine: a wallet with a funded key, a SOMA_HOME, the `soma` command."""
 
@@ -66,7 +56,14 @@ class Owner:
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
     def chain(self, scenario):
-        return with_client(self.url, scenario)
+        """`await scenario(client)` with a client of the gateway, as the test reads the chain."""
+        async def main():
+            client = await SomaClient(rpc_url=self.url)
+            try:
+                return await scenario(client)
+            finally:
+                await client.close()
+        return run(main())
 
     def account(self):
         async def read(client):
