@@ -12,9 +12,11 @@ state, is checked before anything is sent: a refused transaction would still cos
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 import stat
+import sysconfig
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, Optional
@@ -218,8 +220,6 @@ def read_embedding_file(path: Path) -> bytes:
     data = read_file(path, "embedding file", MAX_EMBEDDING_FILE_BYTES)
     if path.suffix != ".npy":
         return embedding_bytes(data)
-    import io
-
     try:
         array = np.load(io.BytesIO(data), allow_pickle=False)
     except (ValueError, OSError, EOFError) as error:
@@ -248,8 +248,6 @@ def corpus_files(corpus: Path | None) -> list[Path]:
     """A corpus's files in order: a file, or every file under a directory (sorted by path);
     None: the Python standard library's top-level modules."""
     if corpus is None:
-        import sysconfig
-
         return sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py"))
     if corpus.is_dir():
         return sorted(p for p in corpus.rglob("*") if p.is_file())
