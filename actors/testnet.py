@@ -106,7 +106,7 @@ def _on_each_validator_node(config: NetworkConfig, function, args_of, timeout_s:
     task = ray.remote(function)
     refs = [task.options(**config.actor_resources("validator", i)).remote(*args_of(i))
             for i in range(config.validators)]
-    ready, pending = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+    _, pending = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
     if pending:
         for ref in pending:
             ray.cancel(ref, force=True)

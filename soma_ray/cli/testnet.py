@@ -35,7 +35,7 @@ MAX_FILE_BYTES = 64 * 1024
 MAX_VALIDATORS = 100
 SCORING_DEVICES = ("auto", "cpu", "cuda")
 PLACEMENT_OPTIONS = ("num_cpus", "num_gpus", "resources")
-# key: (the TOML types it may have, how it is read into a TestnetSettings field)
+# key: (its TOML type, the TestnetSettings field it sets where that is named otherwise)
 _SCALARS = {
     "validators": (int, None),
     "epoch_duration": (str, "epoch_duration_ms"),
@@ -79,13 +79,17 @@ def read_testnet_settings(text: str, source: str = "testnet file") -> TestnetSet
 
 
 def _check_scalars(values: dict, source: str) -> None:
+    """Check the plain settings' ranges and turn them into their fields' units, in place."""
     def require(ok: bool, what: str) -> None:
         if not ok:
             raise BadArgument(f"{source}: {what}")
 
     require(1 <= values.get("validators", 1) <= MAX_VALIDATORS, f"validators: 1 to {MAX_VALIDATORS}")
     if "epoch_duration_ms" in values:
-        values["epoch_duration_ms"] = parse_duration_ms(values["epoch_duration_ms"])
+        try:
+            values["epoch_duration_ms"] = parse_duration_ms(values["epoch_duration_ms"])
+        except BadArgument as error:
+            raise BadArgument(f"{source}: epoch_duration: {error}") from None
     if "validator_stake" in values:
         require(values["validator_stake"] > 0, "validator_stake: a positive number of SOMA")
         values["validator_stake"] *= SHANNONS_PER_SOMA
