@@ -188,7 +188,7 @@ class Wallet:
         with _locked(self.path):
             fresh = Wallet.load(self.path)
             keys, active, result = apply(fresh.keys, fresh.active)
-            _write_private(self.path, _serialize(keys, active))
+            write_private(self.path, _serialize(keys, active))
         self.keys, self.active = keys, active
         return result
 
@@ -289,7 +289,7 @@ def _parse(path: Path, raw: bytes) -> tuple[dict[str, Keypair], str | None]:
     return keys, active
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
     """Atomically replace `path` by `data`, readable by the owner only.
 
     The temporary file is created with mode 0600 by mkstemp (O_EXCL: never someone else's file)

@@ -34,7 +34,7 @@ from soma_ray.protocol.models import model_commitment, validate_embedding
 from soma_ray.protocol.state import MODEL, STAKING_POOL
 from soma_ray.protocol.targets import embedding_bytes
 from soma_ray.protocol.types import Model, StakingPool
-from soma_ray.wallet import _write_private
+from soma_ray.wallet import write_private
 from soma_ray.wire import parse_hex
 
 # torch and Ray Train are imported inside the commands that need them: every other `soma`
@@ -316,7 +316,7 @@ def save_secret(secret: ModelSecret, home: Path | None = None) -> Path:
     record = {"version": KEY_STORE_VERSION, "model_id": show_address(secret.model_id),
               "decryption_key": show_address(secret.decryption_key),
               "embedding": show_address(secret.embedding), "weights_url": secret.weights_url}
-    _write_private(path, (json.dumps(record, indent=2) + "\n").encode())
+    write_private(path, (json.dumps(record, indent=2) + "\n").encode())
     return path
 
 
