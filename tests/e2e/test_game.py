@@ -31,9 +31,7 @@ def game(ray_session, serve_url, tmp_path_factory):
                          actors=2, seed=12, false_alarm_every=6)
     try:
         thresholds, addresses = play(network, crowd)
-        stats = crowd_stats(crowd)
-        print("game:", thresholds, {role: s for role, s in stats.items()})
-        yield network, stats, thresholds, addresses
+        yield network, crowd_stats(crowd), thresholds, addresses
     finally:
         stop_crowd(network.config.namespace, network.config.prefix)
         network.stop()
