@@ -256,13 +256,20 @@ async def score_under(client, data: bytes, targets: list[TargetView]) -> list[Sc
 async def score_best(client, data: bytes) -> tuple[list[Scored], int]:
     """The open targets scored (best first, see `rank`) and how many targets were open."""
     targets = await client.get_targets("open", limit=MAX_CANDIDATES)
+    if not targets:
+        raise fail("there are no open targets")
     groups = model_sets_to_score(targets)
     scored = await asyncio.gather(*(score_under(client, data, group) for group in groups))
     return rank([s for found in scored for s in found]), len(targets)
 
 
-async def score_target(client, data: bytes, target_text: str) -> Scored:
+async def score_target(client, data: bytes, target_text: str, open_only: bool = False) -> Scored:
+    """`data` scored for the target given on the command line (with `open_only`: refused
+    before scoring unless that target takes submissions)."""
     target = await client.get_target(parse_id(target_text, "target id"))
+    refusal = open_refusal(target, (await client.get_epoch()).epoch) if open_only else None
+    if refusal is not None:
+        raise refusal
     [scored] = await score_under(client, data, [target])
     return scored
 
@@ -314,30 +321,35 @@ def claim(
 
     async def action(client):
         parameters = (await client.get_system_state()).parameters
-        if not claim_all:
-            found = await client.get_target(parse_id(target, "target id"))
-            refusal = claim_refusal(found, (await client.get_epoch()).epoch)
-            if refusal is not None:
-                raise refusal
-            await client.claim_rewards(claimer, found.id)
-            typer.echo(f"{show_address(found.id)}: {claim_report(found, parameters)}")
+        if claim_all:
+            await claim_every(client, claimer, parameters)
             return
-        claimable = await client.get_targets("claimable")
-        if not claimable:
-            typer.echo("no claimable targets")
-            return
-        outcomes = await asyncio.gather(*(client.claim_rewards(claimer, t.id) for t in claimable),
-                                        return_exceptions=True)
-        for found, outcome in zip(claimable, outcomes):
-            if isinstance(outcome, BaseException) and not isinstance(outcome, ProtocolError):
-                raise outcome
-            said = claim_report(found, parameters) if not isinstance(outcome, BaseException) \
-                else f"not paid: {in_words(outcome)}"
-            typer.echo(f"{show_address(found.id)}: {said}")
-        if any(isinstance(o, BaseException) for o in outcomes):
-            raise typer.Exit(code=1)
+        found = await client.get_target(parse_id(target, "target id"))
+        refusal = claim_refusal(found, (await client.get_epoch()).epoch)
+        if refusal is not None:
+            raise refusal
+        await client.claim_rewards(claimer, found.id)
+        typer.echo(f"{show_address(found.id)}: {claim_report(found, parameters)}")
 
     run_play(rpc_url, action)
+
+
+async def claim_every(client, claimer, parameters: Parameters) -> None:
+    """Claim every claimable target at once (one transaction each), reporting each; exit code 1
+    if any was not paid (e.g. somebody claimed it first)."""
+    claimable = await client.get_targets("claimable")
+    if not claimable:
+        typer.echo("no claimable targets")
+        return
+    outcomes = await asyncio.gather(*(client.claim_rewards(claimer, t.id) for t in claimable),
+                                    return_exceptions=True)
+    for found, outcome in zip(claimable, outcomes):
+        if isinstance(outcome, BaseException) and not isinstance(outcome, ProtocolError):
+            raise outcome
+        said = f"not paid: {in_words(outcome)}" if isinstance(outcome, ProtocolError) else claim_report(found, parameters)
+        typer.echo(f"{show_address(found.id)}: {said}")
+    if any(isinstance(o, ProtocolError) for o in outcomes):
+        raise typer.Exit(code=1)
 
 
 def score(file: FileArgument, target: TargetOption = None, rpc_url: RpcOption = None) -> None:
@@ -348,9 +360,7 @@ def score(file: FileArgument, target: TargetOption = None, rpc_url: RpcOption = 
             typer.echo("\n".join(score_lines(await score_target(client, data, target))))
             return
         ranked, tried = await score_best(client, data)
-        if not ranked:
-            raise fail("there are no open targets")
-        print_table(f"the best of {len(ranked)} open targets scored (of {tried} open)",
+        print_table(f"the best of {len(ranked)} targets scored ({tried} open)",
                     ["target", "reward", "distance", "threshold", "hit", "winner model", "loss"],
                     [score_row(s) for s in ranked[:SHOWN_CANDIDATES]])
 
@@ -386,16 +396,8 @@ def submit(file: FileArgument, target: TargetOption = None, wallet: WalletOption
 async def chosen_target(client, data: bytes, target_text: str | None) -> Scored:
     """The target a submission goes to, scored: the one given (refused unless open) or the best."""
     if target_text is None:
-        ranked, tried = await score_best(client, data)
-        if not ranked:
-            raise BadArgument("there are no open targets")
-        return ranked[0]  # a miss here is refused with its distance, like any other
-    target = await client.get_target(parse_id(target_text, "target id"))
-    refusal = open_refusal(target, (await client.get_epoch()).epoch)
-    if refusal is not None:
-        raise refusal
-    [scored] = await score_under(client, data, [target])
-    return scored
+        return (await score_best(client, data))[0][0]  # a miss is refused with its distance
+    return await score_target(client, data, target_text, open_only=True)
 
 
 @data_app.command("download")

@@ -20,14 +20,14 @@ import pytest
 from typer.testing import CliRunner
 
 from actors import network as net
-from localnet_helpers import eventually, run
+from localnet_helpers import eventually
 from soma_ray.cli.main import app
-from soma_ray.client import SomaClient
 from soma_ray.protocol.genesis import preset_keypair
 from soma_ray.protocol.state import MODEL, STAKING_POOL, SUBMISSION
 from soma_ray.protocol.submissions import claim_split
 from soma_ray.protocol.targets import cosine_distance_fixed
 from soma_ray.protocol.types import Model, StakingPool, Submission
+from test_participant_flow import with_client
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 SOMA = 10**9
@@ -65,6 +65,15 @@ def soma(gateway, wallet):
 
     def command(*args):
         return subprocess.run([SOMA_COMMAND, *args], capture_output=True, text=True, env=env, timeout=300)
+
+    def together(*commands):
+        """Commands that touch nothing the others do, run at once (their outputs, in order)."""
+        running = [subprocess.Popen([SOMA_COMMAND, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True, env=env) for args in commands]
+        outputs = [p.communicate(timeout=300) for p in running]
+        return [subprocess.CompletedProcess(p.args, p.returncode, *out) for p, out in zip(running, outputs)]
+
+    command.together = together
     return command
 
 
@@ -73,16 +82,6 @@ def soma_here(gateway, wallet):
     """The same app in this process (CliRunner): for the checks that need no real shell."""
     runner = CliRunner()
     return lambda *args: runner.invoke(app, list(args), env={"SOMA_RPC_URL": gateway, "SOMA_WALLET": str(wallet)})
-
-
-def with_client(url, scenario):
-    async def main():
-        client = await SomaClient(rpc_url=url)
-        try:
-            return await scenario(client)
-        finally:
-            await client.close()
-    return run(main())
 
 
 @pytest.fixture(scope="module")
@@ -118,10 +117,9 @@ def new_key(soma, name):
 
 def ok(result):
     """stdout of a command that must succeed (its stderr shown if it did not)."""
-    output = getattr(result, "stdout", "")
-    assert getattr(result, "returncode", getattr(result, "exit_code", None)) == 0, (
-        output + getattr(result, "stderr", ""))
-    return output
+    code = result.returncode if isinstance(result, subprocess.CompletedProcess) else result.exit_code
+    assert code == 0, result.stdout + result.stderr
+    return result.stdout
 
 
 def refused(result, *words):
@@ -192,24 +190,25 @@ async def status_is(client, target_id, status):
 def test_the_guides_mining_flow_through_the_soma_command_pays_the_protocols_split(
         gateway, soma, scored_candidates, tmp_path):
     miner, claimer = new_key(soma, "miner"), new_key(soma, "claimer")
-    ok(soma("faucet", "100", "--key", "miner"))
-    ok(soma("faucet", "100", "--key", "claimer"))
+    for funded in soma.together(("faucet", "100", "--key", "miner"), ("faucet", "100", "--key", "claimer")):
+        ok(funded)
     data, model_id, loss, hits, _ = hits_and_misses(gateway, scored_candidates, 1)
-    target, distance = hits[0]
+    target, distance = min(hits, key=lambda hit: (-hit[0].reward_pool, hit[1]))  # the richest, nearest
     file = tmp_path / "find.bin"
     file.write_bytes(data)
 
-    listed = ok(soma("target", "list"))
+    listed, best, scored = map(ok, soma.together(
+        ("target", "list"), ("score", str(file)), ("score", str(file), "--target", show(target.id))))
     assert show(target.id) in listed and "open" in listed
-    scored = ok(soma("score", str(file), "--target", show(target.id)))
+    assert ID.search(best).group() == show(target.id)  # the first row
     assert f"model {show(model_id)}, loss {loss:.6f}" in scored
     assert f"distance   {distance / 1e9:.6f} vs threshold {target.threshold_fixed / 1e9:.6f}: hit" in scored
-    submitted = ok(soma("submit", str(file), "--target", show(target.id), "--key", "miner"))
+    submitted = ok(soma("submit", str(file), "--key", "miner"))  # to the best target
     assert f"to target {show(target.id)} (filled)" in submitted
     submission_id = bytes.fromhex(ID.search(submitted).group()[2:])
-    mine = ok(soma("target", "list", "--mine", "--key", "miner"))
+    mine, _ = map(ok, soma.together(("target", "list", "--mine", "--key", "miner"),
+                                    ("data", "download", show(target.id), "--out", str(tmp_path / "back.bin"))))
     assert show(target.id) in mine and "filled" in mine
-    ok(soma("data", "download", show(target.id), "--out", str(tmp_path / "back.bin")))
     assert (tmp_path / "back.bin").read_bytes() == data
     ok(soma("epoch", "advance"))
     ok(soma("epoch", "advance"))
