@@ -138,11 +138,15 @@ def open_refusal(target: TargetView, epoch: int) -> ProtocolError | None:
     return errors.TargetNotOpen(status=target.status)
 
 
+def distance_error(scored: Scored) -> ProtocolError:
+    return errors.DistanceExceedsThreshold(distance=scored.distance, threshold=scored.target.threshold_fixed)
+
+
 def submit_refusal(scored: Scored, parameters: Parameters, balance: int, size: int) -> ProtocolError | None:
     """What the chain would refuse a submission of `scored` for (the distance, or a bond plus
     the commit's and the reveal's fees the wallet cannot pay); None if nothing."""
     if not scored.hit:
-        return errors.DistanceExceedsThreshold(distance=scored.distance, threshold=scored.target.threshold_fixed)
+        return distance_error(scored)
     needed = required_bond(parameters, size) + 2 * parameters.base_fee
     if balance < needed:
         return errors.InsufficientBalance(required=needed, available=balance)
@@ -212,7 +216,13 @@ def target_lines(target: TargetView) -> list[str]:
 def score_row(scored: Scored) -> list[str]:
     return [show_address(scored.target.id), show_amount(scored.target.reward_pool),
             show_distance(scored.distance), show_distance(scored.target.threshold_fixed),
-            "hit" if scored.hit else "miss", show_address(scored.model_id), f"{scored.loss:.6f}"]
+            "hit" if scored.hit else "miss", f"{scored.loss:.6f}"]
+
+
+def winner_lines(shown: list[Scored]) -> list[str]:
+    """The winning model of each model set among `shown` (one per set: the loss is the set's)."""
+    winners = dict.fromkeys((s.model_id, s.loss) for s in shown)
+    return [f"winner model {show_address(model)}, loss {loss:.6f}" for model, loss in winners]
 
 
 def score_lines(scored: Scored) -> list[str]:
@@ -360,9 +370,10 @@ def score(file: FileArgument, target: TargetOption = None, rpc_url: RpcOption = 
             typer.echo("\n".join(score_lines(await score_target(client, data, target))))
             return
         ranked, tried = await score_best(client, data)
+        shown = ranked[:SHOWN_CANDIDATES]
         print_table(f"the best of {len(ranked)} targets scored ({tried} open)",
-                    ["target", "reward", "distance", "threshold", "hit", "winner model", "loss"],
-                    [score_row(s) for s in ranked[:SHOWN_CANDIDATES]])
+                    ["target", "reward", "distance", "threshold", "hit", "loss"], [score_row(s) for s in shown])
+        typer.echo("\n".join(winner_lines(shown)))
 
     run_play(rpc_url, action)
 
@@ -396,7 +407,11 @@ def submit(file: FileArgument, target: TargetOption = None, wallet: WalletOption
 async def chosen_target(client, data: bytes, target_text: str | None) -> Scored:
     """The target a submission goes to, scored: the one given (refused unless open) or the best."""
     if target_text is None:
-        return (await score_best(client, data))[0][0]  # a miss is refused with its distance
+        ranked, tried = await score_best(client, data)
+        if not ranked[0].hit:
+            raise fail(f"the file hits none of the {len(ranked)} open targets scored ({tried} open); "
+                       f"the nearest: {in_words(distance_error(ranked[0]))}")
+        return ranked[0]
     return await score_target(client, data, target_text, open_only=True)
 
 

@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 
 from actors import network as net
 from localnet_helpers import eventually
+from soma_ray.cli.common import show_amount
 from soma_ray.cli.main import app
 from soma_ray.protocol.genesis import preset_keypair
 from soma_ray.protocol.state import MODEL, STAKING_POOL, SUBMISSION
@@ -172,6 +173,8 @@ def test_bad_input_is_one_error_line_and_costs_nothing(gateway, soma_here, score
     refused(soma_here("submit", str(tmp_path / "huge.bin"), "--key", "careful"),
             "is 1048577 bytes", "at most 1048576 bytes")
     refused(soma_here("data", "download", unknown), "no target", unknown)
+    info = ok(soma_here("target", "info", show(filled.id)))
+    assert "status           filled" in info and f"miner            {show(first.address)}" in info
     assert with_client(gateway, lambda client: accounts(client, careful, poor)) == before  # nothing sent
 
 
@@ -192,15 +195,16 @@ def test_the_guides_mining_flow_through_the_soma_command_pays_the_protocols_spli
     miner, claimer = new_key(soma, "miner"), new_key(soma, "claimer")
     for funded in soma.together(("faucet", "100", "--key", "miner"), ("faucet", "100", "--key", "claimer")):
         ok(funded)
-    data, model_id, loss, hits, _ = hits_and_misses(gateway, scored_candidates, 1)
+    data, model_id, loss, hits, _ = hits_and_misses(gateway, scored_candidates, 2)
     target, distance = min(hits, key=lambda hit: (-hit[0].reward_pool, hit[1]))  # the richest, nearest
+    other, other_distance = next(hit for hit in hits if hit[0] != target)
     file = tmp_path / "find.bin"
     file.write_bytes(data)
 
     listed, best, scored = map(ok, soma.together(
         ("target", "list"), ("score", str(file)), ("score", str(file), "--target", show(target.id))))
     assert show(target.id) in listed and "open" in listed
-    assert ID.search(best).group() == show(target.id)  # the first row
+    assert ID.search(best).group() == show(target.id) and f"winner model {show(model_id)}" in best  # first row
     assert f"model {show(model_id)}, loss {loss:.6f}" in scored
     assert f"distance   {distance / 1e9:.6f} vs threshold {target.threshold_fixed / 1e9:.6f}: hit" in scored
     submitted = ok(soma("submit", str(file), "--key", "miner"))  # to the best target
@@ -210,6 +214,8 @@ def test_the_guides_mining_flow_through_the_soma_command_pays_the_protocols_spli
                                     ("data", "download", show(target.id), "--out", str(tmp_path / "back.bin"))))
     assert show(target.id) in mine and "filled" in mine
     assert (tmp_path / "back.bin").read_bytes() == data
+    with_client(gateway, lambda client: fill_by_sdk(client, other, data, model_id, loss, other_distance,
+                                                    next(e for d, _, _, e in scored_candidates if d == data)))
     ok(soma("epoch", "advance"))
     ok(soma("epoch", "advance"))
 
@@ -233,7 +239,19 @@ def test_the_guides_mining_flow_through_the_soma_command_pays_the_protocols_spli
     assert after[0] - before[0] == miner_share + submission.bond  # the miner's share, its bond back
     assert after[1] - before[1] == fee - params.base_fee  # the finder's fee, less its own fee
     assert after[2] - before[2] == model_share  # the model's pool, commission included
-    assert f"finder's fee {fee / 1e9:f}".rstrip("0") in claimed
+    assert f"paid: finder's fee {show_amount(fee)} to you, {show_amount(miner_share)} to the miner" in claimed
+    every = ok(soma("target", "claim", "--all", "--key", "claimer")).splitlines()
+    assert any(line.startswith(f"{show(other.id)}: paid: ") for line in every)
+    assert all(": paid: " in line for line in every)  # the bad-input test's fill too, if it ran
+    assert with_client(gateway, lambda client: client.get_targets("claimable")) == []
+
+
+async def fill_by_sdk(client, target, data, model_id, loss, distance, embedding):
+    """Another miner fills `target` (through the SDK)."""
+    other = preset_keypair("guide-other-miner", 0)
+    await client.request_faucet(other.address, 10 * SOMA)
+    url = await client.upload(data)
+    await client.submit_data(other, target.id, data, url, model_id, embedding, distance / 1e9, loss)
 
 
 def test_staking_adds_lists_and_withdraws_through_the_cli(gateway, soma_here):

@@ -5,7 +5,7 @@ import pytest
 from typer.testing import CliRunner
 
 from soma_ray.cli import play
-from soma_ray.cli.common import BadArgument
+from soma_ray.cli.common import BadArgument, show_amount
 from soma_ray.cli.main import app
 from soma_ray.node.target_index import TargetView
 from soma_ray.protocol import errors
@@ -134,8 +134,10 @@ def test_a_claim_report_names_the_protocols_split():
     reward = 1_370 * 10**9 // 10
     fee, miner, model = claim_split(PARAMS, reward)
     report = play.claim_report(target(1, reward, status="claimable", fill_epoch=1), PARAMS)
-    assert f"finder's fee {fee / 1e9:f}".rstrip("0") in report and f"{miner / 1e9:f}".rstrip("0") in report
-    assert f"{model / 1e9:f}".rstrip("0") in report
+    assert report.startswith(f"paid: finder's fee {show_amount(fee)} to you, {show_amount(miner)} to the miner")
+    assert f"{show_amount(model)} to model" in report
+    expired = play.claim_report(target(1, reward, status="expired"), PARAMS)
+    assert expired == f"paid: finder's fee {show_amount(fee)} to you; {show_amount(reward - fee)} back to emissions"
 
 
 def test_a_target_row_shows_soma_and_cosine_distances():
@@ -164,3 +166,11 @@ def test_command_line_mistakes_are_one_error_line_before_any_connection(tmp_path
         result = runner.invoke(app, args, env=unreachable)
         assert result.exit_code == 1 and result.output.startswith("error: ") and words in result.output, (
             args, result.output)
+
+
+def test_the_best_targets_table_names_each_model_sets_winner_once():
+    shown = [scored(target(1), 10), scored(target(2), 20),
+             play.Scored(target(3, models=(C,)), C, 1.25, b"", 30)]
+    assert play.winner_lines(shown) == [f"winner model 0x{'01' * 32}, loss 2.500000",
+                                        f"winner model 0x{'03' * 32}, loss 1.250000"]
+    assert play.score_row(shown[0]) == ["0x" + "01" * 32, "0.000001 SOMA", "0.000000", "1.050000", "hit", "2.500000"]
