@@ -183,7 +183,7 @@ def in_words(error: ProtocolError) -> str:
         return (f"not a hit: the distance {show_distance(error.distance)} is over the target's threshold "
                 f"{show_distance(error.threshold)} ({error.distance} > {error.threshold} in 1e-9 units)")
     if isinstance(error, errors.InsufficientBalance):
-        return (f"the bond and fees need {show_amount(error.required)} ({error.required} shannons), "
+        return (f"needs {show_amount(error.required)} ({error.required} shannons), "
                 f"the account has {show_amount(error.available)}")
     if isinstance(error, errors.DataTooLarge):
         return f"the file is {error.size} bytes, the network takes at most {error.max} bytes per submission"

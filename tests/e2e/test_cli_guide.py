@@ -25,7 +25,7 @@ from soma_ray.cli.common import show_amount
 from soma_ray.cli.main import app
 from soma_ray.protocol.genesis import preset_keypair
 from soma_ray.protocol.state import MODEL, STAKING_POOL, SUBMISSION
-from soma_ray.protocol.submissions import claim_split
+from soma_ray.protocol.submissions import claim_split, required_bond
 from soma_ray.protocol.targets import cosine_distance_fixed
 from soma_ray.protocol.types import Model, StakingPool, Submission
 from test_participant_flow import with_client
@@ -157,6 +157,8 @@ def test_bad_input_is_one_error_line_and_costs_nothing(gateway, soma_here, score
         return await accounts(client, careful, poor)
 
     before = with_client(gateway, prepare)
+    params = with_client(gateway, lambda client: client.get_system_state()).parameters
+    bond_and_fees = required_bond(params, len(data)) + 2 * params.base_fee  # the commit's and the reveal's
     unknown = "0x" + "ab" * 32
     refused(soma_here("submit", str(file), "--target", unknown, "--key", "careful"), "no target", unknown)
     refused(soma_here("submit", str(file), "--target", show(filled.id), "--key", "careful"),
@@ -164,7 +166,7 @@ def test_bad_input_is_one_error_line_and_costs_nothing(gateway, soma_here, score
     refused(soma_here("submit", str(file), "--target", show(missed.id), "--key", "careful"),
             "not a hit", f"{far} > {missed.threshold_fixed}")
     refused(soma_here("submit", str(file), "--target", show(other.id), "--key", "poor"),
-            "the bond and fees need", "the account has 0.00005 SOMA")
+            f"needs {show_amount(bond_and_fees)}", "the account has 0.00005 SOMA")
     refused(soma_here("target", "claim", show(filled.id), "--key", "careful"),
             "rewards can be claimed from epoch 2 (now 0)")
     refused(soma_here("submit", str(file), "--target", "0x1234", "--key", "careful"),

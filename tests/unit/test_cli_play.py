@@ -123,7 +123,7 @@ def test_errors_read_in_cosine_distances_and_soma_with_the_chains_numbers():
         "not a hit: the distance 1.078232 is over the target's threshold 1.050000 "
         "(1078232058 > 1050000000 in 1e-9 units)")
     assert play.in_words(errors.InsufficientBalance(required=68_560, available=50_000)) == (
-        "the bond and fees need 0.00006856 SOMA (68560 shannons), the account has 0.00005 SOMA")
+        "needs 0.00006856 SOMA (68560 shannons), the account has 0.00005 SOMA")
     assert play.in_words(errors.DataTooLarge(size=2_000_000, max=1_048_576)) == (
         "the file is 2000000 bytes, the network takes at most 1048576 bytes per submission")
     assert play.in_words(errors.AuditWindowOpen(claimable_epoch=3, current_epoch=1)) == (
