@@ -9,6 +9,7 @@ from actors import network as net
 from soma_ray.client import SomaClient
 from soma_ray.protocol.encoding import encode
 from soma_ray.protocol.execution import sign_transaction
+from soma_ray.protocol.genesis import preset_keypair
 from soma_ray.protocol.params import SHANNONS_PER_SOMA
 from soma_ray.protocol.types import Transaction, Transfer
 
@@ -18,6 +19,24 @@ STOPPED = (2, 3)  # 2 of 4 is below the quorum: nothing commits, so a pool only 
 
 def run(coroutine):
     return asyncio.run(coroutine)
+
+
+def with_client(url, scenario):
+    """`scenario(client)` with an SDK client of the gateway at `url` (HTTP only), closed after."""
+    async def main():
+        client = await SomaClient(rpc_url=url)
+        try:
+            return await scenario(client)
+        finally:
+            await client.close()
+    return run(main())
+
+
+async def funded(client, name, amount=100 * SHANNONS_PER_SOMA):
+    """The preset key `name`, given `amount` shannons from the faucet."""
+    key = preset_keypair(name, 0)
+    await client.request_faucet(key.address, amount)
+    return key
 
 
 async def eventually(read, timeout_s=120.0, interval_s=0.2):

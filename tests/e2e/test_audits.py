@@ -10,14 +10,12 @@ import typer
 from typer.testing import CliRunner
 
 from actors.network import launch_aggregator, launch_audit_worker
-from localnet_helpers import eventually, run, start_network
+from localnet_helpers import eventually, funded, start_network, with_client
 from soma_ray.cli.challenge import register
-from soma_ray.client import SomaClient
 from soma_ray.node.audit import sign_vote
 from soma_ray.protocol import errors
 from soma_ray.protocol.crypto import Keypair
 from soma_ray.protocol.encoding import encode
-from soma_ray.protocol.genesis import preset_keypair
 from soma_ray.protocol.state import SUBMISSION, TARGET
 from soma_ray.protocol.targets import cosine_distance_fixed
 from soma_ray.protocol.types import Submission, Target
@@ -36,22 +34,6 @@ def audited(ray_session, serve_url, tmp_path_factory):
     network.start_services(scoring_device="cpu")
     yield network
     network.stop()
-
-
-def with_client(network, scenario):
-    async def main():
-        client = await SomaClient(rpc_url=network.config.public_url)
-        try:
-            return await scenario(client)
-        finally:
-            await client.close()
-    return run(main())
-
-
-async def funded(client, name, amount=100 * SOMA):
-    key = preset_keypair(name, 0)
-    await client.request_faucet(key.address, amount)
-    return key
 
 
 async def open_targets(client):
@@ -116,7 +98,7 @@ def test_a_fake_score_is_caught_the_miner_slashed_and_the_challenger_paid(audite
     async def scenario(client):
         return await challenge_and_wait(client, "score-fraud", "score-fraud", "fake")
 
-    target, miner_bond, _, challenger_gain, miner_gain = with_client(audited, scenario)
+    target, miner_bond, _, challenger_gain, miner_gain = with_client(audited.config.public_url, scenario)
     assert target.status == "Open" and target.submission_id is None  # reopened: same epoch
     assert challenger_gain == miner_bond - 1_000  # its bond back and the miner's, less its fee
     assert miner_gain == 0  # the bond was locked at the commit and is gone
@@ -126,7 +108,7 @@ def test_data_that_is_not_what_was_hashed_is_data_fraud(audited):
     async def scenario(client):
         return await challenge_and_wait(client, "data-fraud", "data-fraud", "lying")
 
-    target, miner_bond, _, challenger_gain, _ = with_client(audited, scenario)
+    target, miner_bond, _, challenger_gain, _ = with_client(audited.config.public_url, scenario)
     assert target.status == "Open" and challenger_gain == miner_bond - 1_000
 
 
@@ -136,7 +118,7 @@ def test_verify_says_whether_claims_hold_with_the_numbers(audited):
         honest, fake = await submit(client, miner, "honest"), await submit(client, miner, "score-fraud")
         return await client.verify(honest.id), await client.verify(fake.id)
 
-    honest, fake = with_client(audited, scenario)
+    honest, fake = with_client(audited.config.public_url, scenario)
     assert (honest.claims_hold, honest.verdict) == (True, "MinerWins")
     assert abs(honest.recomputed_loss - honest.claimed_loss) < 1e-3 and honest.distance <= honest.threshold
     assert (fake.claims_hold, fake.verdict, fake.fraud) == (False, "ChallengerWins", "ScoreFraud")
@@ -166,7 +148,7 @@ def test_the_cli_challenges_an_honest_miner_who_keeps_the_fill_after_an_aggregat
         target = await submit(client, miner, "honest")
         return miner, target, await client.get_balance(person.address)
 
-    miner, target, balance = with_client(audited, prepare)
+    miner, target, balance = with_client(audited.config.public_url, prepare)
     unknown, target_hex = "0x" + "ab" * 32, "0x" + target.id.hex()
     for args, message in ((("verify", unknown), "no target"),
                           (("challenge", "initiate", unknown, "--kind", "score-fraud"), "no target"),
@@ -175,7 +157,7 @@ def test_the_cli_challenges_an_honest_miner_who_keeps_the_fill_after_an_aggregat
                            "bond")):
         result = soma(*args)
         assert result.exit_code == 1 and message in result.output, result.output
-    assert with_client(audited, lambda c: c.get_balance(person.address)) == balance  # nothing was sent
+    assert with_client(audited.config.public_url, lambda c: c.get_balance(person.address)) == balance  # nothing was sent
 
     verified = soma("verify", target_hex)
     assert verified.exit_code == 0 and "claims hold: yes" in verified.output, verified.output
@@ -194,7 +176,7 @@ def test_the_cli_challenges_an_honest_miner_who_keeps_the_fill_after_an_aggregat
         after = await resolved(client, target.id)
         return after, await client.get_balance(person.address), await client.get_balance(miner.address)
 
-    after, person_balance, _ = with_client(audited, outcome)
+    after, person_balance, _ = with_client(audited.config.public_url, outcome)
     assert after.status == "Filled" and after.submission_id == target.submission_id  # MinerWins
     assert person_balance < balance - 1_000  # its bond went to the miner
     gone = soma("challenge", "info", challenge_hex)
@@ -217,7 +199,7 @@ def test_validator_worker_and_aggregator_killed_mid_audit_and_a_second_aggregato
         return after, bond, (await client.get_balance(challenger.address)) - before
 
     try:
-        target, miner_bond, gain = with_client(audited, scenario)
+        target, miner_bond, gain = with_client(audited.config.public_url, scenario)
         stats = ray.get([audited.aggregator.stats.remote(), second.stats.remote()], timeout=60)
     finally:
         audited.relaunch_validator(3)
@@ -242,7 +224,7 @@ def test_a_byzantine_voter_cannot_stop_the_honest_verdict_and_its_votes_are_evid
         return counted, challenge_id, await resolved(client, target.id)
 
     try:
-        counted, challenge_id, target = with_client(audited, scenario)
+        counted, challenge_id, target = with_client(audited.config.public_url, scenario)
     finally:
         audited.audit_workers[3] = launch_audit_worker(audited.config, 3)
     assert counted == [True, False, False, False, False]
@@ -268,5 +250,5 @@ def test_bad_challenges_fail_before_anything_is_sent(audited):
             await client.verify(target.id)
         return balance, await client.get_balance(person.address)
 
-    before, after = with_client(audited, scenario)
+    before, after = with_client(audited.config.public_url, scenario)
     assert before == after

@@ -15,7 +15,7 @@ from localnet_helpers import start_network
 from soma_ray.cli.board import PLOT_DPI, PLOT_INCHES
 from soma_ray.cli.main import app
 from soma_ray.protocol.crypto import show_address
-from test_participant_flow import funded, with_client
+from localnet_helpers import funded, with_client
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 SOMA = str(Path(sys.executable).with_name("soma"))

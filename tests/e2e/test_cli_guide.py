@@ -28,7 +28,7 @@ from soma_ray.protocol.state import MODEL, STAKING_POOL, SUBMISSION
 from soma_ray.protocol.submissions import claim_split, required_bond
 from soma_ray.protocol.targets import cosine_distance_fixed
 from soma_ray.protocol.types import Model, StakingPool, Submission
-from test_participant_flow import with_client
+from localnet_helpers import with_client
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 SOMA = 10**9

@@ -6,7 +6,7 @@ error before anything is sent, and costs nothing."""
 import numpy as np
 import pytest
 
-from localnet_helpers import run, start_network
+from localnet_helpers import funded, start_network, with_client
 from soma_ray.client import SomaClient
 from soma_ray.protocol import errors
 from soma_ray.protocol.encoding import blake2b256
@@ -26,22 +26,6 @@ def gateway_url(ray_session, serve_url, tmp_path_factory):
     network = start_network(tmp_path_factory, "flow", epoch_duration_ms=3_600_000, http_port=port)
     yield network.start_services(scoring_device="cpu")
     network.stop()
-
-
-def with_client(url, scenario):
-    async def main():
-        client = await SomaClient(rpc_url=url)
-        try:
-            return await scenario(client)
-        finally:
-            await client.close()
-    return run(main())
-
-
-async def funded(client, name, amount=100 * SOMA):
-    key = preset_keypair(name, 0)
-    await client.request_faucet(key.address, amount)
-    return key
 
 
 async def open_target(client):
