@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
+from actors import metrics
 from actors.feed import CheckpointFeed
 from soma_ray.client import SomaClient
 from soma_ray.config import NetworkConfig
@@ -91,6 +93,7 @@ class AuditWorker:
 
     async def _vote_on(self, challenge_id: bytes) -> bytes | None:
         """Audit the challenge and sign the vote (None: the challenge is no longer open)."""
+        started = time.monotonic()
         client = await self._connected()
         for attempt in range(ATTEMPTS):
             try:
@@ -109,6 +112,7 @@ class AuditWorker:
             self._audits.pop(challenge_id, None)  # a later ask starts afresh
             return None
         self._counters["audits"] += 1
+        metrics.record_audit(self._network, self._index, finding.verdict, time.monotonic() - started)
         self._findings[challenge_id] = finding
         for model_id in finding.report:
             await self._report(client, model_id)

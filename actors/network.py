@@ -105,6 +105,7 @@ def launch_aggregator(config: NetworkConfig, index: int = 0, detached: bool = Fa
 
 
 SERVICES = ("blobs", "scoring", "gateway")
+SERVICES_STOP_S = 60.0  # the replicas' graceful shutdown (Serve's default 20 s) with room
 
 
 class Network(NetworkHandles):
@@ -139,8 +140,9 @@ class Network(NetworkHandles):
             "scoring": scoring_app(device=scoring_device, max_submission_bytes=parameters.max_submission_bytes),
             "gateway": gateway_app(config.namespace, config.prefix, localnet=config.localnet),
         }
-        for service in SERVICES:
-            serve.run(apps[service], name=config.app_name(service), route_prefix=config.route_prefix(service))
+        # Deployed together: their replicas start at once rather than one app after another.
+        serve.run_many([serve.RunTarget(apps[service], name=config.app_name(service),
+                                        route_prefix=config.route_prefix(service)) for service in SERVICES])
         self.start_audits(detached)
         return config.public_url
 
@@ -167,9 +169,10 @@ class Network(NetworkHandles):
         config = self.config
         self.stop_audits()
         running = serve.status().applications  # empty where Serve never started
-        for service in SERVICES:
-            if config.app_name(service) in running:
-                serve.delete(config.app_name(service))
+        names = [config.app_name(service) for service in SERVICES if config.app_name(service) in running]
+        for name in names:  # deleted together: each replica's graceful shutdown overlaps the others'
+            serve.delete(name, _blocking=False)
+        _wait_for(lambda: not set(names) & set(serve.status().applications), SERVICES_STOP_S)
 
     def stop_validator(self, index: int) -> None:
         """Kill validator `index` for good (Ray does not restart it); its disk stays."""
@@ -201,11 +204,16 @@ def _kill_named(names: list[str], namespace: str) -> None:
         _wait_until_gone(name, namespace)
 
 
+def _wait_for(done, timeout_s: float) -> None:
+    """Poll `done()` until it holds or `timeout_s` passes (the caller checks what it needs)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not done():
+        time.sleep(0.1)
+
+
 def _wait_until_gone(name: str, namespace: str, timeout_s: float = 30.0) -> None:
     """Ray frees an actor's name once the actor is dead; kill returns before that."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and find_actor(name, namespace) is not None:
-        time.sleep(0.1)
+    _wait_for(lambda: find_actor(name, namespace) is None, timeout_s)
 
 
 # The genesis models' weights are these seeds' fresh small V1 models.

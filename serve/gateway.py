@@ -184,8 +184,9 @@ class Gateway:
     @app.post("/faucet")
     async def faucet(self, request: Request) -> Response:
         try:
-            if not self._localnet:
-                raise wire.LocalnetOnly(operation="the faucet")
+            # The chain's own switch (a localnet's genesis, or a testnet's `faucet = true`).
+            if not (await self._system()).parameters.faucet_enabled:
+                raise errors.FaucetDisabled()
             asked = decode(await _body(request, 1_024), wire.FaucetRequest)
             if len(asked.recipient) != 32 or asked.amount <= 0:
                 raise errors.MalformedInput(reason="a faucet request names a 32-byte address and a positive amount")

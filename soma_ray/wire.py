@@ -107,7 +107,7 @@ def http_status(error: errors.ProtocolError | errors.ExecutionError) -> int:
         return 429
     if error.code in (RouteNotFound.__name__, NotFound.__name__, "ObjectNotFound", "ModelHasNoWeights"):
         return 404
-    if error.code == LocalnetOnly.__name__:
+    if error.code in (LocalnetOnly.__name__, "FaucetDisabled"):
         return 403
     if error.code == EpochNotReached.__name__:
         return 408

@@ -103,12 +103,14 @@ def same_root_at_same_height(network):
     return found if len(heights) == 1 and len(roots) == 1 else False
 
 
-def start_network(tmp_path_factory, name: str, epoch_duration_ms: int = 3_600_000, **settings):
-    """A 4-validator network (epochs too long to end during a test unless told otherwise, and
-    these other `NetworkConfig` settings), once every validator has opened its disk; stopped
-    again if that does not happen in time."""
+def start_network(tmp_path_factory, name: str, epoch_duration_ms: int = 3_600_000, validators: int = 4,
+                  **settings):
+    """A network of 4 validators unless told otherwise (epochs too long to end during a test
+    unless told otherwise, and these other `NetworkConfig` settings), once every validator has
+    opened its disk; stopped again if that does not happen in time. Modules that test what a
+    participant sees, not consensus, run one validator: fewer processes on a 2-core machine."""
     config = net.NetworkConfig(
-        data_dir=str(tmp_path_factory.mktemp(name)), validators=4, epoch_duration_ms=epoch_duration_ms,
+        data_dir=str(tmp_path_factory.mktemp(name)), validators=validators, epoch_duration_ms=epoch_duration_ms,
         namespace="soma-test", prefix=f"{name}-{uuid.uuid4().hex[:6]}-", **settings)
     network = net.start(config)
     try:

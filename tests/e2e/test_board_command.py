@@ -34,7 +34,7 @@ async def make_hit(client):
 @pytest.fixture(scope="module")
 def board_run(ray_session, serve_url, tmp_path_factory):
     port = int(serve_url.rsplit(":", 1)[1])
-    network = start_network(tmp_path_factory, "board", epoch_duration_ms=3_600_000, http_port=port)
+    network = start_network(tmp_path_factory, "board", epoch_duration_ms=3_600_000, validators=1, http_port=port)
     try:
         url = network.start_services(scoring_device="cpu")
         hit = with_client(url, make_hit)

@@ -28,7 +28,7 @@ SOMA_EXE = str(Path(sys.executable).with_name("soma"))
 @pytest.fixture(scope="module")
 def gateway_url(ray_session, serve_url, tmp_path_factory):
     port = int(serve_url.rsplit(":", 1)[1])
-    network = start_network(tmp_path_factory, "climodel", epoch_duration_ms=3_600_000, http_port=port)
+    network = start_network(tmp_path_factory, "climodel", epoch_duration_ms=3_600_000, validators=1, http_port=port)
     yield network.start_services(scoring_device="cpu")
     network.stop()
 

@@ -23,7 +23,7 @@ BPS = 10_000
 @pytest.fixture(scope="module")
 def gateway_url(ray_session, serve_url, tmp_path_factory):
     port = int(serve_url.rsplit(":", 1)[1])
-    network = start_network(tmp_path_factory, "flow", epoch_duration_ms=3_600_000, http_port=port)
+    network = start_network(tmp_path_factory, "flow", epoch_duration_ms=3_600_000, validators=1, http_port=port)
     yield network.start_services(scoring_device="cpu")
     network.stop()
 
