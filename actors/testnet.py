@@ -62,6 +62,7 @@ class TestnetSettings:
     # Where Serve listens, and the host in the URLs it hands out (blobs): the head's address.
     http_host: str = "127.0.0.1"
     http_port: int = 8000
+    public_host: str | None = None  # the host in those URLs where it differs (NetworkConfig)
     services: bool = True
     scoring_device: str = "auto"
     # Ray options per actor kind; a kind given here replaces its TESTNET_PLACEMENT entry.
@@ -73,7 +74,7 @@ class TestnetSettings:
             epoch_duration_ms=self.epoch_duration_ms, localnet=False, namespace=self.namespace,
             keys="files", genesis_file=str(Path(self.data_dir) / GENESIS_FILE),
             placement={**TESTNET_PLACEMENT, **self.placement},
-            http_host=self.http_host, http_port=self.http_port)
+            http_host=self.http_host, http_port=self.http_port, public_host=self.public_host)
 
     def genesis_config(self, public_keys: list[bytes], timestamp_ms: int) -> GenesisConfig:
         return testnet_genesis_config(public_keys, self.validator_stake, self.commission_bps,

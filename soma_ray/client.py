@@ -140,6 +140,7 @@ class SomaClient(ParticipantCalls):
         self._transport = None
         self._services: HttpTransport | None = None  # blob store and scoring, on the Ray path
         self._seen_sequence: int | None = None  # the latest checkpoint holding one of ours
+        self._catch_up_reads = False
         self._nonces: dict[bytes, _KeyNonces] = {}  # by sender, for `execute`
         self._queued: list[tuple[bytes, asyncio.Future]] = []  # submissions not yet sent
         self._sending: set[asyncio.Task] = set()
@@ -187,6 +188,21 @@ class SomaClient(ParticipantCalls):
         found = await self._transport.get_checkpoint(sequence)
         return None if found is None else decode(found[0], Checkpoint)
 
+    def read_from_latest(self) -> None:
+        """Target-index reads wait until the index has applied the chain's latest certified
+        checkpoint as of the first such read, so they show what other processes wrote before
+        (a fresh client otherwise reads its own writes only). Costs one request, then."""
+        self._catch_up_reads = True
+
+    async def _reads_after(self) -> int | None:
+        """The checkpoint an index read must wait for (see read_from_latest)."""
+        if self._catch_up_reads:
+            self._catch_up_reads = False
+            latest = await self.get_checkpoint()
+            if latest is not None:
+                self._seen_sequence = max(latest.sequence, self._seen_sequence or 0)
+        return self._seen_sequence
+
     async def get_object(self, tag: bytes, ident: bytes, type_):
         """The state object `type_` stored under `tag || ident` (see protocol.state), or None."""
         raw = await self._transport.get_object(tag + ident)
@@ -211,7 +227,7 @@ class SomaClient(ParticipantCalls):
         in creation order; pass `next_page_token` back for the next."""
         return await self._transport.list_targets(
             status, limit, page_token, None if submitter is None else as_id(submitter, "an address"),
-            None if model_id is None else as_id(model_id, "a model id"), self._seen_sequence)
+            None if model_id is None else as_id(model_id, "a model id"), await self._reads_after())
 
     async def get_targets(self, status: str | None = "open", limit: int | None = None,
                           submitter: str | bytes | None = None,
@@ -229,13 +245,13 @@ class SomaClient(ParticipantCalls):
         return found
 
     async def get_target(self, target_id: str | bytes) -> TargetView:
-        return await self._transport.get_target(as_id(target_id, "a target id"), self._seen_sequence)
+        return await self._transport.get_target(as_id(target_id, "a target id"), await self._reads_after())
 
     async def get_model_manifests(self, target_or_model_ids) -> list[ManifestView]:
         """One manifest per model, in the target's order (a TargetView, or model ids); a model
         without weights raises ModelHasNoWeights, it is never left out."""
         ids = getattr(target_or_model_ids, "model_ids", target_or_model_ids)
-        return await self._transport.model_manifests([as_id(i, "a model id") for i in ids], self._seen_sequence)
+        return await self._transport.model_manifests([as_id(i, "a model id") for i in ids], await self._reads_after())
 
     async def nearest_targets(self, embedding, k: int = 10) -> list[NearbyTarget]:
         """The open targets closest to `embedding` (cosine distance), nearest first."""
@@ -244,7 +260,7 @@ class SomaClient(ParticipantCalls):
     async def get_active_models(self) -> list[ModelView]:
         """Every Active model: id, owner, embedding (float32 bytes), stake, commission, whether
         an update is pending."""
-        return await self._transport.active_models(self._seen_sequence)
+        return await self._transport.active_models(await self._reads_after())
 
     async def get_leaderboard(self, limit: int = 100) -> Leaderboard:
         return await self._transport.leaderboard(limit)

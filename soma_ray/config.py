@@ -86,6 +86,10 @@ class NetworkConfig:
     # public surface; a Ray cluster runs one proxy, so the first network's setting holds).
     http_host: str = "127.0.0.1"
     http_port: int = 8000
+    # The host participants reach the proxy at, in the URLs handed out (the gateway's, blob URLs
+    # in manifests); None: http_host. Set it where Serve binds an address nobody outside can
+    # use (0.0.0.0, or a private address behind a public one).
+    public_host: str | None = None
 
     # ------------------------------------------------------------------ names
 
@@ -114,7 +118,7 @@ class NetworkConfig:
     def public_url(self) -> str:
         """The gateway's URL, as participants reach it."""
         route = self.route_prefix("gateway")
-        return f"http://{self.http_host}:{self.http_port}{'' if route == '/' else route}"
+        return f"http://{self.public_host or self.http_host}:{self.http_port}{'' if route == '/' else route}"
 
     # ------------------------------------------------------------------ the data dir
 

@@ -73,6 +73,7 @@ def run_participant(rpc_url: str | None, action):
     async def main():
         client = await SomaClient(rpc_url=rpc_url or CHAIN_URLS["localnet"])
         try:
+            client.read_from_latest()  # each command sees what earlier ones did
             return await action(client)
         finally:
             await client.close()

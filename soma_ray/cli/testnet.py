@@ -8,6 +8,7 @@ reach it with the same address and namespace.
 """
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import replace
 from pathlib import Path
@@ -35,6 +36,7 @@ MAX_FILE_BYTES = 64 * 1024
 MAX_VALIDATORS = 100
 SCORING_DEVICES = ("auto", "cpu", "cuda")
 PLACEMENT_OPTIONS = ("num_cpus", "num_gpus", "resources")
+HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
 # key: (its TOML type, the TestnetSettings field it sets where that is named otherwise)
 _SCALARS = {
     "validators": (int, None),
@@ -44,6 +46,7 @@ _SCALARS = {
     "faucet": (bool, None),
     "namespace": (str, None),
     "http_host": (str, None),
+    "public_host": (str, None),
     "http_port": (int, None),
     "services": (bool, None),
     "scoring_device": (str, None),
@@ -96,6 +99,9 @@ def _check_scalars(values: dict, source: str) -> None:
     require(0 <= values.get("commission_bps", 0) <= BPS, f"commission_bps: 0 to {BPS}")
     require(1 <= values.get("http_port", 1) <= 65535, "http_port: 1 to 65535")
     require(values.get("namespace", "x") != "", "namespace: not empty")
+    for host in ("http_host", "public_host"):  # a bare host name or address, as URLs carry it
+        require(HOST.fullmatch(values.get(host, "localhost")) is not None,
+                f"{host}: a host name or IPv4 address (no scheme, port or path)")
     require(values.get("scoring_device", "auto") in SCORING_DEVICES,
             f"scoring_device: one of {', '.join(SCORING_DEVICES)}")
 
@@ -160,6 +166,8 @@ def start_testnet_command(
     config: Annotated[Path, typer.Option("--config", help="The testnet file (TOML).")],
     http_host: Annotated[Optional[str], typer.Option(
         "--http-host", help="Overrides the file's http_host (the head's address).")] = None,
+    public_host: Annotated[Optional[str], typer.Option(
+        "--public-host", help="Overrides the file's public_host (the address participants use).")] = None,
     node_timeout: Annotated[str, typer.Option(
         "--node-timeout", help="How long to wait for the validators' nodes, e.g. 30m.")] = "30m",
     address: AddressOption = None,
@@ -170,10 +178,12 @@ def start_testnet_command(
     try:
         settings = read_testnet_file(config)
         timeout_s = parse_duration_ms(node_timeout) / 1000
+        hosts = {name: host for name, host in (("http_host", http_host), ("public_host", public_host))
+                 if host is not None}
+        _check_scalars(hosts, "the command line")
     except BadArgument as error:
         raise fail(str(error)) from None
-    if http_host is not None:
-        settings = replace(settings, http_host=http_host)
+    settings = replace(settings, **hosts)
     quiet_serve()
     try:
         joined = cluster.connect(address, namespace=settings.namespace)

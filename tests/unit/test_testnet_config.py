@@ -49,6 +49,13 @@ def test_a_network_config_pins_validators_by_index_and_the_rest_to_the_head():
     assert config.genesis_file == "/srv/soma/genesis.json"
 
 
+def test_urls_name_the_public_host_and_serve_binds_the_http_host():
+    config = settings_of('http_host = "0.0.0.0"\npublic_host = "soma.example.org"').network_config()
+    assert config.http_host == "0.0.0.0"
+    assert config.public_url == "http://soma.example.org:8000"
+    assert settings_of('http_host = "10.0.0.5"').network_config().public_url == "http://10.0.0.5:8000"
+
+
 def test_a_placement_kind_in_the_file_replaces_the_default_for_that_kind():
     config = settings_of('[placement.validator]\nnum_cpus = 1\nresources = { "v{index}" = 2 }'
                          ).network_config()
@@ -64,6 +71,9 @@ def test_a_placement_kind_in_the_file_replaces_the_default_for_that_kind():
     ("validator_stake = -1", "validator_stake"),
     ("commission_bps = 10001", "commission_bps"),
     ("http_port = 70000", "http_port"),
+    ('public_host = "http://example.org"', "public_host"),
+    ('http_host = "10.0.0.1:8000"', "http_host"),
+    ('public_host = ""', "public_host"),
     ('scoring_device = "tpu"', "scoring_device"),
     ("epoch_duraton = 5", "unknown settings"),
     ('[balances]\n"0x12" = 5', "address"),
@@ -126,3 +136,15 @@ def test_soma_start_testnet_with_a_bad_file_fails_in_one_line_before_reaching_a_
                                       "--address", "127.0.0.1:1"])
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == [f"error: {bad}: validators: 1 to 100"]
+
+
+def test_a_bad_host_on_the_command_line_fails_in_one_line_before_reaching_a_cluster():
+    from typer.testing import CliRunner
+
+    from soma_ray.cli.main import app
+
+    result = CliRunner().invoke(app, ["start", "testnet", "--config", str(EXAMPLE), "--public-host",
+                                      "https://soma.example.org/", "--address", "127.0.0.1:1"])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        "error: the command line: public_host: a host name or IPv4 address (no scheme, port or path)"]
