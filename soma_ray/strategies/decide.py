@@ -85,6 +85,10 @@ def challenge_to_open(fraud: ChallengeKind | None, checked: int, false_alarm_eve
     return None
 
 
+# The share of a crowd's miners that are lazy (the crowd `soma start localnet` and `soma simulate` run).
+LAZY_RATE = 0.2
+
+
 def crowd_mix(miners: int, fraud_rate: float, lazy_rate: float) -> Mix:
     """How many of `miners` cheat (round(miners × fraud_rate)) and how many are lazy (of the
     rest, round(miners × lazy_rate)); the others are honest."""
