@@ -15,12 +15,9 @@ import ray
 
 from soma_ray.client import SomaClient
 from soma_ray.config import NetworkConfig
-from soma_ray.protocol.params import SHANNONS_PER_SOMA
 from soma_ray.strategies import Spec, Stats, World, build, corpus_files
-from soma_ray.strategies.decide import split_evenly
+from soma_ray.strategies.decide import FUND_AMOUNT, split_evenly
 
-# Each participant's faucet grant: bonds on the localnet are a few hundred thousand shannons.
-FUND_AMOUNT = 100 * SHANNONS_PER_SOMA
 # Participants of one actor stepping at once: each waits mostly on scoring or finality.
 STEP_CONCURRENCY = 32
 CROWD_NAME = "crowd-"

@@ -216,10 +216,6 @@ def _wait_until_gone(name: str, namespace: str, timeout_s: float = 30.0) -> None
     _wait_for(lambda: find_actor(name, namespace) is None, timeout_s)
 
 
-# The genesis models' weights are these seeds' fresh small V1 models.
-GENESIS_WEIGHTS_SEED = 7_000
-
-
 def publish_genesis_weights(config: NetworkConfig) -> NetworkConfig:
     """Write the localnet genesis into the data dir with real weights for its models: each a
     seeded small V1 model, encrypted under a fresh key, put into the blob store, its manifest and
@@ -228,15 +224,14 @@ def publish_genesis_weights(config: NetworkConfig) -> NetworkConfig:
     import asyncio
 
     from serve.blobs import BlobStore, blob_url
-    from soma_ray.model import V1Config, seeded_model, weights_bytes
+    from soma_ray.model import genesis_model_weights
     from soma_ray.model.encryption import encrypt_bytes
 
     genesis_config = config.genesis_config()
     store = BlobStore(config.blobs_dir)
     models = []
     for i, spec in enumerate(genesis_config.models):
-        weights = weights_bytes(seeded_model(V1Config.small(), GENESIS_WEIGHTS_SEED + i))
-        encrypted, key = encrypt_bytes(weights)
+        encrypted, key = encrypt_bytes(genesis_model_weights(i))
         stored = asyncio.run(store.put_bytes(encrypted, genesis_config.parameters.model_max_weight_size))
         manifest = WeightsManifest(url=blob_url(config.public_url, stored.checksum),
                                    checksum=stored.checksum, size=stored.size)

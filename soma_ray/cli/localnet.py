@@ -28,6 +28,7 @@ from soma_ray.protocol.errors import ProtocolError
 from soma_ray.protocol.state import CHALLENGE
 from soma_ray.protocol.targets import DISTANCE_SCALE
 from soma_ray.strategies import Stats, crowd_mix, roster
+from soma_ray.strategies.decide import LAZY_RATE
 from soma_ray.strategies.roster import MINER_ROLES, ROLES
 from soma_ray.wallet import WalletError
 
@@ -35,9 +36,8 @@ start_app = typer.Typer(help="Start a network.", no_args_is_help=True)
 epoch_app = typer.Typer(help="Epochs.", no_args_is_help=True)
 
 STATUS_INTERVAL_S = 1.0
-# The crowd's pause between rounds, and the share of its miners that are lazy.
+# The crowd's pause between rounds.
 CROWD_PAUSE_S = 1.0
-LAZY_RATE = 0.2
 _DURATION = re.compile(r"^(\d+)(ms|s|m|h)?$")
 _UNIT_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, None: 1_000}
 

@@ -41,12 +41,16 @@ from soma_ray.model.scoring import (
 )
 from soma_ray.model.sigreg_stat import sigreg
 from soma_ray.model.tokenizer import Chunks, tokenize
-from soma_ray.model.weights import load_weights, read_weights_header, save_weights, seeded_model, weights_bytes
+from soma_ray.model.weights import (
+    GENESIS_WEIGHTS_SEED, genesis_model_weights, load_weights, read_weights_header, save_weights, seeded_model,
+    weights_bytes,
+)
 
 __all__ = [
     "CHUNKS_PER_BATCH", "EOS_TOKEN", "PAD_TOKEN", "SIGREG_COEFFICIENT", "VOCAB_SIZE",
     "V1Config", "V1Model", "Chunks", "tokenize", "sigreg",
     "save_weights", "load_weights", "read_weights_header", "seeded_model", "weights_bytes",
+    "GENESIS_WEIGHTS_SEED", "genesis_model_weights",
     "ModelScore", "ScoreResult", "score_model", "score_many", "score", "cosine_distance",
     "encrypt_weights", "decrypt_weights", "weights_manifest", "weights_commitment",
     "key_commitment", "embedding_commitment", "embedding_bytes",

@@ -42,6 +42,16 @@ def seeded_model(config: V1Config, seed: int) -> V1Model:
     return V1Model(config)
 
 
+# The localnet's genesis models are these seeds' fresh small V1 models (the live localnet and
+# `soma simulate` publish them, each under its own fresh encryption key).
+GENESIS_WEIGHTS_SEED = 7_000
+
+
+def genesis_model_weights(index: int) -> bytes:
+    """The weights file of the localnet's genesis model `index`."""
+    return weights_bytes(seeded_model(V1Config.small(), GENESIS_WEIGHTS_SEED + index))
+
+
 def _tensors_and_metadata(model: V1Model) -> tuple[dict, dict]:
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous()
                for k, v in model.state_dict().items()}

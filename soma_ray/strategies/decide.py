@@ -11,6 +11,7 @@ from typing import NamedTuple, Sequence
 
 from soma_ray.node.target_index import TargetView
 from soma_ray.protocol.encoding import blake2b256
+from soma_ray.protocol.params import SHANNONS_PER_SOMA
 from soma_ray.protocol.targets import DISTANCE_SCALE, cosine_distance_fixed
 from soma_ray.protocol.types import ChallengeKind
 
@@ -87,6 +88,8 @@ def challenge_to_open(fraud: ChallengeKind | None, checked: int, false_alarm_eve
 
 # The share of a crowd's miners that are lazy (the crowd `soma start localnet` and `soma simulate` run).
 LAZY_RATE = 0.2
+# Each participant's faucet grant: bonds on the localnet are a few hundred thousand shannons.
+FUND_AMOUNT = 100 * SHANNONS_PER_SOMA
 
 
 def crowd_mix(miners: int, fraud_rate: float, lazy_rate: float) -> Mix:

@@ -43,7 +43,6 @@ from soma_ray.protocol import errors
 from soma_ray.protocol.crypto import Keypair
 from soma_ray.protocol.encoding import blake2b256, encode
 from soma_ray.protocol.genesis import GenesisConfig, genesis, localnet_genesis_config, preset_keypair
-from soma_ray.protocol.params import SHANNONS_PER_SOMA
 from soma_ray.protocol.sim import Simulator
 from soma_ray.protocol.state import CHALLENGE, SUBMISSION, TARGET
 from soma_ray.protocol.supply import total_supply
@@ -52,18 +51,14 @@ from soma_ray.protocol.types import (
     Account, Challenge, Checkpoint, Faucet, ResolveChallenge, Submission, SystemState, Target,
     TransactionEffects, TransactionKind, WeightsManifest,
 )
+from soma_ray.strategies.decide import FUND_AMOUNT
 from soma_ray.strategies.participants import Participant, Stats, World
 from soma_ray.strategies.roster import Spec, build
 from soma_ray.wire import EpochInfo, ScoreResponse, epoch_info
 
 # Where the in-process blob store's blobs are named: BLOBS_URL/<checksum hex>.
 BLOBS_URL = "sim://blobs"
-# The genesis models' weights: fresh small V1 models from these seeds (actors/network.py's
-# GENESIS_WEIGHTS_SEED: the localnet's models, though under other encryption keys).
-GENESIS_WEIGHTS_SEED = 7_000
 VALIDATORS = 4
-# Each participant's faucet grant (actors/crowd.py's FUND_AMOUNT).
-FUND_AMOUNT = 100 * SHANNONS_PER_SOMA
 # Quiet rounds after an epoch's mining at most, while challenges resolve.
 MAX_QUIET_ROUNDS = 50
 
@@ -266,14 +261,14 @@ def simulated_genesis(validators: int = VALIDATORS, epoch_duration_ms: int = 60_
     """The localnet genesis (preset validator keys, early epoch changes allowed) with real
     weights for its models, as `soma start localnet` publishes them: each a seeded small V1
     model, encrypted under a fresh key; (the genesis, the blobs holding the weights)."""
-    from soma_ray.model import V1Config, seeded_model, weights_bytes
+    from soma_ray.model import genesis_model_weights
     from soma_ray.model.encryption import encrypt_bytes
 
     config = localnet_genesis_config([preset_keypair("validator", i).public_key for i in range(validators)],
                                      epoch_duration_ms, True, 0)
     blobs, models = {}, []
     for i, spec in enumerate(config.models):
-        encrypted, key = encrypt_bytes(weights_bytes(seeded_model(V1Config.small(), GENESIS_WEIGHTS_SEED + i)))
+        encrypted, key = encrypt_bytes(genesis_model_weights(i))
         checksum = blake2b256(encrypted)
         blobs[blob_url(checksum)] = encrypted
         manifest = WeightsManifest(url=blob_url(checksum), checksum=checksum, size=len(encrypted))

@@ -9,7 +9,7 @@ import pytest
 import requests
 import torch
 
-from actors.network import GENESIS_WEIGHTS_SEED
+from soma_ray.model import GENESIS_WEIGHTS_SEED
 from localnet_helpers import run, start_network
 from soma_ray.model import V1Config, load_weights, score, seeded_model
 from soma_ray.protocol.genesis import genesis
