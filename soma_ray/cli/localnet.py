@@ -306,8 +306,9 @@ def start_scoring(
     quiet_serve()
     ray.init(address="local", include_dashboard=False, **options, **cluster.QUIET_INIT)
     try:
+        app = scoring_app(device=device)  # before Serve starts: a missing GPU fails in a second
         serve.start(http_options={"host": "127.0.0.1", "port": http_port})
-        serve.run(scoring_app(device=device), name="scoring", route_prefix="/scoring")
+        serve.run(app, name="scoring", route_prefix="/scoring")
     except Exception as error:  # noqa: BLE001 - Serve's own errors (a taken port, no GPU): one line
         ray.shutdown()
         raise fail(str(error)) from None
