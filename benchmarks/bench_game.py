@@ -27,6 +27,7 @@ from bench_localnet import percentile
 from soma_ray.client import SomaClient
 from soma_ray.protocol.state import CHALLENGE
 from soma_ray.strategies import Stats, crowd_mix, roster
+from soma_ray.strategies.decide import LAZY_RATE
 from soma_ray.strategies.roster import MINER_ROLES
 
 DRAIN_DEADLINE_S = 600.0
@@ -52,7 +53,7 @@ async def play(network, crowd, epochs: int, rounds_per_epoch: int) -> float:
 
 
 def measure(network, miners: int, actors: int, epochs: int, rounds_per_epoch: int, seed: int) -> dict:
-    specs = roster(crowd_mix(miners, 0.1, 0.2), max(1, miners // 16))
+    specs = roster(crowd_mix(miners, 0.1, LAZY_RATE), max(1, miners // 16))
     crowd = launch_crowd(network.config, specs, actors, seed=seed)
     try:
         wall_s = asyncio.run(play(network, crowd, epochs, rounds_per_epoch))
