@@ -108,10 +108,11 @@ def read_data_file(path: Path, max_bytes: int) -> bytes:
 
 def model_sets_to_score(targets: list[TargetView], limit: int = MAX_MODEL_SETS) -> list[list[TargetView]]:
     """The open targets grouped by their model set (a file scores the same under one set: only
-    the distance depends on the target), the `limit` sets with the most reward first."""
-    groups: dict[tuple[bytes, ...], list[TargetView]] = {}
+    the distance depends on the target), the `limit` sets with the most reward first. A set is
+    its models in any order: targets list theirs nearest first, so one set comes in several."""
+    groups: dict[frozenset[bytes], list[TargetView]] = {}
     for target in targets:
-        groups.setdefault(tuple(target.model_ids), []).append(target)
+        groups.setdefault(frozenset(target.model_ids), []).append(target)
     ranked = sorted(groups.values(), key=lambda group: -sum(t.reward_pool for t in group))
     return ranked[:limit]
 

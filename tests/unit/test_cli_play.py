@@ -41,6 +41,14 @@ def test_a_file_is_scored_once_per_model_set_the_sets_with_most_reward_first():
     assert [[t.id[0] for t in group] for group in groups] == [[2], [1, 3]]  # 50 vs 10 + 30; (C,) left out
 
 
+def test_the_same_models_in_another_order_are_one_set():
+    # Were each order its own set, (A, B) and (B, A) would take two of the limit's slots (and be
+    # scored twice); with one slot, target 1 would be left out.
+    targets = [target(1, 10, (A, B)), target(2, 50, (B, A)), target(3, 30, (C,))]
+    groups = play.model_sets_to_score(targets, limit=1)
+    assert [[t.id[0] for t in group] for group in groups] == [[1, 2]]
+
+
 def test_every_target_of_a_set_gets_the_chains_own_distance():
     near, far = target(1, embedding=(1.0, 0.1)), target(2, embedding=(-1.0, 0.2))
     embedding = np.asarray([0.9, 0.0], "<f4").tobytes()
