@@ -119,3 +119,16 @@ def start_network(tmp_path_factory, name: str, epoch_duration_ms: int = 3_600_00
         network.stop()
         raise
     return network
+
+
+def start_served(tmp_path_factory, serve_url: str, name: str, **settings):
+    """`start_network` on the session's Serve port with its services (gateway, blob store,
+    scoring service, target index, audits) started: `network.config.public_url` reaches them.
+    Stopped again if they do not start."""
+    network = start_network(tmp_path_factory, name, http_port=int(serve_url.rsplit(":", 1)[1]), **settings)
+    try:
+        network.start_services(scoring_device="cpu")
+    except BaseException:
+        network.stop()
+        raise
+    return network

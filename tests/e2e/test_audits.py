@@ -10,7 +10,7 @@ import typer
 from typer.testing import CliRunner
 
 from actors.network import launch_aggregator, launch_audit_worker
-from localnet_helpers import eventually, funded, start_network, with_client
+from localnet_helpers import eventually, funded, start_served, with_client
 from soma_ray.cli.challenge import register
 from soma_ray.node.audit import sign_vote
 from soma_ray.protocol import errors
@@ -28,10 +28,7 @@ RESOLVE_S = 240.0  # generous: audits score on 2 loaded cores
 
 @pytest.fixture(scope="module")
 def audited(ray_session, serve_url, tmp_path_factory):
-    port = int(serve_url.rsplit(":", 1)[1])
-    network = start_network(tmp_path_factory, "audit", epoch_duration_ms=3_600_000, http_port=port,
-                            genesis_weights=True)
-    network.start_services(scoring_device="cpu")
+    network = start_served(tmp_path_factory, serve_url, "audit", genesis_weights=True)
     yield network
     network.stop()
 

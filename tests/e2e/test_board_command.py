@@ -11,11 +11,10 @@ import pytest
 from matplotlib.image import imread
 from typer.testing import CliRunner
 
-from localnet_helpers import start_network
+from localnet_helpers import funded, start_served, with_client
 from soma_ray.cli.board import PLOT_DPI, PLOT_INCHES
 from soma_ray.cli.main import app
 from soma_ray.protocol.crypto import show_address
-from localnet_helpers import funded, with_client
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 SOMA = str(Path(sys.executable).with_name("soma"))
@@ -33,10 +32,9 @@ async def make_hit(client):
 
 @pytest.fixture(scope="module")
 def board_run(ray_session, serve_url, tmp_path_factory):
-    port = int(serve_url.rsplit(":", 1)[1])
-    network = start_network(tmp_path_factory, "board", epoch_duration_ms=3_600_000, validators=1, http_port=port)
+    network = start_served(tmp_path_factory, serve_url, "board", validators=1)
+    url = network.config.public_url
     try:
-        url = network.start_services(scoring_device="cpu")
         hit = with_client(url, make_hit)
         models = with_client(url, lambda client: client.get_active_models())
         plot = tmp_path_factory.mktemp("board-plot") / "board.png"

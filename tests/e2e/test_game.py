@@ -10,7 +10,7 @@ import ray
 
 from actors.crowd import crowd_stats, launch_crowd, stop_crowd
 from game_helpers import supply_at_each_checkpoint
-from localnet_helpers import client_of, run, start_network
+from localnet_helpers import client_of, run, start_served
 from soma_ray.protocol.state import CHALLENGE, SUBMISSION, TARGET
 from soma_ray.protocol.types import Submission, Target
 from soma_ray.strategies import Mix, roster
@@ -23,10 +23,7 @@ DRAIN_DEADLINE_S = 300.0
 
 @pytest.fixture(scope="module")
 def game(ray_session, serve_url, tmp_path_factory):
-    port = int(serve_url.rsplit(":", 1)[1])
-    network = start_network(tmp_path_factory, "game", epoch_duration_ms=3_600_000, http_port=port,
-                            genesis_weights=True)
-    network.start_services(scoring_device="cpu")
+    network = start_served(tmp_path_factory, serve_url, "game", genesis_weights=True)
     crowd = launch_crowd(network.config, roster(Mix(honest=6, lazy=2, fraudulent=2), challengers=2),
                          actors=2, seed=12, false_alarm_every=6)
     try:

@@ -9,7 +9,6 @@ import asyncio
 
 import pytest
 
-from actors import network as net
 from localnet_helpers import (FEE, STOPPED, client_of, eventually, pooled_counts, run, start_network, statuses,
                               transfers, wait_until)
 from soma_ray.client import FinalityTimeout

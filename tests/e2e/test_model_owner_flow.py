@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from localnet_helpers import run, start_network
+from localnet_helpers import run, start_served
 from soma_ray.cli.model import load_secret
 from soma_ray.client import SomaClient
 from soma_ray.model import V1Config, seeded_model, weights_bytes
@@ -27,9 +27,8 @@ SOMA_EXE = str(Path(sys.executable).with_name("soma"))
 
 @pytest.fixture(scope="module")
 def gateway_url(ray_session, serve_url, tmp_path_factory):
-    port = int(serve_url.rsplit(":", 1)[1])
-    network = start_network(tmp_path_factory, "climodel", epoch_duration_ms=3_600_000, validators=1, http_port=port)
-    yield network.start_services(scoring_device="cpu")
+    network = start_served(tmp_path_factory, serve_url, "climodel", validators=1)
+    yield network.config.public_url
     network.stop()
 
 

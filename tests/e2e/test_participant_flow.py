@@ -6,7 +6,7 @@ error before anything is sent, and costs nothing."""
 import numpy as np
 import pytest
 
-from localnet_helpers import funded, start_network, with_client
+from localnet_helpers import funded, start_served, with_client
 from soma_ray.client import SomaClient
 from soma_ray.protocol import errors
 from soma_ray.protocol.encoding import blake2b256
@@ -22,9 +22,8 @@ BPS = 10_000
 
 @pytest.fixture(scope="module")
 def gateway_url(ray_session, serve_url, tmp_path_factory):
-    port = int(serve_url.rsplit(":", 1)[1])
-    network = start_network(tmp_path_factory, "flow", epoch_duration_ms=3_600_000, validators=1, http_port=port)
-    yield network.start_services(scoring_device="cpu")
+    network = start_served(tmp_path_factory, serve_url, "flow", validators=1)
+    yield network.config.public_url
     network.stop()
 
 

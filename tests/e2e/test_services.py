@@ -10,7 +10,7 @@ import requests
 import torch
 
 from soma_ray.model import GENESIS_WEIGHTS_SEED
-from localnet_helpers import run, start_network
+from localnet_helpers import run, start_served
 from soma_ray.model import V1Config, load_weights, score, seeded_model
 from soma_ray.protocol.genesis import genesis
 from soma_ray.protocol.state import MODEL, TARGET
@@ -24,11 +24,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 @pytest.fixture(scope="module")
 def services(ray_session, serve_url, tmp_path_factory):
-    port = int(serve_url.rsplit(":", 1)[1])
-    network = start_network(tmp_path_factory, "svc", epoch_duration_ms=3_600_000, validators=1, http_port=port,
-                            genesis_weights=True)
-    url = network.start_services(scoring_device="cpu")
-    yield network, url
+    network = start_served(tmp_path_factory, serve_url, "svc", validators=1, genesis_weights=True)
+    yield network, network.config.public_url
     network.stop()  # takes the services off Serve too
 
 
