@@ -25,6 +25,7 @@ from soma_ray.epoch_schedule import EpochWaitTimeout
 from soma_ray.node.replies import SubmitReply
 from soma_ray.protocol import errors
 from soma_ray.protocol.encoding import decode, encode
+from soma_ray.protocol.params import Parameters
 from soma_ray.protocol.state import ACCOUNT, CHALLENGE, MODEL, STAKED_SOMA, STAKING_POOL, SUBMISSION, TARGET, VALIDATOR
 from soma_ray.protocol.types import (
     Account, Challenge, Checkpoint, Model, StakedSoma, StakingPool, Submission, SystemState, Target,
@@ -132,7 +133,7 @@ class Gateway:
         self._localnet = localnet
         self._faucet_per_window = faucet_per_window
         self._faucet_uses: dict[bytes, list[float]] = {}
-        self._max_tx_bytes: int | None = None
+        self._parameters: Parameters | None = None  # the genesis' (no transaction changes them)
 
     async def _call(self, method: str, *args):
         """A transport call; when no validator answers, find the network's actors again once
@@ -146,10 +147,13 @@ class Gateway:
     async def _system(self) -> SystemState:
         return decode(await self._call("system_state"), SystemState)
 
+    async def _chain_parameters(self) -> Parameters:
+        if self._parameters is None:
+            self._parameters = (await self._system()).parameters
+        return self._parameters
+
     async def _tx_limit(self) -> int:
-        if self._max_tx_bytes is None:
-            self._max_tx_bytes = (await self._system()).parameters.max_tx_bytes
-        return self._max_tx_bytes
+        return (await self._chain_parameters()).max_tx_bytes
 
     # ------------------------------------------------------------------ transactions
 
@@ -185,7 +189,7 @@ class Gateway:
     async def faucet(self, request: Request) -> Response:
         try:
             # The chain's own switch (a localnet's genesis, or a testnet's `faucet = true`).
-            if not (await self._system()).parameters.faucet_enabled:
+            if not (await self._chain_parameters()).faucet_enabled:
                 raise errors.FaucetDisabled()
             asked = decode(await _body(request, 1_024), wire.FaucetRequest)
             if len(asked.recipient) != 32 or asked.amount <= 0:
