@@ -18,7 +18,7 @@ import asyncio
 import logging
 import time
 
-from actors import metrics
+from soma_ray import metrics
 from actors.feed import CheckpointFeed
 from soma_ray.client import SomaClient
 from soma_ray.config import NetworkConfig

@@ -24,7 +24,7 @@ import ray
 
 from actors.audit import audit_worker_name
 from actors.feed import CheckpointFeed
-from actors.handles import find_actor
+from soma_ray.handles import find_actor
 from soma_ray.client import FinalityTimeout, SomaClient
 from soma_ray.config import NetworkConfig
 from soma_ray.node.audit import MAX_VOTE_BYTES, Evidence, VoteCollector, challenge_changes

@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import asdict
 
-from actors import metrics
-from actors.handles import find_actor
+from soma_ray import metrics
+from soma_ray.handles import find_actor
 from soma_ray.config import NetworkConfig
 from soma_ray.epoch_schedule import EpochWaiter, change_epoch_due
 

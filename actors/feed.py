@@ -15,13 +15,13 @@ serves one that does not check is passed over for the next.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator
 
 import ray
 
-from actors.handles import find_actor
+from soma_ray.handles import find_actor
 from soma_ray.config import NetworkConfig
+from soma_ray.files import write_atomic
 from soma_ray.node.feed import FeedBroken, Followed, follow
 from soma_ray.protocol.checkpoint import checkpoint_digest
 
@@ -53,12 +53,7 @@ class CheckpointFeed:
     def ack(self, sequence: int) -> None:
         """Durably record that everything up to `sequence` is processed (atomic replace)."""
         self._cursor.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self._cursor.with_suffix(".tmp")
-        with open(temporary, "w") as out:
-            out.write(str(sequence))
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, self._cursor)
+        write_atomic(self._cursor, str(sequence).encode(), durable=True)
 
     async def items(self) -> AsyncIterator[Followed]:
         """Every certified checkpoint from `next_sequence` on, forever, in order, once each."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from actors import metrics
+from soma_ray import metrics
 from actors.peers import Peers
 from soma_ray.config import NetworkConfig
 from soma_ray.node.mempool import Mempool

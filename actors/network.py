@@ -16,9 +16,9 @@ import ray
 from actors.audit import AuditWorker, audit_worker_name
 from actors.challenge_aggregator import ChallengeAggregator, aggregator_name
 from actors.epoch_clock import EpochClock
-from actors.handles import NetworkHandles, NetworkNotRunning, find_actor
+from soma_ray.handles import NetworkHandles, NetworkNotRunning, find_actor
 from actors.target_state import launch_target_state
-from actors.handles import connect as find_network
+from soma_ray.handles import connect as find_network
 from actors.validator import ValidatorActor
 from soma_ray.config import (
     DEFAULT_NAMESPACE, GENESIS_FILE, NetworkConfig, prepare_data_dir, save_config, save_genesis_config,
@@ -137,7 +137,8 @@ class Network(NetworkHandles):
         apps = {
             "blobs": blob_app(str(config.blobs_dir), parameters.max_submission_bytes,
                               parameters.model_max_weight_size, config.public_url),
-            "scoring": scoring_app(device=scoring_device, max_submission_bytes=parameters.max_submission_bytes),
+            "scoring": scoring_app(device=scoring_device, max_submission_bytes=parameters.max_submission_bytes,
+                                   allowed_origins=(config.public_url,)),
             "gateway": gateway_app(config.namespace, config.prefix, localnet=config.localnet),
         }
         # Deployed together: their replicas start at once rather than one app after another.

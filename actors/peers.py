@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from actors.handles import find_actor
+from soma_ray.handles import find_actor
 from soma_ray.config import NetworkConfig
 from soma_ray.protocol.crypto import Committee, address_of
 

@@ -21,13 +21,11 @@ from dataclasses import asdict
 
 import ray
 
-from actors import metrics
+from soma_ray import metrics
 from actors.feed import CheckpointFeed
 from soma_ray.config import NetworkConfig
-from soma_ray.node.target_index import (
-    IndexStatus, Leaderboard, ManifestView, ModelView, NearbyTarget, TargetIndex, TargetPage,
-    TargetView,
-)
+from soma_ray.node.target_index import TargetIndex
+from soma_ray.wire import IndexStatus, Leaderboard, ModelManifest, ModelView, NearbyTarget, TargetPage, TargetView
 
 SUBSCRIBER = "target-state"
 MAX_WAIT_S = 300.0
@@ -119,7 +117,7 @@ class TargetStateActor:
         self._ensure_following()
         return self._index.nearest_open_targets(embedding, k)
 
-    async def model_manifests(self, model_ids: list[bytes]) -> list[ManifestView]:
+    async def model_manifests(self, model_ids: list[bytes]) -> list[ModelManifest]:
         self._ensure_following()
         return self._index.model_manifests(model_ids)
 

@@ -7,7 +7,6 @@ settings come from the testnet file that `soma start testnet --config` reads (so
 """
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from actors import network as net
 from soma_ray.config import (
     DEFAULT_NAMESPACE, GENESIS_FILE, KEY_FILE, NetworkConfig, load_config, write_validator_key,
 )
+from soma_ray.files import write_atomic
 from soma_ray.protocol.crypto import Keypair
 from soma_ray.protocol.genesis import GenesisConfig, testnet_genesis_config
 from soma_ray.protocol.params import SHANNONS_PER_SOMA
@@ -97,9 +97,7 @@ def keep_genesis(path: str, data: bytes) -> None:
     one host write the same file)."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    scratch = target.with_name(f".{target.name}.{os.getpid()}")
-    scratch.write_bytes(data)
-    os.replace(scratch, target)
+    write_atomic(target, data)
 
 
 def _on_each_validator_node(config: NetworkConfig, function, args_of, timeout_s: float) -> list:

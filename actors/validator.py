@@ -23,9 +23,9 @@ import os
 import time
 from collections import Counter
 
-from actors import metrics
+from soma_ray import metrics
 from actors.catch_up import catch_up
-from actors.handles import find_actor
+from soma_ray.handles import find_actor
 from actors.intake import Intake
 from actors.peers import Peers
 from actors.validator_reads import ValidatorReads
@@ -322,5 +322,6 @@ class ValidatorActor(ValidatorReads):
             consensus=dict(self._past_stats + (Counter() if self._core is None else self._core.stats)))
 
     def pooled_nonces(self, sender: bytes) -> list[int]:
-        """Nonces of `sender`'s pooled transactions, ascending."""
+        """Nonces of `sender`'s pooled transactions, ascending. A public read that production
+        does not call: tests/e2e/test_mempool_ttl.py watches a pool with it."""
         return self._intake.mempool.nonces_of(sender)

@@ -4,7 +4,7 @@ the same load with them switched off (issue 13 wants a ratio of at least 0.95).
     .venv/bin/python benchmarks/bench_metrics.py [--rounds 3] [--senders 4] [--per-sender 250]
 
 One local Ray (2 CPUs) runs two 4-validator localnets at once, one whose actors get
-SOMA_METRICS=0 in their runtime_env (actors/metrics.py then records nothing) and one with
+SOMA_METRICS=0 in their runtime_env (soma_ray/metrics.py then records nothing) and one with
 metrics on; the load (bench_localnet's pipelined transfers, through an in-cluster client)
 goes to one network at a time, alternating ABBA so drift in the machine's load falls on both.
 """
@@ -19,7 +19,7 @@ import time
 
 import ray
 
-from actors import metrics
+from soma_ray import metrics
 from actors import network as net
 from bench_localnet import in_cluster, transfers, wait_for_sequence
 

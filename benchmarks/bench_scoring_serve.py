@@ -170,14 +170,14 @@ def main() -> None:
         for _ in range(args.rounds):
             seconds, per_model = timed(lambda: score_many(models, items))
             local_s = min(local_s, seconds)
-            busy = handle.health.remote().result()["compute_s"]
+            busy = handle.scoring_health.remote().result()["compute_s"]
             seconds, replies = timed(serve_round)
             if seconds < serve_s:
                 serve_s = seconds
-                serve_compute_s = handle.health.remote().result()["compute_s"] - busy
+                serve_compute_s = handle.scoring_health.remote().result()["compute_s"] - busy
         exact = all(r.losses == [per_model[k][i].loss for k in range(3)]
                     for i, r in enumerate(replies))
-        health = handle.health.remote().result()
+        health = handle.scoring_health.remote().result()
         print(f"best of {args.rounds}: in-process score_many {local_s:.2f} s "
               f"({3 * args.items / local_s:.1f} item-models/s); through Serve {serve_s:.2f} s "
               f"({3 * args.items / serve_s:.1f} item-models/s); losses bit-identical: {exact}")

@@ -29,15 +29,16 @@ Content-Length). Either way the file is moved to the quarantine, and later reads
 `BlobCorrupted` until the same content is uploaded again.
 
 `blob_app(root, max_data_bytes, max_weights_bytes, public_url)` builds the `BlobService` Serve
-application (FastAPI ingress), to be run with `route_prefix="/blobs"`:
+application, to be run with `route_prefix="/blobs"`; its routes are the route table's
+(soma_ray/routes.py), dispatched by serve/router.py:
 
-    PUT  /blobs/data      body = the bytes, at most max_data_bytes      -> {"url", "checksum", "size"}
-    PUT  /blobs/weights   body = the bytes, at most max_weights_bytes   -> {"url", "checksum", "size"}
+    PUT  /blobs/data      body = the bytes, at most max_data_bytes      -> Uploaded{url, checksum, size}
+    PUT  /blobs/weights   body = the bytes, at most max_weights_bytes   -> Uploaded{url, checksum, size}
     GET  /blobs/{hex}     the bytes (streamed, Content-Length, ETag)
     HEAD /blobs/{hex}     Content-Length only (the sidecar header is checked, the content is not read)
 
-Errors are JSON `{"error": CODE, "fields": {...}}`: 400 InvalidChecksum, 404 BlobNotFound,
-413 BlobTooLarge, 500 BlobCorrupted (the server's fault, not the request's).
+Errors carry their typed error (soma_ray/wire.py's status table): 400 InvalidChecksum,
+404 BlobNotFound, 413 BlobTooLarge, 500 BlobCorrupted (the server's fault, not the request's).
 """
 
 import asyncio
@@ -51,7 +52,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator, Iterable
 
-from soma_ray.protocol.errors import BlobCorrupted, BlobNotFound, BlobTooLarge, InvalidChecksum, ProtocolError
+from soma_ray.protocol.errors import BlobCorrupted, BlobNotFound, BlobTooLarge, InvalidChecksum
+from soma_ray.routes import APP_PREFIX, BLOB_CHECKSUM
+from soma_ray.wire import Uploaded
 
 CHUNK_BYTES = 1024 * 1024
 STALE_TEMP_S = 600.0
@@ -88,12 +91,7 @@ def parse_checksum(checksum: bytes | str) -> bytes:
         return bytes(checksum)
     if not isinstance(checksum, str):
         raise InvalidChecksum(checksum=repr(checksum)[:80], reason="not bytes or a hex string")
-    shown = checksum[:80]
-    if len(checksum) != 2 * _DIGEST:
-        raise InvalidChecksum(checksum=shown, reason=f"{len(checksum)} characters, not 64 hex digits")
-    if any(c not in "0123456789abcdefABCDEF" for c in checksum):
-        raise InvalidChecksum(checksum=shown, reason="not hex digits")
-    return bytes.fromhex(checksum)
+    return BLOB_CHECKSUM.parse(checksum)
 
 
 class BlobReader:
@@ -467,22 +465,42 @@ def _fsync_dir(path: Path) -> None:
 
 # -- the Serve application -----------------------------------------------------------------
 
-STATUS = {
-    "InvalidChecksum": 400,
-    "BlobNotFound": 404,
-    "BlobTooLarge": 413,
-    "BlobCorrupted": 500,
-}
-
-
-def error_body(error: ProtocolError) -> dict[str, Any]:
-    """`{"error": CODE, "fields": {...}}` (bytes fields as hex)."""
-    fields = {k: (v.hex() if isinstance(v, bytes) else v) for k, v in error.values().items()}
-    return {"error": error.code, "fields": fields}
-
-
 def blob_url(public_url: str, checksum: bytes) -> str:
-    return f"{public_url.rstrip('/')}/blobs/{checksum.hex()}"
+    return f"{public_url.rstrip('/')}{APP_PREFIX['blobs']}/{BLOB_CHECKSUM.show(checksum)}"
+
+
+class BlobHandlers:
+    """The blob store's routes (soma_ray/routes.py) over a BlobStore."""
+
+    def __init__(self, store: "BlobStore", max_data_bytes: int, max_weights_bytes: int, public_url: str) -> None:
+        self.store = store
+        self.limits = {"upload_data": max_data_bytes, "upload_weights": max_weights_bytes}
+        self.public_url = public_url
+
+    async def body_limit(self, name: str) -> int:
+        return self.limits[name]
+
+    async def upload(self, kind: str, data, limit: int) -> Uploaded:
+        """Stream the request's body into the store (`data` is the request: the body can be as
+        large as a weights file, so it is never held in memory)."""
+        declared = data.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise BlobTooLarge(size_at_least=int(declared), max=limit)
+        info = await self.store.put(data.stream(), limit)
+        return Uploaded(url=blob_url(self.public_url, info.checksum), checksum=info.checksum, size=info.size)
+
+    async def get_blob(self, checksum: bytes):
+        from starlette.responses import StreamingResponse
+
+        reader = await self.store.open(checksum)
+        return StreamingResponse(_stream(reader), media_type="application/octet-stream",
+                                 headers=_blob_headers(reader.info))
+
+    async def head_get_blob(self, checksum: bytes):
+        from starlette.responses import Response
+
+        return Response(headers=_blob_headers(await self.store.stat(checksum)),
+                        media_type="application/octet-stream")
 
 
 _service = None
@@ -490,19 +508,14 @@ _service = None
 
 def _build_service() -> Any:
     """The `BlobService` deployment, built on first use so that importing this module (the store
-    alone, in unit tests and tools) does not import Ray Serve and FastAPI."""
+    alone, in unit tests and tools) does not import Ray Serve."""
     global _service
     if _service is not None:
         return _service
 
-    from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse, Response, StreamingResponse
     from ray import serve
 
-    api = FastAPI(title="SOMA blob store", openapi_url=None, docs_url=None, redoc_url=None)
-
-    def refuse(error: ProtocolError) -> JSONResponse:
-        return JSONResponse(error_body(error), status_code=STATUS.get(error.code, 500))
+    from serve.router import Router
 
     @serve.deployment(
         name="BlobService",
@@ -510,53 +523,13 @@ def _build_service() -> Any:
         ray_actor_options={"num_cpus": 0},
         max_ongoing_requests=64,
     )
-    @serve.ingress(api)
     class BlobService:
         def __init__(self, root: str, max_data_bytes: int, max_weights_bytes: int, public_url: str) -> None:
             self.store = BlobStore(Path(root))
-            self.limits = {"data": max_data_bytes, "weights": max_weights_bytes}
-            self.public_url = public_url
+            self._router = Router("blobs", BlobHandlers(self.store, max_data_bytes, max_weights_bytes, public_url))
 
-        async def _put(self, request: Request, kind: str) -> Response:
-            limit = self.limits[kind]
-            declared = request.headers.get("content-length")
-            if declared is not None and declared.isdigit() and int(declared) > limit:
-                return refuse(BlobTooLarge(size_at_least=int(declared), max=limit))
-            try:
-                info = await self.store.put(request.stream(), limit)
-            except ProtocolError as error:
-                return refuse(error)
-            return JSONResponse(
-                {"url": blob_url(self.public_url, info.checksum), "checksum": info.hex, "size": info.size}
-            )
-
-        @api.put("/data")
-        async def put_data(self, request: Request) -> Response:
-            return await self._put(request, "data")
-
-        @api.put("/weights")
-        async def put_weights(self, request: Request) -> Response:
-            return await self._put(request, "weights")
-
-        @api.get("/{checksum}")
-        async def get_blob(self, checksum: str) -> Response:
-            try:
-                reader = await self.store.open(checksum)
-            except ProtocolError as error:
-                return refuse(error)
-            return StreamingResponse(
-                _stream(reader),
-                media_type="application/octet-stream",
-                headers=_blob_headers(reader.info),
-            )
-
-        @api.head("/{checksum}")
-        async def head_blob(self, checksum: str) -> Response:
-            try:
-                info = await self.store.stat(checksum)
-            except ProtocolError as error:
-                return refuse(error)
-            return Response(headers=_blob_headers(info), media_type="application/octet-stream")
+        async def __call__(self, request):
+            return await self._router.handle(request)
 
     _service = BlobService
     return _service

@@ -17,14 +17,15 @@ The fan-out goes to a second deployment rather than back into the first because 
 waiting for its sub-calls holds one of its replica's `max_ongoing_requests` slots: requests and
 sub-calls sharing one deployment deadlock once waiting requests fill every slot.
 
-Wire format (msgspec Structs; msgpack, or JSON when the request's Content-Type says so):
+Routes (the route table's, soma_ray/routes.py; msgpack, or JSON when the client asks):
 
     POST {prefix}/score   ScoreRequest  -> ScoreResponse
-    GET  {prefix}/health  -> JSON: device, replicas, models cached, loads, batches, mean batch size
+    GET  {prefix}/health  -> device, replicas, models cached, loads, batches, mean batch size
 
-Errors are `{"error": CODE, "fields": {...}}` (serve/errors.py), 4xx for anything about the
-request. In the cluster: `serve.get_app_handle(name).score.remote(ScoreRequest(...))` returns a
-`ScoreResponse` or raises the same typed errors. docs/scoring.md has the details and figures.
+Errors are the typed errors of soma_ray/protocol/errors.py (4xx for anything about the request),
+written as every public route writes them (serve/router.py). In the cluster:
+`serve.get_app_handle(name).score.remote(ScoreRequest(...))` returns a `ScoreResponse` or raises
+the same typed errors. docs/scoring.md has the details and figures.
 """
 from __future__ import annotations
 
@@ -43,23 +44,17 @@ import msgspec
 import numpy as np
 from ray import serve
 
-from actors import metrics
-from serve.errors import (
-    DataUnavailable,
-    ModelUnavailable,
-    RequestTooLarge,
-    ScoringTimeout,
-    ScoringUnavailable,
-    error_body,
-    http_status,
-)
-from serve.fetch import FetchError, FetchTooLarge, fetch_bytes
+from soma_ray import metrics, wire
+from soma_ray.fetch import FETCH_FAILED, fetch_bytes
 from soma_ray.model.config import V1Config
-from soma_ray.model.encryption import KEY_BYTES, decrypt_bytes
-from soma_ray.model.errors import DecryptionError, ModelError
+from soma_ray.model.encryption import KEY_BYTES
+from soma_ray.model.pipeline import download_weights, open_weights
 from soma_ray.model.scoring import ModelScore, best_of, score_many
 from soma_ray.wire import ModelManifest, ScoreRequest, ScoreResponse
-from soma_ray.protocol.errors import DataTooLarge, MalformedInput, ProtocolError, ZeroEmbedding
+from soma_ray.protocol.errors import (
+    DataTooLarge, DataUnavailable, FetchError, FetchTooLarge, MalformedInput, ModelUnavailable,
+    ProtocolError, ScoringTimeout, ScoringUnavailable, ZeroEmbedding,
+)
 from soma_ray.protocol.params import Parameters
 from soma_ray.protocol.targets import as_embedding
 
@@ -97,6 +92,12 @@ class ScoringSettings:
     cpus_per_replica: float
     threads_per_replica: int
     sub_call_retries: int
+    # Origins ("http://host:port") downloads may reach although their addresses are not public:
+    # the network's own blob store (soma_ray/fetch.py refuses every other inward address).
+    allowed_origins: tuple[str, ...] = ()
+
+    def fetch(self, url: str, max_bytes: int, timeout_s: float):
+        return fetch_bytes(url, max_bytes, timeout_s, allowed_origins=self.allowed_origins)
 
 
 def parameter_bytes(config: V1Config) -> int:
@@ -119,18 +120,9 @@ def weights_file_bound(config: V1Config) -> int:
 
 # --- requests: decoding and checks (pure) ----------------------------------------------------
 
-_JSON_TYPES = ("application/json", "text/json")
-
-
-def wants_json(content_type: str | None) -> bool:
-    return (content_type or "").split(";")[0].strip().lower() in _JSON_TYPES
-
-
-def decode_request(body: bytes, content_type: str | None = None) -> ScoreRequest:
-    """A ScoreRequest from a msgpack (default) or JSON body; MalformedInput otherwise."""
+def decode_request(body: bytes) -> ScoreRequest:
+    """A ScoreRequest from its msgpack bytes; MalformedInput otherwise."""
     try:
-        if wants_json(content_type):
-            return msgspec.json.decode(body, type=ScoreRequest)
         return msgspec.msgpack.decode(body, type=ScoreRequest)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise MalformedInput(reason=f"bad score request: {exc}") from None
@@ -238,30 +230,10 @@ def _key_digest(key: bytes) -> bytes:
     return hashlib.blake2b(key, digest_size=32).digest()
 
 
-def open_weights(manifest: ModelManifest, encrypted: bytes, config: V1Config,
-                 device: str = "cpu") -> LoadedModel:
-    """Check, decrypt and load downloaded weights (in memory); ModelUnavailable names the
-    failing stage."""
-    def unavailable(stage: str, reason: str) -> ModelUnavailable:
-        return ModelUnavailable(model_id=manifest.model_id, stage=stage, reason=reason)
-
-    if len(encrypted) != manifest.size:
-        raise unavailable("size", f"downloaded {len(encrypted)} bytes, the manifest says "
-                                  f"{manifest.size}")
-    if hashlib.blake2b(encrypted, digest_size=32).digest() != manifest.checksum:
-        raise unavailable("checksum", "the downloaded bytes do not match the manifest checksum")
-    from soma_ray.model.weights import load_weights
-
-    try:
-        plain = decrypt_bytes(encrypted, manifest.decryption_key)
-    except DecryptionError as exc:
-        raise unavailable("decrypt", exc.reason) from None
-    try:
-        model = load_weights(plain, config, device=device)
-    except ModelError as exc:
-        raise unavailable("load", str(exc)) from None
-    return LoadedModel(model, bytes(manifest.checksum), manifest.size,
-                       _key_digest(manifest.decryption_key))
+def open_loaded(manifest: ModelManifest, encrypted: bytes, config: V1Config, device: str = "cpu") -> LoadedModel:
+    """Downloaded weights checked, decrypted and loaded (soma_ray.model.pipeline), for the cache."""
+    return LoadedModel(open_weights(manifest, encrypted, config, device), bytes(manifest.checksum),
+                       manifest.size, _key_digest(manifest.decryption_key))
 
 
 # --- the model replicas ----------------------------------------------------------------------
@@ -360,18 +332,9 @@ class ScoringService:
         manifest, deadline = pending
         timeout = max(0.001, min(self._settings.load_timeout_s, deadline - time.monotonic()))
         try:
-            try:
-                encrypted = await fetch_bytes(manifest.url, manifest.size, timeout)
-            except FetchTooLarge as exc:
-                raise ModelUnavailable(
-                    model_id=manifest.model_id, stage="size",
-                    reason=f"the download is at least {exc.size} bytes, the manifest says "
-                           f"{manifest.size}") from None
-            except FetchError as exc:
-                raise ModelUnavailable(model_id=manifest.model_id, stage="download",
-                                       reason=exc.reason) from None
+            encrypted = await download_weights(manifest, self._settings.fetch, timeout)
             loaded = await asyncio.to_thread(
-                open_weights, manifest, encrypted, self._settings.config, self._settings.device)
+                open_loaded, manifest, encrypted, self._settings.config, self._settings.device)
         except ModelUnavailable:
             self._load_failures += 1
             raise
@@ -469,9 +432,11 @@ class ScoringIngress:
         self._replicas: dict[str, dict] = {}  # latest stats of each scorer replica heard from
         self._requests = self._failures = self._retried = 0
         self._metric_tags = {"app": serve.get_replica_context().app_name}
+        self._router = None  # made on the first HTTP request
 
     async def score(self, request: Any) -> ScoreResponse:
-        """Score one request; raises the typed errors of serve/errors.py."""
+        """Score one request; raises the typed errors of the scoring service
+        (soma_ray.protocol.errors: ModelUnavailable, DataUnavailable, ScoringTimeout, ...)."""
         request = as_request(request)
         self._requests += 1
         started = time.monotonic()
@@ -507,14 +472,14 @@ class ScoringIngress:
         limit = self._settings.max_submission_bytes
         url = request.data_url
         try:
-            data = await fetch_bytes(url, limit, max(0.001, deadline - time.monotonic()))
+            data = await self._settings.fetch(url, limit, max(0.001, deadline - time.monotonic()))
         except FetchTooLarge as exc:
             raise DataTooLarge(size=exc.size, max=limit) from None
         except FetchError as exc:
             raise DataUnavailable(url=url, reason=exc.reason) from None
         if request.data_size is not None and len(data) != request.data_size:
-            raise DataUnavailable(url=url, reason=f"{len(data)} bytes, the request declared "
-                                                  f"{request.data_size}")
+            # Not the size: a reply must say nothing about what a URL holds (fetch.py).
+            raise DataUnavailable(url=url, reason=FETCH_FAILED)
         if not data:
             raise MalformedInput(reason="data is empty: scoring needs at least 1 byte")
         return data
@@ -558,8 +523,8 @@ class ScoringIngress:
         if known is None or stats["snapshot"] > known["snapshot"]:
             self._replicas[stats["replica"]] = stats
 
-    async def health(self) -> dict:
-        """Device, replicas and counters (each scorer replica as it last reported)."""
+    async def scoring_health(self) -> dict:
+        """GET {prefix}/health: device, replicas and counters (each scorer replica as it last reported)."""
         try:
             self._note(await asyncio.wait_for(self._scorer.stats.remote(), timeout=10))
         except Exception as exc:  # noqa: BLE001 - health reports what it can
@@ -588,52 +553,17 @@ class ScoringIngress:
             "max_seq_len": s.config.max_seq_len,
         }
 
+    async def body_limit(self, name: str) -> int:
+        """The one limit the scoring routes declare: a score request's body."""
+        return self._settings.max_body_bytes
+
     async def __call__(self, http_request) -> Any:
-        """POST {prefix}/score, GET {prefix}/health."""
-        from starlette.responses import JSONResponse, Response
+        """POST {prefix}/score, GET {prefix}/health: the route table's scoring routes."""
+        from serve.router import Router
 
-        scope = http_request.scope
-        path = scope.get("path", "")
-        root = scope.get("root_path", "")
-        if root and path.startswith(root):
-            path = path[len(root):]
-        path = path.rstrip("/") or "/"
-        method = http_request.method
-        if path == "/health":
-            if method != "GET":
-                return JSONResponse({"error": "MethodNotAllowed", "fields": {"method": method}},
-                                    status_code=405)
-            return JSONResponse(await self.health())
-        if path != "/score":
-            return JSONResponse({"error": "NotFound", "fields": {"path": path}}, status_code=404)
-        if method != "POST":
-            return JSONResponse({"error": "MethodNotAllowed", "fields": {"method": method}},
-                                status_code=405)
-        content_type = http_request.headers.get("content-type")
-        try:
-            body = await self._read_body(http_request)
-            response = await self.score(decode_request(body, content_type))
-        except ProtocolError as exc:
-            return JSONResponse(error_body(exc), status_code=http_status(exc))
-        except Exception:  # noqa: BLE001 - a bug here, not the request's fault
-            log.exception("scoring request failed")
-            return JSONResponse({"error": "InternalError", "fields": {}}, status_code=500)
-        if wants_json(content_type):
-            return Response(msgspec.json.encode(response), media_type="application/json")
-        return Response(msgspec.msgpack.encode(response), media_type="application/msgpack")
-
-    async def _read_body(self, http_request) -> bytes:
-        """The body, refused with RequestTooLarge past max_body_bytes (declared or counted)."""
-        limit = self._settings.max_body_bytes
-        declared = http_request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise RequestTooLarge(size=int(declared), max=limit)
-        body = bytearray()
-        async for chunk in http_request.stream():
-            body += chunk
-            if len(body) > limit:
-                raise RequestTooLarge(size=len(body), max=limit)
-        return bytes(body)
+        if self._router is None:
+            self._router = Router("scoring", self)
+        return await self._router.handle(http_request)
 
 
 # --- the application -------------------------------------------------------------------------
@@ -677,6 +607,7 @@ def scoring_settings(config: V1Config | None = None, *,
                      max_replicas: int | None = None,
                      cpus_per_replica: float = 1,
                      sub_call_retries: int = 8,
+                     allowed_origins: tuple[str, ...] = (),
                      resources: dict | None = None) -> ScoringSettings:
     """The settings `scoring_app` deploys with (see there); computed, not deployed.
 
@@ -720,6 +651,7 @@ def scoring_settings(config: V1Config | None = None, *,
         cpus_per_replica=cpus_per_replica,
         threads_per_replica=max(1, int(cpus_per_replica)),
         sub_call_retries=sub_call_retries,
+        allowed_origins=tuple(allowed_origins),
     )
 
 
@@ -739,7 +671,9 @@ def scoring_app(config: V1Config | None = None, *,
       load_timeout_s (600): one download + decrypt + load,
       min_replicas (1), max_replicas (one per GPU; on CPU up to 2 within the cluster's CPUs),
       cpus_per_replica (1; CPU replicas run that many torch threads),
-      sub_call_retries (8): sends of a sub-call whose replica died.
+      sub_call_retries (8): sends of a sub-call whose replica died,
+      allowed_origins (none): origins downloads may reach on inward addresses (the network's
+        public URL, where its blob store is; soma_ray/fetch.py refuses every other).
     """
     settings = scoring_settings(config, device=device, **options)
     actor_options: dict[str, Any] = {"num_cpus": settings.cpus_per_replica}

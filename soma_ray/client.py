@@ -8,7 +8,7 @@
 Participants reach the network over the gateway's HTTP routes (`soma_ray.http_transport`): this
 module imports no Ray. Callers inside the cluster (tests, scripted participants) may take the
 Ray path instead, with `namespace=` (and `prefix=`, `address=`): the same methods over
-`actors.ray_transport`. Reads stay on one validator while it answers, so they see the client's
+`soma_ray.ray_transport`. Reads stay on one validator while it answers, so they see the client's
 own transactions; `execute` signs a transaction, submits it and returns its certified effects (concurrent calls
 for one key are safe: see its docstring). A transaction that fails raises the typed error of
 spec §8 (a `soma_ray.protocol.errors.ProtocolError` subclass with its fields), whether admission
@@ -21,21 +21,22 @@ from __future__ import annotations
 import asyncio
 
 from soma_ray.http_transport import HttpTransport
-from soma_ray.node.target_index import (
-    Leaderboard, ManifestView, ModelView, NearbyTarget, TargetPage, TargetView,
-)
-from soma_ray.participant import ParticipantCalls, as_id
-from soma_ray.protocol.targets import embedding_bytes
-from soma_ray.wire import MAX_PAGE, EpochInfo, ModelManifest, ScoreRequest, ScoreResponse, epoch_info
 from soma_ray.node.replies import SubmitReply, ValidatorStatus
+from soma_ray.participant import ParticipantCalls, as_id
 from soma_ray.protocol import errors
 from soma_ray.protocol.crypto import Keypair
 from soma_ray.protocol.encoding import blake2b256, decode, encode
 from soma_ray.protocol.execution import sign_transaction
 from soma_ray.protocol.state import MODEL, SUBMISSION, TARGET
+from soma_ray.protocol.targets import embedding_bytes
 from soma_ray.protocol.types import (
     Account, Checkpoint, Model, Submission, SystemState, Target, Transaction, TransactionEffects,
     TransactionKind, Transfer,
+)
+from soma_ray.transport import Transport
+from soma_ray.wire import (
+    MAX_PAGE, EpochInfo, Leaderboard, ModelManifest, ModelView, NearbyTarget, ScoreRequest,
+    ScoreResponse, TargetPage, TargetView,
 )
 
 DEFAULT_FINALITY_TIMEOUT_S = 60.0
@@ -59,16 +60,6 @@ class FinalityTimeout(TimeoutError):
     def __init__(self, timeout_s: float):
         self.timeout_s = timeout_s
         super().__init__(f"the transaction was not finalized within {timeout_s} s")
-
-
-async def _download(url: str, size: int, checksum: bytes, timeout_s: float = DOWNLOAD_TIMEOUT_S) -> bytes:
-    """The bytes at `url`, which must be `size` long with BLAKE2b-256 `checksum` (FetchError)."""
-    from serve.fetch import FetchError, fetch_bytes
-
-    data = await fetch_bytes(url, size, timeout_s)
-    if len(data) != size or blake2b256(data) != bytes(checksum):
-        raise FetchError(url=url, reason=f"not the {size} bytes the chain names (size or checksum differs)")
-    return data
 
 
 async def _finality(awaitable, timeout_s: float):
@@ -132,13 +123,13 @@ class SomaClient(ParticipantCalls):
     """Async client of one network. `await SomaClient(...)` connects."""
 
     def __init__(self, chain: str = "localnet", rpc_url: str | None = None,
-                 address: str | None = None, namespace: str | None = None, prefix: str = ""):
-        if rpc_url is None and namespace is None and chain not in CHAIN_URLS:
+                 address: str | None = None, namespace: str | None = None, prefix: str = "",
+                 transport: Transport | None = None):
+        if rpc_url is None and namespace is None and transport is None and chain not in CHAIN_URLS:
             raise ValueError(f"unknown chain {chain!r}: known are {', '.join(CHAIN_URLS)}")
-        self.rpc_url = rpc_url or (None if namespace else CHAIN_URLS[chain])
+        self.rpc_url = rpc_url or (None if namespace or transport else CHAIN_URLS[chain])
         self._ray_path = (namespace, prefix, address)
-        self._transport = None
-        self._services: HttpTransport | None = None  # blob store and scoring, on the Ray path
+        self._transport: Transport | None = transport
         self._seen_sequence: int | None = None  # the latest checkpoint holding one of ours
         self._catch_up_reads = False
         self._nonces: dict[bytes, _KeyNonces] = {}  # by sender, for `execute`
@@ -149,19 +140,19 @@ class SomaClient(ParticipantCalls):
         return self._connect().__await__()
 
     async def _connect(self) -> "SomaClient":
+        if self._transport is not None:
+            return self
         if self.rpc_url is not None:
             self._transport = HttpTransport(self.rpc_url)
         else:  # inside the cluster: Ray is imported only here
-            from actors.ray_transport import RayTransport
+            from soma_ray.ray_transport import RayTransport
 
             self._transport = RayTransport.connect(*self._ray_path)
         return self
 
     async def close(self) -> None:
-        """Release the HTTP sessions."""
-        for transport in (self._transport, self._services):
-            if isinstance(transport, HttpTransport):
-                await transport.close()
+        """Release the transport's HTTP sessions."""
+        await self._transport.close()
 
     @property
     def network(self):
@@ -181,12 +172,12 @@ class SomaClient(ParticipantCalls):
 
     async def get_epoch(self) -> EpochInfo:
         """The current epoch, when it started and when the next one is due (consensus ms)."""
-        return epoch_info(await self.get_system_state())
+        return await self._transport.epoch_info()
 
     async def get_checkpoint(self, sequence: int | None = None) -> Checkpoint | None:
         """A certified checkpoint (the latest when `sequence` is None)."""
         found = await self._transport.get_checkpoint(sequence)
-        return None if found is None else decode(found[0], Checkpoint)
+        return None if found is None else decode(found.checkpoint, Checkpoint)
 
     def read_from_latest(self) -> None:
         """Target-index reads wait until the index has applied the chain's latest certified
@@ -247,7 +238,7 @@ class SomaClient(ParticipantCalls):
     async def get_target(self, target_id: str | bytes) -> TargetView:
         return await self._transport.get_target(as_id(target_id, "a target id"), await self._reads_after())
 
-    async def get_model_manifests(self, target_or_model_ids) -> list[ManifestView]:
+    async def get_model_manifests(self, target_or_model_ids) -> list[ModelManifest]:
         """One manifest per model, in the target's order (a TargetView, or model ids); a model
         without weights raises ModelHasNoWeights, it is never left out."""
         ids = getattr(target_or_model_ids, "model_ids", target_or_model_ids)
@@ -272,30 +263,27 @@ class SomaClient(ParticipantCalls):
         """Score data (given, or downloaded by the service from `data_url`) under every model of
         `manifests` (`get_model_manifests`' views), as the chain's scoring function does:
         {winner (index into manifests), loss_score, embedding, distance, losses}."""
-        request = ScoreRequest(
-            manifests=[ModelManifest(m.model_id, m.url, m.checksum, m.size, m.decryption_key) for m in manifests],
-            target_embedding=embedding_bytes(target_embedding), data=data,
-            data_url=None if data is not None else data_url, seed=seed)
-        return await self._public().score(request)
+        request = ScoreRequest(manifests=list(manifests), target_embedding=embedding_bytes(target_embedding),
+                               data=data, data_url=None if data is not None else data_url, seed=seed)
+        return await self._transport.score(request)
 
     async def scoring_health(self) -> dict:
         """The scoring service's device, replicas, cache and batch figures."""
-        return await self._public().scoring_health()
+        return await self._transport.scoring_health()
 
     # ------------------------------------------------------------------ blobs and weights
-
-    def _public(self) -> HttpTransport:
-        """The public services (blob store, scoring) over HTTP, on the Ray path too."""
-        if isinstance(self._transport, HttpTransport):
-            return self._transport
-        if self._services is None:
-            self._services = HttpTransport(self.network.config.public_url)
-        return self._services
 
     async def upload(self, data: bytes, kind: str = "data") -> str:
         """Put `data` (a submission's data, or with kind="weights" encrypted weights) into the
         network's blob store; returns its URL (its name is the chain's checksum of it)."""
-        return (await self._public().upload(bytes(data), kind))["url"]
+        return (await self._transport.upload(kind, bytes(data))).url
+
+    async def download(self, url: str, size: int, checksum: bytes, timeout_s: float = DOWNLOAD_TIMEOUT_S) -> bytes:
+        """The bytes at `url`, which must be `size` long with BLAKE2b-256 `checksum` (FetchError)."""
+        data = await self._transport.fetch(url, size, timeout_s)
+        if len(data) != size or blake2b256(data) != bytes(checksum):
+            raise errors.FetchError(url=url, reason=f"not the {size} bytes the chain names (size or checksum differs)")
+        return data
 
     @staticmethod
     def encrypt_weights(data: bytes) -> tuple[bytes, bytes]:
@@ -318,7 +306,7 @@ class SomaClient(ParticipantCalls):
         if model.weights_manifest is None or not model.decryption_key:
             raise errors.ModelHasNoWeights(model_id=bytes(model_id))
         manifest = model.weights_manifest
-        encrypted = await _download(manifest.url, manifest.size, manifest.checksum)
+        encrypted = await self.download(manifest.url, manifest.size, manifest.checksum)
         return self.decrypt_weights(encrypted, model.decryption_key)
 
     async def fetch_submission_data(self, target_id: bytes, timeout_s: float = DOWNLOAD_TIMEOUT_S) -> bytes:
@@ -332,16 +320,16 @@ class SomaClient(ParticipantCalls):
         if submission is None or submission.revealed is None:
             raise errors.NoRevealedSubmission(target_id=bytes(target_id))
         revealed = submission.revealed
-        return await _download(revealed.data_url, revealed.data_size, revealed.data_hash, timeout_s)
+        return await self.download(revealed.data_url, revealed.data_size, revealed.data_hash, timeout_s)
 
     # ------------------------------------------------------------------ epochs
 
     async def advance_epoch(self) -> int:
         """Localnet: end the epoch now; returns the new epoch once committed."""
-        return await self._transport.advance_epoch()
+        return (await self._transport.advance_epoch()).epoch
 
     async def wait_for_epoch(self, epoch: int, timeout_s: float = 120.0) -> int:
-        return await self._transport.wait_for_epoch(epoch, timeout_s)
+        return (await self._transport.wait_for_epoch(epoch, timeout_s)).epoch
 
     # ------------------------------------------------------------------ transactions
 

@@ -45,6 +45,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from soma_ray.files import write_atomic
+
 SOMA_HOME_ENV = "SOMA_HOME"
 DEFAULT_HOME = Path("~/.soma")
 RECORD_FILE = "cluster.json"
@@ -169,9 +171,7 @@ def read_record(home: Path | None = None) -> ClusterRecord | None:
 def write_record(record: ClusterRecord, home: Path | None = None) -> ClusterRecord:
     path = record_path(home)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    scratch = path.with_name(f".{path.name}.{os.getpid()}")
-    scratch.write_text(json.dumps(record.to_json(), indent=2) + "\n")
-    os.replace(scratch, path)
+    write_atomic(path, (json.dumps(record.to_json(), indent=2) + "\n").encode())
     record.path = path
     return record
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import msgspec
 
+from soma_ray.files import write_atomic
 from soma_ray.protocol.crypto import Keypair
 from soma_ray.protocol.genesis import GenesisConfig, localnet_genesis_config, preset_keypair
 
@@ -165,7 +166,7 @@ class NetworkConfig:
 
 def save_config(config: NetworkConfig) -> None:
     Path(config.data_dir).mkdir(parents=True, exist_ok=True)
-    (Path(config.data_dir) / CONFIG_FILE).write_text(json.dumps(asdict(config), indent=1))
+    write_atomic(Path(config.data_dir) / CONFIG_FILE, json.dumps(asdict(config), indent=1).encode())
 
 
 def load_config(data_dir: str) -> NetworkConfig | None:
@@ -200,13 +201,11 @@ def load_genesis_config(path: str | os.PathLike) -> GenesisConfig:
 
 
 def save_genesis_config(config: GenesisConfig, path: str | os.PathLike) -> None:
-    Path(path).write_bytes(msgspec.json.format(msgspec.json.encode(config)))
+    write_atomic(path, msgspec.json.format(msgspec.json.encode(config)))
 
 
 def write_validator_key(config: NetworkConfig, index: int, keypair: Keypair) -> None:
     """Keep validator `index`'s secret on its own disk, readable by its owner only."""
     path = config.validator_dir(index) / KEY_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "wb") as out:
-        out.write(keypair.secret)
+    write_atomic(path, keypair.secret, durable=True)  # 0600

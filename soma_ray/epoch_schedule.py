@@ -86,7 +86,3 @@ class EpochWaiter:
         except TimeoutError:
             raise EpochWaitTimeout(epoch, self._current, timeout_s) from None
         return self._current
-
-    async def next_epoch(self, timeout_s: float | None = None) -> int:
-        """Wait for the epoch after the current one."""
-        return await self.wait_for(self._current + 1, timeout_s)

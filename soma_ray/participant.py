@@ -23,15 +23,15 @@ from soma_ray.protocol.models import model_commitment
 from soma_ray.protocol.params import SHANNONS_PER_SOMA
 from soma_ray.protocol.state import CHALLENGE, STAKED_SOMA, STAKING_POOL, SUBMISSION, TARGET, VALIDATOR
 from soma_ray.protocol.submissions import (
-    LOSS_SCALE, challenge_bond_for, required_bond, submission_commitment,
+    LOSS_SCALE, challenge_bond_for, required_bond, submission_commitment, submission_cost,
 )
-from soma_ray.protocol.targets import DISTANCE_SCALE, embedding_bytes
+from soma_ray.protocol.targets import DISTANCE_SCALE, accepts_commit, challenge_allowed, embedding_bytes
 from soma_ray.protocol.types import (
     AddStake, AddStakeToModel, Challenge, ClaimRewards, CommitModel, CommitSubmission, CreateModel,
     DeactivateModel, InitiateChallenge, ReportModel, RevealModel, RevealSubmission, StakedSoma,
     StakingPool, Submission, Target, TransactionEffects, Validator, WeightsManifest, WithdrawStake,
 )
-from soma_ray.protocol.staking import pool_tokens_of
+from soma_ray.protocol.staking import pool_tokens_of, stake_is_active
 
 NONCE_BYTES = 32
 # The challenge kinds by their command-line names (the protocol's names are accepted too).
@@ -193,16 +193,16 @@ class ParticipantCalls:
         if target.status != "Open":
             raise errors.TargetNotOpen(status=target.status)
         system = await self.get_system_state()
-        if target.generation_epoch != system.epoch:
+        if not accepts_commit(target.generation_epoch, system.epoch):
             raise errors.TargetExpired(generation_epoch=target.generation_epoch, current_epoch=system.epoch)
         distance = int(round(distance_score * DISTANCE_SCALE))
         if distance > target.distance_threshold:
             raise errors.DistanceExceedsThreshold(distance=distance, threshold=target.distance_threshold)
         parameters = system.parameters
-        bond = required_bond(parameters, len(data))
+        bond, needed = required_bond(parameters, len(data)), submission_cost(parameters, len(data))
         available = await self.get_balance(keypair.address)
-        if available < bond + 2 * parameters.base_fee:
-            raise errors.InsufficientBalance(required=bond + 2 * parameters.base_fee, available=available)
+        if available < needed:
+            raise errors.InsufficientBalance(required=needed, available=available)
         data_hash, loss = blake2b256(bytes(data)), int(round(loss_score * LOSS_SCALE))
         submission_id, nonce = await self.commit_submission(
             keypair, target_id, data_hash, len(data), model_id, embedding, loss, bond)
@@ -244,7 +244,7 @@ class ParticipantCalls:
             raise errors.TargetNotFilled(status=target.status)
         _, submission = await self._filled_submission(target_id)
         system = await self.get_system_state()
-        if system.epoch > target.fill_epoch + 1:
+        if not challenge_allowed(target.fill_epoch, system.epoch):
             raise errors.ChallengeWindowClosed(fill_epoch=target.fill_epoch, current_epoch=system.epoch)
         required = challenge_bond_for(system.parameters, submission.bond)
         bond = required if bond is None else bond
@@ -300,14 +300,12 @@ class ParticipantCalls:
     async def _rescore(self, target: Target, claimed_model: bytes, data: bytes) -> Rescored:
         """Losses of every usable model of `target` on `data`, and the claimed model's embedding.
         A model without weights or whose weights fail to load is left out and named."""
-        from serve.errors import ModelUnavailable  # pure (no Ray): the scoring service's errors
-
         remaining, unloadable = list(target.model_ids), []
         while remaining:
             try:
                 manifests = await self.get_model_manifests(remaining)
                 response = await self.score(None, manifests, target.embedding, data=data)
-            except (errors.ModelHasNoWeights, ModelUnavailable) as error:
+            except (errors.ModelHasNoWeights, errors.ModelUnavailable) as error:
                 model_id = _model_named(error)
                 if model_id not in remaining:
                     raise
@@ -352,7 +350,7 @@ class ParticipantCalls:
             if staked.owner != owner:
                 continue
             pool = await self.get_object(STAKING_POOL, staked.pool_id, StakingPool)
-            active = staked.activation_epoch <= epoch and pool.pool_token_balance
+            active = stake_is_active(staked.activation_epoch, epoch) and pool.pool_token_balance
             value = (pool_tokens_of(pool, staked) * pool.soma_balance // pool.pool_token_balance
                      if active else staked.principal)
             stakes.append(StakeInfo(staked.id, pool.id, pool.owner, staked.principal,

@@ -1,4 +1,5 @@
-"""The wallet: named Ed25519 keys in one JSON file that only its owner can read.
+"""The wallet: named Ed25519 keys in one JSON file that only its owner can read; and the model
+key store, what a model's reveal needs, kept from its commit in private files beside it.
 
 File layout (version 1):
     {"version": 1, "active": "<name>",
@@ -7,22 +8,30 @@ The address is stored next to each secret so that a damaged secret is noticed on
 Every change is made under an exclusive lock on a side file, written to a temporary file
 created with mode 0600 and renamed over the old one, so a crash leaves either the old wallet or
 the new one, never half of either, and concurrent commands do not lose each other's keys.
+
+Key store (`save_secret`, `load_secret`): one record per model committed from this machine,
+`$SOMA_HOME/models/<model id>.json` (0600 in a 0700 directory), written and read with the
+wallet's own private-file helpers (`write_private`, `read_private`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
 import stat
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from soma_ray.cluster import soma_home
+from soma_ray.files import FileTooLarge, read_at_most, write_atomic
 from soma_ray.protocol.crypto import Keypair, show_address
-from soma_ray.protocol.errors import MalformedInput
+from soma_ray.protocol.errors import MalformedInput, ProtocolError
+from soma_ray.protocol.targets import embedding_bytes
+from soma_ray.wire import parse_hex
 
 DEFAULT_WALLET = Path("~/.soma/wallet.json")
 WALLET_ENV = "SOMA_WALLET"
@@ -97,6 +106,17 @@ class BadSecretText(WalletError):
         super().__init__(f"bad secret key text: {reason}")
 
 
+class PrivateFileError(WalletError):
+    """A private file (the wallet, a key store record) that cannot be used: `reason` says why;
+    `mode` is set when users other than its owner may access it."""
+
+    def __init__(self, path: Path, reason: str, mode: int | None = None):
+        self.path = path
+        self.reason = reason
+        self.mode = mode
+        super().__init__(f"{path}: {reason}")
+
+
 def wallet_path(explicit: str | os.PathLike | None = None) -> Path:
     """The key file: `explicit` if given, else $SOMA_WALLET, else ~/.soma/wallet.json."""
     chosen = explicit or os.environ.get(WALLET_ENV) or DEFAULT_WALLET
@@ -123,15 +143,13 @@ class Wallet:
         """The wallet at `path` (see `wallet_path`); an empty one if the file does not exist."""
         path = wallet_path(path)
         try:
-            fd = os.open(path, os.O_RDONLY)
+            raw = read_private(path)
         except FileNotFoundError:
             return cls(path, {}, None)
-        except OSError as err:
-            raise CorruptWallet(path, err.strerror or str(err)) from None
-        try:
-            raw = _read_private(path, fd)
-        finally:
-            os.close(fd)
+        except PrivateFileError as err:
+            if err.mode is not None:
+                raise InsecureWalletFile(path, err.mode) from None
+            raise CorruptWallet(path, err.reason) from None
         return cls(path, *_parse(path, raw))
 
     # -- reading ----------------------------------------------------------------------------
@@ -231,19 +249,31 @@ def _check_name(name: str) -> None:
         raise InvalidKeyName(name)
 
 
-def _read_private(path: Path, fd: int) -> bytes:
-    """The file's bytes, refused unless it is a regular file only its owner can access.
-    Checked on the open descriptor, so the file cannot be swapped between check and read."""
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):
-        raise CorruptWallet(path, "not a regular file")
-    mode = stat.S_IMODE(st.st_mode)
-    if mode & 0o077:
-        raise InsecureWalletFile(path, mode)
-    chunks = []
-    while chunk := os.read(fd, 1 << 16):
-        chunks.append(chunk)
-    return b"".join(chunks)
+def read_private(path: Path, limit: int | None = None, *, follow_symlinks: bool = True) -> bytes:
+    """The bytes of `path`, refused (PrivateFileError) unless it is a regular file only its
+    owner can access; checked on the open descriptor, so the file cannot be swapped between
+    check and read. FileNotFoundError when it does not exist; with `limit`, FileTooLarge when
+    it holds more (read no further)."""
+    flags = os.O_RDONLY | (0 if follow_symlinks else os.O_NOFOLLOW)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise
+    except OSError as err:
+        raise PrivateFileError(path, err.strerror or str(err)) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise PrivateFileError(path, "not a regular file")
+        mode = stat.S_IMODE(st.st_mode)
+        if mode & 0o077:
+            raise PrivateFileError(path, f"mode {mode:04o}: others may access it", mode)
+        file = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with file:
+        return file.read() if limit is None else read_at_most(file, limit, path)
 
 
 def _serialize(keys: dict[str, Keypair], active: str | None) -> bytes:
@@ -290,26 +320,93 @@ def _parse(path: Path, raw: bytes) -> tuple[dict[str, Keypair], str | None]:
 
 
 def write_private(path: Path, data: bytes) -> None:
-    """Atomically replace `path` by `data`, readable by the owner only.
-
-    The temporary file is created with mode 0600 by mkstemp (O_EXCL: never someone else's file)
-    before any secret is written, synced, then renamed over `path`; the directory is synced so
-    the rename itself survives a crash.
-    """
+    """Atomically replace `path` by `data`, readable by the owner only, in a directory made
+    0700 if missing (`soma_ray.files.write_atomic`: a scratch file created 0600 by mkstemp
+    before any secret is written, synced, renamed over `path`, then the directory synced so the
+    rename itself survives a crash)."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    tmp = Path(tmp_name)
+    write_atomic(path, data, durable=True)
+
+
+# ------------------------------------------------------------------------------- the key store
+
+KEY_STORE_DIR = "models"
+KEY_STORE_VERSION = 1
+MAX_KEY_STORE_BYTES = 1 << 20  # a record holds a key, a URL and at most a few 10 KiB of embedding
+
+
+class KeyStoreError(WalletError):
+    """A key store record that is missing, not private, or not a record."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSecret:
+    """What revealing a commit needs, kept from the commit until the reveal."""
+
+    model_id: bytes
+    decryption_key: bytes
+    embedding: bytes  # the canonical little-endian float32 bytes committed to
+    weights_url: str
+
+
+def key_store_path(model_id: bytes, home: Path | None = None) -> Path:
+    return (home or soma_home()) / KEY_STORE_DIR / f"{show_address(model_id)}.json"
+
+
+def save_secret(secret: ModelSecret, home: Path | None = None) -> Path:
+    """Write the record atomically, 0600 in a 0700 directory (`write_private`)."""
+    path = key_store_path(secret.model_id, home)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.parent.chmod(0o700)  # one made earlier with a wider mode too
+    record = {"version": KEY_STORE_VERSION, "model_id": show_address(secret.model_id),
+              "decryption_key": show_address(secret.decryption_key),
+              "embedding": show_address(secret.embedding), "weights_url": secret.weights_url}
+    write_private(path, (json.dumps(record, indent=2) + "\n").encode())
+    return path
+
+
+def load_secret(model_id: bytes, home: Path | None = None) -> ModelSecret:
+    """The record of `model_id`; refused when missing, not private, too large or malformed."""
+    path = key_store_path(model_id, home)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+        data = read_private(path, MAX_KEY_STORE_BYTES, follow_symlinks=False)
+    except FileNotFoundError:
+        raise KeyStoreError(
+            f"no key store record {path}: the reveal needs the key and embedding that model "
+            f"{show_address(model_id)}'s commit kept there (commit from this machine, or copy the "
+            "record here)") from None
+    except FileTooLarge:
+        raise KeyStoreError(f"{path} is over {MAX_KEY_STORE_BYTES} bytes: not a key store record") from None
+    except PrivateFileError as err:
+        if err.mode is not None:
+            raise KeyStoreError(f"{path} has mode {err.mode:04o}; a key store record must be "
+                                f"private: run chmod 600 {path}") from None
+        raise KeyStoreError(f"key store record {path}: {err.reason}") from None
+    return parse_secret(data, model_id, path)
+
+
+def parse_secret(data: bytes, model_id: bytes, path: Path) -> ModelSecret:
+    def bad(reason: str) -> KeyStoreError:
+        return KeyStoreError(f"{path} is not a usable key store record: {reason}")
+
     try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+        record = json.loads(data)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise bad("not JSON") from None
+    fields = ("version", "model_id", "decryption_key", "embedding", "weights_url")
+    if not isinstance(record, dict) or sorted(record) != sorted(fields):
+        raise bad(f"expected the fields {', '.join(fields)}")
+    if record["version"] != KEY_STORE_VERSION:
+        raise bad(f"version {record['version']!r}, this soma reads version {KEY_STORE_VERSION}")
+    if not all(isinstance(record[name], str) for name in fields[1:]):
+        raise bad("its values are not text")
+    try:
+        secret = ModelSecret(parse_hex(record["model_id"], "model_id", 32),
+                             parse_hex(record["decryption_key"], "decryption_key", 32),
+                             embedding_bytes(parse_hex(record["embedding"], "embedding")),
+                             record["weights_url"])
+    except ProtocolError as error:  # MalformedInput, NonFiniteEmbedding
+        raise bad(str(error)) from None
+    if secret.model_id != model_id:
+        raise bad(f"it holds model {record['model_id']}, not {show_address(model_id)}")
+    return secret

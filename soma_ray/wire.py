@@ -1,32 +1,14 @@
-"""The gateway's HTTP wire format, shared by the gateway (serve/gateway.py) and the SDK's HTTP
-transport (soma_ray/http_transport.py). No Ray, no HTTP library: structs and rules only.
+"""The public surface's wire format: every request and reply struct (the SDK's views included),
+the one error encoder and the one status table. Shared by the Serve applications (serve/), the
+SDK's transports and the route table (soma_ray/routes.py, which says which route carries what).
+No Ray, no HTTP library: structs and rules only.
 
-Bodies are canonical msgpack (`application/msgpack`): a signed transaction is posted as the
-very bytes that were signed, and replies are the validators' reply structs. A person asking
-with `Accept: application/json` (or `?format=json`) gets the same content as JSON, with named
-fields and bytes as 0x-hex. Every refused request is a 4xx whose body is the typed error: the
-canonical `ExecutionError{code, fields}` in msgpack, or `{"error": CODE, "fields": {...}}`.
-
-    POST /tx               body: signed transaction bytes         -> SubmitReply (4xx if refused)
-    POST /tx/batch         body: msgpack list of them             -> list[SubmitReply]
-    POST /faucet           body: FaucetRequest (localnet)         -> SubmitReply
-    GET  /accounts/{0xaddress}                                    -> Account
-    GET  /objects/{0xkey}  a state entry (tag || id)              -> its canonical bytes
-    GET  /ids/{0xtag}      ids of one state namespace             -> list[bytes]
-    GET  /system                                                  -> SystemState
-    GET  /epoch                                                   -> EpochInfo
-    GET  /epoch/wait?epoch=N&timeout_s=T                          -> EpochReply
-    POST /epoch/advance    (localnet)                             -> EpochReply
-    GET  /checkpoints/latest, /checkpoints/{sequence}             -> CheckpointReply
-    GET  /status                                                  -> list[ValidatorStatus | None]
-    GET  /targets?status=&limit=&page_token=&submitter=&model_id=  -> TargetPage   (the target index;
-    GET  /targets/{0xid}                                          -> TargetView    every index route
-    POST /targets/nearest  body: NearestRequest                   -> list[NearbyTarget]  takes
-    POST /models/manifests body: msgpack list of model ids        -> list[ManifestView]  ?min_sequence=
-    GET  /models/active, /models/{0xid}                           -> list[ModelView], ModelView  to
-    GET  /leaderboard?limit=                                      -> Leaderboard   read its own
-    GET  /index/status                                            -> IndexStatus   writes)
-    GET  /health                                                  -> Health
+Bodies are canonical msgpack (`application/msgpack`): a signed transaction is posted as the very
+bytes that were signed, and replies are these structs. A person asking with
+`Accept: application/json` (or `?format=json`) gets the same content as JSON, with named fields
+and bytes as 0x-hex. Every refused request carries its typed error, with the status of
+`http_status`: the canonical `ExecutionError{code, fields}` in msgpack, or
+`{"error": CODE, "fields": {...}}` in JSON (bytes as 0x-hex, as everywhere).
 """
 from __future__ import annotations
 
@@ -37,20 +19,27 @@ import numpy as np
 
 from soma_ray.protocol import errors
 from soma_ray.protocol.encoding import Struct
+from soma_ray.protocol.epoch import epoch_end_ms
 from soma_ray.protocol.types import WeightsManifest
 
 if TYPE_CHECKING:  # torch: not for the SDK's import
     from soma_ray.model.scoring import ScoreResult
-from soma_ray.protocol.epoch import epoch_end_ms
 
 MSGPACK = "application/msgpack"
 JSON = "application/json"
 # Most transactions one POST /tx/batch carries.
 MAX_BATCH = 1_000
-# Most items one page of the target index gives.
+# Most items one page of the target index, one nearest query or one leaderboard side holds.
 MAX_PAGE = 1_000
+# What the index routes answer when no limit is asked for.
+DEFAULT_PAGE, DEFAULT_LEADERBOARD = 50, 100
 # Longest a request may wait for an epoch (GET /epoch/wait), seconds.
 MAX_WAIT_S = 300.0
+# The target statuses the index answers (node/target_index.py says how each is derived).
+STATUSES = ("open", "expired", "filled", "claimable", "settled")
+
+
+# ----------------------------------------------------------------------------- requests
 
 
 class FaucetRequest(Struct):
@@ -61,6 +50,9 @@ class FaucetRequest(Struct):
 class NearestRequest(Struct):
     embedding: bytes  # little-endian float32
     k: int
+
+
+# ----------------------------------------------------------------------------- chain replies
 
 
 class CheckpointReply(Struct):
@@ -93,64 +85,91 @@ class Health(Struct):
     localnet: bool
 
 
-# The gateway's own refusals (defined and registered with every other typed error).
-RouteNotFound, NotFound, LocalnetOnly = errors.RouteNotFound, errors.NotFound, errors.LocalnetOnly
-FaucetRateLimited, EpochNotReached = errors.FaucetRateLimited, errors.EpochNotReached
-
-# Refusals that say "later", not "wrong": the client may retry the same request.
-_RETRY_LATER = {"MempoolFull", "SenderPoolFull", FaucetRateLimited.__name__}
+# ----------------------------------------------------------------------------- the target index
 
 
-def http_status(error: errors.ProtocolError | errors.ExecutionError) -> int:
-    """The 4xx status of a refusal."""
-    if error.code in _RETRY_LATER:
-        return 429
-    if error.code in (RouteNotFound.__name__, NotFound.__name__, "ObjectNotFound", "ModelHasNoWeights"):
-        return 404
-    if error.code in (LocalnetOnly.__name__, "FaucetDisabled"):
-        return 403
-    if error.code == EpochNotReached.__name__:
-        return 408
-    if error.code in ("TransactionTooLarge", "RequestTooLarge", "DataTooLarge"):
-        return 413
-    return 400
+class TargetView(Struct):
+    id: bytes
+    status: str  # one of STATUSES
+    embedding: bytes  # little-endian float32
+    model_ids: list[bytes]
+    distance_threshold: float  # cosine distance (threshold_fixed / 1e9)
+    threshold_fixed: int  # the chain's: a reveal needs cosine_distance_fixed(e, target) <= it
+    reward_pool: int  # shannons (0 once settled)
+    generation_epoch: int
+    bond_amount: int  # the least bond a commit may post (submission_min_bond); see required_bond
+    submission_id: bytes | None  # the committed or winning submission
+    submitter: bytes | None  # its miner
+    winning_model_id: bytes | None  # the model its reveal named
+    fill_epoch: int | None
+    claimable_epoch: int | None  # fill_epoch + 2
+    reveal_deadline_ms: int | None  # a Committed target: the commit's reveal deadline
+    settled_epoch: int | None
 
 
-def json_view(value: Any) -> Any:
-    """`value` as JSON a person reads: structs with their field names, bytes as 0x-hex."""
-    if isinstance(value, msgspec.Struct):
-        return {name: json_view(getattr(value, name)) for name in value.__struct_fields__}
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return "0x" + bytes(value).hex()
-    if isinstance(value, (list, tuple)):
-        return [json_view(item) for item in value]
-    if isinstance(value, dict):
-        return {str(json_view(key)): json_view(item) for key, item in value.items()}
-    return value
+class TargetPage(Struct):
+    targets: list[TargetView]
+    next_page_token: str | None  # None: this was the last page
 
 
-def error_json(error: errors.ExecutionError) -> dict:
-    return {"error": error.code, "fields": {name: json_view(value) for name, value in error.fields}}
+class NearbyTarget(Struct):
+    distance: float  # cosine distance (float, off-chain)
+    target: TargetView
 
 
-def parse_hex(text: str, what: str, length: int | None = None) -> bytes:
-    """0x-hex (or bare hex) from a URL, as bytes; MalformedInput when it is not."""
-    digits = text[2:] if text.startswith("0x") else text
-    try:
-        value = bytes.fromhex(digits)
-    except ValueError:
-        raise errors.MalformedInput(reason=f"{what} is not hex") from None
-    if length is not None and len(value) != length:
-        raise errors.MalformedInput(reason=f"{what} is {length} bytes, got {len(value)}")
-    return value
+class ModelView(Struct):
+    model_id: bytes
+    owner: bytes
+    status: str  # the chain's: Created, Pending, Active, Inactive
+    embedding: bytes | None  # little-endian float32, once revealed
+    stake: int  # its pool's soma_balance (what target selection weighs)
+    commission_bps: int
+    has_pending_update: bool
 
 
-# The scoring service's request and response (serve/scoring.py; `SomaClient.score` sends them).
+class ModelScore(Struct):
+    model_id: bytes
+    wins: int
+    earnings: int  # shannons
+
+
+class MinerScore(Struct):
+    address: bytes
+    hits: int
+    rewards: int  # shannons
+
+
+class Leaderboard(Struct):
+    models: list[ModelScore]  # by wins, then earnings (both descending), then id
+    miners: list[MinerScore]  # by hits, then rewards, then address
+
+
+class IndexStatus(Struct):
+    synced_sequence: int | None  # the last checkpoint applied (None: genesis only)
+    epoch: int
+    state_root: bytes
+    targets: int
+    counts: list[tuple[str, int]]  # targets per status, in STATUSES order
+    error: str | None = None  # why the follower stopped (the actor's), None while it follows
+
+
+
+# ----------------------------------------------------------------------------- blobs and scoring
+
 MAX_SEED = (1 << 63) - 1  # seed + batch index must fit arrgen's u64
 
 
+class Uploaded(Struct):
+    """Where an upload is stored: its URL (named by its checksum) and size."""
+
+    url: str
+    checksum: bytes  # plain BLAKE2b-256 of the bytes
+    size: int
+
+
 class ModelManifest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    """One of the target's models: where its encrypted weights are and how to open them."""
+    """One model's weights: where they are and how to open them (the target index answers these;
+    a score request names them)."""
 
     model_id: bytes  # the chain's model id; named in errors only
     url: str
@@ -198,3 +217,106 @@ class ScoreResponse(msgspec.Struct, frozen=True):
         return cls(winner=result.winner, loss_score=result.loss,
                    embedding=np.asarray(result.embedding, dtype="<f4").tobytes(),
                    distance=result.distance, losses=list(result.losses))
+
+
+# ----------------------------------------------------------------------------- errors
+
+# The status of every refusal that is not a plain 400 (anything about the request itself).
+STATUS = {
+    "RouteNotFound": 404, "NotFound": 404, "ObjectNotFound": 404, "ModelHasNoWeights": 404,
+    "BlobNotFound": 404,
+    "MethodNotAllowed": 405,
+    "LocalnetOnly": 403, "FaucetDisabled": 403,
+    "EpochNotReached": 408,
+    "TransactionTooLarge": 413, "RequestTooLarge": 413, "DataTooLarge": 413, "BlobTooLarge": 413,
+    "ModelUnavailable": 422, "DataUnavailable": 422,
+    # Refusals that say "later", not "wrong": the client may retry the same request.
+    "MempoolFull": 429, "SenderPoolFull": 429, "FaucetRateLimited": 429,
+    # The service's own failures, not the request's.
+    "BlobCorrupted": 500, "InternalError": 500,
+    "ScoringUnavailable": 503, "ScoringTimeout": 504,
+}
+
+
+def http_status(error: errors.ProtocolError | errors.ExecutionError) -> int:
+    """The HTTP status of a typed error: 4xx for anything about the request, 5xx only for the
+    service's own failures."""
+    return STATUS.get(error.code, 400)
+
+
+def json_view(value: Any) -> Any:
+    """`value` as JSON a person reads: structs with their field names, bytes as 0x-hex."""
+    if isinstance(value, msgspec.Struct):
+        return {name: json_view(getattr(value, name)) for name in value.__struct_fields__}
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return "0x" + bytes(value).hex()
+    if isinstance(value, (list, tuple)):
+        return [json_view(item) for item in value]
+    if isinstance(value, dict):
+        return {str(json_view(key)): json_view(item) for key, item in value.items()}
+    return value
+
+
+def error_struct(error: errors.ProtocolError | errors.ExecutionError) -> errors.ExecutionError:
+    return error if isinstance(error, errors.ExecutionError) else error.to_struct()
+
+
+def error_json(error: errors.ProtocolError | errors.ExecutionError) -> dict:
+    """`{"error": CODE, "fields": {...}}`, bytes as 0x-hex."""
+    struct = error_struct(error)
+    return {"error": struct.code, "fields": {name: json_view(value) for name, value in struct.fields}}
+
+
+def parse_hex(text: str, what: str, length: int | None = None) -> bytes:
+    """0x-hex (or bare hex) from a URL, as bytes; MalformedInput when it is not."""
+    digits = text[2:] if text.startswith("0x") else text
+    try:
+        value = bytes.fromhex(digits)
+    except ValueError:
+        raise errors.MalformedInput(reason=f"{what} is not hex") from None
+    if length is not None and len(value) != length:
+        raise errors.MalformedInput(reason=f"{what} is {length} bytes, got {len(value)}")
+    return value
+
+
+def from_json(data: bytes, type_: Any) -> Any:
+    """A `type_` from JSON in this surface's format: bytes as 0x-hex (base64, msgspec's own JSON
+    form of bytes, is accepted too); MalformedInput when it does not decode."""
+    try:
+        return msgspec.convert(_unhex(msgspec.json.decode(data), msgspec.inspect.type_info(type_)), type_)
+    except (msgspec.DecodeError, msgspec.ValidationError, errors.MalformedInput) as error:
+        raise errors.MalformedInput(reason=f"the JSON body does not decode: {error}"[:300]) from None
+
+
+def _unhex(value: Any, info: Any) -> Any:
+    """`value` (decoded JSON) with the 0x-hex strings at bytes positions of `info` as bytes."""
+    inspect = msgspec.inspect
+    if isinstance(info, inspect.Metadata):
+        info = info.type
+    if isinstance(value, str) and value.startswith("0x") and _admits_bytes(info):
+        return parse_hex(value, "a bytes field")
+    if isinstance(value, list) and isinstance(info, (inspect.ListType, inspect.TupleType, inspect.VarTupleType)):
+        items = getattr(info, "item_type", None)
+        return [_unhex(item, items if items is not None else info.item_types[i]) for i, item in enumerate(value)]
+    if isinstance(info, inspect.UnionType):
+        for option in info.types:
+            if isinstance(value, list) and isinstance(option, inspect.ListType):
+                return _unhex(value, option)
+            if isinstance(value, dict) and isinstance(option, inspect.StructType):
+                return _unhex(value, option)
+    if isinstance(value, dict) and isinstance(info, inspect.StructType):
+        fields = {field.encode_name: field.type for field in info.fields}
+        named = {key: _unhex(item, fields[key]) if key in fields else item for key, item in value.items()}
+        if info.array_like:  # the JSON view names the fields of positional structs too
+            return [named[name] for name in fields if name in named]
+        return named
+    return value
+
+
+def _admits_bytes(info: Any) -> bool:
+    inspect = msgspec.inspect
+    if isinstance(info, inspect.Metadata):
+        info = info.type
+    if isinstance(info, inspect.UnionType):
+        return any(_admits_bytes(option) for option in info.types)
+    return isinstance(info, inspect.BytesType)

@@ -12,12 +12,13 @@ import typer
 from soma_ray.board import Board, build_board, miner_standings, model_standings
 from soma_ray.cli.common import RpcOption, fail, print_table, run_participant, show_amount
 from soma_ray.client import SomaClient
-from soma_ray.node.target_index import STATUSES
+from soma_ray.wire import MAX_PAGE, STATUSES
 from soma_ray.protocol.crypto import show_address
-from soma_ray.wire import MAX_PAGE
 
 PLOT_INCHES, PLOT_DPI = (8.0, 6.0), 100  # an 800 x 600 PNG
 LABEL_HEX = 8  # a model's label on the map: 0x and its first 8 hex digits
+
+app = typer.Typer()
 
 
 async def read_board(client: SomaClient, max_targets: int, limit: int):
@@ -32,6 +33,7 @@ async def read_board(client: SomaClient, max_targets: int, limit: int):
     return models, list(targets.values()), await client.get_leaderboard(limit)
 
 
+@app.command("board")
 def board(
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Also draw the map into this PNG.")] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=MAX_PAGE,
@@ -108,8 +110,3 @@ def draw_map(found: Board, path: Path) -> None:
     if found.targets:
         axes.legend(loc="best", fontsize=8)
     figure.savefig(path, format="png", dpi=PLOT_DPI)
-
-
-def register(app: typer.Typer) -> None:
-    """Mount these commands on the `soma` app."""
-    app.command("board")(board)

@@ -15,12 +15,15 @@ from soma_ray.participant import CHALLENGE_KINDS, ChallengeInfo
 from soma_ray.protocol.crypto import show_address
 from soma_ray.protocol.targets import DISTANCE_SCALE
 
-app = typer.Typer(help="Dispute a filled target's submission; the validators audit and decide.",
-                  no_args_is_help=True)
+app = typer.Typer()  # `soma verify`, and the `challenge` group
+challenge_app = typer.Typer(name="challenge", no_args_is_help=True,
+                            help="Dispute a filled target's submission; the validators audit and decide.")
+app.add_typer(challenge_app)
 
 TargetArgument = Annotated[str, typer.Argument(help="The target's id (0x...).")]
 
 
+@app.command("verify")
 def verify(target: TargetArgument, rpc_url: RpcOption = None) -> None:
     """Download a filled target's data, re-score it under all its models and say whether the
     submission's claims hold, with the numbers (what a validator's audit decides)."""
@@ -41,7 +44,7 @@ def verify(target: TargetArgument, rpc_url: RpcOption = None) -> None:
     run_participant(rpc_url, action)
 
 
-@app.command("initiate")
+@challenge_app.command("initiate")
 def initiate(
     target: TargetArgument,
     kind: Annotated[str, typer.Option("--kind", help=f"{' or '.join(CHALLENGE_KINDS)}.")],
@@ -66,7 +69,7 @@ def _rows(challenges: list[ChallengeInfo]):
              show_address(c.challenger), c.status) for c in challenges]
 
 
-@app.command("list")
+@challenge_app.command("list")
 def list_challenges(
     target: Annotated[Optional[str], typer.Option("--target", help="Only on this target.")] = None,
     mine: Annotated[bool, typer.Option("--mine", help="Only those your key opened.")] = False,
@@ -84,7 +87,7 @@ def list_challenges(
     run_participant(rpc_url, action)
 
 
-@app.command("info")
+@challenge_app.command("info")
 def info(challenge: Annotated[str, typer.Argument(help="The challenge's id (0x...).")],
          rpc_url: RpcOption = None) -> None:
     """One challenge: its target, kind, bond, challenger; or that it is no longer open."""
@@ -101,9 +104,3 @@ def info(challenge: Annotated[str, typer.Argument(help="The challenge's id (0x..
             typer.echo(f"{name}: {value}")
 
     run_participant(rpc_url, action)
-
-
-def register(main: typer.Typer) -> None:
-    """Mount these commands on the `soma` app."""
-    main.command("verify")(verify)
-    main.add_typer(app, name="challenge")

@@ -1,5 +1,6 @@
 """What every participant command shares: reading amounts, addresses and keys from the command
-line, reaching the gateway over HTTP, showing amounts in SOMA, tables, and one-line errors.
+line, reaching the gateway over HTTP, showing amounts and distances, tables, and one-line errors
+(protocol errors in words, `in_words`).
 
 Nothing here imports Ray: a participant's commands talk to the network through its gateway only.
 """
@@ -14,14 +15,18 @@ import typer
 
 from soma_ray.cli.wallet import WalletOption
 from soma_ray.client import CHAIN_URLS, SomaClient
+from soma_ray.http_transport import GatewayError
 from soma_ray.participant import as_id
+from soma_ray.protocol import errors
+from soma_ray.protocol.crypto import show_address
 from soma_ray.protocol.errors import ProtocolError
 from soma_ray.protocol.params import SHANNONS_PER_SOMA
+from soma_ray.protocol.targets import DISTANCE_SCALE
 from soma_ray.wallet import Wallet, WalletError
 
-__all__ = ["BadArgument", "KeyOption", "RpcOption", "WalletOption", "fail", "load_key",
-           "parse_address", "parse_amount", "parse_id", "print_table", "run_participant",
-           "show_amount"]
+__all__ = ["BadArgument", "KeyOption", "RpcOption", "WalletOption", "fail", "in_words", "load_key",
+           "parse_address", "parse_amount", "parse_id", "print_table", "run_participant", "run_play",
+           "show_amount", "show_distance", "show_optional"]
 
 KeyOption = Annotated[Optional[str], typer.Option("--key", help="Wallet key name (default key).")]
 RpcOption = Annotated[Optional[str], typer.Option(
@@ -58,6 +63,16 @@ def parse_address(text: str) -> bytes:
 
 def show_amount(shannons: int) -> str:
     return f"{Decimal(shannons) / SHANNONS_PER_SOMA:f} SOMA"
+
+
+def show_distance(fixed: int) -> str:
+    return f"{fixed / DISTANCE_SCALE:.6f}"
+
+
+def show_optional(value) -> str:
+    if value is None:
+        return "-"
+    return show_address(value) if isinstance(value, bytes) else str(value)
 
 
 def fail(message: str) -> typer.Exit:
@@ -103,3 +118,30 @@ def print_table(title: str, columns: Iterable[str], rows: Iterable[Iterable[obje
     for row in rows:
         table.add_row(*(str(cell) for cell in row))
     Console(width=200).print(table)
+
+
+def in_words(error: ProtocolError) -> str:
+    """A protocol error as a user reads it: distances as cosine distances, amounts in SOMA,
+    each with the chain's own numbers."""
+    if isinstance(error, errors.DistanceExceedsThreshold):
+        return (f"not a hit: the distance {show_distance(error.distance)} is over the target's threshold "
+                f"{show_distance(error.threshold)} ({error.distance} > {error.threshold} in 1e-9 units)")
+    if isinstance(error, errors.InsufficientBalance):
+        return (f"needs {show_amount(error.required)} ({error.required} shannons), "
+                f"the account has {show_amount(error.available)}")
+    if isinstance(error, errors.DataTooLarge):
+        return f"the file is {error.size} bytes, the network takes at most {error.max} bytes per submission"
+    return f"{error} ({error.code})"
+
+
+def run_play(rpc_url: str | None, action):
+    """`run_participant`, with protocol errors in words (`in_words`)."""
+    async def worded(client):
+        try:
+            return await action(client)
+        except ProtocolError as error:
+            raise fail(in_words(error)) from None
+        except GatewayError as error:
+            raise fail(str(error)) from None
+
+    return run_participant(rpc_url, worded)

@@ -1,14 +1,27 @@
-"""The `soma` command line. Each command group lives in its own module and is mounted here."""
+"""The `soma` command line: one module per command group, each holding that group's commands in
+its `app` (a named group, or top-level commands), mounted here once, in any order.
+
+    wallet.py     soma wallet new|list|address|export|import|set-default
+    account.py    soma faucet | balance | transfer
+    start.py      soma start localnet|scoring|testnet
+    network.py    soma stop | status                          (the operator's, over Ray)
+    testnet.py    soma testnet restart            (and the testnet file `start testnet` reads)
+    epoch.py      soma epoch advance
+    target.py     soma target list|info|claim
+    data.py       soma score | submit, soma data download
+    stake.py      soma stake add|withdraw|list
+    validator.py  soma validator list
+    challenge.py  soma verify, soma challenge initiate|list|info
+    board.py      soma board
+    model.py      soma model train|create|commit|reveal|publish|list|info|download|stake|deactivate
+    simulate.py   soma simulate
+"""
 import typer
 
-from soma_ray.cli import board, challenge, localnet, model, play, simulate, testnet, wallet
+from soma_ray.cli import (account, board, challenge, data, epoch, model, network, simulate, stake,
+                          start, target, testnet, validator, wallet)
 
 app = typer.Typer(help="soma-ray: the SOMA network on Ray.", no_args_is_help=True)
-app.add_typer(wallet.app, name="wallet")
-app.add_typer(model.app, name="model")
-simulate.register(app)
-localnet.register(app)  # before testnet: it makes the `start` group testnet adds to
-testnet.register(app)
-play.register(app)
-challenge.register(app)
-board.register(app)
+for group in (wallet, account, start, network, testnet, epoch, target, data, stake, validator,
+              challenge, board, model, simulate):
+    app.add_typer(group.app)

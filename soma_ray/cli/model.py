@@ -4,19 +4,16 @@ manage models on a network over its HTTP gateway (`create`, `commit`, `reveal`, 
 
 The network commands never use Ray: they reach the gateway with `SomaClient(rpc_url=...)`
 (`soma_ray.cli.common.run_participant`). What `reveal` needs (the decryption key and the
-embedding committed to) is kept in the key store, `$SOMA_HOME/models/<model id>.json` (0600).
-Every rule the chain would refuse a transaction for, and that the command can see from the chain's
-state, is checked before anything is sent: a refused transaction would still cost its fee.
+embedding committed to) is kept in the wallet's key store (`soma_ray.wallet.save_secret`,
+`$SOMA_HOME/models/<model id>.json`, 0600). Every rule the chain would refuse a transaction for,
+and that the command can see from the chain's state, is checked before anything is sent (the
+protocol's own rule functions): a refused transaction would still cost its fee.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import io
-import json
-import os
-import stat
-import sysconfig
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, Optional
@@ -27,32 +24,29 @@ import typer
 from soma_ray.cli.common import (BadArgument, KeyOption, RpcOption, WalletOption, load_key, parse_amount,
                                  parse_id, print_table, run_participant, show_amount)
 from soma_ray.client import SomaClient
-from soma_ray.cluster import soma_home
+from soma_ray.corpus import (CorpusNotFound, EmptyCorpus, corpus_files, sample_windows,
+                             stdlib_sources)
+from soma_ray.files import FileTooLarge, read_bounded, write_atomic
 from soma_ray.protocol import errors
 from soma_ray.protocol.crypto import Keypair, show_address
-from soma_ray.protocol.models import model_commitment, validate_embedding
+from soma_ray.protocol.models import (
+    awaited_reveal, model_commitment, require_commit_allowed, require_deactivatable,
+    require_model_owner, reveal_allowed, reveal_epoch, validate_embedding,
+)
+from soma_ray.protocol.params import BPS
 from soma_ray.protocol.state import MODEL, STAKING_POOL
 from soma_ray.protocol.targets import embedding_bytes
 from soma_ray.protocol.types import Model, StakingPool
-from soma_ray.wallet import write_private
-from soma_ray.wire import parse_hex
+from soma_ray.wallet import KeyStoreError, ModelSecret, load_secret, save_secret
 
 # torch and Ray Train are imported inside the commands that need them: every other `soma`
 # command (and `--help`) would otherwise pay seconds of import time for them.
 
-app = typer.Typer(help="Train, publish and manage V1 models.", no_args_is_help=True)
+app = typer.Typer(name="model", help="Train, publish and manage V1 models.", no_args_is_help=True)
 
 MODEL_SIZES = ("small", "v1")
-BPS = 10_000
 DEFAULT_COMMISSION = "10%"
-KEY_STORE_DIR = "models"
-KEY_STORE_VERSION = 1
-MAX_KEY_STORE_BYTES = 1 << 20  # a record holds a key, a URL and at most a few 10 KiB of embedding
 MAX_EMBEDDING_FILE_BYTES = 1 << 20
-# The sample the model's own embedding is computed over when none is given: this many windows of
-# this many bytes, evenly spaced over the corpus (docs/model_owner.md, "The embedding").
-EMBEDDING_WINDOWS = 8
-EMBEDDING_WINDOW_BYTES = 1_024
 # How long one gateway call of `reveal --wait` waits (below the HTTP client's request timeout).
 WAIT_STEP_S = 60.0
 
@@ -205,13 +199,11 @@ def show_commission(bps: int) -> str:
 def read_file(path: Path, what: str, limit: int) -> bytes:
     """The bytes of `path`, at most `limit` of them (BadArgument naming `what` otherwise)."""
     try:
-        with open(path, "rb") as file:
-            data = file.read(limit + 1)
+        return read_bounded(path, limit)
+    except FileTooLarge:
+        raise BadArgument(f"{what} {path} is over {limit} bytes") from None
     except OSError as error:
         raise BadArgument(f"{what} {path}: {error.strerror or error}") from None
-    if len(data) > limit:
-        raise BadArgument(f"{what} {path} is over {limit} bytes")
-    return data
 
 
 def read_embedding_file(path: Path) -> bytes:
@@ -244,34 +236,16 @@ def read_weights(path: Path, dim: int, limit: int) -> bytes:
 
 # ---------------------------------------------------------------------------------- the embedding
 
-def corpus_files(corpus: Path | None) -> list[Path]:
-    """A corpus's files in order: a file, or every file under a directory (sorted by path);
-    None: the Python standard library's top-level modules."""
-    if corpus is None:
-        return sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py"))
-    if corpus.is_dir():
-        return sorted(p for p in corpus.rglob("*") if p.is_file())
-    if corpus.is_file():
-        return [corpus]
-    raise BadArgument(f"embedding corpus {corpus}: no such file or directory")
-
-
-def sample_windows(files: list[Path], count: int = EMBEDDING_WINDOWS,
-                   size: int = EMBEDDING_WINDOW_BYTES) -> list[bytes]:
-    """`count` windows of at most `size` bytes at evenly spaced offsets of the files' bytes taken
-    in order (a window ends with its file): a bounded read of any corpus."""
-    sizes = [path.stat().st_size for path in files]
-    total = sum(sizes)
-    if total == 0:
-        raise BadArgument("the embedding corpus holds no bytes")
-    starts = np.cumsum([0] + sizes)
-    windows = []
-    for offset in sorted({i * total // count for i in range(count)}):
-        index = int(np.searchsorted(starts, offset, side="right")) - 1  # skips empty files
-        with open(files[index], "rb") as file:
-            file.seek(offset - int(starts[index]))
-            windows.append(file.read(size))
-    return windows
+def embedding_sample(corpus: Path | None) -> list[bytes]:
+    """The sample the default embedding is computed over (`soma_ray.corpus.sample_windows`):
+    windows of `corpus`, a file or a directory's files; None: the Python standard library's
+    top-level modules."""
+    try:
+        return sample_windows(stdlib_sources(top_level=True) if corpus is None else corpus_files(corpus))
+    except CorpusNotFound:
+        raise BadArgument(f"embedding corpus {corpus}: no such file or directory") from None
+    except EmptyCorpus:
+        raise BadArgument("the embedding corpus holds no bytes") from None
 
 
 def model_embedding(weights: bytes, sample: list[bytes]) -> bytes:
@@ -288,131 +262,24 @@ def model_embedding(weights: bytes, sample: list[bytes]) -> bytes:
     return embedding_bytes((mean / norm).astype(np.float32))
 
 
-# ---------------------------------------------------------------------------------- key store
-
-class KeyStoreError(BadArgument):
-    """A key store record that is missing, not private, or not a record."""
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelSecret:
-    """What revealing a commit needs, kept from the commit until the reveal."""
-
-    model_id: bytes
-    decryption_key: bytes
-    embedding: bytes  # the canonical little-endian float32 bytes committed to
-    weights_url: str
-
-
-def key_store_path(model_id: bytes, home: Path | None = None) -> Path:
-    return (home or soma_home()) / KEY_STORE_DIR / f"{show_address(model_id)}.json"
-
-
-def save_secret(secret: ModelSecret, home: Path | None = None) -> Path:
-    """Write the record atomically, 0600 in a 0700 directory (the wallet's private writer)."""
-    path = key_store_path(secret.model_id, home)
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path.parent.chmod(0o700)  # one made earlier with a wider mode too
-    record = {"version": KEY_STORE_VERSION, "model_id": show_address(secret.model_id),
-              "decryption_key": show_address(secret.decryption_key),
-              "embedding": show_address(secret.embedding), "weights_url": secret.weights_url}
-    write_private(path, (json.dumps(record, indent=2) + "\n").encode())
-    return path
-
-
-def load_secret(model_id: bytes, home: Path | None = None) -> ModelSecret:
-    """The record of `model_id`; refused when missing, not private, too large or malformed."""
-    path = key_store_path(model_id, home)
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except FileNotFoundError:
-        raise KeyStoreError(
-            f"no key store record {path}: the reveal needs the key and embedding that model "
-            f"{show_address(model_id)}'s commit kept there (commit from this machine, or copy the "
-            "record here)") from None
-    except OSError as error:
-        raise KeyStoreError(f"key store record {path}: {error.strerror or error}") from None
-    with os.fdopen(fd, "rb") as file:
-        info = os.fstat(file.fileno())
-        if stat.S_IMODE(info.st_mode) & 0o077:
-            raise KeyStoreError(f"{path} has mode {stat.S_IMODE(info.st_mode):04o}; a key store "
-                                f"record must be private: run chmod 600 {path}")
-        data = file.read(MAX_KEY_STORE_BYTES + 1)
-    if len(data) > MAX_KEY_STORE_BYTES:
-        raise KeyStoreError(f"{path} is over {MAX_KEY_STORE_BYTES} bytes: not a key store record")
-    return parse_secret(data, model_id, path)
-
-
-def parse_secret(data: bytes, model_id: bytes, path: Path) -> ModelSecret:
-    def bad(reason: str) -> KeyStoreError:
-        return KeyStoreError(f"{path} is not a usable key store record: {reason}")
-
-    try:
-        record = json.loads(data)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise bad("not JSON") from None
-    fields = ("version", "model_id", "decryption_key", "embedding", "weights_url")
-    if not isinstance(record, dict) or sorted(record) != sorted(fields):
-        raise bad(f"expected the fields {', '.join(fields)}")
-    if record["version"] != KEY_STORE_VERSION:
-        raise bad(f"version {record['version']!r}, this soma reads version {KEY_STORE_VERSION}")
-    if not all(isinstance(record[name], str) for name in fields[1:]):
-        raise bad("its values are not text")
-    try:
-        secret = ModelSecret(parse_hex(record["model_id"], "model_id", 32),
-                             parse_hex(record["decryption_key"], "decryption_key", 32),
-                             embedding_bytes(parse_hex(record["embedding"], "embedding")),
-                             record["weights_url"])
-    except errors.ProtocolError as error:  # MalformedInput, NonFiniteEmbedding
-        raise bad(str(error)) from None
-    if secret.model_id != model_id:
-        raise bad(f"it holds model {record['model_id']}, not {show_address(model_id)}")
-    return secret
-
-
 # ---------------------------------------------------------------------------------- checks
 # The chain's rules a command can check from the chain's state before it sends anything: a
 # transaction refused at execution still costs its fee.
 
 
-@dataclasses.dataclass(frozen=True)
-class DueReveal:
-    """The commit a model awaits the reveal of: its first weights, or an update."""
-
-    epoch: int  # the only epoch the reveal is accepted in: the commit's epoch + 1
-    key_commitment: bytes
-    embedding_commitment: bytes
-
-
-def due_reveal(model: Model) -> DueReveal:
-    if model.status == "Pending":
-        return DueReveal(model.commit_epoch + 1, model.key_commitment, model.embedding_commitment)
-    update = model.pending_update
-    if model.status == "Active" and update is not None:
-        return DueReveal(update.commit_epoch + 1, update.key_commitment, update.embedding_commitment)
-    raise errors.InvalidModelStatus(status=model.status, expected="Pending, or Active with a pending update")
-
-
-def require_owner(model: Model, sender: bytes) -> None:
-    if model.owner != sender:
-        raise errors.NotOwner(owner=model.owner, sender=sender)
-
-
 def check_commit(model: Model, sender: bytes) -> None:
     """A commit is taken by a Created model, or an Active one without a pending update; so the key
     store record it replaces is no longer needed."""
-    require_owner(model, sender)
-    if not (model.status == "Created" or (model.status == "Active" and model.pending_update is None)):
-        status = "Active with a pending update" if model.status == "Active" else model.status
-        raise errors.InvalidModelStatus(status=status, expected="Created, or Active without a pending update")
+    require_model_owner(model, sender)
+    require_commit_allowed(model)
 
 
 def check_reveal(model: Model, sender: bytes, epoch: int, secret: ModelSecret) -> None:
     """The reveal of `secret` by `sender` in `epoch` is what the chain accepts."""
-    require_owner(model, sender)
-    due = due_reveal(model)
-    if epoch != due.epoch:
-        raise errors.ModelRevealEpochMismatch(commit_epoch=due.epoch - 1, current_epoch=epoch)
+    require_model_owner(model, sender)
+    due = awaited_reveal(model)
+    if not reveal_allowed(due.commit_epoch, epoch):
+        raise errors.ModelRevealEpochMismatch(commit_epoch=due.commit_epoch, current_epoch=epoch)
     if (model_commitment(secret.decryption_key), model_commitment(secret.embedding)) != (
             due.key_commitment, due.embedding_commitment):
         raise KeyStoreError(f"the key and embedding kept for model {show_address(model.id)} are not "
@@ -421,9 +288,8 @@ def check_reveal(model: Model, sender: bytes, epoch: int, secret: ModelSecret) -
 
 
 def check_deactivate(model: Model, sender: bytes) -> None:
-    require_owner(model, sender)
-    if model.status not in ("Created", "Active"):  # a Pending model must reveal or be slashed
-        raise errors.InvalidModelStatus(status=model.status, expected="Created or Active")
+    require_model_owner(model, sender)
+    require_deactivatable(model)  # a Pending model must reveal or be slashed
 
 
 def check_stake(pool: StakingPool, amount: int, available: int, fee: int) -> None:
@@ -455,7 +321,7 @@ def model_rows(model: Model, pool: StakingPool) -> list[tuple[str, str]]:
     update = model.pending_update
     rows.append(("pending update", "none" if update is None else
                  f"{update.weights_manifest.url}, committed in epoch {update.commit_epoch}, "
-                 f"reveal due in epoch {update.commit_epoch + 1}"))
+                 f"reveal due in epoch {reveal_epoch(update.commit_epoch)}"))
     if model.reporters:
         rows.append(("reported by", f"{len(model.reporters)} validators"))
     return rows
@@ -484,7 +350,7 @@ async def prepare_weights(client: SomaClient, weights_file: Path, embedding_file
     params = (await client.get_system_state()).parameters
     weights = read_weights(weights_file, params.embedding_dim, params.model_max_weight_size)
     embedding = (read_embedding_file(embedding_file) if embedding_file is not None
-                 else model_embedding(weights, sample_windows(corpus_files(corpus))))
+                 else model_embedding(weights, embedding_sample(corpus)))
     validate_embedding(embedding, params.embedding_dim)
     encrypted, key = SomaClient.encrypt_weights(weights)
     if len(encrypted) > params.model_max_weight_size:
@@ -501,8 +367,8 @@ async def upload_and_commit(client: SomaClient, owner: Keypair, model_id: bytes,
     path = save_secret(ModelSecret(model_id, prepared.decryption_key, prepared.embedding, url))
     await client.commit_model(owner, model_id, url, prepared.encrypted, prepared.decryption_key,
                               prepared.embedding)
-    due = due_reveal(await chain_model(client, model_id)).epoch
-    typer.echo(f"committed in epoch {due - 1}: reveal in epoch {due} with "
+    committed = awaited_reveal(await chain_model(client, model_id)).commit_epoch
+    typer.echo(f"committed in epoch {committed}: reveal in epoch {reveal_epoch(committed)} with "
                f"`soma model reveal {show_address(model_id)} --wait` (key and embedding kept in {path})")
 
 
@@ -569,8 +435,8 @@ def reveal(model_id: ModelIdArgument,
     async def action(client: SomaClient):
         owner, ident = load_key(wallet, key), parse_model_id(model_id)
         model = await chain_model(client, ident)
-        require_owner(model, owner.address)
-        due, secret = due_reveal(model).epoch, load_secret(ident)
+        require_model_owner(model, owner.address)
+        due, secret = reveal_epoch(awaited_reveal(model).commit_epoch), load_secret(ident)
         epoch = (await client.get_epoch()).epoch
         if wait and epoch < due:
             epoch = await wait_for_epoch(client, due, timeout)
@@ -627,7 +493,6 @@ def download(model_id: ModelIdArgument,
              rpc_url: RpcOption = None) -> None:
     """A revealed model's weights: downloaded, checked against the chain's manifest, decrypted."""
     from soma_ray.model import ModelError
-    from soma_ray.model.files import replacing
 
     async def action(client: SomaClient):
         ident = parse_model_id(model_id)
@@ -637,8 +502,7 @@ def download(model_id: ModelIdArgument,
         except ModelError as error:  # DecryptionError: the revealed key does not open them
             raise BadArgument(f"model {show_address(ident)}'s weights: {error}") from None
         path = out or Path(f"{show_address(ident)}.safetensors")
-        with replacing(path) as scratch:
-            scratch.write_bytes(weights)
+        write_atomic(path, weights)
         typer.echo(f"{path}: {len(weights)} bytes, checked against the chain's manifest and decrypted")
 
     run_participant(rpc_url, action)

@@ -11,14 +11,14 @@ import numpy as np
 import typer
 
 from soma_ray.cli.common import fail
-
 from soma_ray.protocol.genesis import localnet_config, preset_keypair
-from soma_ray.protocol.models import model_commitment
+from soma_ray.protocol.models import model_commitment, reveal_allowed
 from soma_ray.protocol.params import SHANNONS_PER_SOMA
 from soma_ray.protocol.sim import Simulator
 from soma_ray.protocol.state import MODEL, TARGET
-from soma_ray.protocol.submissions import submission_commitment
+from soma_ray.protocol.submissions import required_bond, submission_commitment
 from soma_ray.protocol.supply import total_supply
+from soma_ray.protocol.targets import accepts_commit, is_claimable, is_expired
 from soma_ray.protocol.types import (
     AddStake, ClaimRewards, CommitModel, CommitSubmission, CreateModel, Faucet, Model,
     RevealModel, RevealSubmission, Target, Transfer, WeightsManifest,
@@ -31,6 +31,8 @@ MODEL_KEY = b"simulated-model-key"
 DATA_HASH = b"\x11" * 32
 DATA_SIZE = 1_000
 SUBMISSION_NONCE = b"simulated-nonce"
+
+app = typer.Typer()
 
 
 class ScriptedUsers:
@@ -64,7 +66,7 @@ class ScriptedUsers:
             self.sim.submit_kind(self.owner, CommitModel(
                 model.id, manifest, b"\x00" * 32, model_commitment(self.embedding), model_commitment(MODEL_KEY)
             ))
-        elif model.status == "Pending" and epoch == model.commit_epoch + 1:
+        elif model.status == "Pending" and reveal_allowed(model.commit_epoch, epoch):
             self.sim.submit_kind(self.owner, RevealModel(model.id, MODEL_KEY, self.embedding))
 
     def mine_one_target(self, epoch: int) -> None:
@@ -78,19 +80,19 @@ class ScriptedUsers:
                     target.embedding, 1, SUBMISSION_NONCE,
                 ))
         for target in targets:
-            if target.status == "Open" and target.generation_epoch == epoch and target.model_ids:
+            if target.status == "Open" and accepts_commit(target.generation_epoch, epoch) and target.model_ids:
                 commitment = submission_commitment(
                     DATA_HASH, DATA_SIZE, target.model_ids[0], target.embedding, 1, SUBMISSION_NONCE
                 )
-                bond = max(self.sim.params.submission_min_bond, DATA_SIZE * self.sim.params.bond_per_byte)
+                bond = required_bond(self.sim.params, DATA_SIZE)
                 self.sim.submit_kind(self.miner, CommitSubmission(target.id, commitment, bond))
                 return
 
     def claim_ready_targets(self, epoch: int) -> None:
         """Settle filled targets after their audit window, and expired open ones."""
         for target in self.sim.state.values(TARGET, Target):
-            filled_and_audited = target.status == "Filled" and epoch >= target.fill_epoch + 2
-            expired = target.status == "Open" and target.generation_epoch < epoch
+            filled_and_audited = target.status == "Filled" and is_claimable(target.fill_epoch, epoch)
+            expired = target.status == "Open" and is_expired(target.generation_epoch, epoch)
             if filled_and_audited or expired:
                 self.sim.submit_kind(self.bob, ClaimRewards(target.id))
 
@@ -105,6 +107,7 @@ def target_counts(sim: Simulator) -> str:
     return " ".join(f"{status}={count}" for status, count in sorted(counts.items()))
 
 
+@app.command("simulate")
 def simulate(
     epochs: Annotated[int, typer.Option(help="Epochs to run.")] = 3,
     checkpoints_per_epoch: Annotated[Optional[int], typer.Option(
@@ -212,7 +215,3 @@ def finish(sim: Simulator, all_supplies_ok: bool) -> None:
     )
     if not ok:
         raise typer.Exit(code=1)
-
-
-def register(app: typer.Typer) -> None:
-    app.command("simulate")(simulate)

@@ -1,36 +1,31 @@
-"""`soma start testnet --config FILE`: a testnet over a Ray cluster's nodes, from a TOML file.
+"""`soma testnet restart`, and the testnet file `soma start testnet --config FILE` reads.
 
 The file (docs/operations.md; deploy/testnet.toml is an example) is read and checked here, all of
-it before anything starts; actors/testnet.py launches. The command joins the cluster (--address,
-RAY_ADDRESS or the recorded one; never a new one: a testnet needs nodes that offer its
-validators' resources), starts the network detached and returns; `soma status` and `soma stop`
-reach it with the same address and namespace.
+it before anything starts (`read_testnet_file`); actors/testnet.py launches. `soma start testnet`
+(soma_ray/cli/start.py) joins the cluster (--address, RAY_ADDRESS or the recorded one; never a
+new one: a testnet needs nodes that offer its validators' resources), starts the network
+detached and returns; `soma status` and `soma stop` reach it with the same address and namespace.
 """
 from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Optional
 
 import typer
 
 from actors import network as net
-from actors.testnet import (
-    RestartRefused, TestnetSettings, ValidatorNodesMissing, rolling_restart, start_testnet,
-)
+from actors.testnet import RestartRefused, TestnetSettings, rolling_restart
 from soma_ray import cluster
 from soma_ray.cli.common import BadArgument, fail, parse_address
-from soma_ray.cli.localnet import (
-    AddressOption, NamespaceOption, parse_duration_ms, quiet_serve, start_app,
-)
+from soma_ray.cli.ops import AddressOption, NamespaceOption, parse_duration_ms
 from soma_ray.config import DEFAULT_PLACEMENT
+from soma_ray.files import FileTooLarge, read_bounded
 from soma_ray.protocol.errors import ProtocolError
 from soma_ray.protocol.genesis import genesis, preset_keypair
 from soma_ray.protocol.params import BPS, SHANNONS_PER_SOMA
 
-testnet_app = typer.Typer(help="Operate a running testnet.", no_args_is_help=True)
+app = typer.Typer(name="testnet", help="Operate a running testnet.", no_args_is_help=True)
 
 MAX_FILE_BYTES = 64 * 1024
 MAX_VALIDATORS = 100
@@ -73,7 +68,7 @@ def read_testnet_settings(text: str, source: str = "testnet file") -> TestnetSet
             if not isinstance(table[key], kind) or (kind is int and isinstance(table[key], bool)):
                 raise BadArgument(f"{source}: {key} must be a {kind.__name__}")
             values[field_name or key] = table[key]
-    _check_scalars(values, source)
+    check_scalars(values, source)
     values["balances"] = _balances(table.get("balances", {}), source)
     values["placement"] = _placement(table.get("placement", {}), source)
     settings = TestnetSettings(**values)
@@ -81,7 +76,7 @@ def read_testnet_settings(text: str, source: str = "testnet file") -> TestnetSet
     return settings
 
 
-def _check_scalars(values: dict, source: str) -> None:
+def check_scalars(values: dict, source: str) -> None:
     """Check the plain settings' ranges and turn them into their fields' units, in place."""
     def require(ok: bool, what: str) -> None:
         if not ok:
@@ -149,12 +144,11 @@ def _check_genesis(settings: TestnetSettings, source: str) -> None:
 
 def read_testnet_file(path: Path) -> TestnetSettings:
     try:
-        with path.open("rb") as file:
-            data = file.read(MAX_FILE_BYTES + 1)
+        data = read_bounded(path, MAX_FILE_BYTES)
+    except FileTooLarge:
+        raise BadArgument(f"{path}: larger than {MAX_FILE_BYTES} bytes; not a testnet file") from None
     except OSError as error:
         raise BadArgument(f"{path}: {error.strerror}") from None
-    if len(data) > MAX_FILE_BYTES:
-        raise BadArgument(f"{path}: larger than {MAX_FILE_BYTES} bytes; not a testnet file")
     try:
         text = data.decode()
     except UnicodeDecodeError:
@@ -162,45 +156,7 @@ def read_testnet_file(path: Path) -> TestnetSettings:
     return read_testnet_settings(text, str(path))
 
 
-def start_testnet_command(
-    config: Annotated[Path, typer.Option("--config", help="The testnet file (TOML).")],
-    http_host: Annotated[Optional[str], typer.Option(
-        "--http-host", help="Overrides the file's http_host (the head's address).")] = None,
-    public_host: Annotated[Optional[str], typer.Option(
-        "--public-host", help="Overrides the file's public_host (the address participants use).")] = None,
-    node_timeout: Annotated[str, typer.Option(
-        "--node-timeout", help="How long to wait for the validators' nodes, e.g. 30m.")] = "30m",
-    address: AddressOption = None,
-) -> None:
-    """Start (or resume from its data dir) a testnet on a running Ray cluster: validator i on the
-    node that offers resource validator<i>, its key made there; the clock, the target index and
-    the services on the head. Returns once it runs; `soma stop --address ...` stops it."""
-    try:
-        settings = read_testnet_file(config)
-        timeout_s = parse_duration_ms(node_timeout) / 1000
-        hosts = {name: host for name, host in (("http_host", http_host), ("public_host", public_host))
-                 if host is not None}
-        _check_scalars(hosts, "the command line")
-    except BadArgument as error:
-        raise fail(str(error)) from None
-    settings = replace(settings, **hosts)
-    quiet_serve()
-    try:
-        joined = cluster.connect(address, namespace=settings.namespace)
-        network = start_testnet(settings, detached=True, timeout_s=timeout_s)
-    except (ConnectionError, ValidatorNodesMissing, net.DataDirMismatch) as error:
-        raise fail(str(error)) from None
-    stored = network.config
-    typer.echo(f"testnet of {stored.validators} validators in Ray namespace {stored.namespace!r}, "
-               f"epochs of {stored.epoch_duration_ms / 1000:g} s, data in {stored.data_dir} on "
-               "each node (a resumed testnet keeps its stored settings)")
-    typer.echo(f"gateway: {stored.public_url}" if settings.services
-               else "gateway: not started (services = false)")
-    dashboard = joined.dashboard_url
-    typer.echo(f"Ray dashboard: http://{dashboard}" if dashboard else "Ray dashboard: not running")
-
-
-@testnet_app.command("restart")
+@app.command("restart")
 def restart_command(address: AddressOption = None,
                     namespace: NamespaceOption = net.DEFAULT_NAMESPACE) -> None:
     """Rolling restart (an upgrade, once the nodes have the new code): each validator's process
@@ -213,10 +169,3 @@ def restart_command(address: AddressOption = None,
         raise fail(str(error)) from None
     for index, sequence in enumerate(sequences):
         typer.echo(f"validator-{index}: restarted, caught up at checkpoint {sequence}")
-
-
-def register(app: typer.Typer) -> None:
-    """Mount these commands on the `soma` app: `start testnet` (in the `start` group localnet
-    made) and the `testnet` group."""
-    start_app.command("testnet")(start_testnet_command)
-    app.add_typer(testnet_app, name="testnet")

@@ -10,7 +10,7 @@ import typer
 from soma_ray.protocol.crypto import show_address
 from soma_ray.wallet import WALLET_ENV, Wallet, WalletError
 
-app = typer.Typer(help="Named Ed25519 keys in a private key file.", no_args_is_help=True)
+app = typer.Typer(name="wallet", help="Named Ed25519 keys in a private key file.", no_args_is_help=True)
 
 WalletOption = Annotated[
     Optional[Path],

@@ -48,107 +48,35 @@ from typing import Iterable
 import numpy as np
 
 from soma_ray.node.executor import Executed, Executor
-from soma_ray.protocol.encoding import Struct, decode
+from soma_ray.protocol.encoding import decode
 from soma_ray.protocol.epoch import SYSTEM_SENDER
 from soma_ray.protocol.errors import MalformedInput, ModelHasNoWeights, ObjectNotFound, ZeroEmbedding
 from soma_ray.protocol.genesis import GenesisConfig, genesis
 from soma_ray.protocol.submissions import claim_split, required_bond
 from soma_ray.protocol.state import CHALLENGE, MODEL, STAKING_POOL, SUBMISSION, TARGET, State
-from soma_ray.protocol.targets import DISTANCE_SCALE, as_embedding
+from soma_ray.protocol.targets import (
+    DISTANCE_SCALE, accepts_commit, as_embedding, claimable_epoch, is_claimable,
+)
 from soma_ray.protocol.types import (
     Challenge, Checkpoint, CheckpointEntry, ClaimRewards, Model, SignedTransaction, StakingPool,
     Submission, Target, TransactionEffects,
 )
+from soma_ray.wire import (
+    MAX_PAGE, STATUSES, IndexStatus, Leaderboard, MinerScore, ModelManifest, ModelScore, ModelView,
+    NearbyTarget, TargetPage, TargetView,
+)
 
-STATUSES = ("open", "expired", "filled", "claimable", "settled")
-MAX_PAGE = 1_000  # most targets one page, one nearest query or one leaderboard side holds
 _TOKEN_CHARS = 16  # a page token: the last listed target's order key, 16 hex digits
 _TOKEN = re.compile(f"[0-9a-f]{{{_TOKEN_CHARS}}}")
 _BULK = 32  # more changes than this to one sorted list: rebuild it instead of bisecting
 
 
-# ----------------------------------------------------------------------------- views
-
-
-class TargetView(Struct):
-    id: bytes
-    status: str  # one of STATUSES
-    embedding: bytes  # little-endian float32
-    model_ids: list[bytes]
-    distance_threshold: float  # cosine distance (threshold_fixed / 1e9)
-    threshold_fixed: int  # the chain's: a reveal needs cosine_distance_fixed(e, target) <= it
-    reward_pool: int  # shannons (0 once settled)
-    generation_epoch: int
-    bond_amount: int  # the least bond a commit may post (submission_min_bond); see required_bond
-    submission_id: bytes | None  # the committed or winning submission
-    submitter: bytes | None  # its miner
-    winning_model_id: bytes | None  # the model its reveal named
-    fill_epoch: int | None
-    claimable_epoch: int | None  # fill_epoch + 2
-    reveal_deadline_ms: int | None  # a Committed target: the commit's reveal deadline
-    settled_epoch: int | None
-
-
-class TargetPage(Struct):
-    targets: list[TargetView]
-    next_page_token: str | None  # None: this was the last page
-
-
-class NearbyTarget(Struct):
-    distance: float  # cosine distance (float, off-chain)
-    target: TargetView
-
-
-class ManifestView(Struct):
-    model_id: bytes
-    url: str
-    checksum: bytes
-    size: int
-    decryption_key: bytes
-
-
-class ModelView(Struct):
-    model_id: bytes
-    owner: bytes
-    status: str  # the chain's: Created, Pending, Active, Inactive
-    embedding: bytes | None  # little-endian float32, once revealed
-    stake: int  # its pool's soma_balance (what target selection weighs)
-    commission_bps: int
-    has_pending_update: bool
-
-
-class ModelScore(Struct):
-    model_id: bytes
-    wins: int
-    earnings: int  # shannons
-
-
-class MinerScore(Struct):
-    address: bytes
-    hits: int
-    rewards: int  # shannons
-
-
-class Leaderboard(Struct):
-    models: list[ModelScore]  # by wins, then earnings (both descending), then id
-    miners: list[MinerScore]  # by hits, then rewards, then address
-
-
-class IndexStatus(Struct):
-    synced_sequence: int | None  # the last checkpoint applied (None: genesis only)
-    epoch: int
-    state_root: bytes
-    targets: int
-    counts: list[tuple[str, int]]  # targets per status, in STATUSES order
-    error: str | None = None  # why the follower stopped (the actor's), None while it follows
-
-
 def view_status(target: Target, epoch: int) -> str:
     """The SDK status of `target` in epoch `epoch` (the module docstring's table)."""
     if target.status in ("Open", "Committed"):
-        return "open" if target.generation_epoch == epoch else "expired"
+        return "open" if accepts_commit(target.generation_epoch, epoch) else "expired"
     if target.status == "Filled":
-        return "claimable" if epoch >= target.fill_epoch + 2 else "filled"
+        return "claimable" if is_claimable(target.fill_epoch, epoch) else "filled"
     if target.status == "Challenged":
         return "filled"
     return "settled"
@@ -432,7 +360,8 @@ class TargetIndex:
             bond_amount=self._params.submission_min_bond,
             submission_id=t.submission_id, submitter=None if s is None else s.miner,
             winning_model_id=None if revealed is None else revealed.model_id,
-            fill_epoch=t.fill_epoch, claimable_epoch=None if t.fill_epoch is None else t.fill_epoch + 2,
+            fill_epoch=t.fill_epoch,
+            claimable_epoch=None if t.fill_epoch is None else claimable_epoch(t.fill_epoch),
             reveal_deadline_ms=s.commit_timestamp_ms + self._params.reveal_window_ms if committed else None,
             settled_epoch=t.settled_epoch,
         )
@@ -536,7 +465,7 @@ class TargetIndex:
             return [self._model_view(m) for m in self.state.values(MODEL, Model) if m.status == "Active"]
         return list(self.state.derived("target_index.active_models", (MODEL, STAKING_POOL), build))
 
-    def model_manifests(self, model_ids: Iterable[bytes]) -> list[ManifestView]:
+    def model_manifests(self, model_ids: Iterable[bytes]) -> list[ModelManifest]:
         """The weights manifest and revealed decryption key of each model, in the order asked.
         An unknown model raises ObjectNotFound(kind="model"); a model without weights (no
         manifest, or no revealed key) raises ModelHasNoWeights naming it: never dropped."""
@@ -548,7 +477,7 @@ class TargetIndex:
             manifest = model.weights_manifest
             if manifest is None or not model.decryption_key:
                 raise ModelHasNoWeights(model_id=bytes(model_id))
-            found.append(ManifestView(model.id, manifest.url, manifest.checksum, manifest.size,
+            found.append(ModelManifest(model.id, manifest.url, manifest.checksum, manifest.size,
                                       model.decryption_key))
         return found
 

@@ -10,13 +10,11 @@ The registry is explicit and lives here: every error class that can reach anothe
 registered by code, and decoding never depends on which other modules a process imported.
 Protocol errors (the rules', the consensus core's, a validator's mempool refusals) are defined
 in this module and registered by `_error` or `@register`; the modules that raise them re-export
-them (`targets.ZeroEmbedding` is `errors.ZeroEmbedding`). Services with errors of their own keep
-them in one pure module (it imports nothing but this one) listed in `ERROR_MODULES`: `registry()`
-imports the listed modules and registers every `ProtocolError` subclass they define, the first
-time a code is looked up. A code taken twice is a TypeError. To add an error: define it below, or
-in a module of `ERROR_MODULES`, or add its (pure) module there; never anywhere else, since a
-client that does not import that module could not decode it
-(tests/unit/protocol/test_error_registry.py fails on any `ProtocolError` subclass outside them).
+them (`targets.ZeroEmbedding` is `errors.ZeroEmbedding`). The services' errors (the gateway's,
+the blob store's, the scoring service's, downloads') are defined here too. A code taken twice is
+a TypeError. To add an error: define it below, never anywhere else, since a client that does not
+import that other module could not decode it (tests/unit/protocol/test_error_registry.py fails
+on any `ProtocolError` subclass defined outside this module).
 
 Errors that never leave the process that raises them keep their own bases and are not in the
 registry: `soma_ray.storage.errors.StorageError` (a validator's own disk; its fields are paths
@@ -26,7 +24,6 @@ carry). A rule that refuses a transaction because of them raises a `ProtocolErro
 """
 from __future__ import annotations
 
-import importlib
 from types import MappingProxyType
 from typing import Any, Mapping, TypeVar
 
@@ -95,19 +92,14 @@ class ProtocolError(Exception):
 
 _P = TypeVar("_P", bound=ProtocolError)
 
-# Pure modules outside this one whose ProtocolError subclasses are registered as a whole (see the
-# module docstring). Imported on the first lookup, not here: each of them imports this module.
-ERROR_MODULES = ("serve.errors",)
-
 _registry: dict[str, type[ProtocolError]] = {}
-_modules_loaded = False
 
 
 def register(cls: type[_P]) -> type[_P]:
     """Add `cls` to the registry under its code (its name); a code already taken is a TypeError.
 
-    For this module and the loading of `ERROR_MODULES` only: a class registered from any other
-    module would decode only where that module was imported.
+    For this module only: a class registered from any other module would decode only where that
+    module was imported.
     """
     if not (isinstance(cls, type) and issubclass(cls, ProtocolError)):
         raise TypeError(f"only ProtocolError subclasses are registered, not {cls!r}")
@@ -121,20 +113,7 @@ def register(cls: type[_P]) -> type[_P]:
 
 
 def registry() -> Mapping[str, type[ProtocolError]]:
-    """Every registered error class by code (read-only), those of `ERROR_MODULES` included."""
-    global _modules_loaded
-    if not _modules_loaded:
-        for name in ERROR_MODULES:
-            try:
-                module = importlib.import_module(name)
-            except ModuleNotFoundError as missing:  # not in this installation: its codes are unknown
-                if missing.name is None or not (name + ".").startswith(missing.name + "."):
-                    raise
-                continue
-            for value in list(vars(module).values()):
-                if isinstance(value, type) and issubclass(value, ProtocolError) and value.__module__ == name:
-                    register(value)
-        _modules_loaded = True
+    """Every registered error class by code (read-only)."""
     return MappingProxyType(_registry)
 
 
@@ -339,8 +318,9 @@ NoRevealedSubmission = _error(
     "NoRevealedSubmission", ("target_id",), "target {target_id} has no revealed submission",
 )
 
-# The gateway's refusals of a request (serve/gateway.py, re-exported by soma_ray.wire).
+# The public services' refusals of a request (serve/router.py and the gateway).
 RouteNotFound = _error("RouteNotFound", ("method", "path"), "no route {method} {path}")
+MethodNotAllowed = _error("MethodNotAllowed", ("method", "path"), "{path} does not answer {method}")
 NotFound = _error("NotFound", ("what",), "{what} not found")
 LocalnetOnly = _error("LocalnetOnly", ("operation",), "{operation} is only available on a localnet")
 FaucetRateLimited = _error(
@@ -352,7 +332,7 @@ EpochNotReached = _error(
     "epoch {epoch} did not begin within {timeout_s} s (still {current})",
 )
 
-# The blob store (serve/blobs.py) and downloads (serve/fetch.py), re-exported there.
+# The blob store (serve/blobs.py) and downloads (soma_ray/fetch.py), re-exported there.
 BlobTooLarge = _error(
     "BlobTooLarge", ("size_at_least", "max"),
     "the blob is at least {size_at_least} bytes, the limit is {max}: nothing was stored",
@@ -366,6 +346,23 @@ BlobCorrupted = _error(
 InvalidChecksum = _error("InvalidChecksum", ("checksum", "reason"), "{checksum} is not a blob checksum: {reason}")
 FetchError = _error("FetchError", ("url", "reason"), "could not fetch {url}: {reason}")
 FetchTooLarge = _error("FetchTooLarge", ("url", "size", "max"), "{url} is at least {size} bytes, the limit is {max}")
+
+# The scoring service (serve/scoring.py). Errors of the request's own making are the ones above:
+# MalformedInput, DataTooLarge, EmbeddingDimensionMismatch, NonFiniteEmbedding, ZeroEmbedding.
+# Stages at which one model's weights can fail, in the order a load meets them.
+MODEL_STAGES = ("download", "size", "checksum", "decrypt", "load")
+ModelUnavailable = _error(
+    "ModelUnavailable", ("model_id", "stage", "reason"),
+    "model {model_id} is unavailable ({stage}): {reason}",
+)
+DataUnavailable = _error("DataUnavailable", ("url", "reason"), "could not get the data at {url}: {reason}")
+ScoringTimeout = _error("ScoringTimeout", ("timeout_s",), "scoring did not finish within {timeout_s} s")
+RequestTooLarge = _error(
+    "RequestTooLarge", ("size", "max"), "the request body is at least {size} bytes, the limit is {max}",
+)
+ScoringUnavailable = _error(
+    "ScoringUnavailable", ("reason",), "the scoring service is unavailable: {reason}",
+)
 
 
 # Consensus core (raised by soma_ray.consensus, re-exported by soma_ray.consensus.errors).

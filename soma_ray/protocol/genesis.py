@@ -14,7 +14,7 @@ from soma_ray.protocol.context import ExecutionContext
 from soma_ray.protocol.crypto import Committee, Keypair, address_of
 from soma_ray.protocol.encoding import DOMAIN_TX, Struct, blake2b256, digest, u64_le
 from soma_ray.protocol.models import model_commitment, validate_embedding
-from soma_ray.protocol.params import SHANNONS_PER_SOMA, Parameters, localnet, testnet
+from soma_ray.protocol.params import SHANNONS_PER_SOMA, Parameters, localnet
 from soma_ray.protocol.staking import new_pool, stake_active_now
 from soma_ray.protocol.state import MODEL, VALIDATOR, State
 from soma_ray.protocol.targets import generate_epoch_targets, target_embedding
@@ -161,10 +161,6 @@ def preset_config(
 
 def localnet_config(validators: int = 4, models: int = 3, users: int = 4) -> GenesisConfig:
     return preset_config(localnet(), validators, models, users)
-
-
-def testnet_config(validators: int = 4, models: int = 0, users: int = 0) -> GenesisConfig:
-    return preset_config(testnet(), validators, models, users)
 
 
 # Each localnet validator key holds this much at genesis: it pays the fees of the faucet

@@ -5,6 +5,8 @@ decryption key and of the embedding's little-endian float32 bytes.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from soma_ray.protocol.accounts import debit, return_to_emission_pool
 from soma_ray.protocol.context import ExecutionContext
 from soma_ray.protocol.crypto import Committee
@@ -28,11 +30,69 @@ def model_commitment(data: bytes) -> bytes:
     return digest(DOMAIN_MODEL_COMMITMENT, bytes(data))
 
 
-def require_owned_model(state: State, model_id: bytes, sender: bytes) -> Model:
-    model = state.require(MODEL, model_id, Model)
+def require_model_owner(model: Model, sender: bytes) -> None:
+    """Only a model's owner commits, reveals, and deactivates it (NotOwner)."""
     if model.owner != sender:
         raise NotOwner(owner=model.owner, sender=sender)
+
+
+def require_owned_model(state: State, model_id: bytes, sender: bytes) -> Model:
+    model = state.require(MODEL, model_id, Model)
+    require_model_owner(model, sender)
     return model
+
+
+# --- The model's epochs and statuses: the rules the commands check before they send ------------
+
+
+class AwaitedReveal(NamedTuple):
+    """The commit a model awaits the reveal of: its first weights, or an update."""
+
+    commit_epoch: int
+    key_commitment: bytes
+    embedding_commitment: bytes
+
+
+def reveal_epoch(commit_epoch: int) -> int:
+    """The only epoch the reveal of a commit made in `commit_epoch` is accepted in: the next."""
+    return commit_epoch + 1
+
+
+def reveal_allowed(commit_epoch: int, epoch: int) -> bool:
+    """Whether a commit made in `commit_epoch` may be revealed in `epoch`."""
+    return epoch == reveal_epoch(commit_epoch)
+
+
+def reveal_missed(commit_epoch: int, epoch: int) -> bool:
+    """Whether the reveal of a commit made in `commit_epoch` can no longer come in `epoch` (its
+    epoch has ended): a Pending model is slashed, an unrevealed update dropped."""
+    return epoch > reveal_epoch(commit_epoch)
+
+
+def awaited_reveal(model: Model) -> AwaitedReveal:
+    """The commit `model` awaits the reveal of: a Pending model's first weights, or an Active
+    one's pending update (InvalidModelStatus for any other model)."""
+    if model.status == "Pending":
+        return AwaitedReveal(model.commit_epoch, model.key_commitment, model.embedding_commitment)
+    update = model.pending_update
+    if model.status == "Active" and update is not None:
+        return AwaitedReveal(update.commit_epoch, update.key_commitment, update.embedding_commitment)
+    raise InvalidModelStatus(status=model.status, expected="Pending, or Active with a pending update")
+
+
+def require_commit_allowed(model: Model) -> None:
+    """A commit is taken by a Created model (its first weights), or an Active one without a
+    pending update (an update); InvalidModelStatus otherwise."""
+    if not (model.status == "Created" or (model.status == "Active" and model.pending_update is None)):
+        status = "Active with a pending update" if model.status == "Active" else model.status
+        raise InvalidModelStatus(status=status, expected="Created, or Active without a pending update")
+
+
+def require_deactivatable(model: Model) -> None:
+    """A Created or Active model may be deactivated; a Pending one must reveal or be slashed
+    (deactivating would dodge the slash)."""
+    if model.status not in ("Created", "Active"):
+        raise InvalidModelStatus(status=model.status, expected="Created or Active")
 
 
 def validate_embedding(embedding: bytes, dim: int) -> None:
@@ -65,6 +125,7 @@ def process_commit_model(state: State, tx: CommitModel, ctx: ExecutionContext) -
     model = require_owned_model(state, tx.model_id, ctx.sender)
     if tx.weights_manifest.size > ctx.params.model_max_weight_size:
         raise DataTooLarge(size=tx.weights_manifest.size, max=ctx.params.model_max_weight_size)
+    require_commit_allowed(model)
     if model.status == "Created":
         model.status = "Pending"
         model.weights_manifest = tx.weights_manifest
@@ -72,36 +133,24 @@ def process_commit_model(state: State, tx: CommitModel, ctx: ExecutionContext) -
         model.embedding_commitment = tx.embedding_commitment
         model.key_commitment = tx.key_commitment
         model.commit_epoch = ctx.epoch
-    elif model.status == "Active" and model.pending_update is None:
+    else:  # Active without a pending update
         model.pending_update = PendingUpdate(
             tx.weights_manifest, tx.weights_commitment, tx.embedding_commitment, tx.key_commitment, ctx.epoch
         )
-    else:
-        status = "Active with a pending update" if model.status == "Active" else model.status
-        raise InvalidModelStatus(status=status, expected="Created, or Active without a pending update")
     state.put(MODEL, model.id, model)
 
 
 def process_reveal_model(state: State, tx: RevealModel, ctx: ExecutionContext) -> None:
-    """In exactly epoch commit_epoch + 1: commitments match, embedding valid → Active / updated."""
+    """In exactly its `reveal_epoch`: commitments match, embedding valid → Active / updated."""
     model = require_owned_model(state, tx.model_id, ctx.sender)
     update = model.pending_update
-    if model.status == "Pending":
-        commit_epoch, key_commitment, embedding_commitment = (
-            model.commit_epoch, model.key_commitment, model.embedding_commitment
-        )
-    elif model.status == "Active" and update is not None:
-        commit_epoch, key_commitment, embedding_commitment = (
-            update.commit_epoch, update.key_commitment, update.embedding_commitment
-        )
-    else:
-        raise InvalidModelStatus(status=model.status, expected="Pending, or Active with a pending update")
-    if ctx.epoch != commit_epoch + 1:
-        raise ModelRevealEpochMismatch(commit_epoch=commit_epoch, current_epoch=ctx.epoch)
+    awaited = awaited_reveal(model)
+    if not reveal_allowed(awaited.commit_epoch, ctx.epoch):
+        raise ModelRevealEpochMismatch(commit_epoch=awaited.commit_epoch, current_epoch=ctx.epoch)
     validate_embedding(tx.embedding, ctx.params.embedding_dim)
-    if model_commitment(tx.decryption_key) != key_commitment:
+    if model_commitment(tx.decryption_key) != awaited.key_commitment:
         raise CommitmentMismatch(field="decryption_key")
-    if model_commitment(tx.embedding) != embedding_commitment:
+    if model_commitment(tx.embedding) != awaited.embedding_commitment:
         raise CommitmentMismatch(field="embedding")
     if update is not None:
         model.weights_manifest = update.weights_manifest
@@ -128,9 +177,7 @@ def deactivate_model(state: State, model: Model, epoch: int) -> None:
 
 def process_deactivate_model(state: State, tx: DeactivateModel, ctx: ExecutionContext) -> None:
     model = require_owned_model(state, tx.model_id, ctx.sender)
-    if model.status not in ("Created", "Active"):
-        # A Pending model must reveal or be slashed: deactivating would dodge the slash.
-        raise InvalidModelStatus(status=model.status, expected="Created or Active")
+    require_deactivatable(model)
     deactivate_model(state, model, ctx.epoch)
 
 
@@ -176,7 +223,7 @@ def process_model_epoch(state: State, new_epoch: int, committee: Committee) -> N
     `committee` is the ending epoch's."""
     params = state.system().parameters
     for model in list(state.values(MODEL, Model)):
-        if model.status == "Pending" and new_epoch >= model.commit_epoch + 2:
+        if model.status == "Pending" and reveal_missed(model.commit_epoch, new_epoch):
             slash_and_deactivate(state, model, params.model_reveal_slash_bps, new_epoch)
             continue
         if committee.power_of(model.reporters) >= params.quorum:
@@ -188,7 +235,7 @@ def process_model_epoch(state: State, new_epoch: int, committee: Committee) -> N
             state.put(MODEL, model.id, model)
             continue
         changed = False
-        if model.pending_update is not None and new_epoch >= model.pending_update.commit_epoch + 2:
+        if model.pending_update is not None and reveal_missed(model.pending_update.commit_epoch, new_epoch):
             model.pending_update = None
             changed = True
         if model.next_epoch_commission_bps is not None:

@@ -111,13 +111,24 @@ def require_mints_tokens(pool: StakingPool, amount: int) -> None:
         raise StakeTooSmall(amount=amount, minimum=minimum)
 
 
+def stake_activation_epoch(epoch: int) -> int:
+    """The epoch stake added in `epoch` becomes active in (earns, and counts): the next; until
+    then it is pending, and a withdrawal refunds it at once."""
+    return epoch + 1
+
+
+def stake_is_active(activation_epoch: int, epoch: int) -> bool:
+    """Whether stake that activates in `activation_epoch` is active in `epoch`."""
+    return activation_epoch <= epoch
+
+
 def process_add_stake(state: State, tx: AddStake, ctx: ExecutionContext) -> None:
     require_address(tx.pool_owner, "pool_owner")
     require_positive(tx.amount)
     pool = state.require(STAKING_POOL, pool_id_of(state, tx.pool_owner), StakingPool)
     require_mints_tokens(pool, tx.amount)  # StakeTooSmall before stake_pending's PoolInactive
     debit(state, ctx.sender, tx.amount)
-    stake_pending(state, ctx, pool, ctx.sender, tx.amount, ctx.epoch + 1)
+    stake_pending(state, ctx, pool, ctx.sender, tx.amount, stake_activation_epoch(ctx.epoch))
 
 
 def process_add_stake_to_model(state: State, tx: AddStakeToModel, ctx: ExecutionContext) -> None:
@@ -145,7 +156,7 @@ def process_withdraw_stake(state: State, tx: WithdrawStake, ctx: ExecutionContex
     require_unlocked(state, pool, staked, ctx.epoch)
     if staked.id in pool.pending_withdraw:
         raise WithdrawalPending(staked_id=staked.id)
-    if staked.activation_epoch > ctx.epoch:
+    if not stake_is_active(staked.activation_epoch, ctx.epoch):
         pool.pending_stake -= staked.principal
         state.delete(STAKED_SOMA, staked.id)
         credit(state, ctx.sender, staked.principal)

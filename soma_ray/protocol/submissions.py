@@ -2,7 +2,7 @@
 
 Life of a target: Open → (CommitSubmission) Committed → (RevealSubmission) Filled →
 [(InitiateChallenge) Challenged → (ResolveChallenge) Filled or reopened] → (ClaimRewards,
-from epoch fill_epoch + 2) Settled. An Open target whose epoch has ended is expired: a claim
+from its `claimable_epoch`) Settled. An Open target whose epoch has ended is expired: a claim
 pays the finder's fee and returns the rest to the emission pool. A Settled target records its
 `settled_epoch`; the epoch change prunes it, with its paid-out submission, once
 `settled_retention_epochs` more epochs have ended (`targets.prune_settled_targets`).
@@ -22,10 +22,11 @@ from soma_ray.protocol.errors import (
     NotOwner, PoolInactive, RevealWindowExpired, TargetExpired, TargetNotFilled, TargetNotOpen,
 )
 from soma_ray.protocol.params import BPS, Parameters
-from soma_ray.protocol.staking import stake_pending
+from soma_ray.protocol.staking import stake_activation_epoch, stake_pending
 from soma_ray.protocol.state import CHALLENGE, MODEL, STAKING_POOL, SUBMISSION, TARGET, State
 from soma_ray.protocol.targets import (
-    as_embedding, cosine_distance_fixed, generate_target, next_target_seed, reveal_deadline_ms,
+    accepts_commit, as_embedding, challenge_allowed, claimable_epoch, cosine_distance_fixed,
+    generate_target, is_claimable, is_expired, next_target_seed, reveal_deadline_ms,
     reveal_window_open, slash_stale_commit,
 )
 from soma_ray.protocol.types import (
@@ -77,7 +78,7 @@ def process_commit_submission(state: State, tx: CommitSubmission, ctx: Execution
     clear_expired_commit(state, target, ctx)
     if target.status != "Open":
         raise TargetNotOpen(status=target.status)
-    if ctx.epoch != target.generation_epoch:
+    if not accepts_commit(target.generation_epoch, ctx.epoch):
         raise TargetExpired(generation_epoch=target.generation_epoch, current_epoch=ctx.epoch)
     if tx.bond < ctx.params.submission_min_bond:
         raise InsufficientBond(required=ctx.params.submission_min_bond, provided=tx.bond)
@@ -125,7 +126,7 @@ def require_data_bond(submission: Submission, data_size: int, ctx: ExecutionCont
         raise MalformedInput(reason=f"data_size {data_size} is negative")
     if data_size > params.max_submission_bytes:
         raise DataTooLarge(size=data_size, max=params.max_submission_bytes)
-    required = data_size * params.bond_per_byte
+    required = required_bond(params, data_size)  # the commit already posted the minimum
     if submission.bond < required:
         raise InsufficientBond(required=required, provided=submission.bond)
 
@@ -201,7 +202,7 @@ def process_initiate_challenge(state: State, tx: InitiateChallenge, ctx: Executi
         raise ChallengeAlreadyOpen(challenge_id=open_challenge_of(state, target.id).id)
     if target.status != "Filled" or target.submission_id != submission.id:
         raise TargetNotFilled(status=target.status)
-    if ctx.epoch > target.fill_epoch + 1:
+    if not challenge_allowed(target.fill_epoch, ctx.epoch):
         raise ChallengeWindowClosed(fill_epoch=target.fill_epoch, current_epoch=ctx.epoch)
     required = challenge_bond_for(ctx.params, submission.bond)
     if tx.bond < required:
@@ -230,7 +231,7 @@ def challenger_wins(state: State, challenge: Challenge, target: Target, ctx: Exe
     state.delete(SUBMISSION, submission.id)
     target.submission_id = None
     target.fill_epoch = None
-    if target.generation_epoch == ctx.epoch:
+    if accepts_commit(target.generation_epoch, ctx.epoch):
         target.status = "Open"
     else:
         return_to_emission_pool(state, target.reward_pool)
@@ -282,6 +283,12 @@ def required_bond(params: Parameters, data_size: int) -> int:
     return max(params.submission_min_bond, data_size * params.bond_per_byte)
 
 
+def submission_cost(params: Parameters, data_size: int) -> int:
+    """What a miner needs to submit `data_size` bytes: the least bond, and the fees of the
+    commit and the reveal (the balance the SDK and the CLI check before they send anything)."""
+    return required_bond(params, data_size) + 2 * params.base_fee
+
+
 def pay_model(state: State, model_id: bytes, amount: int, ctx: ExecutionContext) -> None:
     """The model's share: commission to the owner as new stake, the rest compounds in its pool.
 
@@ -299,15 +306,14 @@ def pay_model(state: State, model_id: bytes, amount: int, ctx: ExecutionContext)
     if commission == 0:
         return
     try:
-        stake_pending(state, ctx, pool, model.owner, commission, ctx.epoch + 1)
+        stake_pending(state, ctx, pool, model.owner, commission, stake_activation_epoch(ctx.epoch))
     except PoolInactive:
         credit(state, model.owner, commission)
 
 
 def settle_filled(state: State, target: Target, ctx: ExecutionContext) -> None:
-    claimable = target.fill_epoch + 2
-    if ctx.epoch < claimable:
-        raise AuditWindowOpen(claimable_epoch=claimable, current_epoch=ctx.epoch)
+    if not is_claimable(target.fill_epoch, ctx.epoch):
+        raise AuditWindowOpen(claimable_epoch=claimable_epoch(target.fill_epoch), current_epoch=ctx.epoch)
     submission = state.require(SUBMISSION, target.submission_id, Submission)
     fee, miner_share, model_share = claim_split(ctx.params, target.reward_pool)
     credit(state, ctx.sender, fee)
@@ -318,7 +324,7 @@ def settle_filled(state: State, target: Target, ctx: ExecutionContext) -> None:
 
 
 def settle_expired(state: State, target: Target, ctx: ExecutionContext) -> None:
-    if target.generation_epoch >= ctx.epoch:
+    if not is_expired(target.generation_epoch, ctx.epoch):
         raise TargetNotFilled(status=target.status)
     fee = finder_fee(target.reward_pool, ctx)
     credit(state, ctx.sender, fee)

@@ -218,6 +218,7 @@ class ModelIndex:
         return 1.0 - (unit_targets @ self._unit.T).astype(np.float64)
 
     def select(self, target, k: int) -> list:
+        """The stake-weighted k nearest models of one target (spec §4)."""
         return self.select_many([target], k)[0]
 
     def select_many(self, targets, k: int) -> list[list]:
@@ -233,11 +234,6 @@ class ModelIndex:
             self.rank_exactly(target, norm, self.candidate_rows(row, k), k)
             for target, norm, row in zip(checked, norms, approx)
         ]
-
-
-def select_models(target, model_ids: Sequence, embeddings, stakes: Sequence[int], k: int) -> list:
-    """Stake-weighted k-nearest models of one target (spec §4); see `ModelIndex`."""
-    return ModelIndex(model_ids, embeddings, stakes).select(target, k)
 
 
 # --- state transitions: generation (§3 step 7, §4), expiry (§3 step 1), difficulty (§3 step 4),
@@ -346,21 +342,59 @@ def generate_epoch_targets(state: State, ctx: ExecutionContext, emission: int) -
     return created
 
 
+# --- A target's epochs (spec §2): the rules the SDK, the CLI, the strategies and the index call --
+# An Open target takes commits in its generation epoch only, and is expired after it; a fill may
+# be challenged until its window closes, and claimed after that.
+
+
+def accepts_commit(generation_epoch: int, epoch: int) -> bool:
+    """Whether an Open target generated in `generation_epoch` takes a commit in `epoch`."""
+    return epoch == generation_epoch
+
+
+def is_expired(generation_epoch: int, epoch: int) -> bool:
+    """Whether an unfilled target generated in `generation_epoch` is expired in `epoch` (its
+    epoch has ended: a claim pays the finder's fee and returns the rest to the emission pool)."""
+    return generation_epoch < epoch
+
+
+def last_challenge_epoch(fill_epoch: int) -> int:
+    """The last epoch a fill made in `fill_epoch` may be challenged in (the next one: a fill late
+    in its epoch still gets a whole epoch of audits)."""
+    return fill_epoch + 1
+
+
+def challenge_allowed(fill_epoch: int, epoch: int) -> bool:
+    """Whether a fill made in `fill_epoch` may still be challenged in `epoch`."""
+    return epoch <= last_challenge_epoch(fill_epoch)
+
+
+def claimable_epoch(fill_epoch: int) -> int:
+    """The first epoch a fill made in `fill_epoch` may be claimed in: the one after its
+    challenge window closed."""
+    return last_challenge_epoch(fill_epoch) + 1
+
+
+def is_claimable(fill_epoch: int, epoch: int) -> bool:
+    """Whether a fill made in `fill_epoch` (standing, unchallenged) may be claimed in `epoch`."""
+    return epoch >= claimable_epoch(fill_epoch)
+
+
 def expire_targets(state: State, ctx: ExecutionContext) -> None:
     """§3 step 1, run before the epoch number advances: the ending epoch is `system.epoch`.
 
     Committed targets of the ending epoch lose their commit and stay Open, i.e. expired and
     claimable: a stale commit (reveal window passed) has its bond slashed to the emission pool; a
     commit still inside its reveal window gets its bond back, since the miner is not at fault.
-    Challenges whose window (fill_epoch + 1) closes now are dropped with the challenger's bond
-    returned, the miner staying the winner.
+    Challenges whose window (`last_challenge_epoch`) closes now are dropped with the challenger's
+    bond returned, the miner staying the winner.
     """
     ending = state.system().epoch
     open_challenges = {c.target_id: c for c in state.values(CHALLENGE, Challenge)}
     for target in state.values(TARGET, Target):
         if target.status == "Committed" and target.generation_epoch <= ending:
             drop_commit(state, target, ctx)
-        elif target.status == "Challenged" and target.fill_epoch + 1 <= ending:
+        elif target.status == "Challenged" and last_challenge_epoch(target.fill_epoch) <= ending:
             challenge = open_challenges[target.id]
             credit(state, challenge.challenger, challenge.bond)
             state.delete(CHALLENGE, challenge.id)

@@ -124,22 +124,10 @@ class ValidatorStore:
     def map_size(self) -> int:
         return self._env.info()["map_size"]
 
-    def wipe(self) -> None:
-        """Forget everything (a validator that lost its disk); the environment stays open."""
-
-        def drop_all(txn: lmdb.Transaction) -> None:
-            for db in (self._state, self._checkpoints, self._certificates, self._meta,
-                       self._evidence, self._evidence_ids, self._effects):
-                txn.drop(db, delete=False)
-
-        self._write(drop_all)
-
     # -- genesis ---------------------------------------------------------------------------
 
-    def is_empty(self) -> bool:
-        return self.genesis_digest() is None
-
     def genesis_digest(self) -> bytes | None:
+        """The digest of the stored genesis; None for an empty store (a new or wiped disk)."""
         return self._get(self._meta, _GENESIS)
 
     def write_genesis(self, digest: bytes, state_items: Iterable[tuple[bytes, bytes]]) -> bool:
@@ -253,9 +241,6 @@ class ValidatorStore:
         return self._get(self._effects, _u64(sequence)) if sequence >= 0 else None
 
     # -- state -----------------------------------------------------------------------------
-
-    def get_state(self, key: bytes) -> bytes | None:
-        return self._get(self._state, key)
 
     def state_items(self) -> list[tuple[bytes, bytes]]:
         """Every (key, value) of the committed state, in key order. A list, not a generator,

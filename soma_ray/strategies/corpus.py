@@ -1,30 +1,25 @@
 """A miner's data: a real corpus (the interpreter's stdlib sources by default, or every file of a
-directory) read in bounded chunks, in an order drawn from a seed."""
+directory; listed by `soma_ray.corpus`) read in bounded chunks, in an order drawn from a seed."""
 from __future__ import annotations
 
 import random
-import sysconfig
 from pathlib import Path
 from typing import Iterator
 
+from soma_ray.corpus import corpus_files as listed_files
+from soma_ray.corpus import stdlib_root
+
 # One scoring chunk of the V1 model (spec/model.md: S = 1024): an item costs one forward pass.
 CHUNK_BYTES = 1024
-# Installed packages are not the standard library's sources.
-INSTALLED = frozenset({"site-packages", "dist-packages"})
-
-
-def stdlib_dir() -> Path:
-    return Path(sysconfig.get_paths()["stdlib"])
 
 
 def corpus_files(root: str | Path | None = None) -> list[Path]:
     """The corpus's files, sorted: the stdlib's `*.py` when `root` is None, else every regular
     file under `root`. Raises FileNotFoundError for a root that is not a directory or holds none."""
-    base = stdlib_dir() if root is None else Path(root).expanduser()
-    if not base.is_dir():
+    base = stdlib_root() if root is None else Path(root).expanduser()
+    if root is not None and not base.is_dir():
         raise FileNotFoundError(f"corpus {base}: not a directory")
-    found = sorted(p for p in base.rglob("*.py" if root is None else "*")
-                   if p.is_file() and (root is not None or not INSTALLED.intersection(p.parts)))
+    found = listed_files(None if root is None else base)
     if not found:
         raise FileNotFoundError(f"corpus {base}: no files")
     return found

@@ -9,10 +9,12 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import NamedTuple, Sequence
 
-from soma_ray.node.target_index import TargetView
+from soma_ray.wire import TargetView
 from soma_ray.protocol.encoding import blake2b256
 from soma_ray.protocol.params import SHANNONS_PER_SOMA
-from soma_ray.protocol.targets import DISTANCE_SCALE, cosine_distance_fixed
+from soma_ray.protocol.targets import (
+    DISTANCE_SCALE, accepts_commit, challenge_allowed, cosine_distance_fixed,
+)
 from soma_ray.protocol.types import ChallengeKind
 
 # What a fraudulent miner injects, in turn (spec §5 decides the verdict of each):
@@ -43,7 +45,7 @@ class Mix(NamedTuple):
 def minable(targets: Sequence[TargetView], epoch: int) -> list[TargetView]:
     """Targets a miner may commit to now: open in this epoch, nobody's commit on them, models
     to score with."""
-    return [t for t in targets if t.status == "open" and t.generation_epoch == epoch
+    return [t for t in targets if t.status == "open" and accepts_commit(t.generation_epoch, epoch)
             and t.submission_id is None and t.model_ids]
 
 
@@ -70,8 +72,9 @@ def assigned_to(target_id: bytes, index: int, count: int) -> bool:
 
 
 def challengeable(target: TargetView, epoch: int) -> bool:
-    """A filled target whose challenge window is still open (§2: epoch ≤ fill_epoch + 1)."""
-    return target.status == "filled" and target.fill_epoch is not None and epoch <= target.fill_epoch + 1
+    """A filled target whose challenge window is still open (§2, `challenge_allowed`)."""
+    return (target.status == "filled" and target.fill_epoch is not None
+            and challenge_allowed(target.fill_epoch, epoch))
 
 
 def challenge_to_open(fraud: ChallengeKind | None, checked: int, false_alarm_every: int) -> ChallengeKind | None:

@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from soma_ray.node.target_index import ManifestView, TargetView
+from soma_ray.wire import ModelManifest, ScoreResponse, TargetView
 from soma_ray.protocol.crypto import Keypair
 from soma_ray.protocol.encoding import blake2b256
 from soma_ray.protocol.errors import ProtocolError
@@ -26,7 +26,6 @@ from soma_ray.strategies.decide import (
     FRAUD_CHALLENGE, FRAUD_KINDS, assigned_to, challenge_to_open, challengeable, hits_within,
     largest_model_group, minable,
 )
-from soma_ray.wire import ScoreResponse
 
 # What a fraudulent miner claims as its loss: a number no model computed.
 FAKE_LOSS = 1.0
@@ -90,7 +89,7 @@ class World:
         self.filled: list[TargetView] = []
         self.claimable: list[TargetView] = []
         self.taken: set[bytes] = set()
-        self._manifests: dict[tuple[bytes, ...], list[ManifestView]] = {}
+        self._manifests: dict[tuple[bytes, ...], list[ModelManifest]] = {}
 
     async def refresh(self) -> None:
         self.epoch = (await self.client.get_epoch()).epoch
@@ -103,7 +102,7 @@ class World:
         """A filled or claimable target by id (None: neither)."""
         return next((t for t in self.filled + self.claimable if t.id == target_id), None)
 
-    async def manifests(self, model_ids: list[bytes]) -> list[ManifestView]:
+    async def manifests(self, model_ids: list[bytes]) -> list[ModelManifest]:
         key = tuple(model_ids)
         if key not in self._manifests:
             self._manifests[key] = await self.client.get_model_manifests(model_ids)

@@ -6,15 +6,16 @@ state machine (`protocol.sim.Simulator`), with no Ray, no consensus and no HTTP.
     for _ in range(4):
         epoch = await game.play_epoch()  # mining rounds, quiet rounds until audits are done
 
-`SimulatedClient` is a second client of the SDK's surface: the participant calls of
-`soma_ray.participant` (submit_data, initiate_challenge, verify, claim_rewards) run unchanged on
-it, over in-process stand-ins for what `SomaClient` reaches over the network:
+`SimulatedClient` is the SDK (`SomaClient`, unchanged) over `SimTransport`, a third
+implementation of `soma_ray.transport.Transport` beside HTTP and Ray: the participant calls of
+`soma_ray.participant` (submit_data, initiate_challenge, verify, claim_rewards) run on it as on a
+network, over in-process stand-ins for what the other transports reach:
 
-- the chain: each transaction is signed with the key's next nonce and admitted into the
-  Simulator's mempool (admission errors raised as the network's are); a checkpoint of everything
-  pending is sealed once every caller waits on one (the event loop's next turn), and `execute`
-  returns the effects or raises the typed error, as `SomaClient.execute` does once a checkpoint
-  certified them. So a reveal is sent only after its commit is in a checkpoint, as on a network;
+- the chain: each signed transaction is admitted into the Simulator's mempool (admission errors
+  refused as the network's are); a checkpoint of everything pending is sealed once every caller
+  waits on one (the event loop's next turn), and the reply carries its effects, as a validator's
+  does once a checkpoint is certified. So a reveal is sent only after its commit is in a
+  checkpoint, as on a network;
 - the target index: `node.target_index.TargetIndex` follows every checkpoint (re-executing it);
 - the blob store: a dict, content-addressed as serve/blobs names blobs (BLAKE2b-256);
 - the scoring service: the genesis models' weights downloaded from that store, checked,
@@ -35,26 +36,29 @@ from typing import Iterable, NamedTuple
 import msgspec
 import numpy as np
 
+from soma_ray.client import DOWNLOAD_TIMEOUT_S, SomaClient
 from soma_ray.node.audit import VoteCollector, challenge_changes, sign_vote
-from soma_ray.node.target_index import MAX_PAGE, ManifestView, TargetIndex, TargetPage, TargetView
-from soma_ray.client import SomaClient
-from soma_ray.participant import ParticipantCalls, as_id
+from soma_ray.node.replies import SubmitReply, ValidatorStatus
+from soma_ray.node.target_index import TargetIndex
 from soma_ray.protocol import errors
 from soma_ray.protocol.crypto import Keypair
 from soma_ray.protocol.encoding import blake2b256, encode
+from soma_ray.protocol.execution import sign_transaction
 from soma_ray.protocol.genesis import GenesisConfig, genesis, localnet_genesis_config, preset_keypair
 from soma_ray.protocol.sim import Simulator
-from soma_ray.protocol.state import CHALLENGE, SUBMISSION, TARGET
+from soma_ray.protocol.state import CHALLENGE
 from soma_ray.protocol.supply import total_supply
 from soma_ray.protocol.targets import as_embedding
 from soma_ray.protocol.types import (
-    Account, Challenge, Checkpoint, Faucet, ResolveChallenge, Submission, SystemState, Target,
-    TransactionEffects, TransactionKind, WeightsManifest,
+    Challenge, Checkpoint, Faucet, ResolveChallenge, Transaction, TransactionEffects, WeightsManifest,
 )
 from soma_ray.strategies.decide import FUND_AMOUNT
 from soma_ray.strategies.participants import Participant, Stats, World
 from soma_ray.strategies.roster import Spec, build
-from soma_ray.wire import EpochInfo, ScoreResponse, epoch_info
+from soma_ray.wire import (
+    DEFAULT_LEADERBOARD, DEFAULT_PAGE, CheckpointReply, EpochInfo, EpochReply, Health, IndexStatus, Leaderboard, ModelManifest, ModelView,
+    NearbyTarget, ScoreRequest, ScoreResponse, TargetPage, TargetView, Uploaded, epoch_info,
+)
 
 # Where the in-process blob store's blobs are named: BLOBS_URL/<checksum hex>.
 BLOBS_URL = "sim://blobs"
@@ -63,8 +67,8 @@ VALIDATORS = 4
 MAX_QUIET_ROUNDS = 50
 
 
-class SimulatedClient(ParticipantCalls):
-    """The SDK calls the scripted participants and their `World` make, answered in process."""
+class SimTransport:
+    """The `Transport` over the pure state machine, in process (see the module docstring)."""
 
     def __init__(self, genesis_config: GenesisConfig, blobs: dict[str, bytes] | None = None) -> None:
         self.sim = Simulator(genesis_config)
@@ -73,113 +77,41 @@ class SimulatedClient(ParticipantCalls):
         self.scorer = Scorer(self)
         self.feed: list[tuple[Checkpoint, list[TransactionEffects]]] = []  # every sealed checkpoint
         self.supplies: list[int] = []  # the total supply after each
-        self._waiting: dict[bytes, asyncio.Future] = {}  # signed bytes in the mempool → their effects
+        self._waiting: dict[bytes, asyncio.Future] = {}  # signed bytes in the mempool → their reply
         self._sealing: asyncio.Handle | None = None
 
-    # ------------------------------------------------------------------ reads (the chain's latest)
-
-    async def get_account(self, address: bytes) -> Account:
-        return self.sim.state.account(bytes(address))
-
-    async def get_balance(self, address: bytes) -> int:
-        return (await self.get_account(address)).balance
-
-    async def get_system_state(self) -> SystemState:
-        return self.sim.state.system()
-
-    async def get_epoch(self) -> EpochInfo:
-        return epoch_info(self.sim.state.system())
-
-    async def get_object(self, tag: bytes, ident: bytes, type_):
-        return self.sim.state.get(tag, bytes(ident), type_)
-
-    async def get_object_ids(self, tag: bytes) -> list[bytes]:
-        return list(self.sim.state.ids(tag))
-
-    # ------------------------------------------------------------------ the target index
-
-    async def list_targets(self, status: str | None = "open", limit: int | None = None,
-                           submitter: str | bytes | None = None, model_id: str | bytes | None = None,
-                           page_token: str | None = None) -> TargetPage:
-        return self.index.list_targets(
-            status, MAX_PAGE if limit is None else limit, page_token,
-            None if submitter is None else as_id(submitter, "an address"),
-            None if model_id is None else as_id(model_id, "a model id"))
-
-    # Every target matching, page after page of `list_targets`: the SDK's own loop.
-    get_targets = SomaClient.get_targets
-
-    async def get_target(self, target_id: str | bytes) -> TargetView:
-        return self.index.get_target(as_id(target_id, "a target id"))
-
-    async def get_model_manifests(self, target_or_model_ids) -> list[ManifestView]:
-        ids = getattr(target_or_model_ids, "model_ids", target_or_model_ids)
-        return self.index.model_manifests([as_id(i, "a model id") for i in ids])
-
-    # ------------------------------------------------------------------ blobs and scoring
-
-    async def upload(self, data: bytes, kind: str = "data") -> str:
-        data = bytes(data)
-        url = blob_url(blake2b256(data))
-        self.blobs[url] = data
-        return url
-
-    def download(self, url: str, size: int, checksum: bytes) -> bytes:
-        """The blob at `url`, which must be `size` bytes with BLAKE2b-256 `checksum` (FetchError)."""
-        data = self.blobs.get(url)
-        if data is None:
-            raise errors.FetchError(url=url, reason="no such blob")
-        if len(data) != size or blake2b256(data) != bytes(checksum):
-            raise errors.FetchError(url=url, reason=f"not the {size} bytes the chain names (size or checksum differs)")
-        return data
-
-    async def fetch_submission_data(self, target_id: bytes, timeout_s: float | None = None) -> bytes:
-        target = self.sim.state.get(TARGET, bytes(target_id), Target)
-        if target is None:
-            raise errors.ObjectNotFound(kind="target", id=bytes(target_id))
-        submission = None if target.submission_id is None else (
-            self.sim.state.get(SUBMISSION, target.submission_id, Submission))
-        if submission is None or submission.revealed is None:
-            raise errors.NoRevealedSubmission(target_id=bytes(target_id))
-        revealed = submission.revealed
-        return self.download(revealed.data_url, revealed.data_size, revealed.data_hash)
-
-    async def score(self, data_url: str | None, manifests, target_embedding, data: bytes | None = None,
-                    seed: int = 0) -> ScoreResponse:
-        if data is None:
-            data = self.blobs.get(data_url)
-            if data is None:
-                from serve.errors import DataUnavailable  # pure: the scoring service's errors
-
-                raise DataUnavailable(url=str(data_url), reason="no such blob")
-        dim = self.sim.params.embedding_dim
-        return self.scorer.score(list(manifests), bytes(data), as_embedding(target_embedding, dim), seed)
+    async def close(self) -> None:
+        pass
 
     # ------------------------------------------------------------------ transactions
 
-    async def execute(self, keypair: Keypair, kind: TransactionKind,
-                      max_fee: int | None = None) -> TransactionEffects:
-        """Sign and admit `kind` (the admission's typed error is raised), wait for the checkpoint
-        that executes it, and return its effects (or raise its typed error: the fee is charged)."""
-        data = self.sim.submit_kind(keypair, kind, max_fee)
-        future = asyncio.get_running_loop().create_future()
-        self._waiting[data] = future
+    async def submit(self, tx: bytes) -> SubmitReply:
+        [reply] = await self.submit_batch([tx])
+        return reply
+
+    async def submit_batch(self, batch: list[bytes]) -> list[SubmitReply]:
+        """Admit each (a refusal is its reply), then wait for the checkpoint that executes them:
+        sealed once every caller waits on one (the event loop's next turn)."""
+        replies = [self._admit(bytes(tx)) for tx in batch]
+        return [await reply if isinstance(reply, asyncio.Future) else reply for reply in replies]
+
+    def _admit(self, tx: bytes) -> SubmitReply | asyncio.Future:
+        try:
+            self.sim.submit(tx)
+        except errors.ProtocolError as refused:
+            return SubmitReply.refused(refused)
+        loop = asyncio.get_running_loop()
+        self._waiting[tx] = future = loop.create_future()
         if self._sealing is None:
-            self._sealing = asyncio.get_running_loop().call_soon(self._seal_pending)
-        effects = await future
-        if effects.error is not None:
-            raise errors.error_from_struct(effects.error)
-        return effects
+            self._sealing = loop.call_soon(self._seal_pending)
+        return future
 
-    async def request_faucet(self, recipient: bytes, amount: int, timeout_s: float | None = None
-                             ) -> TransactionEffects:
+    async def request_faucet(self, recipient: bytes, amount: int) -> SubmitReply:
         """Coins from the emission pool, signed by validator 0's key (the localnet faucet's way)."""
-        return await self.execute(preset_keypair("validator", 0), Faucet(bytes(recipient), amount))
-
-    async def advance_epoch(self) -> int:
-        """End the epoch now (with whatever is pending); returns the new epoch."""
-        self._seal(*self.sim.advance_epoch())
-        return self.sim.state.system().epoch
+        faucet = preset_keypair("validator", 0)
+        tx = Transaction(sender=faucet.address, nonce=self.sim.next_nonce(faucet.address),
+                         kind=Faucet(bytes(recipient), amount), max_fee=self.sim.params.base_fee)
+        return await self.submit(encode(sign_transaction(faucet, tx)))
 
     def _seal_pending(self) -> None:
         self._sealing = None
@@ -202,7 +134,127 @@ class SimulatedClient(ParticipantCalls):
         for raw, effect in zip(checkpoint.transactions, effects):
             future = self._waiting.pop(bytes(raw), None)
             if future is not None and not future.done():
-                future.set_result(effect)
+                future.set_result(SubmitReply(sequence=checkpoint.sequence, effects=effect))
+
+    # ------------------------------------------------------------------ chain state (the latest)
+
+    async def get_account(self, address: bytes) -> bytes:
+        return encode(self.sim.state.account(bytes(address)))
+
+    async def get_object(self, key: bytes) -> bytes | None:
+        return self.sim.state.get_raw(bytes(key))
+
+    async def object_ids(self, tag: bytes) -> list[bytes]:
+        return list(self.sim.state.ids(tag))
+
+    async def system_state(self) -> bytes:
+        return encode(self.sim.state.system())
+
+    async def epoch_info(self) -> EpochInfo:
+        return epoch_info(self.sim.state.system())
+
+    async def wait_for_epoch(self, epoch: int, timeout_s: float) -> EpochReply:
+        """No clock runs here: an epoch not reached yet is reached only by advance_epoch."""
+        current = self.sim.state.system().epoch
+        if current < epoch:
+            raise errors.EpochNotReached(epoch=epoch, current=current, timeout_s=timeout_s)
+        return EpochReply(current)
+
+    async def advance_epoch(self) -> EpochReply:
+        """End the epoch now (with whatever is pending)."""
+        self._seal(*self.sim.advance_epoch())
+        return EpochReply(self.sim.state.system().epoch)
+
+    async def get_checkpoint(self, sequence: int | None) -> CheckpointReply | None:
+        """A sealed checkpoint (no certificate: nothing votes here)."""
+        checkpoints = self.sim.checkpoints
+        if not checkpoints or (sequence is not None and not 0 <= sequence < len(checkpoints)):
+            return None
+        return CheckpointReply(encode(checkpoints[-1 if sequence is None else sequence]), b"")
+
+    async def status(self) -> list[ValidatorStatus | None]:
+        return []
+
+    async def health(self) -> Health:
+        return Health(ok=True, validators=0, validators_up=0, localnet=True)
+
+    # ------------------------------------------------------------------ the target index
+
+    async def list_targets(self, status, limit, page_token, submitter, model_id, min_sequence) -> TargetPage:
+        return self.index.list_targets(status, limit or DEFAULT_PAGE, page_token, submitter, model_id)
+
+    async def get_target(self, target_id, min_sequence) -> TargetView:
+        return self.index.get_target(target_id)
+
+    async def nearest_targets(self, embedding, k) -> list[NearbyTarget]:
+        return self.index.nearest_open_targets(embedding, k)
+
+    async def model_manifests(self, model_ids, min_sequence) -> list[ModelManifest]:
+        return self.index.model_manifests(model_ids)
+
+    async def active_models(self, min_sequence) -> list[ModelView]:
+        return self.index.active_models()
+
+    async def get_model(self, model_id) -> ModelView:
+        return self.index.get_model(model_id)
+
+    async def leaderboard(self, limit) -> Leaderboard:
+        return self.index.leaderboard(limit or DEFAULT_LEADERBOARD)
+
+    async def index_status(self) -> IndexStatus:
+        return self.index.status()
+
+    # ------------------------------------------------------------------ blobs and scoring
+
+    async def upload(self, kind: str, data: bytes) -> Uploaded:
+        data = bytes(data)
+        checksum = blake2b256(data)
+        self.blobs[blob_url(checksum)] = data
+        return Uploaded(url=blob_url(checksum), checksum=checksum, size=len(data))
+
+    async def get_blob(self, checksum: bytes) -> bytes:
+        found = self.blobs.get(blob_url(bytes(checksum)))
+        if found is None:
+            raise errors.BlobNotFound(checksum=bytes(checksum).hex())
+        return found
+
+    async def fetch(self, url: str, max_bytes: int, timeout_s: float) -> bytes:
+        data = self.blobs.get(url)
+        if data is None:
+            raise errors.FetchError(url=url, reason="no such blob")
+        if len(data) > max_bytes:
+            raise errors.FetchTooLarge(url=url, size=len(data), max=max_bytes)
+        return data
+
+    async def score(self, request: ScoreRequest) -> ScoreResponse:
+        data = request.data if request.data is not None else self.blobs.get(request.data_url)
+        if data is None:
+            raise errors.DataUnavailable(url=str(request.data_url), reason="no such blob")
+        target = as_embedding(request.target_embedding, self.sim.params.embedding_dim)
+        return await self.scorer.score(request.manifests, data, target, request.seed)
+
+    async def scoring_health(self) -> dict:
+        return {"device": "cpu", "forward_passes": self.scorer.forward_passes}
+
+
+class SimulatedClient(SomaClient):
+    """The SDK over a `SimTransport`: what the scripted participants and their `World` call."""
+
+    def __init__(self, genesis_config: GenesisConfig, blobs: dict[str, bytes] | None = None) -> None:
+        self.chain = SimTransport(genesis_config, blobs)
+        super().__init__(transport=self.chain)
+
+    @property
+    def sim(self) -> Simulator:
+        return self.chain.sim
+
+    @property
+    def feed(self) -> list[tuple[Checkpoint, list[TransactionEffects]]]:
+        return self.chain.feed
+
+    @property
+    def supplies(self) -> list[int]:
+        return self.chain.supplies
 
 
 def blob_url(checksum: bytes) -> str:
@@ -210,35 +262,28 @@ def blob_url(checksum: bytes) -> str:
 
 
 class Scorer:
-    """The scoring service in process: weights from the client's blob store, checked and
-    decrypted as the service does (`ModelUnavailable` naming the failing stage), loaded once per
-    checksum; each (weights, data, seed) scored once."""
+    """The scoring service in process: weights from the transport's blob store, opened as the
+    service opens them (soma_ray.model.pipeline: `ModelUnavailable` names the failing stage),
+    loaded once per checksum; each (weights, data, seed) scored once."""
 
-    def __init__(self, client: SimulatedClient) -> None:
-        self._client = client
+    def __init__(self, transport: SimTransport) -> None:
+        self._transport = transport
         self._models: dict[bytes, object] = {}  # weights checksum → V1Model
         self._scores: dict[tuple[bytes, bytes, int], object] = {}  # (checksum, data hash, seed) → ModelScore
         self.forward_passes = 0
 
-    def model(self, manifest: ManifestView):
+    async def model(self, manifest: ModelManifest):
         checksum = bytes(manifest.checksum)
         if checksum not in self._models:
-            from serve.errors import ModelUnavailable  # pure: the scoring service's errors
-            from soma_ray.model import V1Config, load_weights
-            from soma_ray.model.encryption import decrypt_bytes
-            from soma_ray.model.errors import ModelError
+            from soma_ray.model import V1Config
+            from soma_ray.model.pipeline import download_weights, open_weights
 
-            try:
-                encrypted = self._client.download(manifest.url, manifest.size, checksum)
-                self._models[checksum] = load_weights(decrypt_bytes(encrypted, manifest.decryption_key),
-                                                      V1Config.small())
-            except errors.FetchError as error:
-                raise ModelUnavailable(model_id=manifest.model_id, stage="download", reason=error.reason) from None
-            except ModelError as error:
-                raise ModelUnavailable(model_id=manifest.model_id, stage="load", reason=str(error)) from None
+            encrypted = await download_weights(manifest, self._transport.fetch, DOWNLOAD_TIMEOUT_S)
+            self._models[checksum] = open_weights(manifest, encrypted, V1Config.small())
         return self._models[checksum]
 
-    def score(self, manifests: list[ManifestView], data: bytes, target: np.ndarray, seed: int) -> ScoreResponse:
+    async def score(self, manifests: list[ModelManifest], data: bytes, target: np.ndarray, seed: int
+                    ) -> ScoreResponse:
         from soma_ray.model.scoring import best_of, score_model
 
         if not manifests:
@@ -247,7 +292,7 @@ class Scorer:
         for manifest in manifests:
             key = (bytes(manifest.checksum), blake2b256(data), seed)
             if key not in self._scores:
-                self._scores[key] = score_model(self.model(manifest), data, seed)
+                self._scores[key] = score_model(await self.model(manifest), data, seed)
                 self.forward_passes += 1
             scores.append(self._scores[key])
         return ScoreResponse.of(best_of(scores, target))

@@ -1,8 +1,8 @@
 """Byte corpora for training: reading documents, the held-out split and the chunk order.
 
-A corpus is a list of documents (name, bytes). Whole documents go to the held-out split, chosen
-by a hash of their name, so held-out bytes are never trained on and the split does not depend
-on the order files were listed in.
+A corpus is a list of documents (name, bytes), read from the files `soma_ray.corpus` lists.
+Whole documents go to the held-out split, chosen by a hash of their name, so held-out bytes are
+never trained on and the split does not depend on the order files were listed in.
 """
 
 from __future__ import annotations
@@ -10,19 +10,21 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-import sysconfig
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Union
 
 import numpy as np
 
+from soma_ray.corpus import CorpusNotFound, corpus_files, stdlib_root
+from soma_ray.corpus import stdlib_sources as stdlib_source_files
 from soma_ray.training.errors import CorpusReadError, CorpusTooSmallError, EmptyCorpusError
 
-CorpusSource = Union[None, str, os.PathLike, Iterable[Union[bytes, str, os.PathLike]]]
+__all__ = ["ChunkTable", "CorpusSource", "CorpusSplit", "Document", "chunk_table", "epoch_order",
+           "read_corpus", "sample_indices", "scoring_bytes", "split_corpus", "stdlib_root",
+           "stdlib_source_files"]
 
-# Directories of the interpreter's library that hold installed packages, not the standard library.
-_NOT_STDLIB = {"site-packages", "dist-packages", "__pycache__"}
+CorpusSource = Union[None, str, os.PathLike, Iterable[Union[bytes, str, os.PathLike]]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,29 +39,19 @@ class CorpusSplit:
     held_out: tuple[Document, ...]
 
 
-def stdlib_root() -> Path:
-    return Path(sysconfig.get_paths()["stdlib"])
-
-
-def stdlib_source_files() -> list[Path]:
-    """The `.py` files of the running interpreter's standard library: real code on every machine."""
-    files = []
-    for directory, subdirs, names in os.walk(stdlib_root()):
-        subdirs[:] = sorted(d for d in subdirs if d not in _NOT_STDLIB)
-        files.extend(Path(directory) / n for n in sorted(names) if n.endswith(".py"))
-    return files
-
-
 def read_corpus(source: CorpusSource = None) -> list[Document]:
     """Read a corpus: None (the standard library), a directory, a file, or an iterable of
     file paths and/or bytes. Empty documents are skipped; no document at all is an error."""
     root = None
     if source is None:
-        items: list = stdlib_source_files()
         root, label = stdlib_root(), "<python stdlib>"
+        items: list = sorted(corpus_files(None), key=lambda path: _walk_order(path, root))
     elif isinstance(source, (str, os.PathLike)):
         root, label = Path(source), str(source)
-        items = _files_under(root)
+        try:
+            items = corpus_files(root)
+        except CorpusNotFound:
+            raise CorpusReadError(str(root), "no such file or directory") from None
     else:
         items = list(source)
         label = f"<{len(items)} items>"
@@ -70,12 +62,11 @@ def read_corpus(source: CorpusSource = None) -> list[Document]:
     return non_empty
 
 
-def _files_under(path: Path) -> list[Path]:
-    if path.is_dir():
-        return sorted(p for p in path.rglob("*") if p.is_file())
-    if path.exists():
-        return [path]
-    raise CorpusReadError(str(path), "no such file or directory")
+def _walk_order(path: Path, root: Path) -> tuple:
+    """The order training has always read the standard library in (each directory's files, then
+    its subdirectories, by name), so a run on the default corpus trains on the same chunks."""
+    *directories, name = path.relative_to(root).parts
+    return (*((1, d) for d in directories), (0, name))
 
 
 def _read_item(index: int, item: bytes | str | os.PathLike, root: Path | None) -> Document:

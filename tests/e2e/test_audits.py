@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from actors.network import launch_aggregator, launch_audit_worker
 from localnet_helpers import eventually, funded, start_served, with_client
-from soma_ray.cli.challenge import register
+from soma_ray.cli import challenge
 from soma_ray.node.audit import sign_vote
 from soma_ray.protocol import errors
 from soma_ray.protocol.crypto import Keypair
@@ -125,7 +125,7 @@ def test_verify_says_whether_claims_hold_with_the_numbers(audited):
 @pytest.fixture()
 def soma(audited, tmp_path):
     app = typer.Typer()
-    register(app)
+    app.add_typer(challenge.app)
     wallet_file = tmp_path / "wallet.json"
 
     def invoke(*args):

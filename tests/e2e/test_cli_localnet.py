@@ -8,12 +8,12 @@ import uuid
 from pathlib import Path
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from actors import network as net
 from soma_ray.cli.common import BadArgument, parse_address, parse_amount
-from soma_ray.cli.localnet import parse_duration_ms, register
+from soma_ray.cli.main import app as soma_app
+from soma_ray.cli.ops import parse_duration_ms
 from soma_ray.protocol.crypto import show_address
 from soma_ray.wallet import Wallet
 
@@ -40,8 +40,7 @@ def private_soma_home(tmp_path, monkeypatch):
 
 @pytest.fixture()
 def soma(cli_net, tmp_path):
-    app = typer.Typer()
-    register(app)
+    app = soma_app
     wallet_file = tmp_path / "wallet.json"
     runner = CliRunner()
 
@@ -78,8 +77,7 @@ def test_bad_arguments_and_failed_transactions_are_one_line_errors(soma):
 
 
 def test_participant_commands_name_an_unreachable_gateway_in_one_line(soma, tmp_path):
-    app = typer.Typer()
-    register(app)
+    app = soma_app
     with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{probe.getsockname()[1]}"
@@ -109,8 +107,7 @@ def test_stop_ends_a_detached_network_found_by_namespace(ray_session, tmp_path):
     config = net.NetworkConfig(data_dir=str(tmp_path), validators=1,
                                namespace=f"soma-detached-{uuid.uuid4().hex[:6]}")
     network = net.start(config, detached=True)
-    app = typer.Typer()
-    register(app)
+    app = soma_app
     result = CliRunner().invoke(app, ["stop", "--namespace", config.namespace])
     assert result.exit_code == 0, result.output
     with pytest.raises(ValueError):  # the names are free: nothing of the network runs
@@ -134,7 +131,7 @@ def test_parsers_reject_what_they_cannot_read():
 
 
 def test_start_passes_the_mempool_limits_and_reports_a_foreign_data_dir(monkeypatch, tmp_path):
-    from soma_ray.cli import localnet as cli
+    from soma_ray.cli import start as cli
 
     launched = []
 
@@ -144,8 +141,7 @@ def test_start_passes_the_mempool_limits_and_reports_a_foreign_data_dir(monkeypa
 
     monkeypatch.setattr(cli, "ensure_ray", lambda *_: cli.RayTarget(None, "Ray cluster: none"))
     monkeypatch.setattr(net, "start", refuse)
-    app = typer.Typer()
-    register(app)
+    app = soma_app
     result = CliRunner().invoke(app, ["start", "localnet", "--data-dir", str(tmp_path),
                                       "--mempool-capacity", "50", "--mempool-per-sender", "7",
                                       "--mempool-ttl", "2m"])

@@ -4,7 +4,7 @@ import uuid
 import pytest
 
 from actors import network as net
-from actors.handles import find_actor
+from soma_ray.handles import find_actor
 from soma_ray.config import save_config
 from localnet_helpers import client_of, run, statuses
 from soma_ray.protocol.genesis import preset_keypair

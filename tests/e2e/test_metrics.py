@@ -1,4 +1,4 @@
-"""The soma_* metrics (actors/metrics.py) as an operator sees them: scraped from each Ray node's
+"""The soma_* metrics (soma_ray/metrics.py) as an operator sees them: scraped from each Ray node's
 metrics export endpoint while a localnet with its gateway and target index runs, and while a
 scoring service (tiny weights served from a local directory) answers.
 
@@ -16,10 +16,10 @@ import requests
 import torch
 from ray import serve
 
-from actors import metrics
+from soma_ray import metrics
 from actors.target_state import launch_target_state
 from localnet_helpers import run, start_network, statuses, wait_until
-from serve.errors import ModelUnavailable
+from soma_ray.protocol.errors import ModelUnavailable
 from serve.gateway import gateway_app
 from serve.scoring import ModelManifest, ScoreRequest, scoring_app
 from soma_ray.client import SomaClient
@@ -143,7 +143,9 @@ def scoring(serve_url, tmp_path_factory):
     key = encrypt_weights(tmp / "plain.safetensors", tmp / "weights.enc")
     url = f"http://127.0.0.1:{files.server_address[1]}/weights.enc"
     manifest = ModelManifest.of(b"m" * 32, weights_manifest(tmp / "weights.enc", url), key)
-    handle = serve.run(scoring_app(TINY, device="cpu", max_replicas=1), name=SCORING_APP,
+    handle = serve.run(scoring_app(TINY, device="cpu", max_replicas=1,
+                                   allowed_origins=(f"http://127.0.0.1:{files.server_address[1]}",)),
+                       name=SCORING_APP,
                        route_prefix=f"/{SCORING_APP}")
     yield handle, manifest
     serve.delete(SCORING_APP)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from localnet_helpers import run, start_served
-from soma_ray.cli.model import load_secret
+from soma_ray.wallet import load_secret
 from soma_ray.client import SomaClient
 from soma_ray.model import V1Config, seeded_model, weights_bytes
 from soma_ray.protocol.crypto import show_address

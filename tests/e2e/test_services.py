@@ -48,7 +48,7 @@ def test_the_sdk_reaches_gateway_blobs_and_scoring_at_one_url(services):
     assert blob_url.startswith(url + "/blobs/") and blob_url.endswith(blake2b256(fetched).hex())
     assert fetched == b"some data a miner found"
     assert health.validators_up == 1
-    scoring = requests.get(f"{url}/scoring/health", timeout=60)
+    scoring = requests.get(f"{url}/scoring/health", headers={"Accept": "application/json"}, timeout=60)
     assert scoring.status_code == 200 and scoring.json()["device"] == "cpu"
 
 

@@ -7,6 +7,9 @@ import os
 import pytest
 import requests
 
+from soma_ray.protocol.encoding import decode
+from soma_ray.wire import Uploaded
+
 pytestmark = pytest.mark.ray
 
 APP = "soma-test-blobs"
@@ -22,6 +25,11 @@ def in_pieces(data: bytes, size: int = 16 * 1024):
     """A generator body: requests sends it chunked, with no Content-Length."""
     for i in range(0, len(data), size):
         yield data[i:i + size]
+
+
+def uploaded(response: requests.Response) -> Uploaded:
+    """An upload's reply (msgpack, as every reply unless the client asks for JSON)."""
+    return decode(response.content, Uploaded)
 
 
 def stored(root) -> list[str]:
@@ -49,16 +57,16 @@ def test_put_get_round_trip_addressed_by_blake2b(blobs):
     data = os.urandom(MAX_DATA)  # exactly at the limit
     put = requests.put(f"{base}/blobs/data", data=data, timeout=60)
     assert put.status_code == 200, put.text
-    body = put.json()
-    assert body == {"checksum": b2b(data), "size": len(data), "url": f"{base}/blobs/{b2b(data)}"}
-    got = requests.get(body["url"], timeout=60)
+    body = uploaded(put)
+    assert body == Uploaded(checksum=bytes.fromhex(b2b(data)), size=len(data), url=f"{base}/blobs/{b2b(data)}")
+    got = requests.get(body.url, timeout=60)
     assert got.status_code == 200
     assert got.content == data
     assert got.headers["content-length"] == str(len(data))
     assert got.headers["etag"] == f'"{b2b(data)}"'
     # The url is what the network's fetcher downloads.
-    from serve.fetch import fetch_bytes
-    assert asyncio.run(fetch_bytes(body["url"], MAX_DATA, 30)) == data
+    from soma_ray.fetch import fetch_bytes
+    assert asyncio.run(fetch_bytes(body.url, MAX_DATA, 30, allowed_origins=(base,))) == data
 
 
 def test_weights_streamed_in_and_out_across_chunks(blobs):
@@ -66,8 +74,8 @@ def test_weights_streamed_in_and_out_across_chunks(blobs):
     weights = os.urandom(2 * 1024 * 1024 + 12345)
     put = requests.put(f"{base}/blobs/weights", data=in_pieces(weights), timeout=60)
     assert put.status_code == 200, put.text
-    assert put.json()["checksum"] == b2b(weights)
-    with requests.get(put.json()["url"], stream=True, timeout=60) as got:
+    assert uploaded(put).checksum.hex() == b2b(weights)
+    with requests.get(uploaded(put).url, stream=True, timeout=60) as got:
         assert got.status_code == 200
         received = b"".join(got.iter_content(256 * 1024))
     assert received == weights
@@ -113,7 +121,7 @@ def test_bad_checksum_400_unknown_404(blobs):
 def test_head_gives_the_size(blobs):
     base, _root = blobs
     data = os.urandom(1000)
-    url = requests.put(f"{base}/blobs/data", data=data, timeout=60).json()["url"]
+    url = uploaded(requests.put(f"{base}/blobs/data", data=data, timeout=60)).url
     head = requests.head(url, timeout=60)
     assert head.status_code == 200
     assert head.headers["content-length"] == "1000"
@@ -133,7 +141,7 @@ def flip_byte(path, offset):
 def test_corrupted_blob_is_never_served_and_a_reupload_repairs_it(blobs):
     base, root = blobs
     data = os.urandom(5000)
-    url = requests.put(f"{base}/blobs/data", data=data, timeout=60).json()["url"]
+    url = uploaded(requests.put(f"{base}/blobs/data", data=data, timeout=60)).url
     flip_byte(root / b2b(data), 4000)
     for _ in range(2):  # the first read finds it, later ones see the quarantine
         got = requests.get(url, timeout=60)
@@ -147,7 +155,7 @@ def test_corrupted_blob_is_never_served_and_a_reupload_repairs_it(blobs):
 def test_corruption_deep_in_a_large_blob_cuts_the_download_short(blobs):
     base, root = blobs
     weights = os.urandom(3 * 1024 * 1024)
-    url = requests.put(f"{base}/blobs/weights", data=in_pieces(weights), timeout=60).json()["url"]
+    url = uploaded(requests.put(f"{base}/blobs/weights", data=in_pieces(weights), timeout=60)).url
     flip_byte(root / b2b(weights), 2 * 1024 * 1024 + 10)  # in the third 1 MiB chunk
     received = bytearray()
     with pytest.raises(requests.exceptions.RequestException):

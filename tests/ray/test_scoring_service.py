@@ -19,7 +19,8 @@ import pytest
 import requests
 import torch
 
-from serve.errors import DataUnavailable, ModelUnavailable, ScoringTimeout
+from soma_ray.protocol.errors import DataUnavailable, ModelUnavailable, ScoringTimeout
+from soma_ray.wire import from_json
 from serve.scoring import ModelManifest, ScoreRequest, ScoreResponse, scoring_app
 from soma_ray.model import (
     V1Config,
@@ -119,7 +120,7 @@ def env(serve_url, tmp_path_factory):
         torch.manual_seed(100 + i)
         good.append(_publish(server, tmp, f"good{i}", V1Model(CFG), CFG))
     app = scoring_app(CFG, device="auto", max_replicas=1, max_submission_bytes=MAX_DATA,
-                      batch_wait_timeout_s=0.02)
+                      batch_wait_timeout_s=0.02, allowed_origins=(server.base,))
     handle = serve.run(app, name=APP, route_prefix=PREFIX)
     yield Env(serve_url + PREFIX, handle, server, good, tmp,
               dataclasses.replace(CFG, pwff_hidden_dim=96))
@@ -148,7 +149,7 @@ def _post(env: Env, body: bytes, content_type: str = "application/msgpack"):
 def _health(env: Env) -> dict:
     reply = requests.get(env.url + "/health", timeout=DEADLINE_S)
     assert reply.status_code == 200
-    return reply.json()
+    return msgspec.msgpack.decode(reply.content)
 
 
 def assert_exact(got: ScoreResponse, weights: list[Weights], data: bytes,
@@ -181,7 +182,7 @@ def test_json_requests_and_data_urls_give_the_same_scores(env):
         _request(env.good[:2], data, target), target_embedding=target.tolist()))
     reply = _post(env, as_json, "application/json")
     assert reply.status_code == 200, reply.text
-    assert msgspec.json.decode(reply.content, type=ScoreResponse) == inline
+    assert from_json(reply.content, ScoreResponse) == inline  # bytes as 0x-hex, as all JSON
     url = env.server.put("/data/seven", data)
     by_url = ScoreRequest(manifests=[w.manifest for w in env.good[:2]],
                           target_embedding=target.tobytes(), data_url=url, data_size=len(data))
@@ -261,7 +262,7 @@ def test_bad_weights_fail_only_their_own_request(env):
         good_request, manifests=[manifest])))
     assert reply.status_code == 422
     assert reply.json() == {"error": "ModelUnavailable", "fields": {
-        "model_id": manifest.model_id.hex(), "stage": "decrypt",
+        "model_id": "0x" + manifest.model_id.hex(), "stage": "decrypt",
         "reason": "the key does not decrypt these weights"}}
 
 

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from soma_ray.board import build_board, miner_standings, model_standings, project_2d
 from soma_ray.cli.main import app
-from soma_ray.node.target_index import Leaderboard, MinerScore, ModelScore, ModelView, TargetView
+from soma_ray.wire import Leaderboard, MinerScore, ModelScore, ModelView, TargetView
 from soma_ray.protocol import errors
 
 DIM = 8

@@ -14,11 +14,11 @@ import time
 from pathlib import Path
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from soma_ray import cluster
-from soma_ray.cli import localnet, model
+from soma_ray.cli import model
+from soma_ray.cli.main import app as soma_app
 
 
 @pytest.fixture(autouse=True)
@@ -45,9 +45,7 @@ def dead_record(home: Path, address: str | None = None) -> cluster.ClusterRecord
 
 
 def soma(*args, env=None):
-    app = typer.Typer()
-    localnet.register(app)
-    return CliRunner().invoke(app, list(args), env=env)
+    return CliRunner().invoke(soma_app, list(args), env=env)
 
 
 # ---------------------------------------------------------------------------------- the record

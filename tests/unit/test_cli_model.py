@@ -1,6 +1,6 @@
-"""`soma model`'s local parts, without a network: the key store (private, atomic, round trip,
-refusals), argument and file parsing, the default embedding, and the checks made before anything
-is sent."""
+"""`soma model`'s local parts, without a network: the key store it keeps in the wallet's files
+(private, atomic, round trip, refusals), argument and file parsing, the default embedding (over
+`soma_ray.corpus`), and the checks made before anything is sent."""
 import json
 import os
 import stat
@@ -9,19 +9,21 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from soma_ray import corpus
+from soma_ray import wallet as keystore
 from soma_ray.cli import model as cli
 from soma_ray.cli.common import BadArgument
 from soma_ray.model import V1Config, seeded_model, weights_bytes
 from soma_ray.protocol import errors
 from soma_ray.protocol.crypto import show_address
-from soma_ray.protocol.models import model_commitment
+from soma_ray.protocol.models import awaited_reveal, model_commitment, reveal_epoch
 from soma_ray.protocol.types import Model, PendingUpdate, StakingPool, WeightsManifest
 from soma_ray.wallet import Wallet
 
 MODEL_ID, OWNER, POOL = b"\x01" * 32, b"\x02" * 32, b"\x03" * 32
 KEY = b"\x04" * 32
 EMBEDDING = np.linspace(-1, 1, 64, dtype=np.float32).tobytes()
-SECRET = cli.ModelSecret(MODEL_ID, KEY, EMBEDDING, "http://blobs/weights/0xab")
+SECRET = keystore.ModelSecret(MODEL_ID, KEY, EMBEDDING, "http://blobs/weights/0xab")
 MANIFEST = WeightsManifest(url="http://blobs/weights/0xab", checksum=b"\x05" * 32, size=1234)
 
 
@@ -38,21 +40,21 @@ def committed(status="Pending", commit_epoch=3, key=KEY, embedding=EMBEDDING, **
 # ------------------------------------------------------------------ the key store
 
 def test_a_saved_secret_reads_back_from_a_private_file_in_a_private_directory(tmp_path):
-    path = cli.save_secret(SECRET, tmp_path)
+    path = keystore.save_secret(SECRET, tmp_path)
     assert path == tmp_path / "models" / f"{show_address(MODEL_ID)}.json"
     assert (mode(path), mode(path.parent)) == (0o600, 0o700)
-    assert cli.load_secret(MODEL_ID, tmp_path) == SECRET
+    assert keystore.load_secret(MODEL_ID, tmp_path) == SECRET
 
 
 def test_saving_into_a_wider_models_directory_makes_it_private(tmp_path):
     (tmp_path / "models").mkdir(mode=0o755)
     os.chmod(tmp_path / "models", 0o755)
-    cli.save_secret(SECRET, tmp_path)
+    keystore.save_secret(SECRET, tmp_path)
     assert mode(tmp_path / "models") == 0o700
 
 
 def test_a_failed_save_leaves_the_previous_record_whole_and_no_scratch_file(tmp_path, monkeypatch):
-    path = cli.save_secret(SECRET, tmp_path)
+    path = keystore.save_secret(SECRET, tmp_path)
     before = path.read_bytes()
 
     def crash(*args):
@@ -60,24 +62,24 @@ def test_a_failed_save_leaves_the_previous_record_whole_and_no_scratch_file(tmp_
 
     monkeypatch.setattr(os, "replace", crash)
     with pytest.raises(OSError, match="disk full"):
-        cli.save_secret(cli.ModelSecret(MODEL_ID, b"\x09" * 32, EMBEDDING, "http://other"), tmp_path)
+        keystore.save_secret(keystore.ModelSecret(MODEL_ID, b"\x09" * 32, EMBEDDING, "http://other"), tmp_path)
     monkeypatch.undo()
-    assert path.read_bytes() == before and cli.load_secret(MODEL_ID, tmp_path) == SECRET
+    assert path.read_bytes() == before and keystore.load_secret(MODEL_ID, tmp_path) == SECRET
     assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
 
 
 def test_a_missing_record_names_its_path_and_the_model(tmp_path):
-    with pytest.raises(cli.KeyStoreError) as missing:
-        cli.load_secret(MODEL_ID, tmp_path)
-    assert str(cli.key_store_path(MODEL_ID, tmp_path)) in str(missing.value)
+    with pytest.raises(keystore.KeyStoreError) as missing:
+        keystore.load_secret(MODEL_ID, tmp_path)
+    assert str(keystore.key_store_path(MODEL_ID, tmp_path)) in str(missing.value)
     assert show_address(MODEL_ID) in str(missing.value)
 
 
 def test_a_record_others_can_read_is_refused_with_the_fix(tmp_path):
-    path = cli.save_secret(SECRET, tmp_path)
+    path = keystore.save_secret(SECRET, tmp_path)
     path.chmod(0o644)
-    with pytest.raises(cli.KeyStoreError, match=f"mode 0644.*chmod 600 {path}"):
-        cli.load_secret(MODEL_ID, tmp_path)
+    with pytest.raises(keystore.KeyStoreError, match=f"mode 0644.*chmod 600 {path}"):
+        keystore.load_secret(MODEL_ID, tmp_path)
 
 
 def record(**changes) -> bytes:
@@ -103,18 +105,18 @@ def record(**changes) -> bytes:
     (record(model_id=show_address(b"\x07" * 32)), "holds model 0x0707"),
 ])
 def test_a_malformed_record_is_refused_with_the_reason(tmp_path, data, reason):
-    path = cli.save_secret(SECRET, tmp_path)
+    path = keystore.save_secret(SECRET, tmp_path)
     path.write_bytes(data)
-    with pytest.raises(cli.KeyStoreError, match="not a usable key store record") as refused:
-        cli.load_secret(MODEL_ID, tmp_path)
+    with pytest.raises(keystore.KeyStoreError, match="not a usable key store record") as refused:
+        keystore.load_secret(MODEL_ID, tmp_path)
     assert reason in str(refused.value)
 
 
 def test_an_oversized_record_is_refused_unread(tmp_path):
-    path = cli.save_secret(SECRET, tmp_path)
-    path.write_bytes(b" " * (cli.MAX_KEY_STORE_BYTES + 1))
-    with pytest.raises(cli.KeyStoreError, match="over"):
-        cli.load_secret(MODEL_ID, tmp_path)
+    path = keystore.save_secret(SECRET, tmp_path)
+    path.write_bytes(b" " * (keystore.MAX_KEY_STORE_BYTES + 1))
+    with pytest.raises(keystore.KeyStoreError, match="over"):
+        keystore.load_secret(MODEL_ID, tmp_path)
 
 
 # ------------------------------------------------------------------ arguments and files
@@ -196,11 +198,13 @@ def test_corpus_files_are_a_file_or_a_directorys_files_in_order(tmp_path):
     (tmp_path / "b").mkdir()
     for name in ("b/2.txt", "a.txt", "b/1.txt"):
         (tmp_path / name).write_bytes(b"x")
-    assert cli.corpus_files(tmp_path) == [tmp_path / "a.txt", tmp_path / "b/1.txt", tmp_path / "b/2.txt"]
-    assert cli.corpus_files(tmp_path / "a.txt") == [tmp_path / "a.txt"]
-    assert cli.corpus_files(None) and all(p.suffix == ".py" for p in cli.corpus_files(None))
-    with pytest.raises(BadArgument, match="no such file or directory"):
-        cli.corpus_files(tmp_path / "missing")
+    assert corpus.corpus_files(tmp_path) == [tmp_path / "a.txt", tmp_path / "b/1.txt", tmp_path / "b/2.txt"]
+    assert corpus.corpus_files(tmp_path / "a.txt") == [tmp_path / "a.txt"]
+    assert corpus.corpus_files(None) and all(p.suffix == ".py" for p in corpus.corpus_files(None))
+    with pytest.raises(corpus.CorpusNotFound, match="no such file or directory"):
+        corpus.corpus_files(tmp_path / "missing")
+    with pytest.raises(BadArgument, match="no such file or directory"):  # in the command's words
+        cli.embedding_sample(tmp_path / "missing")
 
 
 def test_windows_are_evenly_spaced_over_the_files_bytes_and_bounded(tmp_path):
@@ -208,12 +212,14 @@ def test_windows_are_evenly_spaced_over_the_files_bytes_and_bounded(tmp_path):
     (tmp_path / "empty").write_bytes(b"")
     (tmp_path / "b").write_bytes(bytes(range(100, 200)))
     files = [tmp_path / "a", tmp_path / "empty", tmp_path / "b"]
-    assert cli.sample_windows(files, count=4, size=10) == [
+    assert corpus.sample_windows(files, count=4, size=10) == [
         bytes(range(0, 10)), bytes(range(50, 60)), bytes(range(100, 110)), bytes(range(150, 160))]
-    assert cli.sample_windows(files, count=2, size=80) == [bytes(range(0, 80)), bytes(range(100, 180))]
-    assert cli.sample_windows([tmp_path / "a"], count=3, size=40)[-1] == bytes(range(66, 100))
-    with pytest.raises(BadArgument, match="holds no bytes"):
-        cli.sample_windows([tmp_path / "empty"])
+    assert corpus.sample_windows(files, count=2, size=80) == [bytes(range(0, 80)), bytes(range(100, 180))]
+    assert corpus.sample_windows([tmp_path / "a"], count=3, size=40)[-1] == bytes(range(66, 100))
+    with pytest.raises(corpus.EmptyCorpus, match="holds no bytes"):
+        corpus.sample_windows([tmp_path / "empty"])
+    with pytest.raises(BadArgument, match="holds no bytes"):  # in the command's words
+        cli.embedding_sample(tmp_path / "empty")
 
 
 def test_the_default_embedding_is_the_models_own_unit_mean_and_depends_on_the_model(small_weights):
@@ -229,13 +235,13 @@ def test_the_default_embedding_is_the_models_own_unit_mean_and_depends_on_the_mo
 # ------------------------------------------------------------------ checks before sending
 
 def test_the_reveal_is_due_the_epoch_after_the_commit():
-    assert cli.due_reveal(committed(commit_epoch=3)).epoch == 4
+    assert reveal_epoch(awaited_reveal(committed(commit_epoch=3)).commit_epoch) == 4
     update = PendingUpdate(MANIFEST, weights_commitment=b"", embedding_commitment=model_commitment(EMBEDDING),
                            key_commitment=model_commitment(b"k" * 32), commit_epoch=7)
-    due = cli.due_reveal(committed(status="Active", pending_update=update))
-    assert (due.epoch, due.key_commitment) == (8, model_commitment(b"k" * 32))
+    due = awaited_reveal(committed(status="Active", pending_update=update))
+    assert (reveal_epoch(due.commit_epoch), due.key_commitment) == (8, model_commitment(b"k" * 32))
     with pytest.raises(errors.InvalidModelStatus, match="model is Created"):
-        cli.due_reveal(committed(status="Created"))
+        awaited_reveal(committed(status="Created"))
 
 
 def test_a_reveal_the_chain_would_refuse_is_refused_here_with_its_numbers():
@@ -247,7 +253,7 @@ def test_a_reveal_the_chain_would_refuse_is_refused_here_with_its_numbers():
     assert "committed in 3, now 5" in str(late.value)
     with pytest.raises(errors.NotOwner):
         cli.check_reveal(model, b"\x09" * 32, 4, SECRET)
-    with pytest.raises(cli.KeyStoreError, match="not the ones it committed to"):
+    with pytest.raises(keystore.KeyStoreError, match="not the ones it committed to"):
         cli.check_reveal(committed(key=b"\x08" * 32), OWNER, 4, SECRET)
 
 

@@ -42,7 +42,7 @@ def test_non_positive_duration_is_refused(duration):
 def test_waiters_wake_when_their_epoch_begins_and_not_before():
     async def scenario():
         waiter = EpochWaiter(epoch=0)
-        next_one = asyncio.create_task(waiter.next_epoch())
+        next_one = asyncio.create_task(waiter.wait_for(waiter.current + 1))
         for_two = [asyncio.create_task(waiter.wait_for(2)) for _ in range(3)]
         for_five = asyncio.create_task(waiter.wait_for(5))
         await asyncio.sleep(0)
@@ -75,7 +75,7 @@ def test_timeout_names_the_awaited_and_current_epoch():
     async def scenario():
         waiter = EpochWaiter(epoch=7)
         with pytest.raises(EpochWaitTimeout) as err:
-            await waiter.next_epoch(timeout_s=0.01)
+            await waiter.wait_for(waiter.current + 1, timeout_s=0.01)
         assert (err.value.epoch, err.value.current, err.value.timeout_s) == (8, 7, 0.01)
         assert isinstance(err.value, TimeoutError)
         # A timed-out wait does not stop a later one from being woken.

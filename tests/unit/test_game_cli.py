@@ -3,7 +3,7 @@ of the live status line (no Ray started)."""
 import pytest
 
 from soma_ray.cli.common import BadArgument
-from soma_ray.cli.localnet import Game, crowd_plan, game_line
+from soma_ray.cli.start import Game, crowd_plan, game_line
 from soma_ray.strategies import Stats
 
 

@@ -1,10 +1,10 @@
-"""actors/metrics.py without Ray: the definitions, the Grafana dashboard that shows them, and
+"""soma_ray/metrics.py without Ray: the definitions, the Grafana dashboard that shows them, and
 what the target index counts from a checkpoint."""
 import json
 import re
 from pathlib import Path
 
-from actors import metrics
+from soma_ray import metrics
 from soma_ray.protocol.crypto import Certificate
 from soma_ray.protocol.encoding import encode
 from soma_ray.protocol.errors import ExecutionError

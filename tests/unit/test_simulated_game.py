@@ -10,7 +10,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from soma_ray.cli.simulate import register
+from soma_ray.cli import simulate
 from soma_ray.protocol.state import SUBMISSION, TARGET
 from soma_ray.protocol.types import Submission, Target
 from soma_ray.strategies import Mix, corpus_files, roster
@@ -102,7 +102,7 @@ def test_the_simulation_imports_no_ray():
 
 def cli():
     app = typer.Typer()
-    register(app)
+    app.add_typer(simulate.app)
     app.command("noop")(lambda: None)  # a second command keeps `simulate` a named subcommand
     return app
 

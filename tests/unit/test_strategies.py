@@ -4,7 +4,7 @@ challenges, the crowd's mix and roster, the corpus's chunks."""
 import numpy as np
 import pytest
 
-from soma_ray.node.target_index import TargetView
+from soma_ray.wire import TargetView
 from soma_ray.protocol.targets import cosine_distance_fixed
 from soma_ray.strategies import Corpus, Stats, corpus_files, crowd_mix, roster
 from soma_ray.strategies.decide import (

@@ -215,3 +215,52 @@ def test_concurrent_commands_do_not_lose_keys(path):
     assert [w.wait(timeout=60) for w in writers] == [0, 0]
     names = Wallet.load(path).names()
     assert sorted(names) == sorted(f"{tag}{i}" for tag in "ab" for i in range(15))
+
+
+# ------------------------------------------------------------------ the private files it shares
+# The wallet and the model key store read and write with the same helpers (`read_private`,
+# `write_private`, over `soma_ray.files`).
+
+
+def test_private_files_are_written_whole_and_private_and_read_back(tmp_path):
+    from soma_ray.wallet import read_private, write_private
+
+    target = tmp_path / "new" / "secret.json"
+    write_private(target, b"first")
+    write_private(target, b"second")
+    assert (target.read_bytes(), mode_of(target), mode_of(target.parent)) == (b"second", 0o600, 0o700)
+    assert read_private(target) == b"second" and temp_files(target) == []
+
+
+def test_a_private_read_refuses_others_files_links_when_asked_and_reads_at_most_its_limit(tmp_path):
+    from soma_ray.files import FileTooLarge
+    from soma_ray.wallet import PrivateFileError, read_private, write_private
+
+    target = tmp_path / "secret"
+    write_private(target, b"x" * 10)
+    assert read_private(target, 10) == b"x" * 10
+    with pytest.raises(FileTooLarge, match="over 9 bytes") as large:
+        read_private(target, 9)
+    assert (large.value.limit, large.value.size) == (9, 10)
+    link = tmp_path / "link"
+    link.symlink_to(target)
+    assert read_private(link) == b"x" * 10
+    with pytest.raises(PrivateFileError):
+        read_private(link, follow_symlinks=False)
+    os.chmod(target, 0o640)
+    with pytest.raises(PrivateFileError) as shared:
+        read_private(target)
+    assert shared.value.mode == 0o640
+    with pytest.raises(FileNotFoundError):
+        read_private(tmp_path / "missing")
+
+
+def test_a_bounded_read_stops_one_byte_past_its_limit(tmp_path):
+    from soma_ray.files import FileTooLarge, read_bounded
+
+    data = tmp_path / "data"
+    data.write_bytes(b"y" * 100)
+    assert read_bounded(data, 100) == b"y" * 100
+    with pytest.raises(FileTooLarge) as large:
+        read_bounded(data, 64)
+    assert (large.value.limit, large.value.size, str(large.value)) == (64, 100, f"{data} is over 64 bytes")

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from soma_ray.node.executor import InvalidCheckpoint
-from soma_ray.node.target_index import STATUSES, OutOfOrder, TargetIndex
+from soma_ray.node.target_index import OutOfOrder, TargetIndex
+from soma_ray.wire import STATUSES
 from soma_ray.protocol.submissions import claim_split
 from soma_ray.protocol.crypto import sign_certificate
 from soma_ray.protocol.encoding import DOMAIN_CHALLENGE_VOTE, blake2b256

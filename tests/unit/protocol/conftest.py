@@ -2,8 +2,8 @@
 import msgspec
 import pytest
 
-from soma_ray.protocol.genesis import localnet_config, preset_keypair, testnet_config
-from soma_ray.protocol.params import localnet
+from soma_ray.protocol.genesis import localnet_config, preset_config, preset_keypair
+from soma_ray.protocol.params import localnet, testnet
 from soma_ray.protocol.sim import Simulator
 from soma_ray.protocol.state import State
 from soma_ray.protocol.supply import total_supply
@@ -85,4 +85,4 @@ def make_net():
 @pytest.fixture
 def testnet_net():
     """A harness on testnet parameters: no models, one funded user."""
-    return Harness(Simulator(testnet_config(users=1)))
+    return Harness(Simulator(preset_config(testnet(), validators=4, models=0, users=1)))

@@ -9,8 +9,7 @@ from soma_ray.protocol.errors import (
     EpochChangeTimestampMismatch, InsufficientBalance, TimestampOutOfRange, TimestampRegression,
 )
 from soma_ray.protocol.epoch import current_epoch_end_ms
-from soma_ray.protocol.genesis import genesis, localnet_config
-from soma_ray.protocol import genesis as presets
+from soma_ray.protocol.genesis import genesis, localnet_config, preset_config
 from soma_ray.protocol.params import SHANNONS_PER_SOMA
 from soma_ray.protocol import params as parameters
 from soma_ray.protocol.state import MODEL, STAKING_POOL, TARGET, VALIDATOR
@@ -36,7 +35,7 @@ def test_genesis_is_reproducible():
 
 
 def test_testnet_preset_has_no_targets_without_models():
-    state = genesis(presets.testnet_config())
+    state = genesis(preset_config(parameters.testnet(), validators=4, models=0, users=0))
     assert state.system().parameters.embedding_dim == 2048
     assert state.ids(TARGET) == [] and total_supply(state) == state.system().parameters.genesis_supply
 

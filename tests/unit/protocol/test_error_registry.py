@@ -17,8 +17,7 @@ import pytest
 from soma_ray.protocol import errors
 from soma_ray.protocol.encoding import decode, encode
 from soma_ray.protocol.errors import (
-    ERROR_MODULES, ExecutionError, ProtocolError, UnknownProtocolError, error_from_struct, register,
-    registry,
+    ExecutionError, ProtocolError, UnknownProtocolError, error_from_struct, register, registry,
 )
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
@@ -45,12 +44,6 @@ def _subclasses(cls: type) -> list[type]:
     return found
 
 
-def _packages(name: str) -> list[str]:
-    """"serve.errors" -> ["serve", "serve.errors"]."""
-    parts = name.split(".")
-    return [".".join(parts[: i + 1]) for i in range(len(parts))]
-
-
 def _import_everything() -> None:
     """Import every module of the packages that could define an error a client receives."""
     for name in ("soma_ray", "actors", "serve"):
@@ -63,11 +56,8 @@ def test_the_registry_names_each_class_by_its_code():
     assert len(REGISTRY) > 50
     for code, cls in REGISTRY.items():
         assert issubclass(cls, ProtocolError) and cls.__name__ == code
-        assert cls.__module__ in (errors.__name__, *ERROR_MODULES)
+        assert cls.__module__ == errors.__name__
         assert getattr(importlib.import_module(cls.__module__), code) is cls
-    for name in ERROR_MODULES:  # every listed module is there and registered as a whole
-        importlib.import_module(name)
-        assert any(cls.__module__ == name for cls in REGISTRY.values()), name
 
 
 @pytest.mark.parametrize("code", sorted(REGISTRY))
@@ -94,7 +84,7 @@ def test_errors_raised_outside_errors_py_are_the_registered_classes():
 
 def test_every_protocol_error_anywhere_is_registered():
     """A ProtocolError defined next to the code that raises it would decode only in a process that
-    imported that module: each must be in protocol/errors.py or a module of ERROR_MODULES."""
+    imported that module: each must be in protocol/errors.py."""
     _import_everything()
     strays = {
         f"{cls.__module__}.{cls.__qualname__}": cls
@@ -102,8 +92,8 @@ def test_every_protocol_error_anywhere_is_registered():
     }
     unexpected = sorted(strays)
     assert not unexpected, (
-        f"{unexpected}: define these in soma_ray/protocol/errors.py (with _error or @register) or in a "
-        "pure module of its ERROR_MODULES, and import them from there"
+        f"{unexpected}: define these in soma_ray/protocol/errors.py (with _error or @register) and "
+        "import them from there"
     )
 
 
@@ -117,36 +107,6 @@ def test_a_code_cannot_be_registered_twice():
     assert dict(REGISTRY) == before and REGISTRY["BadNonce"] is errors.BadNonce
     with pytest.raises(TypeError):  # read-only: only `register` adds
         REGISTRY["BadNonce"] = impostor
-
-
-def _fresh_registry(monkeypatch, modules: tuple[str, ...]) -> None:
-    """This process's registry as if `modules` were ERROR_MODULES and none was loaded yet."""
-    monkeypatch.setattr(errors, "_registry", {
-        code: cls for code, cls in REGISTRY.items() if cls.__module__ == errors.__name__
-    })
-    monkeypatch.setattr(errors, "ERROR_MODULES", modules)
-    monkeypatch.setattr(errors, "_modules_loaded", False)
-
-
-def test_a_listed_module_is_registered_as_a_whole_on_the_first_lookup(monkeypatch):
-    module = types.ModuleType("fake_service_errors")
-    module.ServiceDown = type("ServiceDown", (ProtocolError,), {
-        "fields": ("reason",), "template": "down: {reason}", "__module__": module.__name__})
-    module.BadNonce = errors.BadNonce  # imported from errors.py: already registered, not taken twice
-    monkeypatch.setitem(sys.modules, module.__name__, module)
-    _fresh_registry(monkeypatch, (module.__name__, "no_such_package.errors"))  # a missing one is skipped
-    decoded = error_from_struct(ExecutionError(code="ServiceDown", fields=[("reason", "disk")]))
-    assert type(decoded) is module.ServiceDown and decoded.message == "down: disk"
-    assert registry()["BadNonce"] is errors.BadNonce
-
-
-def test_a_listed_module_that_takes_a_registered_code_is_refused(monkeypatch):
-    module = types.ModuleType("fake_clashing_errors")
-    module.BadNonce = type("BadNonce", (ProtocolError,), {"fields": (), "__module__": module.__name__})
-    monkeypatch.setitem(sys.modules, module.__name__, module)
-    _fresh_registry(monkeypatch, (module.__name__,))
-    with pytest.raises(TypeError, match="error code BadNonce is taken"):
-        registry()
 
 
 def test_an_unknown_code_or_field_set_decodes_as_unknown_protocol_error():
@@ -183,8 +143,7 @@ def test_a_process_that_imports_only_errors_py_decodes_every_code():
     loaded, heavy, decoded = msgspec.msgpack.decode(
         result.stdout, type=tuple[list[str], list[str], list[tuple[str, str, ExecutionError, str]]]
     )
-    listed = {part for name in ERROR_MODULES for part in _packages(name)}
-    assert set(loaded) == {"soma_ray", "soma_ray.protocol", "soma_ray.protocol.errors"} | listed
+    assert set(loaded) == {"soma_ray", "soma_ray.protocol", "soma_ray.protocol.errors"}
     assert not heavy
     assert [(name, module) for name, module, _, _ in decoded] == [
         (type(e).__name__, type(e).__module__) for e in sent

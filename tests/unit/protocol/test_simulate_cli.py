@@ -2,12 +2,12 @@
 import typer
 from typer.testing import CliRunner
 
-from soma_ray.cli.simulate import register
+from soma_ray.cli import simulate
 
 
 def test_simulate_runs_and_reports_supply_ok():
     app = typer.Typer()
-    register(app)
+    app.add_typer(simulate.app)
     app.command("noop")(lambda: None)  # a second command keeps `simulate` a named subcommand
     result = CliRunner().invoke(app, ["simulate", "--epochs", "3", "--checkpoints-per-epoch", "2"])
     assert result.exit_code == 0, result.output

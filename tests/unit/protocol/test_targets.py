@@ -17,7 +17,6 @@ from soma_ray.protocol.targets import (
     ZeroEmbedding,
     cosine_distance_fixed,
     prefilter_margin,
-    select_models,
     target_embedding,
     target_seed,
 )
@@ -158,7 +157,7 @@ def test_prefilter_never_changes_the_exact_ranking(seed, n, dim, k, equal_stakes
     if duplicate_rows:  # exact ties in distance: order must fall back to stake, then model id
         embeddings[n // 2 :] = embeddings[: n - n // 2]
     target = np.random.default_rng(seed + 1).standard_normal(dim).astype(np.float32)
-    assert select_models(target, ids, embeddings, stakes, k) == brute_force(target, ids, embeddings, stakes, k)
+    assert ModelIndex(ids, embeddings, stakes).select(target, k) == brute_force(target, ids, embeddings, stakes, k)
 
 
 def test_equal_scores_rank_by_model_id():
@@ -166,7 +165,7 @@ def test_equal_scores_rank_by_model_id():
     embeddings = np.repeat(row, 5, axis=0)
     ids = [b"\x05" * 32, b"\x01" * 32, b"\x04" * 32, b"\x02" * 32, b"\x03" * 32]
     target = np.array([4, 3, 2, 1], np.float32)
-    assert select_models(target, ids, embeddings, [7] * 5, 3) == [b"\x01" * 32, b"\x02" * 32, b"\x03" * 32]
+    assert ModelIndex(ids, embeddings, [7] * 5).select(target, 3) == [b"\x01" * 32, b"\x02" * 32, b"\x03" * 32]
 
 
 def test_stake_weighting_prefers_the_heavier_model_at_equal_distance_and_trades_off_distance():
@@ -174,33 +173,33 @@ def test_stake_weighting_prefers_the_heavier_model_at_equal_distance_and_trades_
     near = np.array([1, 1], np.float32)  # distance ≈ 0.2929
     far = np.array([0, 1], np.float32)  # distance 1.0
     ids = [b"a", b"b"]
-    assert select_models(target, ids, np.stack([near, near]), [1, 4], 1) == [b"b"]
+    assert ModelIndex(ids, np.stack([near, near]), [1, 4]).select(target, 1) == [b"b"]
     # far wins only once sqrt(stake ratio) exceeds 1.0 / 0.2929 ≈ 3.414, i.e. ratio > 11.66.
-    assert select_models(target, ids, np.stack([near, far]), [1, 11], 1) == [b"a"]
-    assert select_models(target, ids, np.stack([near, far]), [1, 12], 1) == [b"b"]
+    assert ModelIndex(ids, np.stack([near, far]), [1, 11]).select(target, 1) == [b"a"]
+    assert ModelIndex(ids, np.stack([near, far]), [1, 12]).select(target, 1) == [b"b"]
 
 
 def test_models_without_stake_rank_last():
     embeddings = np.array([[1, 0], [0, 1], [1, 1]], np.float32)
     ids = [b"x", b"y", b"z"]
     target = np.array([1, 0], np.float32)
-    assert select_models(target, ids, embeddings, [0, 5, 5], 3) == [b"z", b"y", b"x"]
+    assert ModelIndex(ids, embeddings, [0, 5, 5]).select(target, 3) == [b"z", b"y", b"x"]
 
 
 def test_selection_with_fewer_models_than_k_returns_all_ranked():
     ids, embeddings, stakes = random_models(3, 2, 8)
     target = np.ones(8, np.float32)
-    assert sorted(select_models(target, ids, embeddings, stakes, 5)) == sorted(ids)
-    assert select_models(target, [], np.zeros((0, 8), np.float32), [], 3) == []
+    assert sorted(ModelIndex(ids, embeddings, stakes).select(target, 5)) == sorted(ids)
+    assert ModelIndex([], np.zeros((0, 8), np.float32), []).select(target, 3) == []
 
 
 def test_selection_independent_of_memory_layout_and_byte_order():
     ids, embeddings, stakes = random_models(5, 200, 64)
     target = np.random.default_rng(6).standard_normal(64).astype(np.float32)
-    reference = select_models(target, ids, embeddings, stakes, 3)
+    reference = ModelIndex(ids, embeddings, stakes).select(target, 3)
     for layout in (np.asfortranarray(embeddings), embeddings.astype(">f4"), embeddings.T.copy().T):
-        assert select_models(target, ids, layout, stakes, 3) == reference
-        assert select_models(target.astype(">f4"), ids, layout, stakes, 3) == reference
+        assert ModelIndex(ids, layout, stakes).select(target, 3) == reference
+        assert ModelIndex(ids, layout, stakes).select(target.astype(">f4"), 3) == reference
 
 
 def test_candidates_contain_the_top_k_under_any_summation_order_within_the_bound():
@@ -238,23 +237,23 @@ def test_select_many_equals_one_by_one():
 )
 def test_bad_model_sets_raise_typed_errors(ids, embeddings, stakes, error):
     with pytest.raises(error):
-        select_models(np.ones(4, np.float32), ids, embeddings, stakes, 1)
+        ModelIndex(ids, embeddings, stakes).select(np.ones(4, np.float32), 1)
 
 
 def test_bad_target_raises_typed_errors():
     ids, embeddings, stakes = random_models(0, 4, 8)
     with pytest.raises(EmbeddingDimensionMismatch) as raised:
-        select_models(np.ones(9, np.float32), ids, embeddings, stakes, 1)
+        ModelIndex(ids, embeddings, stakes).select(np.ones(9, np.float32), 1)
     assert raised.value.values() == {"expected": 8, "got": 9}
     with pytest.raises(ZeroEmbedding):
-        select_models(np.zeros(8, np.float32), ids, embeddings, stakes, 1)
+        ModelIndex(ids, embeddings, stakes).select(np.zeros(8, np.float32), 1)
 
 
 def test_selection_across_prefilter_row_blocks_equals_brute_force():
     ids, embeddings, stakes = random_models(13, 4_500, 8, equal_stakes=True)  # > 2 blocks of rows
     embeddings[4_400:] = embeddings[:100]  # exact ties that straddle the blocks
     target = np.random.default_rng(14).standard_normal(8).astype(np.float32)
-    assert select_models(target, ids, embeddings, stakes, 5) == brute_force(target, ids, embeddings, stakes, 5)
+    assert ModelIndex(ids, embeddings, stakes).select(target, 5) == brute_force(target, ids, embeddings, stakes, 5)
 
 
 @pytest.mark.parametrize("scale_spread, scale", [(0.0, 1.0), (30.0, 1.0), (0.0, 1e-30), (0.0, 1e30), (60.0, 1.0)])
@@ -278,7 +277,7 @@ def test_selection_of_tiny_or_huge_embeddings_equals_brute_force(scale):
     ids, embeddings, stakes = random_models(16, 200, 32)
     embeddings = (embeddings.astype(np.float64) * scale).astype(np.float32)
     target = (np.random.default_rng(17).standard_normal(32) * scale).astype(np.float32)
-    assert select_models(target, ids, embeddings, stakes, 4) == brute_force(target, ids, embeddings, stakes, 4)
+    assert ModelIndex(ids, embeddings, stakes).select(target, 4) == brute_force(target, ids, embeddings, stakes, 4)
 
 
 def test_selection_is_identical_in_a_process_with_another_blas_threading():

@@ -6,8 +6,8 @@ import hashlib
 import pytest
 import torch
 
-from serve.errors import ModelUnavailable
-from serve.scoring import ModelManifest, open_weights
+from soma_ray.protocol.errors import ModelUnavailable
+from serve.scoring import ModelManifest, open_loaded
 from soma_ray.model import V1Config, V1Model, encrypt_weights, save_weights, weights_manifest
 
 CFG = V1Config(embedding_dim=16, num_layers=1, num_heads=2, pwff_hidden_dim=32, max_seq_len=16)
@@ -26,14 +26,14 @@ def published(tmp_path, config: V1Config = CFG, name: str = "w"):
 
 def stage_of(manifest: ModelManifest, encrypted: bytes) -> str:
     with pytest.raises(ModelUnavailable) as err:
-        open_weights(manifest, encrypted, CFG)
+        open_loaded(manifest, encrypted, CFG)
     assert err.value.model_id == manifest.model_id
     return err.value.stage
 
 
 def test_good_weights_open_to_the_same_parameters(tmp_path):
     model, manifest, encrypted = published(tmp_path)
-    loaded = open_weights(manifest, encrypted, CFG)
+    loaded = open_loaded(manifest, encrypted, CFG)
     for (k, a), (_, b) in zip(model.state_dict().items(), loaded.model.state_dict().items()):
         assert torch.equal(a, b), k
     assert loaded.checksum == manifest.checksum and loaded.size == len(encrypted)
@@ -59,7 +59,7 @@ def test_each_failure_names_its_stage(tmp_path):
 
 def test_a_cached_model_refuses_manifests_it_would_not_load_under(tmp_path):
     _, manifest, encrypted = published(tmp_path)
-    loaded = open_weights(manifest, encrypted, CFG)
+    loaded = open_loaded(manifest, encrypted, CFG)
     for changed, stage in (({"decryption_key": bytes(32)}, "decrypt"), ({"size": 1}, "size")):
         with pytest.raises(ModelUnavailable) as err:
             loaded.check(ModelManifest(**{**_fields(manifest), **changed}))
@@ -69,7 +69,7 @@ def test_a_cached_model_refuses_manifests_it_would_not_load_under(tmp_path):
 
 def test_eviction_is_reported_once(tmp_path):
     _, manifest, encrypted = published(tmp_path)
-    loaded = open_weights(manifest, encrypted, CFG)
+    loaded = open_loaded(manifest, encrypted, CFG)
     seen = []
     loaded.on_evict = seen.append
     loaded.__del__()

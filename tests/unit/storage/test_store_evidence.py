@@ -2,6 +2,7 @@
 bounded, and a store written before the evidence databases existed still opens."""
 
 import hashlib
+import shutil
 
 import lmdb
 import pytest
@@ -63,10 +64,11 @@ def test_bad_evidence_is_refused_and_nothing_is_written(tmp_path, ident, record)
         assert s.evidence_count() == 0
 
 
-def test_wipe_forgets_evidence(tmp_path):
+def test_a_lost_disk_forgets_evidence(tmp_path):
     with ValidatorStore(tmp_path / "v0") as s:
         add(s, b"ev")
-        s.wipe()
+    shutil.rmtree(tmp_path / "v0")  # what a validator that lost its disk finds
+    with ValidatorStore(tmp_path / "v0") as s:
         assert s.evidence_count() == 0 and add(s, b"ev") == 0
 
 

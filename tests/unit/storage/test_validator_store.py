@@ -3,6 +3,7 @@ anything, and survives a SIGKILL mid-write."""
 
 import gc
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,6 +31,18 @@ GENESIS_STATE = [(b"acct/alice", b"100"), (b"acct/bob", b"50"), (b"system", b"ep
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
 
 
+def state_value(store: ValidatorStore, key: bytes) -> bytes | None:
+    """One key's committed value, through the read a validator loads its state with."""
+    return dict(store.state_items()).get(key)
+
+
+def lose_disk(store: ValidatorStore) -> ValidatorStore:
+    """What a validator that lost its disk finds: its directory gone, a store opened anew there."""
+    store.close()
+    shutil.rmtree(store.path)
+    return ValidatorStore(store.path)
+
+
 @pytest.fixture
 def store(tmp_path):
     with ValidatorStore(tmp_path / "v0") as s:
@@ -40,16 +53,15 @@ def store(tmp_path):
 def test_genesis_state_survives_reopen(tmp_path):
     path = tmp_path / "v0"
     with ValidatorStore(path) as s:
-        assert s.is_empty()
+        assert s.genesis_digest() is None
         assert s.write_genesis(GENESIS, reversed(GENESIS_STATE)) is True
     with ValidatorStore(path, genesis_digest=GENESIS) as s:
-        assert not s.is_empty()
         assert s.genesis_digest() == GENESIS
         assert s.state_items() == sorted(GENESIS_STATE)
         assert s.latest_sequence() is None and s.next_sequence() == 0
         # A restarting validator may write its genesis again: nothing changes.
         assert s.write_genesis(GENESIS, [(b"acct/alice", b"0")]) is False
-        assert s.get_state(b"acct/alice") == b"100"
+        assert state_value(s, b"acct/alice") == b"100"
 
 
 def test_store_of_another_genesis_is_refused(tmp_path, store):
@@ -97,7 +109,7 @@ def test_sequence_gap_is_refused_and_writes_nothing(store):
     with pytest.raises(SequenceGap):
         store.commit_checkpoint(-1, b"cp", b"cert", [])
     assert store.latest_sequence() == 0
-    assert store.get_state(b"acct/alice") == b"100"
+    assert state_value(store, b"acct/alice") == b"100"
     with pytest.raises(CheckpointNotFound):
         store.get_checkpoint(2)
 
@@ -106,7 +118,7 @@ def test_same_checkpoint_twice_is_a_no_op_and_keeps_first_certificate(store):
     store.commit_checkpoint(0, b"cp0", b"cert-a", [(b"acct/alice", b"1")])
     assert store.commit_checkpoint(0, b"cp0", b"cert-b", [(b"acct/alice", b"2")]) is False
     assert store.get_checkpoint(0) == (b"cp0", b"cert-a")
-    assert store.get_state(b"acct/alice") == b"1"
+    assert state_value(store, b"acct/alice") == b"1"
 
 
 def test_different_checkpoint_at_committed_sequence_is_refused(store):
@@ -115,7 +127,7 @@ def test_different_checkpoint_at_committed_sequence_is_refused(store):
         store.commit_checkpoint(0, b"forked-cp0", b"cert0", [(b"acct/alice", b"666")])
     assert (err.value.sequence, err.value.stored_len, err.value.offered_len) == (0, 3, 10)
     assert store.get_checkpoint(0) == (b"cp0", b"cert0")
-    assert store.get_state(b"acct/alice") == b"1"
+    assert state_value(store, b"acct/alice") == b"1"
 
 
 def test_missing_checkpoint_error_names_the_latest(store):
@@ -133,7 +145,7 @@ def test_invalid_state_key_is_refused_and_nothing_is_written(store, key):
         store.commit_checkpoint(0, b"cp0", b"cert0", [(b"acct/alice", b"0"), (key, b"v")])
     assert err.value.key_len == len(key) and err.value.max_len == 511
     assert store.latest_sequence() is None
-    assert store.get_state(b"acct/alice") == b"100"
+    assert state_value(store, b"acct/alice") == b"100"
 
 
 def test_catch_up_replays_served_range_into_an_empty_store(tmp_path, store):
@@ -175,7 +187,7 @@ def test_store_full_beyond_max_map_size_keeps_earlier_commits(tmp_path):
         assert (err.value.map_size, err.value.max_map_size) == (256 << 10, 256 << 10)
         assert s.latest_sequence() == 0 and s.state_items() == [(b"a", b"2")]
         s.commit_checkpoint(1, b"cp1", b"cert1", [(b"a", b"3")])
-        assert s.get_state(b"a") == b"3"
+        assert state_value(s, b"a") == b"3"
 
 
 def test_safety_state_survives_reopen(tmp_path, store):
@@ -203,13 +215,14 @@ def test_store_dropped_without_close_frees_its_directory(tmp_path):
         assert again.genesis_digest() == GENESIS
 
 
-def test_wipe_forgets_everything(store):
+def test_a_lost_disk_forgets_everything(store):
     store.commit_checkpoint(0, b"cp0", b"cert0", [])
     store.put_safety_state(b"s")
-    store.wipe()
-    assert store.is_empty() and store.state_items() == [] and store.latest_sequence() is None
-    assert store.safety_state() is None and store.checkpoints(0, 10) == []
-    assert store.write_genesis(OTHER_GENESIS, [(b"k", b"v")]) is True
+    with lose_disk(store) as store:
+        assert store.genesis_digest() is None and store.state_items() == []
+        assert store.latest_sequence() is None
+        assert store.safety_state() is None and store.checkpoints(0, 10) == []
+        assert store.write_genesis(OTHER_GENESIS, [(b"k", b"v")]) is True
 
 
 # Each checkpoint i writes 200 keys tagged i and sets b"last" = i; kill the writer mid-loop.
@@ -288,5 +301,5 @@ def test_effects_are_kept_with_their_checkpoint_and_absent_when_not_given(tmp_pa
         assert (s.effects(0), s.effects(1), s.effects(2), s.effects(-1)) == (b"fx0", None, None, None)
     with ValidatorStore(tmp_path / "db", genesis_digest=GENESIS) as s:  # durable
         assert s.effects(0) == b"fx0"
-        s.wipe()
-        assert s.effects(0) is None
+        with lose_disk(s) as wiped:
+            assert wiped.effects(0) is None

@@ -1,16 +1,17 @@
-"""`soma start localnet`, `soma stop`, `soma status`, `soma faucet|balance|transfer`, `soma epoch advance`.
+"""`soma start localnet|scoring|testnet`: start a network (or a standalone scoring service).
 
-Mount with `register(app)`: it adds the `start` and `epoch` groups and the top-level commands.
+`localnet` runs validators and the epoch clock (and, unless --no-services, the gateway and its
+services; with --miners/--challengers a crowd of scripted participants), on the Ray cluster it
+joins or starts; `testnet` reads a testnet file (`soma_ray.cli.testnet`) and starts one over a
+Ray cluster's nodes.
 """
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
-import re
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -19,71 +20,24 @@ import typer
 
 from actors import network as net
 from actors.crowd import crowd_stats, launch_crowd, stop_crowd
+from actors.testnet import ValidatorNodesMissing, start_testnet
 from soma_ray import cluster
-from soma_ray.cli.common import (BadArgument, KeyOption, RpcOption, WalletOption, fail, load_key,
-                                 parse_address, parse_amount, run_participant, show_amount)
+from soma_ray.cli.common import BadArgument, fail
+from soma_ray.cli.ops import AddressOption, NamespaceOption, parse_duration_ms, quiet_serve
+from soma_ray.cli.testnet import check_scalars, read_testnet_file
 from soma_ray.client import SomaClient
-from soma_ray.protocol.crypto import show_address
 from soma_ray.protocol.errors import ProtocolError
 from soma_ray.protocol.state import CHALLENGE
 from soma_ray.protocol.targets import DISTANCE_SCALE
 from soma_ray.strategies import Stats, crowd_mix, roster
 from soma_ray.strategies.decide import LAZY_RATE
 from soma_ray.strategies.roster import MINER_ROLES, ROLES
-from soma_ray.wallet import WalletError
 
-start_app = typer.Typer(help="Start a network.", no_args_is_help=True)
-epoch_app = typer.Typer(help="Epochs.", no_args_is_help=True)
+app = typer.Typer(name="start", help="Start a network.", no_args_is_help=True)
 
 STATUS_INTERVAL_S = 1.0
 # The crowd's pause between rounds.
 CROWD_PAUSE_S = 1.0
-_DURATION = re.compile(r"^(\d+)(ms|s|m|h)?$")
-_UNIT_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, None: 1_000}
-
-NamespaceOption = Annotated[str, typer.Option("--namespace", help="Ray namespace of the network.")]
-AddressOption = Annotated[
-    Optional[str], typer.Option(
-        "--address", envvar="RAY_ADDRESS",
-        help="Ray cluster address host:port (default: the cluster `soma start` recorded).")
-]
-def parse_duration_ms(text: str) -> int:
-    """'60s', '5m', '500ms', '1h' or plain seconds → milliseconds (positive)."""
-    match = _DURATION.match(text.strip())
-    if not match or int(match.group(1)) == 0:
-        raise BadArgument(f"duration {text!r}: use a positive number with ms, s, m or h")
-    return int(match.group(1)) * _UNIT_MS[match.group(2)]
-
-
-def quiet_serve() -> None:
-    """Serve logs each step it takes (INFO) to this terminal: only its errors belong there. A
-    filter, since Serve sets its logger's level again when it starts."""
-    logger = logging.getLogger("ray.serve")
-    if not any(isinstance(f, _ErrorsOnly) for f in logger.filters):
-        logger.addFilter(_ErrorsOnly())
-
-
-class _ErrorsOnly(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.ERROR
-
-
-def run_client(address: str | None, namespace: str, action):
-    """Connect to the network's cluster (`cluster.connect`: --address, RAY_ADDRESS or the
-    recorded one), then run `action(client)`; typed errors become one-line messages."""
-    async def main():
-        client = await SomaClient(address=address, namespace=namespace)
-        return await action(client)
-
-    try:
-        cluster.connect(address, namespace=namespace)
-        return asyncio.run(main())
-    except (ProtocolError, net.NetworkNotRunning, BadArgument, WalletError, ConnectionError,
-            PermissionError, TimeoutError) as error:
-        raise fail(str(error)) from None
-
-
-# ---------------------------------------------------------------------------------- start / stop
 
 
 @dataclass
@@ -217,7 +171,7 @@ def watch(network: net.Network, crowd: list | None = None) -> None:
         time.sleep(STATUS_INTERVAL_S)
 
 
-@start_app.command("localnet")
+@app.command("localnet")
 def start_localnet(
     validators: Annotated[int, typer.Option("--validators", min=1, help="Number of validators.")] = 4,
     epoch_duration: Annotated[str, typer.Option("--epoch-duration", help="e.g. 60s, 5m.")] = "60s",
@@ -287,7 +241,7 @@ def start_localnet(
             cluster.forget(target.record)
 
 
-@start_app.command("scoring")
+@app.command("scoring")
 def start_scoring(
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda (cuda needs a GPU here).")] = "auto",
     http_port: Annotated[int, typer.Option("--http-port", min=1, max=65535, help="Its port.")] = 8001,
@@ -320,6 +274,45 @@ def start_scoring(
         typer.echo("\nstopping…")
         serve.shutdown()
         ray.shutdown()
+
+
+@app.command("testnet")
+def start_testnet_command(
+    config: Annotated[Path, typer.Option("--config", help="The testnet file (TOML).")],
+    http_host: Annotated[Optional[str], typer.Option(
+        "--http-host", help="Overrides the file's http_host (the head's address).")] = None,
+    public_host: Annotated[Optional[str], typer.Option(
+        "--public-host", help="Overrides the file's public_host (the address participants use).")] = None,
+    node_timeout: Annotated[str, typer.Option(
+        "--node-timeout", help="How long to wait for the validators' nodes, e.g. 30m.")] = "30m",
+    address: AddressOption = None,
+) -> None:
+    """Start (or resume from its data dir) a testnet on a running Ray cluster: validator i on the
+    node that offers resource validator<i>, its key made there; the clock, the target index and
+    the services on the head. Returns once it runs; `soma stop --address ...` stops it."""
+    try:
+        settings = read_testnet_file(config)
+        timeout_s = parse_duration_ms(node_timeout) / 1000
+        hosts = {name: host for name, host in (("http_host", http_host), ("public_host", public_host))
+                 if host is not None}
+        check_scalars(hosts, "the command line")
+    except BadArgument as error:
+        raise fail(str(error)) from None
+    settings = replace(settings, **hosts)
+    quiet_serve()
+    try:
+        joined = cluster.connect(address, namespace=settings.namespace)
+        network = start_testnet(settings, detached=True, timeout_s=timeout_s)
+    except (ConnectionError, ValidatorNodesMissing, net.DataDirMismatch) as error:
+        raise fail(str(error)) from None
+    stored = network.config
+    typer.echo(f"testnet of {stored.validators} validators in Ray namespace {stored.namespace!r}, "
+               f"epochs of {stored.epoch_duration_ms / 1000:g} s, data in {stored.data_dir} on "
+               "each node (a resumed testnet keeps its stored settings)")
+    typer.echo(f"gateway: {stored.public_url}" if settings.services
+               else "gateway: not started (services = false)")
+    dashboard = joined.dashboard_url
+    typer.echo(f"Ray dashboard: http://{dashboard}" if dashboard else "Ray dashboard: not running")
 
 
 @dataclass
@@ -400,151 +393,3 @@ def start_crowd(network: net.Network, crowd: CrowdPlan, detach: bool) -> list:
                            detached=detach)
     ray.get([p.start.remote(CROWD_PAUSE_S) for p in players])
     return players
-
-
-def _other_networks(namespace: str) -> list[str]:
-    """Namespaces in which another network (an epoch clock) still runs on this cluster."""
-    found = ray.util.list_named_actors(all_namespaces=True)
-    return sorted({entry["namespace"] for entry in found
-                   if entry["name"].endswith("epoch-clock")
-                   and not (entry["namespace"] == namespace and entry["name"] == "epoch-clock")})
-
-
-def stop(
-    address: AddressOption = None, namespace: NamespaceOption = net.DEFAULT_NAMESPACE,
-    keep_ray: Annotated[bool, typer.Option(
-        "--keep-ray", help="Leave the Ray cluster `soma start` started running.")] = False,
-) -> None:
-    """Stop a running network (its data dir stays, so `soma start` resumes it), then end the
-    Ray cluster `soma start` started for it (by its record, never `ray stop`)."""
-    quiet_serve()
-    try:
-        given = cluster.explicit_address(address)
-    except cluster.ClusterError as error:
-        raise fail(str(error)) from None
-    with cluster.locked():
-        record = cluster.read_record()
-        if given is not None and (record is None or record.address != given):
-            record = None  # a cluster given by address is not ours to end
-        if record is not None and not record.running():
-            cluster.stop_cluster(record)
-            typer.echo(f"the Ray cluster recorded in {record.path} ({record.address}) was not "
-                       "running; removed its record")
-            return
-        unreachable = None
-        try:
-            cluster.connect(given or (record.address if record else None), namespace=namespace)
-        except cluster.ClusterUnreachable as error:
-            if record is None:
-                raise fail(str(error)) from None
-            unreachable = error  # a wedged recorded cluster: ending it ends the network too
-        except ConnectionError as error:  # cluster.ClusterError, or ray.init's own
-            raise fail(str(error)) from None
-        stopped, others = "", []
-        if unreachable is None:
-            try:
-                crowd = stop_crowd(namespace)
-                net.connect(namespace).stop()
-                stopped = f"stopped the network in namespace {namespace!r}" + (
-                    f" and its crowd of {crowd} actor(s)" if crowd else "")
-            except net.NetworkNotRunning as error:
-                if record is None:
-                    raise fail(str(error)) from None
-                stopped = f"no network runs in namespace {namespace!r}"
-            if record is not None:
-                others = _other_networks(namespace)
-        if record is None:
-            typer.echo(f"{stopped} (the Ray cluster stays up)")
-            return
-        if keep_ray or others:
-            why = (f"it still runs the network in namespace(s) {', '.join(map(repr, others))}"
-                   if others and not keep_ray else "--keep-ray")
-            typer.echo(f"{stopped}; the Ray cluster {record.address} stays up ({why}; recorded in "
-                       f"{record.path}, `soma stop` ends it)")
-            return
-        ray.shutdown()
-        left = cluster.stop_cluster(record)
-        if left:
-            raise fail(f"{stopped}, but processes {sorted(left)} of the Ray cluster "
-                       f"{record.address} did not exit")
-        if unreachable is None:
-            typer.echo(f"{stopped}; ended the Ray cluster {record.address} (record removed)")
-        else:
-            typer.echo(f"the Ray cluster {record.address} did not answer ({unreachable.reason}); "
-                       "ended it by its record (record removed)")
-
-
-# ---------------------------------------------------------------------------------- client commands
-
-
-def status(address: AddressOption = None, namespace: NamespaceOption = net.DEFAULT_NAMESPACE) -> None:
-    """Each validator's epoch, checkpoint height, state root, mempool size and the
-    equivocation evidence it holds."""
-    async def action(client: SomaClient):
-        for index, found in enumerate(await client.status()):
-            if found is None:
-                typer.echo(f"validator-{index}: down")
-            else:
-                typer.echo(f"validator-{index}: epoch {found.epoch} checkpoint {found.sequence} "
-                           f"root {found.state_root[:16]}… mempool {found.mempool} "
-                           f"evidence {found.evidence}")
-
-    run_client(address, namespace, action)
-
-
-def faucet(
-    amount: Annotated[str, typer.Argument(help="SOMA to receive.")] = "100",
-    to: Annotated[Optional[str], typer.Option("--to", help="Recipient address (default: your key).")] = None,
-    wallet: WalletOption = None, key: KeyOption = None, rpc_url: RpcOption = None,
-) -> None:
-    """Localnet faucet: get SOMA from the emission pool."""
-    async def action(client: SomaClient):
-        recipient = parse_address(to) if to else load_key(wallet, key).address
-        await client.request_faucet(recipient, parse_amount(amount))
-        typer.echo(f"{show_address(recipient)} now has {show_amount(await client.get_balance(recipient))}")
-
-    run_participant(rpc_url, action)
-
-
-def balance(
-    of: Annotated[Optional[str], typer.Argument(help="Address (default: your key).")] = None,
-    wallet: WalletOption = None, key: KeyOption = None, rpc_url: RpcOption = None,
-) -> None:
-    """The balance of an address."""
-    async def action(client: SomaClient):
-        owner = parse_address(of) if of else load_key(wallet, key).address
-        typer.echo(show_amount(await client.get_balance(owner)))
-
-    run_participant(rpc_url, action)
-
-
-def transfer(
-    recipient: Annotated[str, typer.Argument(help="Recipient address.")],
-    amount: Annotated[str, typer.Argument(help="SOMA to send.")],
-    wallet: WalletOption = None, key: KeyOption = None, rpc_url: RpcOption = None,
-) -> None:
-    """Send SOMA; returns once the transfer is in a certified checkpoint."""
-    async def action(client: SomaClient):
-        sender = load_key(wallet, key)
-        effects = await client.transfer(sender, parse_address(recipient), parse_amount(amount))
-        typer.echo(f"transferred {amount} SOMA (fee {effects.fee_charged} shannons); "
-                   f"balance {show_amount(await client.get_balance(sender.address))}")
-
-    run_participant(rpc_url, action)
-
-
-@epoch_app.command("advance")
-def advance(rpc_url: RpcOption = None) -> None:
-    """Localnet: end the current epoch now."""
-    async def action(client: SomaClient):
-        typer.echo(f"epoch {await client.advance_epoch()}")
-
-    run_participant(rpc_url, action)
-
-
-def register(app: typer.Typer) -> None:
-    """Mount these commands on the `soma` app."""
-    app.add_typer(start_app, name="start")
-    app.add_typer(epoch_app, name="epoch")
-    for command in (stop, status, faucet, balance, transfer):
-        app.command(command.__name__)(command)

@@ -214,33 +214,3 @@ def feed_events(checkpoint: Checkpoint, effects: list[TransactionEffects]) -> Co
         elif isinstance(kind, ResolveChallenge):
             events[kind.verdict] += 1
     return events
-
-
-
-# -- the gateway's request counter ----------------------------------------------------------------
-
-class CountRequests:
-    """ASGI middleware: counts each HTTP request in GATEWAY_REQUESTS by its route's template
-    (bounded: never the raw path) and status code. The network tag is the app's
-    `state.metric_tags`, set when the deployment starts."""
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        code = 500  # no response started: the app failed
-
-        async def sending(message):
-            nonlocal code
-            if message["type"] == "http.response.start":
-                code = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, sending)
-        finally:
-            route = scope.get("route")
-            GATEWAY_REQUESTS.record(1, {**scope["app"].state.metric_tags, "code": str(code),
-                                        "route": getattr(route, "path", "unmatched")})
