@@ -15,7 +15,7 @@ import nacl.exceptions
 from nacl import bindings as sodium
 
 from soma_ray.model.errors import DecryptionError
-from soma_ray.model.files import replacing
+from soma_ray.files import replacing
 
 CHUNK_BYTES = 1 << 20
 KEY_BYTES = sodium.crypto_secretstream_xchacha20poly1305_KEYBYTES

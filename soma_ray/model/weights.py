@@ -36,7 +36,7 @@ from soma_ray.model.errors import (
     UnexpectedTensorError,
     WeightsFormatError,
 )
-from soma_ray.model.files import replacing
+from soma_ray.files import replacing
 from soma_ray.model.network import V1Model
 
 _HEADER_LENGTH_BYTES = 8
