@@ -8,10 +8,12 @@ time with `behave(...)`; with none it is honest. The behaviours of the issue:
   proposal to one peer, the second to another and both to the third (`_send`).
 - `GARBAGE`: every proposal and vote it sends carries a corrupted signature, and so does its
   precommit in the certificate of a value it serves to a lagging peer (`_send`).
-- `BAD_TRANSACTIONS`: as leader it adds the given entries (e.g. a transaction with a bad
-  signature and a replayed one) to the checkpoint it proposes, sealed with the state root they
-  really give (`_next_entries`); honest replicas re-execute it and record those entries as
-  failed with no effect (protocol.checkpoint.execute_entry).
+- `BAD_TRANSACTIONS`: as leader it puts the given entries (e.g. a transaction with a bad
+  signature, a replayed one, one whose sender cannot pay its fee) at the head of the checkpoint
+  it proposes, sealed as the rules before issue 18 would have: each recorded as failed, with
+  no effect on the state root (`propose`, `smuggle`). Honest replicas refuse such a proposal
+  (every entry of a checkpoint must execute: protocol.checkpoint.build_checkpoint), so it is
+  never certified; the round times out and the next leader's checkpoint is decided.
 
 Launch one in place of validator `index` of a running network with `replace_with_byzantine`.
 """
@@ -23,9 +25,13 @@ import msgspec
 
 from actors.network import Network
 from actors.validator import ValidatorActor
-from soma_ray.consensus.messages import NIL_ROUND, CertifiedValue, Message, Proposal, sign_proposal
-from soma_ray.protocol.encoding import decode, encode
-from soma_ray.protocol.types import Checkpoint
+from soma_ray.consensus.messages import NIL_ROUND, CertifiedValue, Message, Proposal, sign_proposal, value_digest
+from soma_ray.node.executor import Executed, Executor
+from soma_ray.protocol.checkpoint import effects_digest
+from soma_ray.protocol.encoding import DOMAIN_TX, decode, digest, encode
+from soma_ray.protocol.epoch import SYSTEM_SENDER
+from soma_ray.protocol.errors import ProtocolError
+from soma_ray.protocol.types import Checkpoint, TransactionEffects
 
 EQUIVOCATE = "equivocate"
 GARBAGE = "garbage"
@@ -60,11 +66,11 @@ class ByzantineValidatorActor(ValidatorActor):
 
     # ------------------------------------------------------------------ overridden
 
-    def _next_entries(self, timestamp_ms: int) -> list:
-        entries = super()._next_entries(timestamp_ms)
-        if self._behaviour == BAD_TRANSACTIONS:
-            return self._smuggled + entries  # first: a trailing ChangeEpoch stays last
-        return entries
+    def propose(self, height: int) -> bytes:
+        value = super().propose(height)
+        if self._behaviour == BAD_TRANSACTIONS and self._smuggled:
+            return smuggle(self._executor, value, self._smuggled)
+        return value
 
     def _send(self, member: int, message: bytes) -> None:
         if self._behaviour not in (EQUIVOCATE, GARBAGE):
@@ -110,9 +116,33 @@ class ByzantineValidatorActor(ValidatorActor):
             first = decode(proposal.value, Checkpoint)
             second = self._executor.build(first.transactions, first.timestamp_ms + 1).checkpoint
             signed = sign_proposal(self._keypair, self._core.index, proposal.height, proposal.round,
-                                   encode(second), proposal.valid_round)
+                                   encode(second), proposal.valid_round, chain_id=self._core.chain_id)
             self._twins = {key: encode(signed)}  # only the current round's is ever needed
         return self._twins[key]
+
+
+def smuggle(executor: Executor, value: bytes, entries: list[bytes]) -> bytes:
+    """The honest proposal `value` (built by `executor`) with `entries` put first, sealed as the
+    rules before issue 18 sealed an entry that could not execute: recorded as failed, changing
+    nothing (so the state root stays the honest one). Kept as this node's own trial, so its core
+    votes for it."""
+    executed = executor._executed[value_digest(value)]
+    failed = [TransactionEffects(transaction_digest=digest(DOMAIN_TX, raw), sender=SYSTEM_SENDER, nonce=0,
+                                 fee_charged=0, error=_why_not(executor, raw).to_struct()) for raw in entries]
+    effects = failed + executed.effects
+    checkpoint = msgspec.structs.replace(executed.checkpoint, transactions=list(entries) + executed.checkpoint.transactions,
+                                         effects_digest=effects_digest(effects))
+    smuggled = encode(checkpoint)
+    executor._executed[value_digest(smuggled)] = Executed(checkpoint, executed.changes, effects)
+    return smuggled
+
+
+def _why_not(executor: Executor, raw: bytes) -> ProtocolError:
+    try:
+        executor.build([raw], executor.latest_timestamp_ms)
+    except ProtocolError as error:
+        return error
+    return ProtocolError()  # it would execute: smuggled anyway
 
 
 def _garbage(signature: bytes) -> bytes:

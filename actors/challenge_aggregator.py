@@ -81,7 +81,7 @@ class ChallengeAggregator:
         self._client = client = await SomaClient(namespace=self._network.namespace, prefix=self._network.prefix)
         latest = await client.get_checkpoint()
         system = await client.get_system_state()
-        self._collector = VoteCollector(system.committee, system.parameters.quorum)
+        self._collector = VoteCollector(system.committee, system.parameters.quorum, chain_id=system.chain_id)
         for challenge_id in await client.get_object_ids(CHALLENGE):
             self._collect(challenge_id)
         self._started.set()

@@ -5,6 +5,11 @@ here), so each `CrowdActor` drives its share of the roster round by round on one
 a round refreshes the shared `World` once, then steps every participant, a bounded number at a
 time. The chain is reached on the SDK's Ray path; blobs and scoring over HTTP, as the SDK does.
 Actors are named `<prefix>crowd-<i>` in the network's namespace, so `soma stop` finds them.
+
+Fraudulent miners play every fraud of `strategies.decide.FRAUD_PLANS` but the owner–miner pair's
+(`broken-weights` needs a model whose weights the pair can take away after the fill; on a
+localnet the blob store keeps every blob, downloads reach no address the pair controls and the
+shared scoring service caches loaded weights: docs/game.md), which they skip for the next plan.
 """
 from __future__ import annotations
 
@@ -27,13 +32,27 @@ log = logging.getLogger(__name__)
 
 class CrowdActor:
     def __init__(self, namespace: str, prefix: str, specs: list[Spec], seed: int, challengers: int,
-                 corpus: str | None = None, false_alarm_every: int = 0) -> None:
+                 corpus: str | None = None, false_alarm_every: int = 0, train_steps: int | None = None,
+                 evaluate: bool = False) -> None:
         self._path = (namespace, prefix)
         files = corpus_files(corpus)
-        self._participants = [build(Spec(*s), seed, files, challengers, false_alarm_every) for s in specs]
+        training = None
+        if any(Spec(*s).role == "trainer" for s in specs):  # each fine-tune a Ray Train job
+            from soma_ray.training.fine_tune import RayTrainTraining
+
+            training = RayTrainTraining(f"{prefix}trainer")
+        self._participants = [build(Spec(*s), seed, files, challengers, false_alarm_every, training=training,
+                                    train_steps=train_steps) for s in specs]
         self._world: World | None = None
         self._loop: asyncio.Task | None = None
         self._rounds = 0
+        # The network's held-out loss, measured after every round by one actor of the crowd.
+        self._held_out = None
+        if evaluate:
+            from soma_ray.heldout import HeldOut
+
+            self._held_out = HeldOut(threaded=True)
+        self._losses: dict[int, dict] = {}  # epoch → the last measurement in it
 
     async def _client_world(self) -> World:
         if self._world is None:
@@ -42,9 +61,12 @@ class CrowdActor:
         return self._world
 
     async def fund(self, amount: int = FUND_AMOUNT) -> None:
-        """Every participant gets `amount` from the localnet faucet."""
+        """Every participant gets `amount` from the localnet faucet (a trainer: its own funding,
+        its model's stake included), then those with a setup (trainers: their model) do it."""
         world = await self._client_world()
-        await asyncio.gather(*(world.client.request_faucet(p.address, amount) for p in self._participants))
+        await asyncio.gather(*(world.client.request_faucet(p.address, getattr(p, "funding", amount))
+                               for p in self._participants))
+        await asyncio.gather(*(p.setup(world.client) for p in self._participants if hasattr(p, "setup")))
 
     async def step(self, mine: bool = True) -> None:
         """One round: the world read once, then one step of every participant (with `mine`
@@ -60,6 +82,30 @@ class CrowdActor:
 
         await asyncio.gather(*(one(p) for p in self._participants))
         self._rounds += 1
+        if self._held_out is not None:
+            await self.measure(world)
+
+    async def measure(self, world: World) -> None:
+        """The network's held-out loss now (each model version scored once), kept as the epoch's
+        and exported as the soma_network_held_out_bpb and soma_model_held_out_bpb gauges."""
+        from soma_ray import metrics
+
+        try:
+            loss = await self._held_out.measure(world.client)
+        except ValueError:  # no active model
+            return
+        namespace, prefix = self._path
+        metrics.record_held_out({"network": metrics.network_label(namespace, prefix)}, loss)
+        self._losses[world.epoch] = {
+            "epoch": world.epoch, "network_loss_bpb": loss.best_bpb, "network_routed_bpb": loss.routed_bpb,
+            "loss_by_kind": loss.best_by_kind,
+            "models": [{"model": "0x" + m.model_id.hex(), "stake": m.stake, "bpb": m.bpb, "best_items": m.best_items,
+                        "routed_items": m.routed_items} for m in loss.models]}
+
+    def held_out(self) -> list[dict]:
+        """The network's held-out loss as last measured in each epoch, by epoch (empty unless
+        this actor evaluates)."""
+        return [self._losses[epoch] for epoch in sorted(self._losses)]
 
     async def start(self, pause_s: float = 1.0) -> None:
         """Play rounds in the background, `pause_s` apart, until `stop`."""
@@ -97,20 +143,32 @@ def crowd_name(config: NetworkConfig, index: int) -> str:
 
 
 def launch_crowd(config: NetworkConfig, specs: list[Spec], actors: int, seed: int = 0,
-                 corpus: str | None = None, false_alarm_every: int = 0, detached: bool = False) -> list:
+                 corpus: str | None = None, false_alarm_every: int = 0, detached: bool = False,
+                 train_steps: int | None = None) -> list:
     """`actors` crowd actors sharing `specs` (each role dealt over all of them), funded; returns
     their handles. Not restarted when they die: a participant's memory of its submissions and
-    challenges is in its actor."""
+    challenges is in its actor. With trainers, the first actor also measures the network's
+    held-out loss after each round (`held_out`)."""
     challengers = sum(s.role == "challenger" for s in specs)
+    evaluate = any(s.role == "trainer" for s in specs)
     handles = []
     for index, share in enumerate(split_evenly(specs, actors)):
         options = dict(name=crowd_name(config, index), namespace=config.namespace, num_cpus=0)
         if detached:
             options["lifetime"] = "detached"
         handles.append(ray.remote(CrowdActor).options(**options).remote(
-            config.namespace, config.prefix, share, seed, challengers, corpus, false_alarm_every))
+            config.namespace, config.prefix, share, seed, challengers, corpus, false_alarm_every, train_steps,
+            evaluate and index == 0))
     ray.get([h.fund.remote() for h in handles])
     return handles
+
+
+def crowd_held_out(handles: list) -> list[dict]:
+    """The network's held-out loss by epoch, from the crowd's evaluating actor (empty: none)."""
+    for found in ray.get([h.held_out.remote() for h in handles], timeout=60):
+        if found:
+            return found
+    return []
 
 
 def find_crowd(namespace: str, prefix: str = "") -> list:

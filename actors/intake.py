@@ -1,7 +1,7 @@
 """Transactions coming into a validator: admission into its pure `Mempool`, the futures its
 submitters wait on, the one expiry timer, and gossip to the peers. Part of the validator actor's
-shell (it runs on that actor's event loop); the rules themselves are the mempool's and
-`check_admission`'s."""
+shell (it runs on that actor's event loop); the rules themselves are the mempool's
+(`admit_transaction`: the envelope, fee solvency, kind bounds, faucet authority, room)."""
 from __future__ import annotations
 
 import asyncio
@@ -10,12 +10,13 @@ import time
 from soma_ray import metrics
 from actors.peers import Peers
 from soma_ray.config import NetworkConfig
-from soma_ray.node.mempool import Mempool
+from soma_ray.node.mempool import Mempool, admit_transaction
 from soma_ray.node.replies import SubmitReply
+from soma_ray.protocol.checkpoint import LeftOut
 from soma_ray.protocol.crypto import Keypair
 from soma_ray.protocol.encoding import encode
 from soma_ray.protocol.errors import BadNonce, ProtocolError, TransactionExpired
-from soma_ray.protocol.execution import check_admission, sign_transaction, transaction_digest
+from soma_ray.protocol.execution import sign_transaction
 from soma_ray.protocol.state import State
 from soma_ray.protocol.types import Faucet, Transaction, TransactionEffects
 
@@ -25,7 +26,8 @@ MAX_CHECKPOINT_TRANSACTIONS = 1000
 
 class Intake:
     def __init__(self, network: NetworkConfig, state: State, peers: Peers, metric_tags: dict[str, str]):
-        self.mempool = Mempool(network.mempool_capacity, network.mempool_per_sender, network.mempool_ttl_s)
+        self.mempool = Mempool(network.mempool_capacity, network.mempool_per_sender, network.mempool_ttl_s,
+                               network.mempool_bytes, network.mempool_sender_bytes)
         self._ttl_s = network.mempool_ttl_s
         self._state = state
         self._peers = peers
@@ -44,11 +46,8 @@ class Intake:
     def admit(self, data: bytes) -> bytes:
         """Pool an admissible transaction (the limits: `Mempool.admit`); the digest its waiter
         is found under. Raises the typed error why not, keeping nothing."""
-        signed = check_admission(data, self._state, self._state.system().parameters, self.mempool.verified)
-        tx = signed.transaction
-        tx_digest = transaction_digest(tx)
-        if self.mempool.admit(tx_digest, tx.sender, tx.nonce, data, self.account_nonce(tx.sender),
-                              time.monotonic()):
+        tx_digest, new = admit_transaction(self.mempool, data, self._state, time.monotonic())
+        if new:
             self._schedule_expiry()
         return tx_digest
 
@@ -66,9 +65,10 @@ class Intake:
         balance pays the fee) with the faucet's next nonce; only an admitted one takes it."""
         self._faucet_key = keypair.address
         nonce = self.mempool.faucet_nonce(self.account_nonce(keypair.address), keypair.address)
+        system = self._state.system()
         tx = Transaction(sender=keypair.address, nonce=nonce, kind=Faucet(recipient=recipient, amount=amount),
-                         max_fee=self._state.system().parameters.base_fee)
-        outcome = self.admit_and_share(encode(sign_transaction(keypair, tx)))
+                         max_fee=system.parameters.base_fee)
+        outcome = self.admit_and_share(encode(sign_transaction(keypair, tx, system.chain_id)))
         if not isinstance(outcome, SubmitReply):
             self.mempool.faucet_admitted(nonce)
         return outcome
@@ -83,6 +83,18 @@ class Intake:
         for tx_digest, expected in self.mempool.stale(self.account_nonce):
             got = self.mempool.get(tx_digest).nonce
             self._answer(tx_digest, SubmitReply.refused(BadNonce(expected=expected, got=got)))
+
+    def left_out(self, left_out: list[LeftOut]) -> None:
+        """What this validator's proposal left out: those that can never execute are dropped and
+        their submitters told why (like an expiry); a later nonce, or one with no room left,
+        stays pooled."""
+        for item in left_out:
+            if item.retry or item.tx_digest is None:
+                continue
+            pending = self.mempool.get(item.tx_digest)
+            self._answer(item.tx_digest, SubmitReply.refused(item.error))
+            if pending is not None and pending.sender == self._faucet_key:
+                self.mempool.faucet_expired(pending.nonce)
 
     def _observe_finality(self, tx_digest: bytes, now: float) -> None:
         # Only transactions submitted here: this validator saw both their admission and commit.

@@ -105,6 +105,8 @@ def launch_aggregator(config: NetworkConfig, index: int = 0, detached: bool = Fa
 
 
 SERVICES = ("blobs", "scoring", "gateway")
+# The least time an upload no transaction names is kept (serve/blobs.py RetentionPolicy).
+RETENTION_GRACE_S = 3600.0
 SERVICES_STOP_S = 60.0  # the replicas' graceful shutdown (Serve's default 20 s) with room
 
 
@@ -116,30 +118,48 @@ class Network(NetworkHandles):
     audit_workers: list | None = None  # one per validator, once start_services launched them
     aggregator: object = None  # the challenge aggregator, likewise
 
-    def start_services(self, scoring_device: str = "auto", detached: bool = False) -> str:
+    def start_services(self, scoring_device: str = "auto", detached: bool = False,
+                       limits: dict | None = None, trusted_proxies: tuple[str, ...] = ()) -> str:
         """Start the target index (it follows the checkpoint feed from 0) and deploy the network's
         public surface on Ray Serve — the blob store, the scoring service and the gateway — and
         return the gateway's URL; then start the audit duty: one audit worker per validator and
         a challenge aggregator (docs/audits.md). Serve's HTTP proxy starts on the config's host
-        and port unless this Ray cluster runs one already (then that one serves)."""
+        and port unless this Ray cluster runs one already (then that one serves).
+
+        `limits`: the rate classes' limits of every public route (default: soma_ray.routes'
+        RATE_LIMITS, or LOCALNET_RATE_LIMITS on a localnet); `trusted_proxies`: reverse proxies
+        in front of Serve whose X-Forwarded-For names the client (docs/gateway.md)."""
         from ray import serve
 
-        from serve.blobs import blob_app
+        from serve.blobs import RetentionPolicy, blob_app
         from serve.gateway import gateway_app
-        from serve.scoring import scoring_app
+        from serve.scoring import scoring_app, weights_file_bound
+        from soma_ray.model.config import V1Config
+        from soma_ray.routes import LOCALNET_RATE_LIMITS, RATE_LIMITS
 
         config = self.config
         # A named actor lives while its first handle does (or for good when detached): keep it.
         if self.target_state is None:
             self.target_state = launch_target_state(config, detached)
         parameters = config.genesis_config().parameters
+        if limits is None:
+            limits = LOCALNET_RATE_LIMITS if config.localnet else RATE_LIMITS
+        chain = (config.namespace, config.prefix)
+        public = {"limits": limits, "trusted_proxies": tuple(trusted_proxies)}
+        model_config = V1Config.small()  # the network's model size: the scoring service's
+        # An unnamed upload is kept two epochs at least (upload, commit, reveal next epoch).
+        grace_s = max(RETENTION_GRACE_S, 2 * parameters.epoch_duration_ms / 1000)
         serve.start(http_options={"host": config.http_host, "port": config.http_port})
         apps = {
+            # Weights only as large as the scoring service will load, not the chain's 8 GiB.
             "blobs": blob_app(str(config.blobs_dir), parameters.max_submission_bytes,
-                              parameters.model_max_weight_size, config.public_url),
-            "scoring": scoring_app(device=scoring_device, max_submission_bytes=parameters.max_submission_bytes,
-                                   allowed_origins=(config.public_url,)),
-            "gateway": gateway_app(config.namespace, config.prefix, localnet=config.localnet),
+                              min(parameters.model_max_weight_size, weights_file_bound(model_config)),
+                              config.public_url, network=chain,
+                              retention_policy=RetentionPolicy(grace_s=grace_s), **public),
+            "scoring": scoring_app(model_config, device=scoring_device,
+                                   max_submission_bytes=parameters.max_submission_bytes,
+                                   allowed_origins=(config.public_url,), chain=chain, **public),
+            "gateway": gateway_app(config.namespace, config.prefix, localnet=config.localnet, **public),
         }
         # Deployed together: their replicas start at once rather than one app after another.
         serve.run_many([serve.RunTarget(apps[service], name=config.app_name(service),

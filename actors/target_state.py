@@ -25,7 +25,10 @@ from soma_ray import metrics
 from actors.feed import CheckpointFeed
 from soma_ray.config import NetworkConfig
 from soma_ray.node.target_index import TargetIndex
-from soma_ray.wire import IndexStatus, Leaderboard, ModelManifest, ModelView, NearbyTarget, TargetPage, TargetView
+from soma_ray.wire import (
+    ChallengePage, ChallengeView, IndexStatus, Leaderboard, ModelManifest, ModelView, NearbyTarget, SubmissionPage,
+    SubmissionView, TargetPage, TargetView,
+)
 
 SUBSCRIBER = "target-state"
 MAX_WAIT_S = 300.0
@@ -132,6 +135,26 @@ class TargetStateActor:
     async def leaderboard(self, limit: int = 100) -> Leaderboard:
         self._ensure_following()
         return self._index.leaderboard(limit)
+
+    async def list_submissions(self, miner: bytes | None = None, target_id: bytes | None = None,
+                               status: str | None = None, limit: int = 50,
+                               page_token: str | None = None) -> SubmissionPage:
+        self._ensure_following()
+        return self._index.list_submissions(miner, target_id, status, limit, page_token)
+
+    async def get_submission(self, submission_id: bytes) -> SubmissionView:
+        self._ensure_following()
+        return self._index.get_submission(submission_id)
+
+    async def list_challenges(self, submission_id: bytes | None = None, challenger: bytes | None = None,
+                              target_id: bytes | None = None, status: str | None = None, limit: int = 50,
+                              page_token: str | None = None) -> ChallengePage:
+        self._ensure_following()
+        return self._index.list_challenges(submission_id, challenger, target_id, status, limit, page_token)
+
+    async def get_challenge(self, challenge_id: bytes) -> ChallengeView:
+        self._ensure_following()
+        return self._index.get_challenge(challenge_id)
 
 
 def launch_target_state(config: NetworkConfig, detached: bool = False):

@@ -4,6 +4,12 @@ Each validator's key is generated on, and never leaves, the node that offers its
 (`validator<i>`); the head builds the genesis from the public keys, every validator node keeps a
 copy of it, and the network starts with `keys="files"` from there (actors/network.py). The
 settings come from the testnet file that `soma start testnet --config` reads (soma_ray/cli/testnet.py).
+
+Key files at rest (soma_ray/config.py): a key is sealed with $SOMA_VALIDATOR_PASSWORD when that
+node's Ray runs with it, and a key file others may read is refused. Every launch, new or
+resumed, first reads each validator's key on its node (`node_key`), so a refused key is one
+error naming the validator, its file and the fix (`ValidatorKeysRefused`) before any validator
+starts, not an actor dying on a node.
 """
 from __future__ import annotations
 
@@ -16,7 +22,8 @@ import ray
 
 from actors import network as net
 from soma_ray.config import (
-    DEFAULT_NAMESPACE, GENESIS_FILE, KEY_FILE, NetworkConfig, load_config, write_validator_key,
+    DEFAULT_NAMESPACE, GENESIS_FILE, KEY_FILE, NetworkConfig, ValidatorKeyError, load_config,
+    write_validator_key,
 )
 from soma_ray.files import write_atomic
 from soma_ray.protocol.crypto import Keypair
@@ -46,6 +53,16 @@ class ValidatorNodesMissing(TimeoutError):
             f"no node of this cluster took validators {indices} within {timeout_s:g} s: each "
             "validator needs a node offering its placement's resources (by default validator<i>: "
             "ray start --resources='{\"validator<i>\": 1}', see cluster.yaml)")
+
+
+class ValidatorKeysRefused(RuntimeError):
+    """Some validators' key files were refused on their nodes (readable by others, sealed
+    without the node's passphrase, missing, not the genesis key): nothing was started."""
+
+    def __init__(self, refused: dict[int, str]):
+        self.refused = refused
+        super().__init__("validator keys refused on their nodes, nothing started: " + "; ".join(
+            f"validator-{i}: {why}" for i, why in sorted(refused.items())))
 
 
 @dataclass(frozen=True)
@@ -82,14 +99,36 @@ class TestnetSettings:
                                       timestamp_ms)
 
 
-def node_public_key(config: dict, index: int) -> bytes:
-    """Runs on validator `index`'s node: its public key, the secret generated here and kept in
-    this node's data dir (0600). A key already there is kept, so a launch that failed half way
-    and is run again does not change the committee."""
+def node_key(config: dict, index: int, create: bool = True) -> tuple[bytes | None, str | None]:
+    """Runs on validator `index`'s node: (its public key, None), or (None, why its key file is
+    refused there). With `create`, a missing secret is generated here and kept in this node's
+    data dir (0600; sealed with $SOMA_VALIDATOR_PASSWORD when this node's Ray has it). A key
+    already there is kept, so a launch that failed half way and is run again does not change
+    the committee."""
     network = NetworkConfig(**config)
-    if not (network.validator_dir(index) / KEY_FILE).exists():
-        write_validator_key(network, index, Keypair.generate())
-    return network.validator_keypair(index).public_key
+    try:
+        if create and not (network.validator_dir(index) / KEY_FILE).exists():
+            write_validator_key(network, index, Keypair.generate())
+        return network.validator_keypair(index).public_key, None
+    except ValidatorKeyError as error:
+        return None, str(error)
+
+
+def check_node_keys(config: NetworkConfig, timeout_s: float = NODE_TIMEOUT_S,
+                    create: bool = False) -> list[bytes]:
+    """Read every validator's key on its node (creating missing ones with `create`); their
+    public keys, or ValidatorKeysRefused naming each refused one. Without `create`, a key that
+    is not the one the genesis names for its validator is refused too."""
+    found = _on_each_validator_node(config, node_key, lambda i: (asdict(config), i, create),
+                                    timeout_s)
+    refused = {i: why for i, (_, why) in enumerate(found) if why is not None}
+    if not create and not refused:
+        expected = config.validator_public_keys()
+        refused = {i: f"{config.validator_dir(i) / KEY_FILE} holds a key that is not validator "
+                   f"{i}'s in the genesis" for i, (key, _) in enumerate(found) if key != expected[i]}
+    if refused:
+        raise ValidatorKeysRefused(refused)
+    return [key for key, _ in found]
 
 
 def keep_genesis(path: str, data: bytes) -> None:
@@ -117,8 +156,7 @@ def create_genesis(settings: TestnetSettings, timeout_s: float = NODE_TIMEOUT_S)
     """A new testnet: keys on their nodes, the genesis from their public keys, on the head and
     on every validator node."""
     config = settings.network_config()
-    public_keys = _on_each_validator_node(config, node_public_key, lambda i: (asdict(config), i),
-                                          timeout_s)
+    public_keys = check_node_keys(config, timeout_s, create=True)
     genesis = settings.genesis_config(public_keys, int(time.time() * 1000))
     data = msgspec.json.format(msgspec.json.encode(genesis))
     keep_genesis(config.genesis_file, data)
@@ -129,8 +167,11 @@ def start_testnet(settings: TestnetSettings, detached: bool = True,
                   timeout_s: float = NODE_TIMEOUT_S) -> net.Network:
     """Start the testnet of `settings`, or resume the one its data dir holds (then the stored
     settings win, as for a localnet), with its services unless `settings.services` is off."""
-    if load_config(settings.data_dir) is None:
+    stored = load_config(settings.data_dir)
+    if stored is None:
         create_genesis(settings, timeout_s)
+    elif stored.keys == "files":
+        check_node_keys(stored, timeout_s)
     network = net.start(settings.network_config(), detached=detached, ready_timeout_s=timeout_s)
     if settings.services:
         network.start_services(settings.scoring_device, detached)

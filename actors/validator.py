@@ -103,12 +103,13 @@ class ValidatorActor(ValidatorReads):
         """A new core at the next height to decide: resuming from the safety state on disk and
         starting that height now, or, when an epoch change brought a new committee, fresh (the
         next height starts on schedule)."""
-        committee = self._state.system().committee
+        system = self._state.system()
+        committee = system.committee
         safety_state = None if new_committee else self._store.safety_state()
         if self._core is not None:  # its counters live on in status()
             self._past_stats.update(self._core.stats)
         self._core = ConsensusCore(committee, self._keypair, self, self._store.next_sequence(),
-                                   safety_state=safety_state)
+                                   chain_id=system.chain_id, safety_state=safety_state)
         self._peers.follow(committee, self._core.index)
         if not new_committee:
             self._perform(self._core.start_height())
@@ -177,9 +178,13 @@ class ValidatorActor(ValidatorReads):
     # ------------------------------------------------------------------ the application (the core calls these)
 
     def propose(self, height: int) -> bytes:
-        """This node leads `height`: a checkpoint of the mempool's next transactions."""
+        """This node leads `height`: a checkpoint of the mempool's next transactions, less those
+        that cannot execute (their submitters are told; a later nonce waits)."""
         now_ms = _now_ms()
-        return self._executor.propose(self._next_entries(max(now_ms, self._executor.latest_timestamp_ms)), now_ms)
+        value, left_out = self._executor.propose(
+            self._next_entries(max(now_ms, self._executor.latest_timestamp_ms)), now_ms)
+        self._intake.left_out(left_out)
+        return value
 
     def validate(self, height: int, value: bytes) -> bool:
         return self._executor.validate(height, value, _now_ms())

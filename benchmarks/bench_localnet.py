@@ -58,14 +58,15 @@ async def sequential_latencies(client: SomaClient, count: int) -> list[float]:
 
 async def transfers(client: SomaClient, senders: int, per_sender: int) -> tuple[float, list[float]]:
     """Every sender pipelines `per_sender` transfers (consecutive nonces, all in flight at once)."""
-    base_fee = (await client.get_system_state()).parameters.base_fee
+    system = await client.get_system_state()
+    base_fee, chain_id = system.parameters.base_fee, system.chain_id
     recipient = preset_keypair("bench-recipient", 0).address
     signed = []
     for s in range(senders):
         key = preset_keypair("user", s)
         nonce = (await client.get_account(key.address)).nonce
         signed += [encode(sign_transaction(key, Transaction(key.address, nonce + i,
-                                                             Transfer(recipient, 1), base_fee)))
+                                                             Transfer(recipient, 1), base_fee), chain_id))
                    for i in range(per_sender)]
     latencies: list[float] = []
 

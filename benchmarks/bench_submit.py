@@ -67,7 +67,7 @@ async def submit_data_s(client: SomaClient, miner, data: bytes, model_id: bytes,
                         embedding: bytes) -> float:
     """commit + reveal of `data` to an open target it hits (the upload is not counted)."""
     target, distance = await hit_target(client, embedding)
-    url = await client.upload(data)
+    url = await client.upload(data, signer=miner)
     start = time.perf_counter()
     await client.submit_data(miner, target.id, data, url, model_id, embedding, distance / 1e9, loss)
     return time.perf_counter() - start

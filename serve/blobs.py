@@ -28,21 +28,34 @@ byte is sent. A larger blob damaged further in fails mid-stream: the reader rais
 Content-Length). Either way the file is moved to the quarantine, and later reads answer
 `BlobCorrupted` until the same content is uploaded again.
 
-`blob_app(root, max_data_bytes, max_weights_bytes, public_url)` builds the `BlobService` Serve
-application, to be run with `route_prefix="/blobs"`; its routes are the route table's
-(soma_ray/routes.py), dispatched by serve/router.py:
+`blob_app(root, max_data_bytes, max_weights_bytes, public_url, network=...)` builds the
+`BlobService` Serve application, to be run with `route_prefix="/blobs"`; its routes are the route
+table's (soma_ray/routes.py), dispatched by serve/router.py:
 
-    PUT  /blobs/data      body = the bytes, at most max_data_bytes      -> Uploaded{url, checksum, size}
-    PUT  /blobs/weights   body = the bytes, at most max_weights_bytes   -> Uploaded{url, checksum, size}
+    POST /blobs/ticket    TicketRequest (signed by a funded account) -> UploadTicket
+    PUT  /blobs/data      body = the bytes, X-Soma-Ticket: the ticket  -> Uploaded{url, checksum, size}
+    PUT  /blobs/weights   the same, within the weights limit
     GET  /blobs/{hex}     the bytes (streamed, Content-Length, ETag)
     HEAD /blobs/{hex}     Content-Length only (the sidecar header is checked, the content is not read)
 
+Uploads (`BlobHandlers`): a ticket from a funded account for each (soma_ray/tickets.py), per
+account a byte quota and a ticket rate per window, a body-read deadline (`UploadPolicy`), at most
+`max_weights_bytes` of weights (what the scoring service will load). The router bounds uploads
+and downloads per client and for all (soma_ray/routes.py RATE_LIMITS), so uploads never hold the
+slots reads need. In-cluster callers (RayTransport) use the deployment's own methods instead of
+HTTP: `upload_ticket`, `upload_bytes`, `read`. Retention (`RetentionPolicy`, serve/retention.py):
+what the chain no longer names is removed after a grace period, by a sweep the replica runs.
+
 Errors carry their typed error (soma_ray/wire.py's status table): 400 InvalidChecksum,
-404 BlobNotFound, 413 BlobTooLarge, 500 BlobCorrupted (the server's fault, not the request's).
+401 UploadUnauthorized, 403 AccountUnderfunded, 404 BlobNotFound, 408 UploadTooSlow,
+413 BlobTooLarge, 429 RateLimited / UploadQuotaExceeded, 500 BlobCorrupted (the server's
+fault, not the request's). docs/blobs.md has the rules and figures.
 """
 
 import asyncio
 import hashlib
+import logging
+import math
 import os
 import struct
 import tempfile
@@ -52,11 +65,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator, Iterable
 
-from soma_ray.protocol.errors import BlobCorrupted, BlobNotFound, BlobTooLarge, InvalidChecksum
+from serve import retention
+from soma_ray import tickets
+from soma_ray.limits import Buckets
+from soma_ray.protocol.encoding import decode
+from soma_ray.protocol.errors import (
+    AccountUnderfunded, BlobCorrupted, BlobNotFound, BlobTooLarge, InvalidChecksum, MalformedInput, RateLimited,
+    UploadQuotaExceeded, UploadTooSlow, UploadUnauthorized,
+)
+from soma_ray.protocol.types import Account, SystemState
 from soma_ray.routes import APP_PREFIX, BLOB_CHECKSUM
-from soma_ray.wire import Uploaded
+from soma_ray.tickets import TICKET_TTL_S, OnceOnly
+from soma_ray.wire import TicketRequest, Uploaded, UploadTicket
+
+log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 1024 * 1024
+# Requests one replica holds at once; the public routes' limits leave part of them to the
+# in-cluster callers (soma_ray/routes.py RATE_LIMITS: uploads 8, downloads 32).
+MAX_ONGOING_REQUESTS = 64
+# How long the chain's parameters and chain id, read for tickets, are reused.
+STATE_TTL_S = 10.0
 STALE_TEMP_S = 600.0
 _TEMP_PREFIX = ".tmp-"
 _SIDECAR_SUFFIX = ".chunks"
@@ -297,6 +326,40 @@ class BlobStore:
             os.close(fd)
             raise
 
+    # -- retention ---------------------------------------------------------------------------
+
+    def stored(self, now: float | None = None) -> dict[bytes, float]:
+        """Every stored blob: checksum -> seconds since it was stored (its content file's mtime:
+        an upload of the same bytes again renews it)."""
+        now = time.time() if now is None else now
+        found = {}
+        for entry in os.scandir(self.root):
+            if len(entry.name) == 2 * _DIGEST and _is_hex(entry.name):
+                try:
+                    found[bytes.fromhex(entry.name)] = now - entry.stat().st_mtime
+                except FileNotFoundError:
+                    pass
+        return found
+
+    def remove(self, checksum: bytes, stored_before: float) -> bool:
+        """Remove the blob if its content was stored before `stored_before` (unix s), checked
+        under the lock that puts take, so a blob uploaded again meanwhile stays. Readers that
+        opened it keep reading the removed file."""
+        hexsum = bytes(checksum).hex()
+        with self._lock:
+            try:
+                if os.stat(self.root / hexsum).st_mtime >= stored_before:
+                    return False
+                os.unlink(self.root / hexsum)
+            except FileNotFoundError:
+                return False
+            try:
+                os.unlink(self._sidecar(hexsum))
+            except FileNotFoundError:
+                pass
+        _fsync_dir(self.root)
+        return True
+
     def _verify_chunk(self, fd: int, key: bytes, size: int, chunk_bytes: int, digests: bytes,
                       index: int) -> bytes:
         """Chunk `index` of the open file, after checking it against the sidecar (and, for the
@@ -455,6 +518,10 @@ async def _aiter(chunks: AsyncIterator[bytes] | Iterable[bytes]) -> AsyncIterato
             yield piece
 
 
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdef" for c in text)
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -469,25 +536,165 @@ def blob_url(public_url: str, checksum: bytes) -> str:
     return f"{public_url.rstrip('/')}{APP_PREFIX['blobs']}/{BLOB_CHECKSUM.show(checksum)}"
 
 
-class BlobHandlers:
-    """The blob store's routes (soma_ray/routes.py) over a BlobStore."""
+@dataclass(frozen=True)
+class UploadPolicy:
+    """What an account may upload and how fast the bytes must come (docs/blobs.md)."""
 
-    def __init__(self, store: "BlobStore", max_data_bytes: int, max_weights_bytes: int, public_url: str) -> None:
+    # Bytes per account per window, by kind (weights: None means 4 files at the weights limit).
+    data_quota_bytes: int = 256 * 1024 * 1024
+    weights_quota_bytes: int | None = None
+    quota_window_s: float = 3600.0
+    tickets_per_window: int = 240  # tickets per account per window
+    ticket_ttl_s: float = TICKET_TTL_S
+    # The body-read deadline: `deadline_base_s + max_size / min_bytes_per_s` for the whole body
+    # (the ticket's size), and no more than `idle_s` without a byte. A slower upload is cut
+    # (408 UploadTooSlow) and frees its slot.
+    min_bytes_per_s: int = 256 * 1024
+    deadline_base_s: float = 10.0
+    idle_s: float = 10.0
+
+    def deadline_s(self, max_size: int) -> float:
+        return self.deadline_base_s + max_size / self.min_bytes_per_s
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    """When the store collects what the chain no longer names (serve/retention.py)."""
+
+    grace_s: float = 3600.0  # an unnamed blob younger than this stays (uploads come first)
+    interval_s: float = 600.0  # between sweeps
+
+
+class BlobHandlers:
+    """The blob store's routes (soma_ray/routes.py) over a BlobStore, and its in-cluster methods.
+
+    `chain` is a Transport of the network (RayTransport in the service; anything with
+    `system_state`, `get_account`, `object_ids` and `get_object` in tests), or an async callable
+    returning one, or None: a store that follows no chain issues no tickets and collects
+    nothing (tickets made with its `ticket_key` are still good)."""
+
+    def __init__(self, store: "BlobStore", max_data_bytes: int, max_weights_bytes: int, public_url: str,
+                 chain: Any = None, ticket_key: bytes | None = None, policy: UploadPolicy = UploadPolicy(),
+                 retention: RetentionPolicy = RetentionPolicy(), clock=time.monotonic) -> None:
         self.store = store
         self.limits = {"upload_data": max_data_bytes, "upload_weights": max_weights_bytes}
         self.public_url = public_url
+        self.policy = policy
+        self.retention = retention
+        self.ticket_key = ticket_key or tickets.new_key()
+        self._chain = chain
+        self._connecting: asyncio.Lock | None = None
+        self._state: tuple[float, Any] | None = None  # (read at, SystemState)
+        self._clock = clock
+        weights_quota = policy.weights_quota_bytes or 4 * max_weights_bytes
+        self._quota = {"data": Buckets(policy.data_quota_bytes, policy.quota_window_s, clock),
+                       "weights": Buckets(weights_quota, policy.quota_window_s, clock)}
+        self._ticket_rate = Buckets(policy.tickets_per_window, policy.quota_window_s, clock)
+        self._requests_answered = OnceOnly()
+        self._tickets_spent = OnceOnly()
+        self.collected = 0  # blobs removed by retention since start
 
     async def body_limit(self, name: str) -> int:
         return self.limits[name]
 
-    async def upload(self, kind: str, data, limit: int) -> Uploaded:
+    # -- tickets ------------------------------------------------------------------------------
+
+    async def _network(self):
+        """The chain's transport, connected on first use (once, however many ask at once)."""
+        if callable(self._chain) and not hasattr(self._chain, "system_state"):
+            self._connecting = self._connecting or asyncio.Lock()
+            async with self._connecting:
+                if callable(self._chain) and not hasattr(self._chain, "system_state"):
+                    self._chain = await self._chain()
+        return self._chain
+
+    async def _system_state(self) -> SystemState:
+        """The chain's state, read at most every STATE_TTL_S (parameters and chain id)."""
+        if self._state is None or self._clock() - self._state[0] > STATE_TTL_S:
+            chain = await self._network()
+            self._state = (self._clock(), decode(await chain.system_state(), SystemState))
+        return self._state[1]
+
+    async def upload_ticket(self, request: TicketRequest) -> UploadTicket:
+        """POST /blobs/ticket (and the in-cluster path): a ticket for one upload of the signing
+        account, once it is funded and within its quota (soma_ray/tickets.py)."""
+        if await self._network() is None:
+            raise UploadUnauthorized(reason="this blob store follows no chain: it issues no tickets")
+        if request.kind not in tickets.KINDS:
+            raise MalformedInput(reason=f"a blob kind is one of {', '.join(tickets.KINDS)}")
+        state = await self._system_state()
+        at = tickets.now_ms()
+        address = tickets.check_request(request, tickets.chain_id_of(state),
+                                        self.limits["upload_" + request.kind], at)
+        if not self._requests_answered.spend((address, bytes(request.nonce)), request.expires_ms, at):
+            raise UploadUnauthorized(reason="this request was answered already (each takes a new nonce)")
+        need = tickets.min_balance(state.parameters, request.kind, request.size)
+        balance = decode(await (await self._network()).get_account(address), Account).balance
+        if balance < need:
+            raise AccountUnderfunded(address=address, balance=balance, required=need)
+        wait = self._ticket_rate.take(address)
+        if wait:
+            raise RateLimited(rate_class="upload", scope="account", retry_after_s=max(1, math.ceil(wait)))
+        quota = self._quota[request.kind]
+        wait = quota.take(address, request.size)
+        if wait:
+            self._ticket_rate.give_back(address)
+            raise UploadQuotaExceeded(address=address, size=request.size, quota=int(quota.capacity),
+                                      window_s=int(self.policy.quota_window_s),
+                                      retry_after_s=max(1, math.ceil(min(wait, self.policy.quota_window_s))))
+        return tickets.issue(self.ticket_key, address, request.kind, request.size, request.nonce, at,
+                             self.policy.ticket_ttl_s)
+
+    def _spend(self, ticket: UploadTicket | None, kind: str) -> UploadTicket:
+        at = tickets.now_ms()
+        tickets.check_ticket(self.ticket_key, ticket, kind, at)
+        if not self._tickets_spent.spend(bytes(ticket.nonce), ticket.expires_ms, at):
+            raise UploadUnauthorized(reason="the ticket was used already (one upload each)")
+        return ticket
+
+    # -- uploads --------------------------------------------------------------------------------
+
+    async def upload(self, kind: str, data, limit: int, ticket: UploadTicket | None = None) -> Uploaded:
         """Stream the request's body into the store (`data` is the request: the body can be as
-        large as a weights file, so it is never held in memory)."""
+        large as a weights file, so it is never held in memory), once its ticket is checked."""
+        ticket = self._spend(ticket, kind)
+        limit = min(limit, ticket.max_size)
         declared = data.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise BlobTooLarge(size_at_least=int(declared), max=limit)
-        info = await self.store.put(data.stream(), limit)
+        return await self._put(data.stream(), limit)
+
+    async def upload_bytes(self, kind: str, data: bytes, ticket: UploadTicket) -> Uploaded:
+        """The in-cluster path of an upload (RayTransport): the same ticket, the same limits."""
+        if kind not in tickets.KINDS:
+            raise MalformedInput(reason=f"a blob kind is one of {', '.join(tickets.KINDS)}")
+        ticket = self._spend(ticket, kind)
+        return await self._put([bytes(data)], min(self.limits["upload_" + kind], ticket.max_size))
+
+    async def _put(self, chunks, limit: int) -> Uploaded:
+        """Store what `chunks` yields within `limit` bytes and the policy's body deadline."""
+        deadline = self.policy.deadline_s(limit)
+        received = 0
+
+        async def timed():
+            nonlocal received
+            pieces = _aiter(chunks).__aiter__()
+            while True:
+                try:
+                    piece = await asyncio.wait_for(pieces.__anext__(), self.policy.idle_s)
+                except StopAsyncIteration:
+                    return
+                received += len(piece)
+                yield piece
+
+        try:
+            async with asyncio.timeout(deadline):
+                info = await self.store.put(timed(), limit)
+        except TimeoutError:
+            raise UploadTooSlow(received=received, deadline_s=round(deadline, 1)) from None
         return Uploaded(url=blob_url(self.public_url, info.checksum), checksum=info.checksum, size=info.size)
+
+    # -- downloads ------------------------------------------------------------------------------
 
     async def get_blob(self, checksum: bytes):
         from starlette.responses import StreamingResponse
@@ -501,6 +708,41 @@ class BlobHandlers:
 
         return Response(headers=_blob_headers(await self.store.stat(checksum)),
                         media_type="application/octet-stream")
+
+    async def read(self, checksum: bytes, max_bytes: int) -> bytes:
+        """The in-cluster read (RayTransport.fetch: an audit's download): the verified bytes;
+        BlobTooLarge when over `max_bytes`, BlobNotFound, BlobCorrupted."""
+        info = await self.store.stat(checksum)
+        if info.size > max_bytes:
+            raise BlobTooLarge(size_at_least=info.size, max=max_bytes)
+        return await self.store.get(checksum)
+
+    # -- retention ------------------------------------------------------------------------------
+
+    async def collect(self) -> list[str]:
+        """Remove the blobs the chain no longer names (serve/retention.py), stored more than the
+        grace period ago; returns their checksums (hex). Nothing without a chain."""
+        chain = await self._network()
+        if chain is None:
+            return []
+        started = time.time()
+        keep = await retention.chain_references(chain)  # read first: a blob named since stays
+        doomed = retention.collectable(await asyncio.to_thread(self.store.stored, started), keep,
+                                       self.retention.grace_s)
+        removed = [c.hex() for c in doomed
+                   if await asyncio.to_thread(self.store.remove, c, started - self.retention.grace_s)]
+        self.collected += len(removed)
+        if removed:
+            log.info("retention removed %d blobs the chain no longer names", len(removed))
+        return removed
+
+    async def sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.retention.interval_s)
+            try:
+                await self.collect()
+            except Exception:  # noqa: BLE001 - the next sweep tries again
+                log.exception("retention sweep failed")
 
 
 _service = None
@@ -516,20 +758,53 @@ def _build_service() -> Any:
     from ray import serve
 
     from serve.router import Router
+    from soma_ray.ray_transport import RayTransport
 
     @serve.deployment(
         name="BlobService",
-        num_replicas=1,  # the files live on this one node's disk
+        num_replicas=1,  # the files live on this one node's disk; the quotas are its memory
         ray_actor_options={"num_cpus": 0},
-        max_ongoing_requests=64,
+        max_ongoing_requests=MAX_ONGOING_REQUESTS,
     )
     class BlobService:
-        def __init__(self, root: str, max_data_bytes: int, max_weights_bytes: int, public_url: str) -> None:
+        def __init__(self, root: str, max_data_bytes: int, max_weights_bytes: int, public_url: str,
+                     network: tuple[str, str] | None = None, ticket_key: bytes | None = None,
+                     policy: UploadPolicy = UploadPolicy(), retention_policy: RetentionPolicy = RetentionPolicy(),
+                     limits: dict | None = None, trusted_proxies: tuple[str, ...] = ()) -> None:
             self.store = BlobStore(Path(root))
-            self._router = Router("blobs", BlobHandlers(self.store, max_data_bytes, max_weights_bytes, public_url))
+
+            async def chain():
+                return await asyncio.to_thread(RayTransport.connect, *network)
+
+            self.handlers = BlobHandlers(self.store, max_data_bytes, max_weights_bytes, public_url,
+                                         chain if network is not None else None, ticket_key, policy,
+                                         retention_policy)
+            self._router = Router("blobs", self.handlers, limits=limits, trusted_proxies=trusted_proxies)
+            self._sweeping: asyncio.Task | None = None
+
+        def _sweep(self) -> None:
+            if self._sweeping is None or self._sweeping.done():
+                self._sweeping = asyncio.get_running_loop().create_task(self.handlers.sweep_forever())
 
         async def __call__(self, request):
+            self._sweep()
             return await self._router.handle(request)
+
+        async def check_health(self) -> None:  # Serve calls it every few seconds: starts the sweeps
+            self._sweep()
+
+        # The in-cluster path (RayTransport): not reachable over HTTP, not under its limits.
+        async def upload_ticket(self, request: TicketRequest) -> UploadTicket:
+            return await self.handlers.upload_ticket(request)
+
+        async def upload_bytes(self, kind: str, data: bytes, ticket: UploadTicket) -> Uploaded:
+            return await self.handlers.upload_bytes(kind, data, ticket)
+
+        async def read(self, checksum: bytes, max_bytes: int) -> bytes:
+            return await self.handlers.read(checksum, max_bytes)
+
+        async def collect(self) -> list[str]:
+            return await self.handlers.collect()
 
     _service = BlobService
     return _service
@@ -553,13 +828,22 @@ async def _stream(reader: BlobReader) -> AsyncIterator[bytes]:
         await reader.aclose()
 
 
-def blob_app(root: str, max_data_bytes: int, max_weights_bytes: int, public_url: str) -> Any:
+def blob_app(root: str, max_data_bytes: int, max_weights_bytes: int, public_url: str, *,
+             network: tuple[str, str] | None = None, ticket_key: bytes | None = None,
+             policy: UploadPolicy = UploadPolicy(), retention_policy: RetentionPolicy = RetentionPolicy(),
+             limits: dict | None = None, trusted_proxies: tuple[str, ...] = ()) -> Any:
     """The BlobService application: `serve.run(blob_app(...), name=..., route_prefix="/blobs")`.
 
-    `max_data_bytes` is the chain's `max_submission_bytes`, `max_weights_bytes` its
-    `model_max_weight_size`; `public_url` is the base URL clients reach Serve at (urls returned
-    are `{public_url}/blobs/{checksum}`)."""
-    return _build_service().bind(str(root), int(max_data_bytes), int(max_weights_bytes), public_url)
+    `max_data_bytes` is the chain's `max_submission_bytes`, `max_weights_bytes` what the scoring
+    service will load (serve/scoring.py `weights_file_bound`, below the chain's
+    `model_max_weight_size`); `public_url` is the base URL clients reach Serve at (urls returned
+    are `{public_url}/blobs/{checksum}`). `network` (namespace, prefix): the chain that funds
+    tickets and that retention follows (None: no tickets issued, nothing collected);
+    `ticket_key`: the MAC key of its tickets (default a fresh one per replica); `policy`,
+    `retention_policy`: quotas, deadlines and retention; `limits`, `trusted_proxies`: the
+    router's (serve/router.py)."""
+    return _build_service().bind(str(root), int(max_data_bytes), int(max_weights_bytes), public_url,
+                                 network, ticket_key, policy, retention_policy, limits, tuple(trusted_proxies))
 
 
 def __getattr__(name: str) -> Any:

@@ -9,7 +9,10 @@ and changes nothing; only a fault of the network itself is a 5xx.
 
 `GatewayHandlers` answers each route: by the transport's method of the same name, except where
 the gateway adds a rule of its own (a transaction's size limit is the chain's, faucet requests
-are switched and rate-limited, a refused transaction is a refusal).
+are switched and rate-limited per recipient, a refused transaction is a refusal). Every route's
+rate class is limited per client and for all clients by the router (soma_ray/routes.py
+`RATE_LIMITS`): long polls, submissions and the faucet among them, so a new recipient address
+does not buy a client more faucet requests.
 
     serve.run(gateway_app(namespace, prefix, localnet=True), name="gateway", route_prefix="/")
 """
@@ -33,6 +36,8 @@ from soma_ray.ray_transport import RayTransport
 # Faucet requests one recipient may make per FAUCET_WINDOW_S.
 FAUCET_PER_WINDOW = 10
 FAUCET_WINDOW_S = 60.0
+# Recipients remembered before those with no request in the window are forgotten.
+MAX_FAUCET_RECIPIENTS = 10_000
 
 
 class GatewayHandlers:
@@ -86,6 +91,9 @@ class GatewayHandlers:
         if len(recent) >= self._faucet_per_window:
             raise errors.FaucetRateLimited(retry_after_s=int(recent[0] + FAUCET_WINDOW_S - now) + 1)
         self._faucet_uses[recipient] = [*recent, now]
+        if len(self._faucet_uses) > MAX_FAUCET_RECIPIENTS:  # forget those with no turn in the window
+            self._faucet_uses = {r: uses for r, uses in self._faucet_uses.items()
+                                 if uses[-1] > now - FAUCET_WINDOW_S}
 
 
 def _accepted(reply: SubmitReply) -> SubmitReply:
@@ -95,20 +103,26 @@ def _accepted(reply: SubmitReply) -> SubmitReply:
     return reply
 
 
+# One replica: the rate limits and the faucet's per-recipient turns are its memory.
 @serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=2_000)
 class Gateway:
     def __init__(self, namespace: str, prefix: str, localnet: bool,
-                 faucet_per_window: int = FAUCET_PER_WINDOW):
+                 faucet_per_window: int = FAUCET_PER_WINDOW, limits: dict | None = None,
+                 trusted_proxies: tuple[str, ...] = ()):
         tags = {"network": metrics.network_label(namespace, prefix)}
         handlers = GatewayHandlers(RayTransport.connect(namespace, prefix), localnet, faucet_per_window)
         self._router = Router("gateway", handlers, localnet, on_answer=lambda route, code: (
-            metrics.GATEWAY_REQUESTS.record(1, {**tags, "route": route, "code": str(code)})))
+            metrics.GATEWAY_REQUESTS.record(1, {**tags, "route": route, "code": str(code)})),
+            limits=limits, trusted_proxies=trusted_proxies)
 
     async def __call__(self, request: Request) -> Response:
         return await self._router.handle(request)
 
 
 def gateway_app(namespace: str, prefix: str = "", localnet: bool = True,
-                faucet_per_window: int = FAUCET_PER_WINDOW):
-    """The gateway application: `serve.run(gateway_app(...), name=..., route_prefix="/")`."""
-    return Gateway.bind(namespace, prefix, localnet, faucet_per_window)
+                faucet_per_window: int = FAUCET_PER_WINDOW, limits: dict | None = None,
+                trusted_proxies: tuple[str, ...] = ()):
+    """The gateway application: `serve.run(gateway_app(...), name=..., route_prefix="/")`.
+    `limits`: each rate class's (soma_ray.routes.RATE_LIMITS by default); `trusted_proxies`:
+    reverse proxies whose X-Forwarded-For names the client (serve/router.py)."""
+    return Gateway.bind(namespace, prefix, localnet, faucet_per_window, limits, tuple(trusted_proxies))

@@ -5,6 +5,12 @@ limit, call its handler and write the reply or the typed error.
     router = Router("gateway", handlers, localnet=True)
     response = await router.handle(request)     # a starlette Request, from a deployment's __call__
 
+Every request is counted against the limits of its route's rate class (soma_ray/routes.py
+`RATE_LIMITS`, soma_ray/limits.py) for its client, before anything else is done: over a limit it
+is refused with 429 `RateLimited` and a `Retry-After`, and it holds its class's slot (per client
+and for all) until its answer is written. The client is the HTTP client's address; behind a
+reverse proxy named in `trusted_proxies`, the address that proxy puts last in X-Forwarded-For.
+
 `handlers` has one async method per route of the application, named as the route (the Transport
 method), taking the route's arguments by name (a streamed body arrives as the request itself,
 with its `limit`); a method `head_<name>` answers HEAD for a GET route (otherwise HEAD is
@@ -22,12 +28,13 @@ import logging
 from typing import Any, AsyncIterator
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from soma_ray import wire
+from soma_ray.limits import Limit, Limiter
 from soma_ray.protocol import errors
 from soma_ray.protocol.encoding import decode, encode
-from soma_ray.routes import LOCALNET, RAW, ROUTES, Route
+from soma_ray.routes import LOCALNET, RAW, RATE_LIMITS, ROUTES, Route
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +46,18 @@ def is_json(content_type: str | None) -> bool:
 
 
 class Router:
-    def __init__(self, app: str, handlers: Any, localnet: bool = False, on_answer=None):
-        """`on_answer(route_path, status)`, if given, is told of every answer (metrics)."""
+    def __init__(self, app: str, handlers: Any, localnet: bool = False, on_answer=None,
+                 limits: dict[str, Limit] | None = None, trusted_proxies: tuple[str, ...] = ()):
+        """`on_answer(route_path, status)`, if given, is told of every answer (metrics);
+        `limits`: each rate class's (default soma_ray.routes.RATE_LIMITS)."""
         self.routes = [route for route in ROUTES.values() if route.app == app]
         # Literal segments before parameters, so /models/active is not /models/{model_id}.
         self.routes.sort(key=lambda route: [s.startswith("{") for s in route.segments])
         self.handlers = handlers
         self.localnet = localnet
         self.on_answer = on_answer
+        self.limiter = Limiter(RATE_LIMITS if limits is None else limits)
+        self.trusted_proxies = frozenset(trusted_proxies)
 
     def match(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
         """The route for `method` and `path` (below the app's prefix) and its path texts."""
@@ -67,7 +78,13 @@ class Router:
         route = None
         try:
             route, texts = self.match(request.method, _app_path(request))
-            response = await self._answer(request, route, texts)
+            slot = _Slot(self.limiter, route.rate, client_of(request, self.trusted_proxies))
+            try:
+                response = await self._answer(request, route, texts)
+                if isinstance(response, StreamingResponse):  # its body is sent after this returns
+                    response.body_iterator = slot.held_by(response.body_iterator)
+            finally:
+                slot.release_unless_held()
         except errors.ProtocolError as error:
             response = refusal(request, error)
         except Exception:  # noqa: BLE001 - a bug here, not the request's fault
@@ -84,7 +101,8 @@ class Router:
         for param in route.params:
             if param.in_path:
                 continue
-            text = request.query_params.get(param.name)
+            text = (request.query_params.get(param.name) if param.header is None
+                    else request.headers.get(param.header))
             if text is None and param.required:
                 raise errors.MalformedInput(reason=f"query parameter {param.name} is required")
             arguments[param.name] = None if text is None else param.codec.parse(text)
@@ -108,6 +126,67 @@ class Router:
         if result is None and route.missing_ok:
             raise errors.NotFound(what=f"{route.path} {' '.join(texts.values())}".strip())
         return reply(request, route, result, arguments)
+
+
+def client_of(request: Request, trusted_proxies: frozenset[str] = frozenset()) -> str:
+    """The address limits are counted for: the HTTP client's, or behind a trusted proxy the
+    last address in X-Forwarded-For that is not itself a trusted proxy."""
+    host = request.client.host if request.client is not None else "unknown"
+    if host in trusted_proxies:
+        for hop in reversed(request.headers.get("x-forwarded-for", "").split(",")):
+            hop = hop.strip()
+            if hop and hop not in trusted_proxies:
+                return hop[:64]
+    return host
+
+
+class _Slot:
+    """One request's place in its rate class (admitted now, or RateLimited), released once: when
+    its handler returns, or, for a streamed answer, when the body is sent, cut or dropped."""
+
+    def __init__(self, limiter: Limiter, rate_class: str, client: str):
+        limiter.admit(rate_class, client)
+        self._release = lambda: limiter.release(rate_class, client)
+        self._held = False
+
+    def release(self) -> None:
+        release, self._release = self._release, None
+        if release is not None:
+            release()
+
+    def release_unless_held(self) -> None:
+        if not self._held:
+            self.release()
+
+    def held_by(self, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        self._held = True
+        return _Holding(body, self)
+
+
+class _Holding:
+    """A streamed body that releases its slot when it ends (or is closed, or dropped unread)."""
+
+    def __init__(self, body: AsyncIterator[bytes], slot: _Slot):
+        self._body, self._slot = body, slot
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            return await self._body.__anext__()
+        except BaseException:
+            self._slot.release()
+            raise
+
+    async def aclose(self) -> None:
+        self._slot.release()
+        close = getattr(self._body, "aclose", None)
+        if close is not None:
+            await close()
+
+    def __del__(self) -> None:
+        self._slot.release()
 
 
 def _segments_match(pattern: tuple[str, ...], parts: tuple[str, ...]) -> dict[str, str] | None:

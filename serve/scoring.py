@@ -17,15 +17,24 @@ The fan-out goes to a second deployment rather than back into the first because 
 waiting for its sub-calls holds one of its replica's `max_ongoing_requests` slots: requests and
 sub-calls sharing one deployment deadlock once waiting requests fill every slot.
 
-Routes (the route table's, soma_ray/routes.py; msgpack, or JSON when the client asks):
+Two lanes. The public one: the HTTP routes (the route table's, soma_ray/routes.py; msgpack, or
+JSON when the client asks), where a request names on-chain models by id and the service resolves
+their manifests from the chain (`chain`: the network's target index; a request carrying
+manifests, and so URLs of weights, is refused), limited per client and for all clients by the
+router (rate class "score"). The in-cluster one: `score` on the deployment handle (RayTransport,
+hence the audit workers), with manifests or model ids, no per-client limits, and its sub-calls go
+before the public's on the model replicas' compute thread (ComputeQueue priorities; a public call
+there scores at most PUBLIC_MERGE_BYTES, so an audit waits for little). The public
+lane holds at most 8 requests (128 sub-calls), half a model replica's slots, so it cannot fill
+what the in-cluster lane needs.
 
-    POST {prefix}/score   ScoreRequest  -> ScoreResponse
+    POST {prefix}/score   ScoreRequest (model_ids) -> ScoreResponse
     GET  {prefix}/health  -> device, replicas, models cached, loads, batches, mean batch size
 
 Errors are the typed errors of soma_ray/protocol/errors.py (4xx for anything about the request),
 written as every public route writes them (serve/router.py). In the cluster:
-`serve.get_app_handle(name).score.remote(ScoreRequest(...))` returns a `ScoreResponse` or raises
-the same typed errors. docs/scoring.md has the details and figures.
+`serve.get_app_handle(name).score.remote(ScoreRequest(...))` (the in-cluster lane) returns a
+`ScoreResponse` or raises the same typed errors. docs/scoring.md has the details and figures.
 """
 from __future__ import annotations
 
@@ -53,7 +62,7 @@ from soma_ray.model.scoring import ModelScore, best_of, score_many
 from soma_ray.wire import ModelManifest, ScoreRequest, ScoreResponse
 from soma_ray.protocol.errors import (
     DataTooLarge, DataUnavailable, FetchError, FetchTooLarge, MalformedInput, ModelUnavailable,
-    ProtocolError, ScoringTimeout, ScoringUnavailable, ZeroEmbedding,
+    ObjectNotFound, ProtocolError, ScoringTimeout, ScoringUnavailable, ZeroEmbedding,
 )
 from soma_ray.protocol.params import Parameters
 from soma_ray.protocol.targets import as_embedding
@@ -95,9 +104,28 @@ class ScoringSettings:
     # Origins ("http://host:port") downloads may reach although their addresses are not public:
     # the network's own blob store (soma_ray/fetch.py refuses every other inward address).
     allowed_origins: tuple[str, ...] = ()
+    # A standalone scorer's (`soma start scoring --data-dir DIR`): downloaded (encrypted) weights
+    # kept on disk by checksum, at most `weights_cache_bytes` (soma_ray/weights_cache.py).
+    weights_cache_dir: str | None = None
+    weights_cache_bytes: int = 64 * GIB
 
     def fetch(self, url: str, max_bytes: int, timeout_s: float):
         return fetch_bytes(url, max_bytes, timeout_s, allowed_origins=self.allowed_origins)
+
+    async def download(self, manifest: ModelManifest, timeout_s: float) -> bytes:
+        """A model's encrypted weights: from the disk cache when it holds them (checked), else
+        downloaded (and kept there, when there is a cache)."""
+        if self.weights_cache_dir is None:
+            return await download_weights(manifest, self.fetch, timeout_s)
+        from soma_ray.weights_cache import WeightsCache
+
+        cache = WeightsCache(self.weights_cache_dir, self.weights_cache_bytes)
+        kept = await asyncio.to_thread(cache.get, manifest.checksum, manifest.size)
+        if kept is not None:
+            return kept
+        encrypted = await download_weights(manifest, self.fetch, timeout_s)
+        await asyncio.to_thread(cache.put, manifest.checksum, encrypted)
+        return encrypted
 
 
 def parameter_bytes(config: V1Config) -> int:
@@ -152,11 +180,15 @@ def target_of(request: ScoreRequest, dim: int) -> np.ndarray:
 
 
 def check_request(request: ScoreRequest, settings: ScoringSettings) -> np.ndarray:
-    """Every check that needs no download; returns the target embedding."""
-    count = len(request.manifests)
+    """Every check that needs no download and no chain read; returns the target embedding."""
+    if request.model_ids and request.manifests:
+        raise MalformedInput(reason="name the models by model_ids or (in the cluster) by manifests, not both")
+    count = len(request.model_ids) or len(request.manifests)
     if not 1 <= count <= settings.max_models_per_request:
         raise MalformedInput(
-            reason=f"{count} manifests, a request names 1 to {settings.max_models_per_request}")
+            reason=f"{count} models, a request names 1 to {settings.max_models_per_request}")
+    if any(len(model_id) != CHECKSUM_BYTES for model_id in request.model_ids):
+        raise MalformedInput(reason="a model id is 32 bytes")
     if (request.data is None) == (request.data_url is None):
         raise MalformedInput(reason="give exactly one of data and data_url")
     limit = settings.max_submission_bytes
@@ -170,7 +202,13 @@ def check_request(request: ScoreRequest, settings: ScoringSettings) -> np.ndarra
             raise DataTooLarge(size=request.data_size, max=limit)
         if request.data_size == 0:
             raise MalformedInput(reason="data_size is 0: scoring needs at least 1 byte")
-    for m in request.manifests:
+    check_manifests(request.manifests, settings)
+    return target_of(request, settings.config.embedding_dim)
+
+
+def check_manifests(manifests: list[ModelManifest], settings: ScoringSettings) -> None:
+    """What a manifest (given, or resolved from the chain) must be before anything is loaded."""
+    for m in manifests:
         if len(m.checksum) != CHECKSUM_BYTES:
             raise MalformedInput(reason=f"checksum of {len(m.checksum)} bytes, not 32")
         if len(m.decryption_key) != KEY_BYTES:
@@ -181,7 +219,6 @@ def check_request(request: ScoreRequest, settings: ScoringSettings) -> np.ndarra
                 model_id=m.model_id, stage="size",
                 reason=f"the manifest declares {m.size} bytes, weights of this network's "
                        f"config are at most {settings.max_weights_bytes}")
-    return target_of(request, settings.config.embedding_dim)
 
 
 def effective_timeout(request: ScoreRequest, settings: ScoringSettings) -> float:
@@ -244,23 +281,39 @@ _LOADING: contextvars.ContextVar[tuple[ModelManifest, float] | None] = contextva
     "soma_scoring_loading", default=None)
 
 
+# Most data one call of the public lane scores on a model replica (docs/scoring.md).
+PUBLIC_MERGE_BYTES = 32 * 1024
+
+
+def _bytes(items: list[bytes]) -> int:
+    return sum(len(item) for item in items)
+
+
 class ComputeQueue:
-    """One compute thread; the groups waiting for it merge by (model, seed) into one call.
+    """One compute thread; the groups waiting for it merge by (model, seed, priority) into one call.
 
-    `score(model, items, seed)` returns `run(model, items, seed)`'s results for exactly these
-    items: while a call runs, later groups for the same model and seed queue up, and the next
-    call scores all of them at once (score_many's result per item does not depend on what
-    else is in the call). Waiting models are served oldest first."""
+    `score(model, items, seed, priority)` returns `run(model, items, seed)`'s results for
+    exactly these items: while a call runs, later groups for the same model and seed queue up,
+    and the next call scores all of them at once (score_many's result per item does not depend
+    on what else is in the call). The highest priority waiting goes next (the in-cluster lane,
+    which audits use, over the public's), oldest first within a priority.
 
-    def __init__(self, run: Callable[[Any, list[bytes], int], list]) -> None:
+    A call of a lower priority than the highest (the public's) merges groups only up to
+    `low_merge_bytes` of data (always at least one group): the in-cluster lane waits for at most
+    that call, never for a merge of every public request waiting (8 x 1 MiB would be minutes on
+    a CPU)."""
+
+    def __init__(self, run: Callable[[Any, list[bytes], int], list],
+                 low_merge_bytes: int = PUBLIC_MERGE_BYTES) -> None:
         self._run = run
+        self._low_merge_bytes = low_merge_bytes
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scoring")
-        self._waiting: dict[tuple[int, int], tuple[Any, list[tuple[list[bytes], asyncio.Future]]]] = {}
+        self._waiting: dict[tuple[int, int, int], tuple[Any, list[tuple[list[bytes], asyncio.Future]]]] = {}
         self._draining = False
 
-    async def score(self, model, items: list[bytes], seed: int) -> list:
+    async def score(self, model, items: list[bytes], seed: int, priority: int = 0) -> list:
         future = asyncio.get_running_loop().create_future()
-        self._waiting.setdefault((id(model), seed), (model, []))[1].append((items, future))
+        self._waiting.setdefault((id(model), seed, priority), (model, []))[1].append((items, future))
         if not self._draining:
             self._draining = True
             asyncio.get_running_loop().create_task(self._drain())
@@ -270,8 +323,16 @@ class ComputeQueue:
         loop = asyncio.get_running_loop()
         try:
             while self._waiting:
-                key = next(iter(self._waiting))
+                key = max(self._waiting, key=lambda waiting: waiting[2])  # the first of the highest
                 model, groups = self._waiting.pop(key)
+                if key[2] < IN_CLUSTER:  # a public call: bounded, the rest waits its turn
+                    take, size = 0, 0
+                    while take < len(groups) and (take == 0 or size + _bytes(groups[take][0]) <= self._low_merge_bytes):
+                        size += _bytes(groups[take][0])
+                        take += 1
+                    if take < len(groups):
+                        self._waiting[key] = (model, groups[take:])  # behind any other waiting key
+                        groups = groups[:take]
                 merged = [item for items, _ in groups for item in items]
                 try:
                     scores = await loop.run_in_executor(self._thread, self._run, model, merged, key[1])
@@ -332,7 +393,7 @@ class ScoringService:
         manifest, deadline = pending
         timeout = max(0.001, min(self._settings.load_timeout_s, deadline - time.monotonic()))
         try:
-            encrypted = await download_weights(manifest, self._settings.fetch, timeout)
+            encrypted = await self._settings.download(manifest, timeout)
             loaded = await asyncio.to_thread(
                 open_loaded, manifest, encrypted, self._settings.config, self._settings.device)
         except ModelUnavailable:
@@ -347,8 +408,9 @@ class ScoringService:
         self._cached.pop(checksum, None)
 
     async def score_model(self, manifest: ModelManifest, data: bytes, seed: int,
-                          budget_s: float) -> tuple[ModelScore, dict]:
-        """Score `data` under one model (the caller's multiplexed_model_id = its checksum)."""
+                          budget_s: float, priority: int = 0) -> tuple[ModelScore, dict]:
+        """Score `data` under one model (the caller's multiplexed_model_id = its checksum);
+        `priority`: the lane's (IN_CLUSTER goes before PUBLIC on the compute thread)."""
         model_id = serve.get_multiplexed_model_id()
         if model_id != manifest.checksum.hex():
             raise MalformedInput(reason="multiplexed_model_id must be the manifest checksum hex")
@@ -359,7 +421,7 @@ class ScoringService:
         finally:
             _LOADING.reset(token)
         loaded.check(manifest)
-        result = await self._score_batch(loaded, data, seed)
+        result = await self._score_batch(loaded, data, seed, priority)
         if isinstance(result, BaseException):
             raise result
         return result, self.stats()
@@ -370,19 +432,19 @@ class ScoringService:
     # ComputeQueue merges those waiting for one model into one score_many when the thread frees.
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005, max_concurrent_batches=64)
     async def _score_batch(self, models: list[LoadedModel], items: list[bytes],
-                           seeds: list[int]) -> list[ModelScore | Exception]:
-        """One Serve batch (Serve splits a batch by model id; grouped again here by model and
-        seed, so a mixed batch would be right too). A group that fails gets its error, the
-        others their scores."""
-        groups: dict[tuple[int, int], list[int]] = {}
-        for i, (loaded, seed) in enumerate(zip(models, seeds)):
-            groups.setdefault((id(loaded), seed), []).append(i)
+                           seeds: list[int], priorities: list[int]) -> list[ModelScore | Exception]:
+        """One Serve batch (Serve splits a batch by model id; grouped again here by model, seed
+        and priority, so a mixed batch would be right too). A group that fails gets its error,
+        the others their scores."""
+        groups: dict[tuple[int, int, int], list[int]] = {}
+        for i, (loaded, seed, priority) in enumerate(zip(models, seeds, priorities)):
+            groups.setdefault((id(loaded), seed, priority), []).append(i)
         results: list[ModelScore | Exception] = [None] * len(items)  # type: ignore[list-item]
         self._batches_running += 1
         try:
             outcomes = await asyncio.gather(
-                *(self._queue.score(models[rows[0]].model, [items[i] for i in rows], seed)
-                  for (_, seed), rows in groups.items()),
+                *(self._queue.score(models[rows[0]].model, [items[i] for i in rows], seed, priority)
+                  for (_, seed, priority), rows in groups.items()),
                 return_exceptions=True)
         finally:
             self._batches_running -= 1
@@ -423,25 +485,73 @@ class ScoringService:
 
 # --- the ingress -----------------------------------------------------------------------------
 
-class ScoringIngress:
-    """HTTP routes and the Python path; fans a request out to ScoringService."""
+# The two lanes of a request, as sub-call priorities on the model replicas' compute thread.
+PUBLIC, IN_CLUSTER = 0, 1
 
-    def __init__(self, scorer, settings: ScoringSettings) -> None:
+
+class StaticManifests:
+    """Model ids resolved among manifests fixed when the application is built: a scoring
+    service for known models (tests, benchmarks, one's own models)."""
+
+    def __init__(self, manifests: list[ModelManifest]) -> None:
+        self._by_id = {bytes(m.model_id): m for m in manifests}
+
+    async def model_manifests(self, model_ids: list[bytes], min_sequence: int | None = None) -> list[ModelManifest]:
+        missing = next((i for i in model_ids if bytes(i) not in self._by_id), None)
+        if missing is not None:
+            raise ObjectNotFound(kind="model", id=bytes(missing))
+        return [self._by_id[bytes(i)] for i in model_ids]
+
+
+def connect_chain(chain: Any):
+    """What resolves model ids: (namespace, prefix) of a network in this Ray cluster (its target
+    index, through RayTransport), a gateway's URL (HttpTransport), or an object with
+    `model_manifests` (StaticManifests)."""
+    if isinstance(chain, (tuple, list)):
+        from soma_ray.ray_transport import RayTransport
+
+        return RayTransport.connect(*chain)
+    if isinstance(chain, str):
+        from soma_ray.http_transport import HttpTransport
+
+        return HttpTransport(chain)
+    return chain
+
+
+class ScoringIngress:
+    """HTTP routes and the Python path; fans a request out to ScoringService.
+
+    Two lanes. The Python path (`score` on the deployment handle: RayTransport, hence the audit
+    workers) is the in-cluster lane: manifests or model ids, no per-client limits, and its
+    sub-calls go first on the model replicas. The HTTP route (`PublicScoring`) is the public
+    lane: model ids only, resolved from the chain; limited per client and for all clients by
+    the router (rate class "score": at most 8 requests in flight, i.e. 128 sub-calls, half a
+    model replica's slots), so it cannot fill what the in-cluster lane needs."""
+
+    def __init__(self, scorer, settings: ScoringSettings, chain: Any = None, limits: dict | None = None,
+                 trusted_proxies: tuple[str, ...] = ()) -> None:
         self._scorer = scorer
         self._settings = settings
+        self._chain_source = chain
+        self._chain: Any = None
+        self._connecting: asyncio.Lock | None = None
+        self._limits = limits
+        self._trusted_proxies = tuple(trusted_proxies)
         self._replicas: dict[str, dict] = {}  # latest stats of each scorer replica heard from
         self._requests = self._failures = self._retried = 0
         self._metric_tags = {"app": serve.get_replica_context().app_name}
         self._router = None  # made on the first HTTP request
 
     async def score(self, request: Any) -> ScoreResponse:
-        """Score one request; raises the typed errors of the scoring service
-        (soma_ray.protocol.errors: ModelUnavailable, DataUnavailable, ScoringTimeout, ...)."""
-        request = as_request(request)
+        """Score one request (the in-cluster lane); raises the typed errors of the scoring
+        service (soma_ray.protocol.errors: ModelUnavailable, DataUnavailable, ScoringTimeout, ...)."""
+        return await self.score_in_lane(as_request(request), IN_CLUSTER)
+
+    async def score_in_lane(self, request: ScoreRequest, lane: int) -> ScoreResponse:
         self._requests += 1
         started = time.monotonic()
         try:
-            response = await self._score(request)
+            response = await self._score(request, lane)
         except BaseException:
             self._failures += 1
             metrics.SCORING_SECONDS.record(time.monotonic() - started, {**self._metric_tags, "outcome": "error"})
@@ -449,17 +559,36 @@ class ScoringIngress:
         metrics.SCORING_SECONDS.record(time.monotonic() - started, {**self._metric_tags, "outcome": "ok"})
         return response
 
-    async def _score(self, request: ScoreRequest) -> ScoreResponse:
+    async def _resolve(self, model_ids: list[bytes]) -> list[ModelManifest]:
+        """The manifests of on-chain models (ObjectNotFound, ModelHasNoWeights: 404)."""
+        if self._chain is None:
+            if self._chain_source is None:
+                raise ScoringUnavailable(reason="this scoring service resolves no model ids (it follows no chain)")
+            self._connecting = self._connecting or asyncio.Lock()
+            async with self._connecting:  # connected once, however many ask at once
+                if self._chain is None:
+                    self._chain = await asyncio.to_thread(connect_chain, self._chain_source)
+        try:
+            manifests = await self._chain.model_manifests([bytes(i) for i in model_ids], None)
+        except ProtocolError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the chain's reader failed, not the request
+            log.warning("resolving model ids failed: %r", exc)
+            raise ScoringUnavailable(reason="the chain's model manifests cannot be read now") from None
+        check_manifests(manifests, self._settings)
+        return manifests
+
+    async def _score(self, request: ScoreRequest, lane: int) -> ScoreResponse:
         target = check_request(request, self._settings)
         timeout = effective_timeout(request, self._settings)
         deadline = time.monotonic() + timeout
         try:
             async with asyncio.timeout(timeout):
+                manifests = request.manifests or await self._resolve(request.model_ids)
                 data = request.data if request.data is not None else await self._fetch_data(
                     request, deadline)
                 outcomes = await asyncio.gather(
-                    *(self._score_one(m, data, request.seed, deadline)
-                      for m in request.manifests),
+                    *(self._score_one(m, data, request.seed, deadline, lane) for m in manifests),
                     return_exceptions=True)
         except TimeoutError:
             raise ScoringTimeout(timeout_s=timeout) from None
@@ -485,7 +614,7 @@ class ScoringIngress:
         return data
 
     async def _score_one(self, manifest: ModelManifest, data: bytes, seed: int,
-                         deadline: float) -> ModelScore:
+                         deadline: float, lane: int = IN_CLUSTER) -> ModelScore:
         """One sub-call; sent again (to a live replica) when its replica dies under it."""
         from ray.exceptions import RayActorError, RayTaskError
 
@@ -493,7 +622,7 @@ class ScoringIngress:
         delay = 0.1
         for attempt in itertools.count():
             budget = max(0.0, deadline - time.monotonic()) + LOAD_GRACE_S
-            response = scorer.score_model.remote(manifest, data, seed, budget)
+            response = scorer.score_model.remote(manifest, data, seed, budget, lane)
             try:
                 result, stats = await response
             except asyncio.CancelledError:
@@ -553,17 +682,36 @@ class ScoringIngress:
             "max_seq_len": s.config.max_seq_len,
         }
 
-    async def body_limit(self, name: str) -> int:
-        """The one limit the scoring routes declare: a score request's body."""
-        return self._settings.max_body_bytes
-
     async def __call__(self, http_request) -> Any:
-        """POST {prefix}/score, GET {prefix}/health: the route table's scoring routes."""
+        """POST {prefix}/score, GET {prefix}/health: the route table's scoring routes (the
+        public lane)."""
         from serve.router import Router
 
         if self._router is None:
-            self._router = Router("scoring", self)
+            self._router = Router("scoring", PublicScoring(self), limits=self._limits,
+                                  trusted_proxies=self._trusted_proxies)
         return await self._router.handle(http_request)
+
+
+class PublicScoring:
+    """The scoring routes over HTTP: a request names on-chain models by id, never a manifest
+    (nor so any URL of weights); the router has counted it against the "score" limits."""
+
+    def __init__(self, ingress: ScoringIngress) -> None:
+        self._ingress = ingress
+
+    async def body_limit(self, name: str) -> int:
+        """The one limit the scoring routes declare: a score request's body."""
+        return self._ingress._settings.max_body_bytes
+
+    async def score(self, request: ScoreRequest) -> ScoreResponse:
+        if request.manifests:
+            raise MalformedInput(reason="a score request names on-chain models by model_ids; the service "
+                                        "resolves their weights from the chain (manifests are refused)")
+        return await self._ingress.score_in_lane(request, PUBLIC)
+
+    async def scoring_health(self) -> dict:
+        return await self._ingress.scoring_health()
 
 
 # --- the application -------------------------------------------------------------------------
@@ -608,6 +756,8 @@ def scoring_settings(config: V1Config | None = None, *,
                      cpus_per_replica: float = 1,
                      sub_call_retries: int = 8,
                      allowed_origins: tuple[str, ...] = (),
+                     weights_cache_dir: str | None = None,
+                     weights_cache_bytes: int = 64 * GIB,
                      resources: dict | None = None) -> ScoringSettings:
     """The settings `scoring_app` deploys with (see there); computed, not deployed.
 
@@ -652,12 +802,21 @@ def scoring_settings(config: V1Config | None = None, *,
         threads_per_replica=max(1, int(cpus_per_replica)),
         sub_call_retries=sub_call_retries,
         allowed_origins=tuple(allowed_origins),
+        weights_cache_dir=weights_cache_dir,
+        weights_cache_bytes=weights_cache_bytes,
     )
 
 
 def scoring_app(config: V1Config | None = None, *,
-                device: Literal["auto", "cpu", "cuda"] = "auto", **options: Any):
+                device: Literal["auto", "cpu", "cuda"] = "auto", chain: Any = None,
+                limits: dict | None = None, trusted_proxies: tuple[str, ...] = (), **options: Any):
     """The scoring application, for `serve.run(app, name=..., route_prefix="/scoring")`.
+
+    chain: what resolves the model ids of a request (connect_chain): (namespace, prefix) of the
+      network in this cluster (the launcher's), a gateway URL (a standalone service scoring a
+      network's models), or StaticManifests([...]); None: only the in-cluster path with
+      manifests works, a request by model ids is ScoringUnavailable.
+    limits, trusted_proxies: the public route's (serve/router.py; soma_ray.routes.RATE_LIMITS).
 
     config: the network's model size (default V1Config.small(), the localnet's); weights of any
       other size fail to load (ModelUnavailable, stage "load").
@@ -697,5 +856,5 @@ def scoring_app(config: V1Config | None = None, *,
     return serve.deployment(ScoringIngress).options(
         ray_actor_options={"num_cpus": 0},
         max_ongoing_requests=1000,
-        num_replicas=1,
-    ).bind(scorer, settings)
+        num_replicas=1,  # the public lane's limits are its memory
+    ).bind(scorer, settings, chain, limits, tuple(trusted_proxies))

@@ -211,3 +211,31 @@ def miner_standings(leaderboard) -> list[MinerStanding]:
     rows = leaderboard.miners
     return [MinerStanding(rank, bytes(s.address), s.hits, s.rewards)
             for rank, s in zip(ranks([(s.hits, s.rewards) for s in rows]), rows)]
+
+
+# -- the network's learning curve (soma board --held-out) --------------------------------------------
+#
+# `soma board --held-out` measures the network's held-out loss from the active models' weights
+# (soma_ray/heldout.py, over the gateway like any participant) and keeps one point per epoch in a
+# history file, so that the plot can draw the curve over the epochs the board has seen.
+
+
+def held_out_point(epoch: int, loss) -> dict:
+    """A history point of a `soma_ray.heldout.NetworkLoss` measured in `epoch`."""
+    return {"epoch": epoch, "network_loss_bpb": loss.best_bpb, "network_routed_bpb": loss.routed_bpb,
+            "models": {"0x" + m.model_id.hex(): m.bpb for m in loss.models}}
+
+
+def merge_point(history: Sequence[dict], point: dict) -> list[dict]:
+    """`history` with `point` in its epoch's place (a later measurement of an epoch replaces the
+    earlier one), by epoch."""
+    kept = {entry["epoch"]: entry for entry in history if isinstance(entry, dict) and "epoch" in entry}
+    kept[point["epoch"]] = point
+    return [kept[epoch] for epoch in sorted(kept)]
+
+
+def learning_curve(history: Sequence[dict]) -> tuple[list[int], list[float], list[float]]:
+    """(epochs, best, routed) of a history (or of `soma simulate --report`'s entries)."""
+    points = sorted(history, key=lambda entry: entry["epoch"])
+    return ([p["epoch"] for p in points], [p["network_loss_bpb"] for p in points],
+            [p["network_routed_bpb"] for p in points])

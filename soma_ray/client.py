@@ -1,9 +1,16 @@
 """SomaClient: the async SDK that users, scripts and miners use to talk to a network.
 
     client = await SomaClient(chain="localnet")              # the local gateway over HTTP
-    client = await SomaClient(rpc_url="http://host:8000")     # any network's gateway
+    client = await SomaClient("http://host:8000")             # any network's gateway
+    client = await SomaClient(chain="testnet")                # a name `soma network add` gave
     await client.request_faucet(address, 10 * SHANNONS_PER_SOMA)
     effects = await client.transfer(keypair, recipient, amount)
+    await client.close()                                      # or: async with SomaClient(...) as client
+
+Amounts here are shannons and ids bytes (the library's units); `soma_sdk.SomaClient` is this
+client with the reference SDK's units (SOMA, 0x-hex ids: docs/gateway.md). A client whose script
+forgets `close()` releases its HTTP session when it is collected or the interpreter exits, with
+no "Unclosed client session" warning.
 
 Participants reach the network over the gateway's HTTP routes (`soma_ray.http_transport`): this
 module imports no Ray. Callers inside the cluster (tests, scripted participants) may take the
@@ -19,22 +26,26 @@ execution failed after ordering (the fee is then still charged, as the spec says
 from __future__ import annotations
 
 import asyncio
+import weakref
 
+from soma_ray import chains, s3
 from soma_ray.http_transport import HttpTransport
 from soma_ray.node.replies import SubmitReply, ValidatorStatus
-from soma_ray.participant import ParticipantCalls, as_id
+from soma_ray.participant import ParticipantCalls, as_id, as_embedding_bytes
 from soma_ray.protocol import errors
 from soma_ray.protocol.crypto import Keypair
 from soma_ray.protocol.encoding import blake2b256, decode, encode
+from soma_ray.protocol.params import SHANNONS_PER_SOMA
 from soma_ray.protocol.execution import sign_transaction
 from soma_ray.protocol.state import MODEL, SUBMISSION, TARGET
-from soma_ray.protocol.targets import embedding_bytes
 from soma_ray.protocol.types import (
     Account, Checkpoint, Model, Submission, SystemState, Target, Transaction, TransactionEffects,
     TransactionKind, Transfer,
 )
+from soma_ray import tickets
 from soma_ray.transport import Transport
 from soma_ray.wire import (
+    ChallengePage, ChallengeView, SubmissionPage, SubmissionView,
     MAX_PAGE, EpochInfo, Leaderboard, ModelManifest, ModelView, NearbyTarget, ScoreRequest,
     ScoreResponse, TargetPage, TargetView,
 )
@@ -42,8 +53,12 @@ from soma_ray.wire import (
 DEFAULT_FINALITY_TIMEOUT_S = 60.0
 # How long a blob download may take.
 DOWNLOAD_TIMEOUT_S = 600.0
-# The gateway a chain name stands for.
-CHAIN_URLS = {"localnet": "http://127.0.0.1:8000"}
+# The gateway a built-in chain name stands for (soma_ray/chains.py: and the user's names).
+CHAIN_URLS = {name: chain.rpc_url for name, chain in chains.BUILTIN.items()}
+# What `request_faucet` asks for when no amount is given: the reference SDK's 2 SOMA.
+DEFAULT_FAUCET_SHANNONS = 2 * SHANNONS_PER_SOMA
+# The longest one gateway wait for an epoch may be (wire.MAX_WAIT_S); longer waits take steps.
+EPOCH_WAIT_STEP_S = 300.0
 # Execution failures raised before the sender's nonce increments (spec §2): the nonce stays free.
 NONCE_UNUSED = frozenset({errors.BadNonce.__name__, errors.InsufficientFee.__name__})
 # Refused because another transaction of the key with that nonce is pooled: the nonce is not free.
@@ -120,14 +135,27 @@ class _KeyNonces:
 
 
 class SomaClient(ParticipantCalls):
-    """Async client of one network. `await SomaClient(...)` connects."""
+    """Async client of one network. `await SomaClient(...)` connects.
 
-    def __init__(self, chain: str = "localnet", rpc_url: str | None = None,
-                 address: str | None = None, namespace: str | None = None, prefix: str = "",
-                 transport: Transport | None = None):
-        if rpc_url is None and namespace is None and transport is None and chain not in CHAIN_URLS:
-            raise ValueError(f"unknown chain {chain!r}: known are {', '.join(CHAIN_URLS)}")
-        self.rpc_url = rpc_url or (None if namespace or transport else CHAIN_URLS[chain])
+    `SomaClient(rpc_url=None, *, chain=None, scoring_url=None)` as the reference SDK: a gateway
+    URL, or a chain name (built in: "localnet"; others named with `soma network add`,
+    soma_ray/chains.py); both is a ValueError, neither is the localnet. `scoring_url`: a scoring
+    service of one's own (`soma start scoring`) for `score` and `scoring_health` (a named
+    chain's own scoring_url otherwise). `admin_url` and `faucet_url` are accepted for the
+    reference's signature: the gateway serves both (they are not used).
+
+    Inside a Ray cluster, `namespace=` (and `prefix=`, `address=`) takes the Ray path instead;
+    `transport=` any Transport."""
+
+    def __init__(self, rpc_url: str | None = None, *, chain: str | None = None,
+                 scoring_url: str | None = None, admin_url: str | None = None,
+                 faucet_url: str | None = None, address: str | None = None,
+                 namespace: str | None = None, prefix: str = "", transport: Transport | None = None):
+        if namespace is None and transport is None:
+            self.rpc_url, self.scoring_url = chains.endpoints(rpc_url, chain, scoring_url)
+        else:
+            self.rpc_url, self.scoring_url = None, scoring_url
+        self.chain_name = chain
         self._ray_path = (namespace, prefix, address)
         self._transport: Transport | None = transport
         self._seen_sequence: int | None = None  # the latest checkpoint holding one of ours
@@ -135,24 +163,38 @@ class SomaClient(ParticipantCalls):
         self._nonces: dict[bytes, _KeyNonces] = {}  # by sender, for `execute`
         self._queued: list[tuple[bytes, asyncio.Future]] = []  # submissions not yet sent
         self._sending: set[asyncio.Task] = set()
+        self._chain_id: bytes | None = None  # the network's identity, read once
+        self._finalizer: weakref.finalize | None = None
 
     def __await__(self):
         return self._connect().__await__()
+
+    async def __aenter__(self) -> "SomaClient":
+        return await self._connect()
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
 
     async def _connect(self) -> "SomaClient":
         if self._transport is not None:
             return self
         if self.rpc_url is not None:
-            self._transport = HttpTransport(self.rpc_url)
+            self._transport = HttpTransport(self.rpc_url, scoring_url=self.scoring_url)
         else:  # inside the cluster: Ray is imported only here
             from soma_ray.ray_transport import RayTransport
 
             self._transport = RayTransport.connect(*self._ray_path)
+        # A script that never closes the client: its HTTP sessions are released when the client
+        # is collected (or at exit), without aiohttp's "Unclosed client session" warnings.
+        self._finalizer = weakref.finalize(self, _release_sessions, self._transport)
         return self
 
     async def close(self) -> None:
-        """Release the transport's HTTP sessions."""
-        await self._transport.close()
+        """Release the transport's HTTP sessions (idempotent)."""
+        if self._finalizer is not None:
+            self._finalizer.detach()
+        if self._transport is not None:
+            await self._transport.close()
 
     @property
     def network(self):
@@ -164,15 +206,39 @@ class SomaClient(ParticipantCalls):
     async def get_account(self, address: bytes) -> Account:
         return decode(await self._transport.get_account(address), Account)
 
-    async def get_balance(self, address: bytes) -> int:
-        return (await self.get_account(address)).balance
+    async def get_balance(self, address: str | bytes) -> int:
+        """The balance in shannons (`soma_sdk`'s answers in SOMA)."""
+        return await self.balance_shannons(address)
+
+    async def balance_shannons(self, address: str | bytes) -> int:
+        """The balance in shannons, whatever a subclass makes of `get_balance`: what the
+        library's own checks call."""
+        return (await self.get_account(as_id(address, "an address"))).balance
 
     async def get_system_state(self) -> SystemState:
-        return decode(await self._transport.system_state(), SystemState)
+        system = decode(await self._transport.system_state(), SystemState)
+        self._chain_id = system.chain_id
+        return system
+
+    async def chain_id(self) -> bytes:
+        """The network's identity (its `SystemState.chain_id`, the digest of its genesis): what
+        every signature for it is made under. Read from the gateway once, then cached."""
+        if self._chain_id is None:
+            await self.get_system_state()
+        return self._chain_id
 
     async def get_epoch(self) -> EpochInfo:
         """The current epoch, when it started and when the next one is due (consensus ms)."""
         return await self._transport.epoch_info()
+
+    async def get_next_epoch_timestamp(self) -> int:
+        """When the next epoch is due (unix ms, consensus time)."""
+        return (await self._transport.epoch_info()).next_epoch_ms
+
+    async def get_following_epoch_timestamp(self) -> int:
+        """When the epoch after the next one is due (unix ms): one epoch duration later."""
+        info = await self._transport.epoch_info()
+        return info.next_epoch_ms + info.epoch_duration_ms
 
     async def get_checkpoint(self, sequence: int | None = None) -> Checkpoint | None:
         """A certified checkpoint (the latest when `sequence` is None)."""
@@ -200,8 +266,14 @@ class SomaClient(ParticipantCalls):
         return None if raw is None else decode(raw, type_)
 
     async def get_object_ids(self, tag: bytes) -> list[bytes]:
-        """Ids of every object of one kind (`protocol.state` tags: TARGET, MODEL, ...)."""
-        return await self._transport.object_ids(tag)
+        """Ids of every object of one kind (`protocol.state` tags: TARGET, MODEL, ...), over as
+        many pages of the gateway's `/ids/{tag}` as it takes."""
+        ids: list[bytes] = []
+        while True:
+            page = await self._transport.object_ids(tag, MAX_PAGE, ids[-1] if ids else None)
+            ids += page
+            if len(page) < MAX_PAGE:
+                return ids
 
     async def status(self) -> list[ValidatorStatus | None]:
         """Each validator's status, None for one that does not answer."""
@@ -227,7 +299,7 @@ class SomaClient(ParticipantCalls):
         found: list[TargetView] = []
         token = None
         while limit is None or len(found) < limit:
-            page = await self.list_targets(status, None if limit is None else min(limit - len(found), MAX_PAGE),
+            page = await SomaClient.list_targets(self, status, None if limit is None else min(limit - len(found), MAX_PAGE),
                                            submitter, model_id, token)
             found += page.targets
             token = page.next_page_token
@@ -241,42 +313,137 @@ class SomaClient(ParticipantCalls):
     async def get_model_manifests(self, target_or_model_ids) -> list[ModelManifest]:
         """One manifest per model, in the target's order (a TargetView, or model ids); a model
         without weights raises ModelHasNoWeights, it is never left out."""
+        return await self._model_manifests(target_or_model_ids)
+
+    async def _model_manifests(self, target_or_model_ids) -> list[ModelManifest]:
+        """`get_model_manifests` as the library's own code calls it (wire views, bytes ids),
+        whatever a subclass makes of the public method."""
         ids = getattr(target_or_model_ids, "model_ids", target_or_model_ids)
         return await self._transport.model_manifests([as_id(i, "a model id") for i in ids], await self._reads_after())
 
     async def nearest_targets(self, embedding, k: int = 10) -> list[NearbyTarget]:
         """The open targets closest to `embedding` (cosine distance), nearest first."""
-        return await self._transport.nearest_targets(embedding_bytes(embedding), k)
+        return await self._transport.nearest_targets(as_embedding_bytes(embedding), k)
 
     async def get_active_models(self) -> list[ModelView]:
         """Every Active model: id, owner, embedding (float32 bytes), stake, commission, whether
         an update is pending."""
         return await self._transport.active_models(await self._reads_after())
 
+    async def get_model(self, model_id: str | bytes) -> ModelView:
+        """Any model of the chain as the index shows it (status, owner, stake, commission)."""
+        return await self._transport.get_model(as_id(model_id, "a model id"))
+
     async def get_leaderboard(self, limit: int = 100) -> Leaderboard:
         return await self._transport.leaderboard(limit)
+
+    # ------------------------------------------------------------------ submissions and challenges
+    # The index keeps every submission and challenge the chain held, the closed ones too.
+
+    async def list_submissions(self, miner: str | bytes | None = None, target_id: str | bytes | None = None,
+                               status: str | None = None, limit: int | None = None,
+                               page_token: str | None = None) -> SubmissionPage:
+        """One page of submissions (by miner, target, status: wire.SUBMISSION_STATUSES)."""
+        return await self._transport.list_submissions(
+            _optional_id(miner, "a miner"), _optional_id(target_id, "a target id"), status, limit, page_token,
+            await self._reads_after())
+
+    async def get_submissions(self, miner: str | bytes | None = None, target_id: str | bytes | None = None,
+                              status: str | None = None, limit: int | None = None) -> list[SubmissionView]:
+        """Every submission matching (at most `limit`), over as many pages as it takes."""
+        return await _all_pages(lambda size, token: SomaClient.list_submissions(
+            self, miner, target_id, status, size, token), "submissions", limit)
+
+    async def get_submission(self, submission_id: str | bytes) -> SubmissionView:
+        """A submission as the index knows it (ObjectNotFound: never seen, or forgotten)."""
+        return await self._transport.get_submission(as_id(submission_id, "a submission id"),
+                                                    await self._reads_after())
+
+    async def list_challenges(self, submission_id: str | bytes | None = None, challenger: str | bytes | None = None,
+                              target_id: str | bytes | None = None, status: str | None = None,
+                              limit: int | None = None, page_token: str | None = None) -> ChallengePage:
+        """One page of challenges, the resolved and closed ones too (statuses:
+        wire.CHALLENGE_STATUSES); `get_challenges` reads the chain's open ones."""
+        return await self._transport.list_challenges(
+            _optional_id(submission_id, "a submission id"), _optional_id(challenger, "a challenger"),
+            _optional_id(target_id, "a target id"), status, limit, page_token, await self._reads_after())
+
+    async def challenge_history(self, submission_id: str | bytes | None = None, challenger: str | bytes | None = None,
+                                target_id: str | bytes | None = None, status: str | None = None,
+                                limit: int | None = None) -> list[ChallengeView]:
+        """Every challenge matching (at most `limit`), open or not, over as many pages as it takes."""
+        return await _all_pages(lambda size, token: SomaClient.list_challenges(
+            self, submission_id, challenger, target_id, status, size, token), "challenges", limit)
+
+    async def challenge_record(self, challenge_id: str | bytes) -> ChallengeView:
+        """A challenge as the index knows it, open or not (ObjectNotFound: never seen)."""
+        return await self._transport.get_challenge(as_id(challenge_id, "a challenge id"),
+                                                   await self._reads_after())
 
     # ------------------------------------------------------------------ scoring
 
     async def score(self, data_url: str | None, manifests, target_embedding, data: bytes | None = None,
-                    seed: int = 0) -> ScoreResponse:
+                    seed: int = 0, *, data_size: int | None = None) -> ScoreResponse:
         """Score data (given, or downloaded by the service from `data_url`) under every model of
-        `manifests` (`get_model_manifests`' views), as the chain's scoring function does:
-        {winner (index into manifests), loss_score, embedding, distance, losses}."""
-        request = ScoreRequest(manifests=list(manifests), target_embedding=embedding_bytes(target_embedding),
-                               data=data, data_url=None if data is not None else data_url, seed=seed)
+        `manifests` (`get_model_manifests`' views, or model ids), as the chain's scoring
+        function does: {winner (index into manifests), loss_score, embedding, distance, losses}.
+        The request names the models by id: the service reads their weights from the chain.
+        The embedding may be any float sequence (converted to float32); `data_size`, with a
+        `data_url`, is checked before and against the download."""
+        return await self._score_request(data_url, manifests, target_embedding, data, seed, data_size=data_size)
+
+    async def _score_request(self, data_url: str | None, manifests, target_embedding, data: bytes | None = None,
+                             seed: int = 0, *, data_size: int | None = None) -> ScoreResponse:
+        """`score` as the library's own code calls it (a ScoreResponse), whatever a subclass
+        makes of the public method."""
+        model_ids = [as_id(getattr(m, "model_id", m), "a model id") for m in manifests]
+        request = ScoreRequest(model_ids=model_ids, target_embedding=as_embedding_bytes(target_embedding),
+                               data=None if data is None else bytes(data),
+                               data_url=None if data is not None else data_url,
+                               data_size=None if data is not None else data_size, seed=seed)
         return await self._transport.score(request)
 
-    async def scoring_health(self) -> dict:
-        """The scoring service's device, replicas, cache and batch figures."""
+    async def scoring_health(self) -> bool:
+        """Whether the scoring service answers and is up (False when it cannot be reached or
+        says it is not: never raises for that). `scoring_stats` has its figures."""
+        try:
+            stats = await self._transport.scoring_health()
+        except Exception:  # noqa: BLE001 - unreachable, refused, failing: not healthy
+            return False
+        return bool(stats) and stats.get("ok", True) is not False and stats.get("replicas", 1) != 0
+
+    async def scoring_stats(self) -> dict:
+        """The scoring service's device, replicas, cache and batch figures (raises when it
+        cannot be reached)."""
         return await self._transport.scoring_health()
 
     # ------------------------------------------------------------------ blobs and weights
 
-    async def upload(self, data: bytes, kind: str = "data") -> str:
-        """Put `data` (a submission's data, or with kind="weights" encrypted weights) into the
-        network's blob store; returns its URL (its name is the chain's checksum of it)."""
-        return (await self._transport.upload(kind, bytes(data))).url
+    async def upload(self, data: bytes, kind: str = "data", *, signer: Keypair | None = None) -> str:
+        """Put `data` (a submission's data, or with kind="weights" encrypted weights) where the
+        network can download it; returns its URL.
+
+        When the guide's S3_BUCKET, S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY, S3_ENDPOINT_URL and
+        S3_PUBLIC_URL are set, into that S3-compatible bucket (soma_ray/s3.py: key = the
+        checksum's hex, URL = S3_PUBLIC_URL/<key>); `signer` is then not needed. Otherwise into
+        the network's blob store, as the account of `signer` (its name is the chain's checksum
+        of it).
+
+        The store takes uploads from funded accounts only, within a quota per account
+        (docs/blobs.md): this signs a request for an upload ticket with `signer`'s key, gets the
+        ticket and uploads with it. AccountUnderfunded when the account holds too little (for
+        data, what submitting it would cost), UploadQuotaExceeded or RateLimited when it
+        uploaded too much lately."""
+        data = bytes(data)
+        bucket = s3.from_environment()
+        if bucket is not None:
+            return await bucket.upload(data, kind)
+        if not isinstance(signer, Keypair):
+            raise TypeError("upload(data, kind, signer=keypair): uploads are signed by a funded account "
+                            "(or set the S3_* variables to upload to your own bucket)")
+        chain_id = tickets.chain_id_of(await self.get_system_state())
+        ticket = await self._transport.upload_ticket(tickets.sign_request(signer, kind, len(data), chain_id))
+        return (await self._transport.upload(kind, data, ticket)).url
 
     async def download(self, url: str, size: int, checksum: bytes, timeout_s: float = DOWNLOAD_TIMEOUT_S) -> bytes:
         """The bytes at `url`, which must be `size` long with BLAKE2b-256 `checksum` (FetchError)."""
@@ -298,23 +465,25 @@ class SomaClient(ParticipantCalls):
 
         return decrypt_bytes(data, key)
 
-    async def fetch_model(self, model_id: bytes) -> bytes:
+    async def fetch_model(self, model_id: str | bytes) -> bytes:
         """A revealed model's weights file, downloaded from its manifest, checked and decrypted."""
-        model = await self.get_object(MODEL, bytes(model_id), Model)
+        model_id = as_id(model_id, "a model id")
+        model = await self.get_object(MODEL, model_id, Model)
         if model is None:
-            raise errors.ObjectNotFound(kind="model", id=bytes(model_id))
+            raise errors.ObjectNotFound(kind="model", id=model_id)
         if model.weights_manifest is None or not model.decryption_key:
-            raise errors.ModelHasNoWeights(model_id=bytes(model_id))
+            raise errors.ModelHasNoWeights(model_id=model_id)
         manifest = model.weights_manifest
         encrypted = await self.download(manifest.url, manifest.size, manifest.checksum)
         return self.decrypt_weights(encrypted, model.decryption_key)
 
-    async def fetch_submission_data(self, target_id: bytes, timeout_s: float = DOWNLOAD_TIMEOUT_S) -> bytes:
+    async def fetch_submission_data(self, target_id: str | bytes, timeout_s: float = DOWNLOAD_TIMEOUT_S) -> bytes:
         """The data a filled target's submission revealed, downloaded (within `timeout_s`) and
         checked against its hash and size."""
-        target = await self.get_object(TARGET, bytes(target_id), Target)
+        target_id = as_id(target_id, "a target id")
+        target = await self.get_object(TARGET, target_id, Target)
         if target is None:
-            raise errors.ObjectNotFound(kind="target", id=bytes(target_id))
+            raise errors.ObjectNotFound(kind="target", id=target_id)
         submission = None if target.submission_id is None else (
             await self.get_object(SUBMISSION, target.submission_id, Submission))
         if submission is None or submission.revealed is None:
@@ -329,7 +498,22 @@ class SomaClient(ParticipantCalls):
         return (await self._transport.advance_epoch()).epoch
 
     async def wait_for_epoch(self, epoch: int, timeout_s: float = 120.0) -> int:
-        return (await self._transport.wait_for_epoch(epoch, timeout_s)).epoch
+        """Wait until `epoch` has begun (at most `timeout_s`, in gateway waits of at most
+        EPOCH_WAIT_STEP_S each); returns the epoch then current, or raises EpochNotReached."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            left = max(0.0, deadline - loop.time())
+            try:
+                return (await self._transport.wait_for_epoch(epoch, min(left, EPOCH_WAIT_STEP_S))).epoch
+            except errors.EpochNotReached:
+                if loop.time() >= deadline or left <= EPOCH_WAIT_STEP_S:
+                    raise
+
+    async def wait_for_next_epoch(self, timeout: float = 120.0) -> int:
+        """The reference SDK's: wait until the epoch after the current one begins (at most
+        `timeout` seconds); returns it, or raises EpochNotReached."""
+        return await SomaClient.wait_for_epoch(self, (await self._transport.epoch_info()).epoch + 1, timeout)
 
     # ------------------------------------------------------------------ transactions
 
@@ -357,12 +541,15 @@ class SomaClient(ParticipantCalls):
             max_fee = (await self.get_system_state()).parameters.base_fee
         nonces = self._nonces.setdefault(keypair.address, _KeyNonces())
         async with nonces.lock:
+            # Read under the lock (once per client): concurrent first calls of a key would
+            # otherwise take their nonces in the order their reads return, not in call order.
+            chain_id = await self.chain_id()
             if not nonces.in_flight:  # else this client's own calls are ahead of any replica
                 nonces.restart((await self.get_account(keypair.address)).nonce)
             nonce = nonces.take()
         try:
             tx = Transaction(sender=keypair.address, nonce=nonce, kind=kind, max_fee=max_fee)
-            result = await self._submit(encode(sign_transaction(keypair, tx)), DEFAULT_FINALITY_TIMEOUT_S)
+            result = await self._submit(encode(sign_transaction(keypair, tx, chain_id)), DEFAULT_FINALITY_TIMEOUT_S)
             nonces.settle(nonce, result)
         finally:
             nonces.in_flight -= 1
@@ -413,14 +600,17 @@ class SomaClient(ParticipantCalls):
         if sequences:
             self._seen_sequence = max(sequences + [self._seen_sequence or 0])
 
-    async def transfer(self, keypair: Keypair, recipient: bytes, amount: int) -> TransactionEffects:
-        return await self.execute(keypair, Transfer(recipient=recipient, amount=amount))
+    async def transfer(self, keypair: Keypair, recipient: str | bytes, amount: int) -> TransactionEffects:
+        return await self.execute(keypair, Transfer(recipient=as_id(recipient, "a recipient"), amount=amount))
 
-    async def request_faucet(self, recipient: bytes, amount: int,
+    async def request_faucet(self, recipient: str | bytes, amount: int | None = None,
                              timeout_s: float = DEFAULT_FINALITY_TIMEOUT_S) -> TransactionEffects:
-        """Localnet: coins from the emission pool, signed by a validator's faucet key; raises
-        `FinalityTimeout` if no certified checkpoint holds them within `timeout_s` (they may
-        still arrive later)."""
+        """Coins from the emission pool (a localnet, or a testnet whose genesis turns the faucet
+        on), signed by a validator's faucet key: `amount` shannons (default
+        DEFAULT_FAUCET_SHANNONS, the reference's 2 SOMA); raises `FinalityTimeout` if no
+        certified checkpoint holds them within `timeout_s` (they may still arrive later)."""
+        recipient = as_id(recipient, "a recipient")
+        amount = DEFAULT_FAUCET_SHANNONS if amount is None else amount
         reply = await _finality(self._transport.request_faucet(recipient, amount), timeout_s)
         self._saw([reply])
         return self._effects_of(reply)
@@ -431,3 +621,37 @@ class SomaClient(ParticipantCalls):
         if failure is not None:
             raise_error(failure.code, failure.fields)
         return reply.effects
+
+
+def _optional_id(value, what: str) -> bytes | None:
+    return None if value is None else as_id(value, what)
+
+
+async def _all_pages(page_of, field: str, limit: int | None) -> list:
+    """Every item of `page_of(size, token)`'s pages (`field` holds them), at most `limit`."""
+    found: list = []
+    token = None
+    while limit is None or len(found) < limit:
+        page = await page_of(None if limit is None else min(limit - len(found), MAX_PAGE), token)
+        found += getattr(page, field)
+        token = page.next_page_token
+        if token is None:
+            break
+    return found
+
+
+def _release_sessions(transport) -> None:
+    """Close the aiohttp sessions `transport` holds, synchronously (a finalizer may run with no
+    event loop): their connections are closed and the sessions marked closed, so neither warns
+    when collected. The HttpTransport's own, and the one a RayTransport keeps for the services."""
+    for http in (transport, getattr(transport, "_services", None)):
+        session = getattr(http, "_session", None)
+        if session is None or session.closed:
+            continue
+        try:
+            connector = session.connector
+            if connector is not None and not connector.closed:
+                connector._close()  # the synchronous part of BaseConnector.close
+        except Exception:  # noqa: BLE001 - a finalizer must not raise
+            pass
+        session._connector = None  # what ClientSession.close leaves: `closed` is then True

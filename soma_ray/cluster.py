@@ -26,6 +26,14 @@ writes `HOME/cluster.json`:
 to any recorded or descendant process still there after a grace period): never `ray stop`,
 which ends every Ray process on the host.
 
+Token authentication (Ray's RAY_AUTH_MODE=token: every gRPC call and dashboard API request must
+carry the cluster's token): `probe` tells which a cluster asks for (`auth_mode`: its GCS refuses
+a call without the token, or answers it), `soma start testnet` refuses a cluster that answers
+(`check_testnet_auth`, unless --insecure), and a cluster `start_detached` starts has it on
+unless RAY_AUTH_MODE says otherwise (the token is made at Ray's default path when none is
+found, as `ray.init` does for the in-process cluster). `token_source` says where the token is,
+for the lines that tell a user how to get into the dashboard.
+
 Ray and psutil (which Ray vendors) are imported inside the functions: `soma --help` and the
 commands that never reach a cluster do not pay for them.
 """
@@ -60,6 +68,13 @@ PREFERRED_GCS_PORT = 6379
 PREFERRED_DASHBOARD_PORT = 8265
 # Keyword arguments of every `ray.init` here: Ray's own log lines stay out of the terminal.
 QUIET_INIT = dict(log_to_driver=False, logging_level=logging.ERROR)
+# What a cluster asks of a client (`probe`, `auth_mode`): Ray's auth token, nothing, or unknown
+# (a ray:// address or a TLS GCS, which the probe does not speak).
+AUTH_TOKEN, AUTH_NONE, AUTH_UNKNOWN = "token", "none", "unknown"
+AUTH_MODE_ENV = "RAY_AUTH_MODE"
+# Where Ray looks for the token, first to last (ray/_private/authentication: the env var, a file
+# named by the second, then ~/.ray/auth_token).
+TOKEN_ENV, TOKEN_PATH_ENV, DEFAULT_TOKEN_PATH = "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "~/.ray/auth_token"
 
 
 class ClusterError(ConnectionError):
@@ -102,6 +117,25 @@ class ClusterStartFailed(ClusterError):
         self.log = log
         where = f" (see {log})" if log else ""
         super().__init__(f"could not start a Ray cluster: {reason}{where}")
+
+
+class ClusterNotClosed(ClusterError):
+    """`soma start testnet` on a cluster that does not require Ray's auth token (or of which
+    that cannot be told), without --insecure."""
+
+    def __init__(self, address: str, auth: str):
+        self.address = address
+        self.auth = auth
+        if auth == AUTH_NONE:
+            why = (f"the Ray cluster at {address} runs without token authentication: whoever "
+                   "reaches its ports can run code on it and read every validator key")
+        else:
+            why = (f"cannot tell whether the Ray cluster at {address} requires Ray's auth token "
+                   "(a ray:// or TLS address: give the head's GCS address, host:6379)")
+        super().__init__(
+            f"{why}. Start every node with RAY_AUTH_MODE=token (cluster.yaml and "
+            "deploy/cluster-local.yaml do; docs/operations.md), or pass --insecure for a cluster "
+            "nobody else can reach")
 
 
 class ForegroundClusterRunning(ClusterError):
@@ -303,16 +337,18 @@ def check_address(address: str) -> str:
     return address.strip()
 
 
-def probe(address: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
+def probe(address: str, timeout_s: float = PROBE_TIMEOUT_S) -> str:
     """Raise ClusterUnreachable unless a Ray cluster answers at `address` within a few
     `timeout_s`: a TCP connect, then (for a GCS address) one GetClusterId call to the GCS, so a
-    port held by something else (a dashboard, a web server) is refused too.
+    port held by something else (a dashboard, a web server) is refused too. Returns what the
+    cluster asks of a client: AUTH_TOKEN, AUTH_NONE (it answered the call without a token) or
+    AUTH_UNKNOWN (a ray:// address or a TLS GCS: not probed past the TCP connect).
 
-    A cluster with token authentication (Ray's default for a cluster `ray.init` starts, and for
-    `ray start` where ~/.ray/auth_token exists) refuses that call; this process then switches
-    to token mode (RAY_AUTH_MODE=token, as ray.init never does for an explicit address) and
-    asks again with the token, so a missing or wrong token is a one-line error too, not
-    ray.init retrying it for minutes."""
+    A cluster with token authentication (Ray's default for a cluster `ray.init` starts, for
+    `ray start` where ~/.ray/auth_token exists, and for one `start_detached` starts) refuses that
+    call with UNAUTHENTICATED; this process then switches to token mode (RAY_AUTH_MODE=token,
+    as ray.init never does for an explicit address) and asks again with the token, so a
+    missing or wrong token is a one-line error too, not ray.init retrying it for minutes."""
     host, port = _split(address)
     try:
         socket.create_connection((host, port), timeout=timeout_s).close()
@@ -320,22 +356,102 @@ def probe(address: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
         reason = error.strerror or str(error) or type(error).__name__
         raise ClusterUnreachable(address, reason) from None
     if "://" in address or os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
-        return  # Ray Client (ray://) speaks another protocol; a TLS GCS needs Ray's credentials
+        return AUTH_UNKNOWN  # Ray Client (ray://) speaks another protocol; TLS needs Ray's certs
     try:
         import grpc
     except ImportError:
-        return
+        return AUTH_UNKNOWN
+    auth = AUTH_NONE
     code = _cluster_id_call(f"{host}:{port}", timeout_s, ())
     if code == grpc.StatusCode.UNAUTHENTICATED:
+        auth = AUTH_TOKEN
         code = _cluster_id_call(f"{host}:{port}", timeout_s, _use_token(address))
         if code == grpc.StatusCode.UNAUTHENTICATED:
             raise ClusterUnreachable(address, "it refuses this machine's Ray auth token "
                                      "(RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token)")
     if code is None:
-        return
+        return auth
     reason = (f"no answer within {timeout_s:g} s" if code == grpc.StatusCode.DEADLINE_EXCEEDED
               else "the port is open but does not answer as a Ray GCS")
     raise ClusterUnreachable(address, reason)
+
+
+def auth_mode(address: str, timeout_s: float = PROBE_TIMEOUT_S) -> str:
+    """What the GCS at `address` asks of a client, from one GetClusterId call without a token:
+    AUTH_TOKEN (refused, UNAUTHENTICATED), AUTH_NONE (answered), else AUTH_UNKNOWN (a ray:// or
+    TLS address, or no answer). Unlike `probe` it changes nothing in this process."""
+    if "://" in address or os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+        return AUTH_UNKNOWN
+    try:
+        import grpc
+    except ImportError:
+        return AUTH_UNKNOWN
+    host, port = _split(address)
+    code = _cluster_id_call(f"{host}:{port}", timeout_s, ())
+    if code is None:
+        return AUTH_NONE
+    return AUTH_TOKEN if code == grpc.StatusCode.UNAUTHENTICATED else AUTH_UNKNOWN
+
+
+def check_testnet_auth(address: str, auth: str, insecure: bool) -> str | None:
+    """Whether `soma start testnet` may start on the cluster at `address`, which asks `auth` of
+    its clients (`probe`): on one requiring Ray's token, yes (None); on one that does not (or of
+    which that cannot be told), only with `insecure`, and then the warning line to print;
+    otherwise ClusterNotClosed."""
+    if auth == AUTH_TOKEN:
+        return None
+    if not insecure:
+        raise ClusterNotClosed(address, auth)
+    what = ("runs without token authentication" if auth == AUTH_NONE
+            else "may run without token authentication (ray:// or TLS: not probed)")
+    return (f"warning: --insecure: the Ray cluster at {address} {what}; whoever reaches its "
+            "ports can run code on it and read the validator keys")
+
+
+def process_auth() -> str:
+    """The auth mode of this process's Ray (after `ray.init` started a cluster in it, that
+    cluster's: `ray.init` turns token mode on for a new local cluster unless RAY_AUTH_MODE is
+    set)."""
+    from ray._raylet import AuthenticationMode, get_authentication_mode
+
+    return AUTH_TOKEN if get_authentication_mode() == AuthenticationMode.TOKEN else AUTH_NONE
+
+
+def token_source(environ=None) -> str:
+    """Where this machine's Ray auth token is, in Ray's order: $RAY_AUTH_TOKEN, the file
+    $RAY_AUTH_TOKEN_PATH names, else ~/.ray/auth_token (expanded)."""
+    environ = os.environ if environ is None else environ
+    if environ.get(TOKEN_ENV):
+        return f"${TOKEN_ENV}"
+    if environ.get(TOKEN_PATH_ENV):
+        return environ[TOKEN_PATH_ENV]
+    home = environ.get("HOME")
+    return str(Path(home) / ".ray" / "auth_token") if home else DEFAULT_TOKEN_PATH
+
+
+def ensure_token() -> None:
+    """Make sure Ray finds a token on this machine (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or
+    ~/.ray/auth_token): when it finds none, write a new random one to ~/.ray/auth_token,
+    private (0600 in a 0700 directory) — what `ray get-auth-token --generate` does, without its
+    umask-wide file mode."""
+    from ray._private.authentication.authentication_token_generator import (
+        generate_new_authentication_token,
+    )
+    from ray._raylet import AuthenticationTokenLoader
+
+    from ray.exceptions import AuthenticationError
+
+    loader = AuthenticationTokenLoader.instance()
+    loader.reset_cache()
+    try:
+        if loader.has_token(ignore_auth_mode=True):
+            return
+    except AuthenticationError as error:  # RAY_AUTH_TOKEN_PATH names a missing or empty file
+        raise ClusterStartFailed(str(error).split(". ")[0], None) from None
+    path = Path(DEFAULT_TOKEN_PATH).expanduser()
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    write_atomic(path, generate_new_authentication_token().encode(), durable=True)
+    loader.reset_cache()
 
 
 def _cluster_id_call(target: str, timeout_s: float, metadata: tuple):
@@ -404,6 +520,7 @@ class Connection:
     local: bool = False
     connected_here: bool = True  # this call ran ray.init (so the caller may ray.shutdown)
     dashboard_url: str | None = None
+    auth: str | None = None  # what the cluster asks of a client (AUTH_*); None: not known
 
 
 def connect(address: str | None = None, *, namespace: str | None = None,
@@ -431,10 +548,44 @@ def connect(address: str | None = None, *, namespace: str | None = None,
         if not local_fallback:
             raise NoClusterFound(record_path(home))
         context = ray.init(address="local", **options, **(local_options or {}))
-        return Connection(address=None, local=True, dashboard_url=context.dashboard_url or None)
-    probe(target, probe_timeout_s)
+        keep_raylet_messages_in_logs()
+        return Connection(address=None, local=True, dashboard_url=context.dashboard_url or None,
+                          auth=process_auth())
+    auth = probe(target, probe_timeout_s)
     context = ray.init(address=target, **options)
-    return Connection(address=target, record=record, dashboard_url=context.dashboard_url or None)
+    keep_raylet_messages_in_logs()
+    return Connection(address=target, record=record, dashboard_url=context.dashboard_url or None,
+                      auth=auth)
+
+
+RAYLET_MESSAGES_FILE = "soma-driver-raylet.log"
+
+
+def keep_raylet_messages_in_logs() -> None:
+    """Keep the raylet's messages to this driver (e.g. "(raylet) WARNING: 8 PYTHON worker
+    processes have been started…") out of the terminal: Ray prints them from a thread of its
+    own whatever `log_to_driver` says (ray._private.worker.listen_error_messages), so they go to
+    RAYLET_MESSAGES_FILE in the session's log directory instead (Ray's logs). Other output is
+    left as it is. Idempotent; call it after ray.init."""
+    from ray._private import worker
+
+    printer = worker.print_to_stdstream
+    if getattr(printer, "keeps_raylet_messages", False):
+        return
+
+    def print_or_log(data, ignore_prefix):
+        if data.get("pid") != "raylet":
+            return printer(data, ignore_prefix)
+        try:
+            logs = Path(worker.global_worker.node.get_logs_dir_path())
+            with open(logs / RAYLET_MESSAGES_FILE, "a") as file:
+                for line in data.get("lines", ()):
+                    file.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} (raylet) {line}\n")
+        except Exception:  # noqa: BLE001 - a log line is never worth a failure
+            pass
+
+    print_or_log.keeps_raylet_messages = True
+    worker.print_to_stdstream = print_or_log
 
 
 # ---------------------------------------------------------------------------------- start / stop
@@ -500,6 +651,11 @@ def _start_detached(home: Path | None, timeout_s: float, dashboard: bool) -> Clu
     command, dashboard_url = _ray_start_command(temp_dir, dashboard)
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if not env.get(AUTH_MODE_ENV):
+        # `ray start --head` turns token auth on only where a token already exists; a cluster
+        # soma starts has it on, as the in-process one `ray.init` starts does.
+        ensure_token()
+        env[AUTH_MODE_ENV] = AUTH_TOKEN
     # SIGTERM from `soma stop` ends the node at once (Ray would otherwise drain it for 30 s).
     env.setdefault("RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S", "0")
     with open(log, "w") as out:

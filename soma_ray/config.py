@@ -7,7 +7,9 @@ Layout of a data dir (one per network):
     DIR/network.json           the NetworkConfig below (a file written before a setting existed
                                gets its default)
     DIR/validator-<i>/db       validator i's LMDB store
-    DIR/validator-<i>/validator.key   its secret key, when `keys == "files"` (mode 0600)
+    DIR/validator-<i>/validator.key   its secret key, when `keys == "files"` (mode 0600): the
+                               32 raw bytes, or sealed with $SOMA_VALIDATOR_PASSWORD
+                               (soma_ray/keyfile.py); refused when group or others may read it
     DIR/feeds/<name>.cursor    the last checkpoint sequence feed subscriber <name> acknowledged
     DIR/blobs/                 the blob store: submission data and encrypted weights
     DIR/genesis.json           the genesis, when it was written at creation (genesis weights)
@@ -27,13 +29,22 @@ from pathlib import Path
 
 import msgspec
 
-from soma_ray.files import write_atomic
+from soma_ray.files import FileTooLarge, write_atomic
+from soma_ray.keyfile import (
+    BadSealedFile, KdfLimits, KeyFileError, PrivateFileError, WrongPassphrase,
+    is_sealed, read_private, seal, unseal,
+)
 from soma_ray.protocol.crypto import Keypair
+from soma_ray.protocol.encoding import enc_hook
 from soma_ray.protocol.genesis import GenesisConfig, localnet_genesis_config, preset_keypair
 
 DEFAULT_NAMESPACE = "soma"
 CONFIG_FILE = "network.json"
 KEY_FILE = "validator.key"
+# The passphrase validator keys are sealed with, read from the environment of the process that
+# reads or writes the key: on a testnet, the one `ray start` runs with on the validator's node.
+VALIDATOR_PASSWORD_ENV = "SOMA_VALIDATOR_PASSWORD"
+MAX_KEY_FILE_BYTES = 4096
 GENESIS_FILE = "genesis.json"
 # Chains a client can name instead of a namespace.
 CHAINS = {"localnet": DEFAULT_NAMESPACE}
@@ -68,6 +79,13 @@ class NetworkConfig:
     # `NonceTooFarAhead`, so one key cannot take the whole pool. The default still lets one key
     # pipeline that many transactions at once (bench_localnet runs 1,500 per sender).
     mempool_per_sender: int = 2_000
+    # Bytes one validator's mempool holds at most, in all and per sender (node-local, like the
+    # counts): beyond them, `MempoolBytesFull` and `SenderBytesFull` (429). 256 MiB bounds a
+    # validator's pool whatever the transactions' sizes (the counts alone allowed 100,000 ×
+    # 256 KiB); 16 MiB per sender still takes 64 transactions of max_tx_bytes, or thousands of
+    # transfers (bench_localnet pipelines 1,500 per sender, ~200 bytes each).
+    mempool_bytes: int = 256 * 1024 * 1024
+    mempool_sender_bytes: int = 16 * 1024 * 1024
     # Seconds a transaction stays in a validator's mempool at most (node-local): one still
     # there then (its sender never sent the missing earlier nonce, or nothing commits) is
     # dropped and its submitter told `TransactionExpired`, freeing its sender's slot.
@@ -138,7 +156,7 @@ class NetworkConfig:
     def validator_keypair(self, index: int) -> Keypair:
         if self.keys == "preset":
             return preset_keypair("validator", index)
-        return Keypair.from_secret((self.validator_dir(index) / KEY_FILE).read_bytes())
+        return read_validator_key(self.validator_dir(index) / KEY_FILE)
 
     def validator_public_keys(self) -> list[bytes]:
         """Every validator's public key, in index order, from the genesis (what a validator
@@ -201,11 +219,70 @@ def load_genesis_config(path: str | os.PathLike) -> GenesisConfig:
 
 
 def save_genesis_config(config: GenesisConfig, path: str | os.PathLike) -> None:
-    write_atomic(path, msgspec.json.format(msgspec.json.encode(config)))
+    write_atomic(path, msgspec.json.format(msgspec.json.encode(config, enc_hook=enc_hook)))
 
 
-def write_validator_key(config: NetworkConfig, index: int, keypair: Keypair) -> None:
-    """Keep validator `index`'s secret on its own disk, readable by its owner only."""
+class ValidatorKeyError(KeyFileError):
+    """A validator key file that cannot be used (missing, readable by others, sealed without
+    its passphrase, not a key): the message names the file and the fix. A validator whose key
+    is refused does not start (its actor dies with this error; Ray does not restart an actor
+    whose constructor raised), and the testnet launcher checks every key on its node first."""
+
+    def __init__(self, path: Path, reason: str):
+        self.path = path
+        self.reason = reason
+        super().__init__(f"validator key {path}: {reason}")
+
+    def __reduce__(self):  # it crosses Ray's process boundaries (an actor's death cause)
+        return type(self), (self.path, self.reason)
+
+
+def write_validator_key(config: NetworkConfig, index: int, keypair: Keypair,
+                        passphrase: str | None = None, limits: KdfLimits | None = None) -> None:
+    """Keep validator `index`'s secret on its own disk, readable by its owner only (0600):
+    sealed with `passphrase`, else with $SOMA_VALIDATOR_PASSWORD when it is set, else raw."""
     path = config.validator_dir(index) / KEY_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, keypair.secret, durable=True)  # 0600
+    passphrase = passphrase or os.environ.get(VALIDATOR_PASSWORD_ENV) or None
+    data = keypair.secret if passphrase is None else seal(keypair.secret, passphrase, limits)
+    write_atomic(path, data, durable=True)  # 0600
+
+
+def read_validator_key(path: Path, passphrase: str | None = None) -> Keypair:
+    """The keypair in a validator key file, or ValidatorKeyError: refused when group or others
+    may access it (checked on the open descriptor); a sealed one opens with `passphrase`, else
+    $SOMA_VALIDATOR_PASSWORD (never a prompt: validators run unattended)."""
+    path = Path(path)
+    try:
+        data = read_private(path, MAX_KEY_FILE_BYTES)
+    except FileNotFoundError:
+        raise ValidatorKeyError(path, "missing (a testnet launch writes it on the validator's "
+                                "node; restore it from a backup)") from None
+    except FileTooLarge:
+        raise ValidatorKeyError(path, f"over {MAX_KEY_FILE_BYTES} bytes: not a key") from None
+    except PrivateFileError as error:
+        if error.mode is not None:
+            raise ValidatorKeyError(path, f"mode {error.mode:04o}: group or others may read it, "
+                                    f"and a key file must be its owner's only; run chmod 600 "
+                                    f"{path}") from None
+        raise ValidatorKeyError(path, error.reason) from None
+    if len(data) == 32:
+        return Keypair.from_secret(data)
+    if not is_sealed(data):
+        raise ValidatorKeyError(path, "neither a 32-byte secret nor an encrypted key file")
+    source = "the passphrase" if passphrase else VALIDATOR_PASSWORD_ENV
+    passphrase = passphrase or os.environ.get(VALIDATOR_PASSWORD_ENV)
+    if not passphrase:
+        raise ValidatorKeyError(path, f"encrypted, and {VALIDATOR_PASSWORD_ENV} is not set where "
+                                "it is read (on a testnet: in the environment `ray start` runs "
+                                "with on this validator's node)")
+    try:
+        secret = unseal(data, passphrase, path, source)
+    except WrongPassphrase:
+        raise ValidatorKeyError(path, f"{source} does not open it (wrong passphrase, or the "
+                                "file was altered)") from None
+    except BadSealedFile as error:
+        raise ValidatorKeyError(path, error.reason) from None
+    if len(secret) != 32:
+        raise ValidatorKeyError(path, "the encrypted secret is not 32 bytes")
+    return Keypair.from_secret(secret)

@@ -5,14 +5,18 @@ Its route methods are made from the route table (soma_ray/routes.py), one per ro
 the signature of its `Transport` method: the arguments go where the route says (path, query,
 body), the reply decodes as the route's type. A refused request raises its typed error; a
 gateway that cannot be reached raises `GatewayUnavailable`; a fault on its side (a 5xx that
-carries no typed error) `GatewayError`.
+carries no typed error) `GatewayError`. A `RateLimited` refusal (429: this client asked too often,
+or holds too many requests of the route's class) is retried after its Retry-After, for at most
+`RATE_LIMIT_PATIENCE_S` in all; then it is raised.
 
     transport = HttpTransport("http://127.0.0.1:8000")
     page = await transport.list_targets("open", 10, None, None, None, None)
 """
 from __future__ import annotations
 
+import asyncio
 import inspect
+import time
 
 import aiohttp
 import msgspec
@@ -26,6 +30,9 @@ from soma_ray.transport import Transport
 
 # A submit waits for finality (up to a minute) before the gateway answers.
 REQUEST_TIMEOUT_S = 180.0
+# How long a request refused with RateLimited is retried (after each Retry-After) before the
+# refusal is raised.
+RATE_LIMIT_PATIENCE_S = 60.0
 OCTETS = "application/octet-stream"
 
 
@@ -71,18 +78,29 @@ class HttpTransport:
     async def call(self, route: Route, arguments: dict):
         """`route` with `arguments` (its Transport method's, by name): the decoded reply."""
         body, content_type = _body(route, arguments)
-        content = await self._request(route.method, self.route_url(route, arguments), body,
-                                      route.query(arguments), route.missing_ok, content_type)
+        url, query, headers = self.route_url(route, arguments), route.query(arguments), route.headers(arguments)
+        give_up = time.monotonic() + RATE_LIMIT_PATIENCE_S
+        while True:
+            try:
+                content = await self._request(route.method, url, body, query, route.missing_ok,
+                                              content_type, headers)
+                break
+            except errors.RateLimited as limited:
+                wait = max(1, int(limited.retry_after_s))
+                if time.monotonic() + wait > give_up:
+                    raise
+                await asyncio.sleep(wait)
         if content is None or route.reply is RAW:
             return content
         return decode(content, route.reply)
 
     async def _request(self, method: str, url: str, body: bytes | None, params: dict,
-                       missing_ok: bool, content_type: str) -> bytes | None:
+                       missing_ok: bool, content_type: str, extra_headers: dict | None = None
+                       ) -> bytes | None:
         """The reply body; None for a NotFound when `missing_ok`; raises the typed error of a 4xx."""
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S))
-        headers = {"Accept": wire.MSGPACK, "Content-Type": content_type}
+        headers = {"Accept": wire.MSGPACK, "Content-Type": content_type, **(extra_headers or {})}
         try:
             async with self._session.request(method, url, data=body, params=params,
                                              headers=headers) as response:

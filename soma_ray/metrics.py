@@ -24,11 +24,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from ray.util import metrics as ray_metrics
 
 from soma_ray.config import NetworkConfig
-from soma_ray.protocol.encoding import decode
+from soma_ray.protocol.checkpoint import executed_transactions
 from soma_ray.protocol.targets import DISTANCE_SCALE
 from soma_ray.protocol.types import (
-    Checkpoint, CheckpointEntry, InitiateChallenge, ResolveChallenge, RevealSubmission,
-    SignedTransaction, TransactionEffects,
+    Checkpoint, InitiateChallenge, ResolveChallenge, RevealSubmission, TransactionEffects,
 )
 
 ENABLED = os.environ.get("SOMA_METRICS", "1") != "0"
@@ -117,6 +116,20 @@ AUDITS = MetricDef("soma_audits", COUNTER, "Audits this validator completed, by 
 AUDIT_SECONDS = MetricDef("soma_audit_seconds", HISTOGRAM,
                           "Seconds one audit took (download and scoring included)", _VALIDATOR,
                           SECONDS)
+# -- sampling audits (actors/audit.py; soma_ray/node/sampling.py) --------------------------------
+SAMPLING_AUDITS = MetricDef(
+    "soma_sampling_audits", COUNTER,
+    "Fills this validator settled as their sampling auditor, by outcome (holds, ScoreFraud, "
+    "DataFraud: re-scored within the window; moot: undone or challenged before; missed: the window "
+    "closed first) and role (assignee, fallback)", ("network", "validator", "outcome", "role"))
+SAMPLING_LATENCY_SECONDS = MetricDef(
+    "soma_sampling_latency_seconds", HISTOGRAM,
+    "Seconds from a fill's checkpoint (consensus time) to this validator's sampled verdict",
+    _VALIDATOR, SECONDS)
+SAMPLING_COVERAGE = MetricDef(
+    "soma_sampling_coverage", GAUGE,
+    "Of the fills assigned to this validator that needed an audit, the share re-scored within "
+    "their challenge window (its ledger since the worker's first start)", _VALIDATOR)
 # -- the scoring service (serve/scoring.py); `app`: its Serve application's name -------------------
 SCORING_SECONDS = MetricDef("soma_scoring_seconds", HISTOGRAM,
                             "Seconds a scoring request took at the ingress, by outcome (ok, error)",
@@ -132,9 +145,23 @@ GATEWAY_REQUESTS = MetricDef("soma_gateway_requests", COUNTER,
                              "HTTP requests the gateway answered, by route and status code",
                              ("network", "route", "code"))
 
+# -- the network's held-out loss (soma_ray/heldout.py), measured by the crowd's evaluator ------------
+NETWORK_HELD_OUT_BPB = MetricDef(
+    "soma_network_held_out_bpb", GAUGE,
+    "The network's loss on the held-out corpus no participant reads, in bits per byte, by "
+    "definition (best: each item under its best active model; routed: each item under the model "
+    "it is routed to by embedding, as targets route data); over time, the network's learning curve",
+    ("network", "definition"))
+MODEL_HELD_OUT_BPB = MetricDef(
+    "soma_model_held_out_bpb", GAUGE,
+    "An active model's mean loss on the held-out corpus, in bits per byte (model: its id's first "
+    "16 hex digits)", ("network", "model"))
+
 DEFINITIONS = (CHECKPOINTS, FINALIZED_TRANSACTIONS, FINALITY_SECONDS, MEMPOOL_TRANSACTIONS, EPOCH,
                TARGETS, DISTANCE_THRESHOLD, HITS, CHALLENGES, AUDITS, AUDIT_SECONDS,
-               SCORING_SECONDS, SCORING_BATCH_SIZE, WEIGHTS_CACHE, GATEWAY_REQUESTS)
+               SAMPLING_AUDITS, SAMPLING_LATENCY_SECONDS, SAMPLING_COVERAGE,
+               SCORING_SECONDS, SCORING_BATCH_SIZE, WEIGHTS_CACHE, GATEWAY_REQUESTS,
+               NETWORK_HELD_OUT_BPB, MODEL_HELD_OUT_BPB)
 
 
 # -- tags -------------------------------------------------------------------------------------------
@@ -183,6 +210,17 @@ def record_audit(config: NetworkConfig, validator: int, verdict: str, seconds: f
     AUDIT_SECONDS.record(seconds, tags)
 
 
+def record_sampling(config: NetworkConfig, validator: int, outcome: str, role: str,
+                    latency_s: float | None, coverage: float | None) -> None:
+    """One fill settled by this validator's sampling audit, and its coverage so far."""
+    tags = validator_tags(config, validator)
+    SAMPLING_AUDITS.record(1, {**tags, "outcome": outcome, "role": role})
+    if latency_s is not None:
+        SAMPLING_LATENCY_SECONDS.record(latency_s, tags)
+    if coverage is not None:
+        SAMPLING_COVERAGE.record(coverage, tags)
+
+
 def record_followed(tags: dict[str, str], counts: list[tuple[str, int]], distance_threshold: int,
                     checkpoint: Checkpoint, effects: list[TransactionEffects]) -> None:
     """What the target index shows after following `checkpoint`: targets per status, the
@@ -196,17 +234,22 @@ def record_followed(tags: dict[str, str], counts: list[tuple[str, int]], distanc
         CHALLENGES.record(count, {**tags, "event": event})
 
 
+def record_held_out(tags: dict[str, str], loss) -> None:
+    """The network's held-out loss as last measured (a `soma_ray.heldout.NetworkLoss`)."""
+    NETWORK_HELD_OUT_BPB.record(loss.best_bpb, {**tags, "definition": "best"})
+    NETWORK_HELD_OUT_BPB.record(loss.routed_bpb, {**tags, "definition": "routed"})
+    for model in loss.models:
+        MODEL_HELD_OUT_BPB.record(model.bpb, {**tags, "model": model.model_id.hex()[:16]})
+
+
 # -- pure decisions ---------------------------------------------------------------------------------
 
 def feed_events(checkpoint: Checkpoint, effects: list[TransactionEffects]) -> Counter[str]:
     """The hits ("hit") and challenge events ("opened", or the verdict) of a checkpoint: its
     transactions that executed without error."""
     events: Counter[str] = Counter()
-    for raw, effect in zip(checkpoint.transactions, effects):
-        if effect.error is not None:
-            continue
-        entry = decode(raw, CheckpointEntry)
-        kind = entry.transaction.kind if isinstance(entry, SignedTransaction) else None
+    for tx, _ in executed_transactions(checkpoint, effects):
+        kind = tx.kind
         if isinstance(kind, RevealSubmission):
             events["hit"] += 1
         elif isinstance(kind, InitiateChallenge):

@@ -4,8 +4,12 @@ submission, stake, claim.
 `SomaClient` inherits these; each signs with the key it is given and returns once the
 transaction is in a certified checkpoint, raising the typed error if it failed.
 
-Ids and addresses are accepted as 0x-hex strings or bytes. Amounts are shannons
-(`to_shannons`/`to_soma` convert). Scores cross the chain in fixed point: a loss as
+Ids and addresses are accepted as 0x-hex strings or bytes; embeddings as any float sequence
+(bytes of little-endian float32, a list or tuple, a numpy array of any float dtype, a torch
+tensor), converted to float32 (`as_embedding_bytes`; the protocol's checks of finiteness and
+width still apply). Amounts are shannons (`to_shannons`/`to_soma` convert; `soma_sdk` takes
+SOMA). The library's own checks never call a method whose units `soma_sdk` changes: they read
+balances with `balance_shannons`. Scores cross the chain in fixed point: a loss as
 `round(loss × LOSS_SCALE)`, a distance as `round(distance × DISTANCE_SCALE)`.
 """
 from __future__ import annotations
@@ -14,7 +18,9 @@ import os
 from decimal import Decimal
 from typing import NamedTuple
 
-from soma_ray.node.audit import AuditFinding, Rescored, audit
+import numpy as np
+
+from soma_ray.node.audit import AuditFinding, Rescored, audit, data_problem
 from soma_ray.protocol import errors
 from soma_ray.wire import parse_hex
 from soma_ray.protocol.crypto import Keypair
@@ -28,8 +34,8 @@ from soma_ray.protocol.submissions import (
 from soma_ray.protocol.targets import DISTANCE_SCALE, accepts_commit, challenge_allowed, embedding_bytes
 from soma_ray.protocol.types import (
     AddStake, AddStakeToModel, Challenge, ClaimRewards, CommitModel, CommitSubmission, CreateModel,
-    DeactivateModel, InitiateChallenge, ReportModel, RevealModel, RevealSubmission, StakedSoma,
-    StakingPool, Submission, Target, TransactionEffects, Validator, WeightsManifest, WithdrawStake,
+    DeactivateModel, InitiateChallenge, ReportModel, RevealModel, RevealSubmission, SetCommission, StakedSoma,
+    StakingPool, Submission, Target, TransactionEffects, UndoReportModel, Validator, WeightsManifest, WithdrawStake,
 )
 from soma_ray.protocol.staking import pool_tokens_of, stake_is_active
 
@@ -38,6 +44,26 @@ NONCE_BYTES = 32
 CHALLENGE_KINDS = {"score-fraud": "ScoreFraud", "data-fraud": "DataFraud"}
 # The chain keeps only open challenges: a resolved or closed one is deleted with its bonds paid.
 CHALLENGE_STATUSES = ("open",)
+# Trouble on an auditor's own side, never a finding: the scoring service or the network
+# unreachable (ConnectionError, OSError), a timeout, the scoring service saying it is unavailable.
+OWN_TROUBLE = (ConnectionError, TimeoutError, OSError, errors.ScoringUnavailable, errors.ScoringTimeout)
+
+
+def as_embedding_bytes(embedding) -> bytes:
+    """An embedding as the chain carries it (little-endian float32 bytes) from any float
+    sequence: bytes as they are, anything else (list, tuple, numpy array of any float dtype, a
+    torch tensor) converted to float32 first. NaN/inf (also a float64 value beyond float32's
+    range) and anything but a vector are refused by the protocol's check (`embedding_bytes`)."""
+    if isinstance(embedding, (bytes, bytearray, memoryview)):
+        return embedding_bytes(bytes(embedding))
+    if hasattr(embedding, "detach") and hasattr(embedding, "cpu"):  # a torch tensor
+        embedding = embedding.detach().cpu().float().numpy()
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            array = np.asarray(embedding, dtype=np.float32)
+    except (TypeError, ValueError) as error:
+        raise errors.MalformedInput(reason=f"an embedding is a sequence of numbers ({error})"[:200]) from None
+    return embedding_bytes(array)
 
 
 def as_id(value: str | bytes, what: str = "an id") -> bytes:
@@ -88,15 +114,41 @@ def _challenge_info(challenge: Challenge) -> ChallengeInfo:
                          challenge.kind, challenge.bond, challenge.opened_epoch, "open")
 
 
-def _model_named(error: errors.ProtocolError) -> bytes | None:
-    """The model id an error names (the scoring service's HTTP errors carry it as hex)."""
-    model_id = error.model_id
+def _model_named(error: Exception, among: list[bytes]) -> bytes | None:
+    """The model of `among` a failure names, if it is one that only names a model: the scoring
+    service's ModelUnavailable, the chain's ModelHasNoWeights, an unknown model (the HTTP path
+    carries the id as hex)."""
+    if isinstance(error, (errors.ModelUnavailable, errors.ModelHasNoWeights)):
+        model_id = error.model_id
+    elif isinstance(error, errors.ObjectNotFound) and error.kind == "model":
+        model_id = error.id
+    else:
+        return None
     if isinstance(model_id, str):
         try:
-            return bytes.fromhex(model_id.removeprefix("0x"))
+            model_id = bytes.fromhex(model_id.removeprefix("0x"))
         except ValueError:
             return None
-    return bytes(model_id)
+    model_id = bytes(model_id)
+    return model_id if model_id in among else None
+
+
+def _why(error: Exception) -> str:
+    return f"{getattr(error, 'code', type(error).__name__)}: {error}"[:500]
+
+
+def _check_reply(response, models: int, dim: int) -> None:
+    """A scoring reply of the shape asked for (one loss per model, a winner among them, an
+    embedding of the network's width), else UnusableReply."""
+    embedding = bytes(response.embedding)
+    if (len(response.losses) != models or not 0 <= response.winner < models
+            or len(embedding) != 4 * dim):
+        raise UnusableReply(f"{len(response.losses)} losses for {models} models, winner {response.winner}, "
+                            f"an embedding of {len(embedding)} bytes for width {dim}")
+
+
+class UnusableReply(ValueError):
+    """A scoring reply that is not of the shape asked for."""
 
 
 class ParticipantCalls:
@@ -125,12 +177,24 @@ class ParticipantCalls:
     async def create_model(self, keypair: Keypair, commission_rate: int,
                            stake_amount: int | None = None) -> bytes:
         """A new model owned by `keypair` (commission in basis points of its rewards; stake in
-        shannons, default the network's minimum); returns its id."""
+        shannons, default the network's minimum; `soma_sdk`'s default is all available,
+        `stake_all_available`); returns its id."""
         parameters = await self._parameters()
         effects = await self.execute(keypair, CreateModel(
             stake=parameters.model_min_stake if stake_amount is None else stake_amount,
             commission_bps=commission_rate, architecture_version=parameters.model_architecture_version))
         return effects.created[0]  # the model's id comes first (then its pool and the stake)
+
+    async def stake_all_available(self, keypair: Keypair) -> int:
+        """What "stake all available" stakes (shannons): the balance less the fee of the
+        transaction that stakes it (the network's base fee, which a transaction pays at most);
+        InsufficientBalance when that is below the network's minimum model stake."""
+        parameters = await self._parameters()
+        available = await self.balance_shannons(keypair.address) - parameters.base_fee
+        if available < parameters.model_min_stake:
+            raise errors.InsufficientBalance(required=parameters.model_min_stake + parameters.base_fee,
+                                             available=available + parameters.base_fee)
+        return available
 
     async def commit_model(self, keypair: Keypair, model_id: str | bytes, weights_url: str,
                            encrypted_weights: bytes, decryption_key: bytes, embedding) -> TransactionEffects:
@@ -141,17 +205,29 @@ class ParticipantCalls:
         return await self.execute(keypair, CommitModel(
             model_id=as_id(model_id, "a model id"), weights_manifest=manifest,
             weights_commitment=model_commitment(encrypted),
-            embedding_commitment=model_commitment(embedding_bytes(embedding)),
+            embedding_commitment=model_commitment(as_embedding_bytes(embedding)),
             key_commitment=model_commitment(bytes(decryption_key))))
 
     async def reveal_model(self, keypair: Keypair, model_id: str | bytes, decryption_key: bytes,
                            embedding) -> TransactionEffects:
         return await self.execute(keypair, RevealModel(
             model_id=as_id(model_id, "a model id"), decryption_key=bytes(decryption_key),
-            embedding=embedding_bytes(embedding)))
+            embedding=as_embedding_bytes(embedding)))
 
-    async def add_stake_to_model(self, keypair: Keypair, model_id: str | bytes, amount: int) -> TransactionEffects:
+    async def add_stake_to_model(self, keypair: Keypair, model_id: str | bytes,
+                                 amount: int | None = None) -> TransactionEffects:
+        """Stake `amount` shannons (default the network's minimum model stake) on a model."""
+        if amount is None:
+            amount = (await self._parameters()).model_min_stake
         return await self.execute(keypair, AddStakeToModel(model_id=as_id(model_id, "a model id"), amount=amount))
+
+    async def set_model_commission_rate(self, keypair: Keypair, model_id: str | bytes,
+                                        commission_rate: int) -> TransactionEffects:
+        """The owner's new commission (basis points), from the next epoch."""
+        return await self.execute(keypair, SetCommission(target=as_id(model_id, "a model id"), bps=commission_rate))
+
+    async def undo_report_model(self, keypair: Keypair, model_id: str | bytes) -> TransactionEffects:
+        return await self.execute(keypair, UndoReportModel(model_id=as_id(model_id, "a model id")))
 
     async def deactivate_model(self, keypair: Keypair, model_id: str | bytes) -> TransactionEffects:
         return await self.execute(keypair, DeactivateModel(model_id=as_id(model_id, "a model id")))
@@ -166,7 +242,7 @@ class ParticipantCalls:
         parameters = await self._parameters()
         nonce = os.urandom(NONCE_BYTES)
         commitment = submission_commitment(data_hash, data_size, as_id(model_id, "a model id"),
-                                           embedding_bytes(embedding), loss_score, nonce)
+                                           as_embedding_bytes(embedding), loss_score, nonce)
         effects = await self.execute(keypair, CommitSubmission(
             target_id=as_id(target_id, "a target id"), commitment=commitment,
             bond=required_bond(parameters, data_size) if bond is None else bond))
@@ -178,7 +254,7 @@ class ParticipantCalls:
         return await self.execute(keypair, RevealSubmission(
             submission_id=as_id(submission_id, "a submission id"), data_hash=bytes(data_hash),
             data_size=data_size, data_url=data_url, model_id=as_id(model_id, "a model id"),
-            embedding=embedding_bytes(embedding), loss_score=loss_score, nonce=bytes(nonce)))
+            embedding=as_embedding_bytes(embedding), loss_score=loss_score, nonce=bytes(nonce)))
 
     async def submit_data(self, keypair: Keypair, target_id: str | bytes, data: bytes, data_url: str,
                           model_id: str | bytes, embedding, distance_score: float,
@@ -200,7 +276,7 @@ class ParticipantCalls:
             raise errors.DistanceExceedsThreshold(distance=distance, threshold=target.distance_threshold)
         parameters = system.parameters
         bond, needed = required_bond(parameters, len(data)), submission_cost(parameters, len(data))
-        available = await self.get_balance(keypair.address)
+        available = await self.balance_shannons(keypair.address)
         if available < needed:
             raise errors.InsufficientBalance(required=needed, available=available)
         data_hash, loss = blake2b256(bytes(data)), int(round(loss_score * LOSS_SCALE))
@@ -250,7 +326,7 @@ class ParticipantCalls:
         bond = required if bond is None else bond
         if bond < required:
             raise errors.InsufficientBond(required=required, provided=bond)
-        available = await self.get_balance(keypair.address)
+        available = await self.balance_shannons(keypair.address)
         if available < bond + system.parameters.base_fee:
             raise errors.InsufficientBalance(required=bond + system.parameters.base_fee, available=available)
         effects = await self.execute(keypair, InitiateChallenge(submission_id=submission.id, kind=kind, bond=bond))
@@ -279,48 +355,102 @@ class ParticipantCalls:
                 found.append(_challenge_info(challenge))
         return found
 
-    async def verify(self, target_id: str | bytes, timeout_s: float | None = None) -> AuditFinding:
+    async def verify(self, target_id: str | bytes, timeout_s: float | None = None,
+                     decide_unscorable: bool = False) -> AuditFinding:
         """Audit a filled (or challenged) target as a validator does (spec §5): download its data,
         check hash and size, re-score it under all of the target's models through the scoring
-        service, and compare with the claims within the audit tolerance. The finding says
-        whether the claims hold (`claims_hold`, `verdict`, `fraud`, `reason`) with the numbers;
-        `timeout_s` bounds the download (default the network's audit_timeout_ms)."""
+        service, and compare with the claims within the network's `audit_tolerance`. The
+        finding says whether the claims hold (`claims_hold`, `verdict`, `fraud`, `reason`) with
+        the numbers; `timeout_s` bounds the download (default the network's audit_timeout_ms).
+
+        Any failure of a model (no weights on chain, download, size, checksum, decrypt, load, a
+        scoring failure that only that model meets, a reply of the wrong shape) leaves it out and
+        names it in `report`; when it is the claimed model the claims cannot be established
+        (ChallengerWins). Trouble of the auditor's own (`OWN_TROUBLE`: the scoring service or the
+        network unreachable, a timeout) raises, to be tried again. A failure of the data's
+        scoring that no model can be blamed for raises too, unless `decide_unscorable`: then the
+        claims cannot be established either (an auditor's last attempt: a challenge must not
+        lapse because its audit keeps crashing)."""
         target, submission = await self._filled_submission(as_id(target_id, "a target id"))
         revealed = submission.revealed
+        parameters = await self._parameters()
         if timeout_s is None:
-            timeout_s = (await self._parameters()).audit_timeout_ms / 1000
+            timeout_s = parameters.audit_timeout_ms / 1000
+        tolerance = parameters.audit_tolerance
         try:
             data, failure = await self.fetch_submission_data(target.id, timeout_s), None
         except (errors.FetchError, errors.FetchTooLarge, errors.NoRevealedSubmission) as error:
             data, failure = None, str(error)
-        if data is None:
-            return audit(target, revealed, None, failure, None)
-        return audit(target, revealed, data, None, await self._rescore(target, revealed.model_id, data))
+        if data is None or data_problem(revealed, data, None) is not None:
+            return audit(target, revealed, data, failure, None, tolerance)
+        try:
+            rescored = await self._rescore(target, revealed.model_id, data, parameters.embedding_dim)
+        except OWN_TROUBLE:
+            raise
+        except Exception as error:  # noqa: BLE001 - nothing to blame but the data's scoring
+            if not decide_unscorable:
+                raise
+            rescored = Rescored({}, None, [], {revealed.model_id: f"the data could not be scored: {_why(error)}"})
+        return audit(target, revealed, data, None, rescored, tolerance)
 
-    async def _rescore(self, target: Target, claimed_model: bytes, data: bytes) -> Rescored:
+    async def _rescore(self, target: Target, claimed_model: bytes, data: bytes, dim: int) -> Rescored:
         """Losses of every usable model of `target` on `data`, and the claimed model's embedding.
-        A model without weights or whose weights fail to load is left out and named."""
-        remaining, unloadable = list(target.model_ids), []
+        A model that cannot be used is left out and named with the reason: one the scoring
+        service or the chain names (`ModelUnavailable`, `ModelHasNoWeights`, an unknown model),
+        or, when a failure names no model, the ones that fail when scored alone."""
+        remaining, failed = list(target.model_ids), {}
         while remaining:
             try:
-                manifests = await self.get_model_manifests(remaining)
-                response = await self.score(None, manifests, target.embedding, data=data)
-            except (errors.ModelHasNoWeights, errors.ModelUnavailable) as error:
-                model_id = _model_named(error)
-                if model_id not in remaining:
-                    raise
+                manifests = await self._model_manifests(remaining)
+                response = await self._score_request(None, manifests, target.embedding, data=data)
+                _check_reply(response, len(manifests), dim)
+            except OWN_TROUBLE:
+                raise
+            except Exception as error:  # noqa: BLE001 - any failure: whose is it?
+                model_id = _model_named(error, remaining)
+                if model_id is None:
+                    return await self._rescore_each(target, claimed_model, data, dim, remaining, failed, error)
                 remaining.remove(model_id)
-                unloadable.append(model_id)
+                failed[model_id] = _why(error)
                 continue
             losses = {m.model_id: loss for m, loss in zip(manifests, response.losses)}
             if manifests[response.winner].model_id == claimed_model:
-                return Rescored(losses, response.embedding, unloadable)
+                return Rescored(losses, response.embedding, list(failed), failed)
             if claimed_model not in losses:
-                return Rescored(losses, None, unloadable)
-            alone = [m for m in manifests if m.model_id == claimed_model]
-            return Rescored(losses, (await self.score(None, alone, target.embedding, data=data)).embedding,
-                            unloadable)
-        return Rescored({}, None, unloadable)
+                return Rescored(losses, None, list(failed), failed)
+            scored = await self._score_alone(target, claimed_model, data, dim)
+            if isinstance(scored, str):  # the claimed model fails alone: it cannot be used
+                losses.pop(claimed_model)
+                failed[claimed_model] = scored
+                return Rescored(losses, None, list(failed), failed)
+            return Rescored(losses, scored.embedding, list(failed), failed)
+        return Rescored({}, None, list(failed), failed)
+
+    async def _rescore_each(self, target: Target, claimed_model: bytes, data: bytes, dim: int,
+                            remaining: list[bytes], failed: dict[bytes, str], error: Exception) -> Rescored:
+        """Each remaining model scored alone, after a failure that named none: the models that
+        fail alone are the ones to blame. When every one fails, no model is (the data or the
+        service is): `error` is raised again."""
+        scored = {model_id: await self._score_alone(target, model_id, data, dim) for model_id in remaining}
+        if all(isinstance(s, str) for s in scored.values()):
+            raise error
+        failed = {**failed, **{m: s for m, s in scored.items() if isinstance(s, str)}}
+        losses = {m: s.loss_score for m, s in scored.items() if not isinstance(s, str)}
+        claimed = scored.get(claimed_model)
+        return Rescored(losses, None if claimed is None or isinstance(claimed, str) else claimed.embedding,
+                        list(failed), failed)
+
+    async def _score_alone(self, target: Target, model_id: bytes, data: bytes, dim: int):
+        """`model_id` alone on `data`: its ScoreResponse, or why it cannot be used (a str)."""
+        try:
+            manifests = await self._model_manifests([model_id])
+            response = await self._score_request(None, manifests, target.embedding, data=data)
+            _check_reply(response, 1, dim)
+            return response
+        except OWN_TROUBLE:
+            raise
+        except Exception as error:  # noqa: BLE001 - this model's failure, whatever it is
+            return _why(error)
 
     async def report_model(self, keypair: Keypair, model_id: str | bytes) -> TransactionEffects:
         """A validator's report of a model whose weights cannot be used (spec §2): a report

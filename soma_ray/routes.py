@@ -23,20 +23,24 @@ from typing import Annotated, Any, Callable
 
 import msgspec
 
+from soma_ray.limits import Limit
 from soma_ray.node.replies import SubmitReply, ValidatorStatus
 from soma_ray.protocol import errors
 from soma_ray.protocol.encoding import decode
 from soma_ray.protocol.state import (
     ACCOUNT, CHALLENGE, MODEL, STAKED_SOMA, STAKING_POOL, SUBMISSION, TARGET, VALIDATOR,
 )
+from soma_ray.tickets import TICKET_HEADER, parse_ticket, show_ticket
 from soma_ray.protocol.types import (
     Account, Challenge, Checkpoint, Model, StakedSoma, StakingPool, Submission, SystemState, Target,
     Validator,
 )
 from soma_ray.wire import (
+    CHALLENGE_STATUSES, SUBMISSION_STATUSES, ChallengePage, ChallengeView, SubmissionPage, SubmissionView,
     MAX_BATCH, MAX_PAGE, MAX_WAIT_S, STATUSES, Uploaded, CheckpointReply, EpochInfo, EpochReply,
     FaucetRequest, Health, IndexStatus, Leaderboard, ModelManifest, ModelView, NearbyTarget,
-    NearestRequest, ScoreRequest, ScoreResponse, TargetPage, TargetView, json_view, parse_hex,
+    NearestRequest, ScoreRequest, ScoreResponse, TargetPage, TargetView, TicketRequest, UploadTicket,
+    json_view, parse_hex,
 )
 
 RAW = "raw"  # a body or reply of bytes as they are
@@ -54,6 +58,31 @@ UPLOAD = "upload"  # bytes into the blob store
 DOWNLOAD = "download"  # bytes out of the blob store
 SCORE = "score"  # forward passes on the scoring service
 RATE_CLASSES = (READ, SUBMIT, FAUCET, LONG_POLL, UPLOAD, DOWNLOAD, SCORE)
+
+# The limits of each class (soma_ray/limits.py; enforced by serve/router.py for every route of
+# the class, per application replica: one replica each, so "all" is every client of the
+# network). Per client (the HTTP client's address): requests per window (the burst; refilled
+# evenly) and requests in flight; for all clients: requests in flight, and for the faucet
+# requests per window too. Over a bound: 429 RateLimited with Retry-After, nothing done.
+# The in-flight bounds of all clients keep each application's capacity for what must not
+# wait: the gateway's 2,000 request slots are never all long polls (256); the blob store's 64
+# hold at most 8 uploads and 32 downloads, the rest left to the in-cluster callers (audits read
+# through the deployment handle); public score requests hold at most 8 of the scoring ingress's
+# slots, i.e. at most 8 x 16 models = 128 sub-calls, half a model replica's 256 (the in-cluster
+# lane, which audits use, has the rest and goes first: docs/scoring.md).
+RATE_LIMITS: dict[str, Limit] = {
+    READ: Limit(per_client=600, window_s=60, client_concurrent=32, concurrent=1_000),
+    SUBMIT: Limit(per_client=300, window_s=60, client_concurrent=16, concurrent=512),
+    FAUCET: Limit(per_client=10, window_s=60, client_concurrent=2, concurrent=8, per_window=120),
+    LONG_POLL: Limit(per_client=60, window_s=60, client_concurrent=4, concurrent=256),
+    UPLOAD: Limit(per_client=60, window_s=60, client_concurrent=4, concurrent=8),
+    DOWNLOAD: Limit(per_client=1_200, window_s=60, client_concurrent=16, concurrent=32),
+    SCORE: Limit(per_client=60, window_s=60, client_concurrent=2, concurrent=8),
+}
+# A localnet's: one developer's scripts and tests from one address, so each client may ask ten
+# times as often and hold eight times as many requests; the bounds for all clients stay.
+LOCALNET_RATE_LIMITS: dict[str, Limit] = {
+    name: limit.scaled(rate=10, concurrency=8) for name, limit in RATE_LIMITS.items()}
 
 APPS = ("gateway", "blobs", "scoring")
 # Where each application's routes live, below the gateway's URL.
@@ -159,10 +188,15 @@ class Param:
     codec: Codec
     in_path: bool = False
     required: bool = False  # a query parameter that may not be left out
+    header: str | None = None  # travels in this request header instead (left out: None)
 
 
 def _path(name: str, codec: Codec) -> Param:
     return Param(name, codec, in_path=True)
+
+
+# An upload's ticket, in its header.
+TICKET = Codec(parse_ticket, show_ticket)
 
 
 ID = 32  # ids and addresses are 32 bytes
@@ -225,7 +259,11 @@ class Route:
 
     def query(self, arguments: dict) -> dict[str, str]:
         return {p.name: p.codec.show(arguments[p.name]) for p in self.params
-                if not p.in_path and arguments.get(p.name) is not None}
+                if not p.in_path and p.header is None and arguments.get(p.name) is not None}
+
+    def headers(self, arguments: dict) -> dict[str, str]:
+        return {p.header: p.codec.show(arguments[p.name]) for p in self.params
+                if p.header is not None and arguments.get(p.name) is not None}
 
     def limit_name(self, path_arguments: dict) -> str | int:
         return self.body_limit.format(**path_arguments) if isinstance(self.body_limit, str) else self.body_limit
@@ -274,7 +312,10 @@ _ROUTES = (
     Route("get_object", "GET", "/objects/{key}", RAW,
           (_path("key", hex_bytes("an object key", max_length=ID + 1)),), missing_ok=True,
           shown=_object_view),
-    Route("object_ids", "GET", "/ids/{tag}", list[bytes], (_path("tag", hex_bytes("a tag", 1)),)),
+    # One page of a namespace's ids, ascending, after `after` (the SDK follows the pages).
+    Route("object_ids", "GET", "/ids/{tag}", list[bytes],
+          (_path("tag", hex_bytes("a tag", 1)), Param("limit", integer("limit", 1, MAX_PAGE)),
+           Param("after", hex_bytes("after", ID)))),
     Route("system_state", "GET", "/system", RAW, shown=_as(SystemState)),
     Route("epoch_info", "GET", "/epoch", EpochInfo),
     Route("wait_for_epoch", "GET", "/epoch/wait", EpochReply,
@@ -303,15 +344,35 @@ _ROUTES = (
     Route("leaderboard", "GET", "/leaderboard", Leaderboard,
           (Param("limit", integer("limit", 1, MAX_PAGE)),)),
     Route("index_status", "GET", "/index/status", IndexStatus),
-    # ---- the blob store
-    Route("upload", "PUT", "/{kind}", Uploaded, (_path("kind", choice("a blob kind", ("data", "weights"))),),
+    # Every submission and challenge the chain has held, the closed ones too (the chain deletes
+    # them): by miner, target, submission or challenger, in creation order.
+    Route("list_submissions", "GET", "/submissions", SubmissionPage,
+          (Param("miner", hex_bytes("miner", ID)), Param("target_id", hex_bytes("target_id", ID)),
+           Param("status", choice("status", SUBMISSION_STATUSES)), Param("limit", integer("limit", 1, MAX_PAGE)),
+           Param("page_token", short_text("page_token")), MIN_SEQUENCE)),
+    Route("get_submission", "GET", "/submissions/{submission_id}", SubmissionView,
+          (_path("submission_id", hex_bytes("a submission id", ID)), MIN_SEQUENCE)),
+    Route("list_challenges", "GET", "/challenges", ChallengePage,
+          (Param("submission_id", hex_bytes("submission_id", ID)), Param("challenger", hex_bytes("challenger", ID)),
+           Param("target_id", hex_bytes("target_id", ID)), Param("status", choice("status", CHALLENGE_STATUSES)),
+           Param("limit", integer("limit", 1, MAX_PAGE)), Param("page_token", short_text("page_token")),
+           MIN_SEQUENCE)),
+    Route("get_challenge", "GET", "/challenges/{challenge_id}", ChallengeView,
+          (_path("challenge_id", hex_bytes("a challenge id", ID)), MIN_SEQUENCE)),
+    # ---- the blob store (uploads: soma_ray/tickets.py)
+    Route("upload_ticket", "POST", "/ticket", UploadTicket, body=TicketRequest, body_arg="request",
+          body_limit=1_024, app="blobs", rate=UPLOAD),
+    Route("upload", "PUT", "/{kind}", Uploaded,
+          (_path("kind", choice("a blob kind", ("data", "weights"))),
+           Param("ticket", TICKET, header=TICKET_HEADER)),
           body=RAW, body_arg="data", body_limit="upload_{kind}", app="blobs", rate=UPLOAD, stream=True),
     Route("get_blob", "GET", "/{checksum}", RAW, (_path("checksum", BLOB_CHECKSUM),),
           app="blobs", rate=DOWNLOAD),
     # ---- the scoring service
     Route("score", "POST", "/score", ScoreResponse, body=ScoreRequest, body_arg="request",
           body_limit="score_request", app="scoring", rate=SCORE),
-    Route("scoring_health", "GET", "/health", dict, app="scoring"),
+    # It asks a model replica for its counters: a score request's class, not a read's.
+    Route("scoring_health", "GET", "/health", dict, app="scoring", rate=SCORE),
 )
 
 ROUTES: dict[str, Route] = {route.name: route for route in _ROUTES}

@@ -17,8 +17,9 @@ from typing import Any, Protocol
 
 from soma_ray.node.replies import SubmitReply, ValidatorStatus
 from soma_ray.wire import (
-    Uploaded, CheckpointReply, EpochInfo, EpochReply, Health, IndexStatus, Leaderboard, ModelManifest,
-    ModelView, NearbyTarget, ScoreRequest, ScoreResponse, TargetPage, TargetView,
+    ChallengePage, ChallengeView, SubmissionPage, SubmissionView, Uploaded, CheckpointReply, EpochInfo, EpochReply, Health, IndexStatus, Leaderboard, ModelManifest,
+    ModelView, NearbyTarget, ScoreRequest, ScoreResponse, TargetPage, TargetView, TicketRequest,
+    UploadTicket,
 )
 
 
@@ -35,7 +36,10 @@ class Transport(Protocol):
 
     async def get_object(self, key: bytes) -> bytes | None: ...
 
-    async def object_ids(self, tag: bytes) -> list[bytes]: ...
+    async def object_ids(self, tag: bytes, limit: int | None, after: bytes | None) -> list[bytes]:
+        """One page of the namespace's ids, ascending: at most `limit` (None: MAX_PAGE), those
+        above `after` (None: from the first). A page shorter than asked is the last."""
+        ...
 
     async def system_state(self) -> bytes: ...
 
@@ -71,12 +75,31 @@ class Transport(Protocol):
 
     async def index_status(self) -> IndexStatus: ...
 
+    # ---- the submissions and challenges index (the closed ones too)
+    async def list_submissions(self, miner: bytes | None, target_id: bytes | None, status: str | None,
+                               limit: int | None, page_token: str | None,
+                               min_sequence: int | None) -> SubmissionPage: ...
+
+    async def get_submission(self, submission_id: bytes, min_sequence: int | None) -> SubmissionView: ...
+
+    async def list_challenges(self, submission_id: bytes | None, challenger: bytes | None,
+                              target_id: bytes | None, status: str | None, limit: int | None,
+                              page_token: str | None, min_sequence: int | None) -> ChallengePage: ...
+
+    async def get_challenge(self, challenge_id: bytes, min_sequence: int | None) -> ChallengeView: ...
+
     # ---- the blob store and the scoring service
-    async def upload(self, kind: str, data: bytes) -> Uploaded: ...
+    async def upload_ticket(self, request: TicketRequest) -> UploadTicket:
+        """A ticket for one upload, for a signed request of a funded account (soma_ray/tickets.py)."""
+        ...
+
+    async def upload(self, kind: str, data: bytes, ticket: UploadTicket) -> Uploaded: ...
 
     async def get_blob(self, checksum: bytes) -> bytes: ...
 
-    async def score(self, request: ScoreRequest) -> ScoreResponse: ...
+    async def score(self, request: ScoreRequest) -> ScoreResponse:
+        """Score under the on-chain models `request.model_ids` (the service resolves them)."""
+        ...
 
     async def scoring_health(self) -> dict[str, Any]: ...
 

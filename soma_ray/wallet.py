@@ -11,7 +11,15 @@ the new one, never half of either, and concurrent commands do not lose each othe
 
 Key store (`save_secret`, `load_secret`): one record per model committed from this machine,
 `$SOMA_HOME/models/<model id>.json` (0600 in a 0700 directory), written and read with the
-wallet's own private-file helpers (`write_private`, `read_private`).
+wallet's own private-file helpers (`write_private`, `read_private`, in soma_ray/keyfile.py).
+
+Encryption at rest (docs/wallet.md): a wallet can be sealed with a passphrase (Argon2id +
+XSalsa20-Poly1305, `soma_ray.keyfile`); the whole document above is then the sealed plaintext. A
+sealed wallet stays sealed through every change; a plaintext one opens and stays as before. The
+passphrase of a sealed file: the caller's, else $SOMA_WALLET_PASSWORD, else the one this process
+already opened a sealed wallet with, else a hidden prompt when stdin is a terminal, else
+`PassphraseRequired`. Key store records are sealed with the passphrase of the sealed wallet this
+process opened (or one given), so a model's decryption key is kept as its owner's key is.
 """
 
 from __future__ import annotations
@@ -19,15 +27,21 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import getpass
 import json
 import os
-import stat
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from soma_ray import keyfile
 from soma_ray.cluster import soma_home
-from soma_ray.files import FileTooLarge, read_at_most, write_atomic
+from soma_ray.files import FileTooLarge
+from soma_ray.keyfile import (  # noqa: F401  (PrivateFileError, read/write_private: re-exported)
+    KdfLimits, PrivateFileError, is_sealed, read_private, seal, sealed_limits,
+    write_private,
+)
 from soma_ray.protocol.crypto import Keypair, show_address
 from soma_ray.protocol.errors import MalformedInput, ProtocolError
 from soma_ray.protocol.targets import embedding_bytes
@@ -35,6 +49,8 @@ from soma_ray.wire import parse_hex
 
 DEFAULT_WALLET = Path("~/.soma/wallet.json")
 WALLET_ENV = "SOMA_WALLET"
+# The passphrase of a sealed wallet and of the key store records sealed with it, for scripts.
+PASSWORD_ENV = "SOMA_WALLET_PASSWORD"
 FORMAT_VERSION = 1
 MAX_NAME_LEN = 64
 
@@ -49,9 +65,15 @@ class InsecureWalletFile(WalletError):
     def __init__(self, path: Path, mode: int):
         self.path = path
         self.mode = mode
-        super().__init__(
-            f"{path} has mode {mode:04o}; a key file must be private: run chmod 600 {path}"
-        )
+        super().__init__(keyfile.loose_mode_message(path, mode))
+
+
+class WrongPassphrase(WalletError, keyfile.WrongPassphrase):
+    """The passphrase does not open a sealed wallet or key store record; nothing was written."""
+
+
+class PassphraseRequired(WalletError, keyfile.PassphraseRequired):
+    """A sealed wallet or key store record, and no passphrase to open it with."""
 
 
 class CorruptWallet(WalletError):
@@ -106,17 +128,6 @@ class BadSecretText(WalletError):
         super().__init__(f"bad secret key text: {reason}")
 
 
-class PrivateFileError(WalletError):
-    """A private file (the wallet, a key store record) that cannot be used: `reason` says why;
-    `mode` is set when users other than its owner may access it."""
-
-    def __init__(self, path: Path, reason: str, mode: int | None = None):
-        self.path = path
-        self.reason = reason
-        self.mode = mode
-        super().__init__(f"{path}: {reason}")
-
-
 def wallet_path(explicit: str | os.PathLike | None = None) -> Path:
     """The key file: `explicit` if given, else $SOMA_WALLET, else ~/.soma/wallet.json."""
     chosen = explicit or os.environ.get(WALLET_ENV) or DEFAULT_WALLET
@@ -131,16 +142,26 @@ def keypair_from_text(text: str) -> Keypair:
 
 
 class Wallet:
-    """Named keys, in the order they were added; `active` names the default key."""
+    """Named keys, in the order they were added; `active` names the default key. `passphrase`
+    is None for a plaintext wallet, else what its file is sealed with (at `limits`)."""
 
-    def __init__(self, path: Path, keys: dict[str, Keypair], active: str | None):
+    def __init__(self, path: Path, keys: dict[str, Keypair], active: str | None,
+                 passphrase: str | None = None, limits: KdfLimits | None = None):
         self.path = path
         self.keys = keys
         self.active = active
+        self.passphrase = passphrase
+        self.limits = limits
+
+    @property
+    def encrypted(self) -> bool:
+        return self.passphrase is not None
 
     @classmethod
-    def load(cls, path: str | os.PathLike | None = None) -> Wallet:
-        """The wallet at `path` (see `wallet_path`); an empty one if the file does not exist."""
+    def load(cls, path: str | os.PathLike | None = None, passphrase: str | None = None) -> Wallet:
+        """The wallet at `path` (see `wallet_path`); an empty one if the file does not exist. A
+        sealed file opens with `passphrase`, else as the module docstring says (the variable,
+        this process's earlier one, a prompt): WrongPassphrase or PassphraseRequired if not."""
         path = wallet_path(path)
         try:
             raw = read_private(path)
@@ -150,7 +171,14 @@ class Wallet:
             if err.mode is not None:
                 raise InsecureWalletFile(path, err.mode) from None
             raise CorruptWallet(path, err.reason) from None
-        return cls(path, *_parse(path, raw))
+        if not is_sealed(raw):
+            return cls(path, *_parse(path, raw))
+        try:
+            limits = sealed_limits(raw, path)
+        except keyfile.BadSealedFile as err:
+            raise CorruptWallet(path, err.reason) from None
+        plain, passphrase = open_sealed(path, raw, passphrase)
+        return cls(path, *_parse(path, plain), passphrase, limits)
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -200,14 +228,28 @@ class Wallet:
 
         self._change(activate)
 
-    def _change(self, apply: Callable[[dict[str, Keypair], str | None], tuple]) -> Any:
-        """Re-read the file under an exclusive lock, apply the change, write it: two commands
-        changing one wallet at once both land. `apply` returns (keys, active, result)."""
+    def encrypt(self, passphrase: str, limits: KdfLimits | None = None) -> None:
+        """Seal the wallet with `passphrase` from now on (a plaintext one is encrypted, a sealed
+        one gets the new passphrase); a wallet with no file yet is written empty and sealed, so
+        its first key never reaches the disk in the clear."""
+        if not passphrase:
+            raise PassphraseRequired(self.path, PASSWORD_ENV)
+        self._change(lambda keys, active: (keys, active, None), (passphrase, limits))
+        _remember(passphrase)
+
+    def _change(self, apply: Callable[[dict[str, Keypair], str | None], tuple],
+                seal_with: tuple[str, KdfLimits | None] | None = None) -> Any:
+        """Re-read the file under an exclusive lock, apply the change, write it (sealed as the
+        file was, or with `seal_with`): two commands changing one wallet at once both land.
+        `apply` returns (keys, active, result). A file that cannot be opened is left as it was."""
         with _locked(self.path):
-            fresh = Wallet.load(self.path)
+            fresh = Wallet.load(self.path, self.passphrase)
             keys, active, result = apply(fresh.keys, fresh.active)
-            write_private(self.path, _serialize(keys, active))
+            passphrase, limits = seal_with or (fresh.passphrase, fresh.limits)
+            data = _serialize(keys, active)
+            write_private(self.path, data if passphrase is None else seal(data, passphrase, limits))
         self.keys, self.active = keys, active
+        self.passphrase, self.limits = passphrase, limits
         return result
 
 
@@ -247,33 +289,6 @@ def _check_name(name: str) -> None:
     printable = name.isprintable() and not any(c.isspace() for c in name)
     if not (0 < len(name) <= MAX_NAME_LEN and printable):
         raise InvalidKeyName(name)
-
-
-def read_private(path: Path, limit: int | None = None, *, follow_symlinks: bool = True) -> bytes:
-    """The bytes of `path`, refused (PrivateFileError) unless it is a regular file only its
-    owner can access; checked on the open descriptor, so the file cannot be swapped between
-    check and read. FileNotFoundError when it does not exist; with `limit`, FileTooLarge when
-    it holds more (read no further)."""
-    flags = os.O_RDONLY | (0 if follow_symlinks else os.O_NOFOLLOW)
-    try:
-        fd = os.open(path, flags)
-    except FileNotFoundError:
-        raise
-    except OSError as err:
-        raise PrivateFileError(path, err.strerror or str(err)) from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise PrivateFileError(path, "not a regular file")
-        mode = stat.S_IMODE(st.st_mode)
-        if mode & 0o077:
-            raise PrivateFileError(path, f"mode {mode:04o}: others may access it", mode)
-        file = os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
-    with file:
-        return file.read() if limit is None else read_at_most(file, limit, path)
 
 
 def _serialize(keys: dict[str, Keypair], active: str | None) -> bytes:
@@ -319,13 +334,65 @@ def _parse(path: Path, raw: bytes) -> tuple[dict[str, Keypair], str | None]:
     return keys, active
 
 
-def write_private(path: Path, data: bytes) -> None:
-    """Atomically replace `path` by `data`, readable by the owner only, in a directory made
-    0700 if missing (`soma_ray.files.write_atomic`: a scratch file created 0600 by mkstemp
-    before any secret is written, synced, renamed over `path`, then the directory synced so the
-    rename itself survives a crash)."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    write_atomic(path, data, durable=True)
+# ------------------------------------------------------------------------------- passphrases
+
+# The passphrase this process last opened (or sealed) a wallet with: the key store records the
+# same command writes are sealed with it, and its records open without asking again.
+_opened_with: str | None = None
+
+
+def _remember(passphrase: str) -> None:
+    global _opened_with
+    _opened_with = passphrase
+
+
+def remembered_passphrase() -> str | None:
+    """The passphrase this process opened a sealed wallet with, if any."""
+    return _opened_with
+
+
+def forget_passphrase() -> None:
+    _remember(None)
+
+
+def ask(prompt: str) -> str | None:
+    """A passphrase typed at a hidden prompt, or None when stdin is not a terminal."""
+    stdin = sys.stdin
+    if stdin is None or not stdin.isatty():
+        return None
+    return getpass.getpass(prompt)
+
+
+def open_sealed(path: Path, raw: bytes, passphrase: str | None = None) -> tuple[bytes, str]:
+    """The plain bytes of the sealed file `raw` (at `path`) and the passphrase that opened it:
+    `passphrase` if given, else $SOMA_WALLET_PASSWORD (each final: a wrong one is
+    WrongPassphrase), else the one this process opened a wallet with (if it fits), else a hidden
+    prompt (`ask`), else PassphraseRequired."""
+    def attempt(candidate: str, source: str) -> bytes:
+        try:
+            return keyfile.unseal(raw, candidate, path, source)
+        except keyfile.WrongPassphrase:
+            raise WrongPassphrase(path, source) from None
+        except keyfile.BadSealedFile as err:
+            raise CorruptWallet(path, err.reason) from None
+
+    def opened(candidate: str, source: str) -> tuple[bytes, str]:
+        plain = attempt(candidate, source)
+        _remember(candidate)
+        return plain, candidate
+
+    if passphrase is not None:
+        return opened(passphrase, "the passphrase")
+    from_env = os.environ.get(PASSWORD_ENV)
+    if from_env:
+        return opened(from_env, PASSWORD_ENV)
+    if _opened_with is not None:
+        with contextlib.suppress(WrongPassphrase):
+            return opened(_opened_with, "the passphrase")
+    typed = ask(f"passphrase for {path}: ")
+    if not typed:
+        raise PassphraseRequired(path, PASSWORD_ENV)
+    return opened(typed, "the passphrase")
 
 
 # ------------------------------------------------------------------------------- the key store
@@ -353,20 +420,26 @@ def key_store_path(model_id: bytes, home: Path | None = None) -> Path:
     return (home or soma_home()) / KEY_STORE_DIR / f"{show_address(model_id)}.json"
 
 
-def save_secret(secret: ModelSecret, home: Path | None = None) -> Path:
-    """Write the record atomically, 0600 in a 0700 directory (`write_private`)."""
+def save_secret(secret: ModelSecret, home: Path | None = None, passphrase: str | None = None,
+                limits: KdfLimits | None = None) -> Path:
+    """Write the record atomically, 0600 in a 0700 directory (`write_private`); sealed with
+    `passphrase`, else with the one this process opened its sealed wallet with (if any)."""
     path = key_store_path(secret.model_id, home)
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     path.parent.chmod(0o700)  # one made earlier with a wider mode too
     record = {"version": KEY_STORE_VERSION, "model_id": show_address(secret.model_id),
               "decryption_key": show_address(secret.decryption_key),
               "embedding": show_address(secret.embedding), "weights_url": secret.weights_url}
-    write_private(path, (json.dumps(record, indent=2) + "\n").encode())
+    data = (json.dumps(record, indent=2) + "\n").encode()
+    passphrase = passphrase or remembered_passphrase()
+    write_private(path, data if passphrase is None else seal(data, passphrase, limits))
     return path
 
 
-def load_secret(model_id: bytes, home: Path | None = None) -> ModelSecret:
-    """The record of `model_id`; refused when missing, not private, too large or malformed."""
+def load_secret(model_id: bytes, home: Path | None = None,
+                passphrase: str | None = None) -> ModelSecret:
+    """The record of `model_id`; refused when missing, not private, too large or malformed. A
+    sealed record opens as a sealed wallet does (`open_sealed`)."""
     path = key_store_path(model_id, home)
     try:
         data = read_private(path, MAX_KEY_STORE_BYTES, follow_symlinks=False)
@@ -379,9 +452,13 @@ def load_secret(model_id: bytes, home: Path | None = None) -> ModelSecret:
         raise KeyStoreError(f"{path} is over {MAX_KEY_STORE_BYTES} bytes: not a key store record") from None
     except PrivateFileError as err:
         if err.mode is not None:
-            raise KeyStoreError(f"{path} has mode {err.mode:04o}; a key store record must be "
-                                f"private: run chmod 600 {path}") from None
+            raise KeyStoreError(keyfile.loose_mode_message(path, err.mode)) from None
         raise KeyStoreError(f"key store record {path}: {err.reason}") from None
+    if is_sealed(data):
+        try:
+            data, _ = open_sealed(path, data, passphrase)
+        except CorruptWallet as err:
+            raise KeyStoreError(f"{path} is not a usable key store record: {err.reason}") from None
     return parse_secret(data, model_id, path)
 
 

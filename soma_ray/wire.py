@@ -144,6 +144,49 @@ class Leaderboard(Struct):
     miners: list[MinerScore]  # by hits, then rewards, then address
 
 
+# The submissions and challenges index (node/target_index.py): every submission and challenge the
+# chain has held, the resolved and closed ones too (the chain deletes those).
+SUBMISSION_STATUSES = ("committed", "revealed", "challenged", "claimed", "slashed", "dropped")
+CHALLENGE_STATUSES = ("open", "challenger_wins", "miner_wins", "closed")
+
+
+class SubmissionView(Struct):
+    id: bytes
+    target_id: bytes
+    miner: bytes
+    status: str  # one of SUBMISSION_STATUSES
+    bond: int  # shannons posted (0 once returned by the claim)
+    commit_epoch: int
+    model_id: bytes | None  # once revealed
+    data_url: str | None
+    data_size: int | None
+    loss_score: int | None  # the chain's fixed point (loss x LOSS_SCALE)
+    distance: int | None  # the chain's fixed point (cosine distance x 1e9)
+    closed_epoch: int | None  # when it was claimed, slashed or dropped
+
+
+class SubmissionPage(Struct):
+    submissions: list[SubmissionView]
+    next_page_token: str | None
+
+
+class ChallengeView(Struct):
+    id: bytes
+    submission_id: bytes
+    target_id: bytes
+    challenger: bytes
+    kind: str  # ScoreFraud or DataFraud
+    bond: int
+    opened_epoch: int
+    status: str  # one of CHALLENGE_STATUSES
+    closed_epoch: int | None  # when it was resolved or closed
+
+
+class ChallengePage(Struct):
+    challenges: list[ChallengeView]
+    next_page_token: str | None
+
+
 class IndexStatus(Struct):
     synced_sequence: int | None  # the last checkpoint applied (None: genesis only)
     epoch: int
@@ -167,6 +210,30 @@ class Uploaded(Struct):
     size: int
 
 
+class TicketRequest(Struct):
+    """A signed request for an upload ticket (soma_ray/tickets.py says what is signed)."""
+
+    public_key: bytes  # the account's Ed25519 key; the account is its address
+    kind: str  # "data" or "weights"
+    size: int  # the bytes the upload will carry (at most)
+    expires_ms: int  # unix ms: the signature is good until then (at most 10 min ahead)
+    nonce: bytes  # 16 random bytes: each request is answered once
+    signature: bytes
+
+
+class UploadTicket(Struct):
+    """What the blob store answers a TicketRequest: one upload of at most `max_size` bytes of
+    `kind` for `address` until `expires_ms`, sealed by the store's MAC. A PUT carries it in the
+    X-Soma-Ticket header (hex of its canonical msgpack)."""
+
+    address: bytes
+    kind: str
+    max_size: int
+    expires_ms: int
+    nonce: bytes
+    mac: bytes
+
+
 class ModelManifest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """One model's weights: where they are and how to open them (the target index answers these;
     a score request names them)."""
@@ -184,15 +251,21 @@ class ModelManifest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 
 class ScoreRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    """Score `data` (or the bytes at `data_url`) under every model of `manifests`.
+    """Score `data` (or the bytes at `data_url`) under every model of `model_ids`.
+
+    `model_ids` name models on chain: the scoring service resolves their weights manifests from
+    the chain (the target index), so a request names no URL but the data's. `manifests` instead
+    gives the manifests themselves: the in-cluster Python path only (tests, benchmarks); the
+    public HTTP route refuses a request that carries any. Exactly one of the two is non-empty.
 
     `target_embedding` is little-endian float32 bytes (or, for JSON, a list of numbers rounded
     to float32). `data_size`, when given with `data_url`, is checked before the download and
     against it. `timeout_s` shortens the service's request timeout (it cannot lengthen it).
     """
 
-    manifests: list[ModelManifest]
     target_embedding: bytes | list[float]
+    model_ids: list[bytes] = []
+    manifests: list[ModelManifest] = []
     data: bytes | None = None
     data_url: str | None = None
     data_size: Annotated[int, msgspec.Meta(ge=0)] | None = None
@@ -226,12 +299,19 @@ STATUS = {
     "RouteNotFound": 404, "NotFound": 404, "ObjectNotFound": 404, "ModelHasNoWeights": 404,
     "BlobNotFound": 404,
     "MethodNotAllowed": 405,
-    "LocalnetOnly": 403, "FaucetDisabled": 403,
+    "LocalnetOnly": 403, "FaucetDisabled": 403, "NotFaucetAuthority": 403,
     "EpochNotReached": 408,
     "TransactionTooLarge": 413, "RequestTooLarge": 413, "DataTooLarge": 413, "BlobTooLarge": 413,
     "ModelUnavailable": 422, "DataUnavailable": 422,
+    # An upload without a valid ticket; an account too poor for one; a body that came too slowly.
+    "UploadUnauthorized": 401, "AccountUnderfunded": 403, "UploadTooSlow": 408,
     # Refusals that say "later", not "wrong": the client may retry the same request.
     "MempoolFull": 429, "SenderPoolFull": 429, "FaucetRateLimited": 429,
+    "MempoolBytesFull": 429, "SenderBytesFull": 429,
+    # Fee solvency: 400, not 429 (the same request again cannot pass: only a higher max_fee or
+    # a funded account does) nor 402 (unused).
+    "FeeBelowBaseFee": 400, "InsufficientBalanceForFees": 400,
+    "RateLimited": 429, "UploadQuotaExceeded": 429,
     # The service's own failures, not the request's.
     "BlobCorrupted": 500, "InternalError": 500,
     "ScoringUnavailable": 503, "ScoringTimeout": 504,

@@ -9,6 +9,8 @@ from hypothesis import settings
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+# No node of a test cluster is ever preempted: no watcher actor per training run.
+os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
 # No test reads or writes a developer's ~/.soma (the cluster record, the localnet data dir).
 os.environ["SOMA_HOME"] = tempfile.mkdtemp(prefix="soma-test-home-")
 
@@ -16,6 +18,9 @@ os.environ["SOMA_HOME"] = tempfile.mkdtemp(prefix="soma-test-home-")
 # reproduces locally; no per-example deadline, since the 2-core machines are often loaded.
 settings.register_profile("soma", derandomize=True, deadline=None, print_blob=True)
 settings.load_profile("soma")
+
+
+METRICS_REPORT_INTERVAL_MS = 2_000
 
 
 @pytest.fixture(scope="session")
@@ -34,6 +39,9 @@ def ray_session():
         object_store_memory=100_000_000,
         log_to_driver=False,
         namespace="soma-test",
+        # Metrics reach the export endpoint within ~2 s rather than Ray's default ~10 s: the
+        # metrics tests poll it until a value shows.
+        _system_config={"metrics_report_interval_ms": METRICS_REPORT_INTERVAL_MS},
     )
     yield ray
     ray.shutdown()
@@ -62,11 +70,19 @@ def serve_url(ray_session):
 # shared `ray_session`), tests/e2e (whole localnets on it). The order and the `ray` / `e2e`
 # markers come from the directory, here, so that no test module can forget them and
 # `pytest -m "not e2e"` (or `-m "not ray and not e2e"`) selects what it says.
+#
+# A module of the Ray or e2e tier none of whose tests uses the shared Ray (it starts Ray clusters
+# of its own, in subprocesses) is marked `own_ray` too: scripts/test.sh runs the e2e tier in one
+# pytest process and, beside it, the unit and Ray tiers and the `own_ray` e2e modules in another.
+# The e2e modules of BESIDE (each starts a network no other module shares) are marked `beside`
+# and run in the second process too, on its shared Ray, so that both take about as long (the
+# summary's "slowest modules" line says what each spent).
 
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 TIERS = ("unit", "ray", "e2e")
+BESIDE = ("test_gateway.py", "test_byzantine.py")
 _TESTS = Path(__file__).resolve().parent
 
 
@@ -79,10 +95,14 @@ def _directory_tier(item) -> str | None:
     return parts[0] if len(parts) > 1 and parts[0] in TIERS else None
 
 
+def _uses_shared_ray(item) -> bool:
+    return "ray_session" in getattr(item, "fixturenames", ())
+
+
 def _tier_rank(item) -> int:
     tier = _directory_tier(item)
     rank = TIERS.index(tier) if tier is not None else len(TIERS)  # elsewhere: after e2e
-    if rank < TIERS.index("ray") and "ray_session" in getattr(item, "fixturenames", ()):
+    if rank < TIERS.index("ray") and _uses_shared_ray(item):
         rank = TIERS.index("ray")  # never start Ray in the middle of the unit tier
     return rank
 
@@ -90,11 +110,16 @@ def _tier_rank(item) -> int:
 @pytest.hookimpl(wrapper=True)
 def pytest_collection_modifyitems(config, items):
     # Before every other implementation: the markers must be on the items when `-m` deselects.
+    modules_on_shared_ray = {item.path for item in items if _uses_shared_ray(item)}
     for item in items:
         tier = _directory_tier(item)
         if tier in ("ray", "e2e"):
             item.add_marker(getattr(pytest.mark, tier))
-        elif "ray_session" in getattr(item, "fixturenames", ()):
+            if item.path not in modules_on_shared_ray:
+                item.add_marker(pytest.mark.own_ray)
+            if tier == "e2e" and Path(item.path).name in BESIDE:
+                item.add_marker(pytest.mark.beside)
+        elif _uses_shared_ray(item):
             item.add_marker(pytest.mark.ray)
             item.warn(pytest.PytestWarning(
                 f"{item.nodeid} uses the shared Ray (`ray_session`) outside tests/ray and "
@@ -121,16 +146,24 @@ def _unit_tests_do_not_start_ray(request):
 
 
 _TIER_SECONDS: dict[str, float] = {}
+_MODULE_SECONDS: dict[str, float] = {}
+SLOWEST_MODULES = 12
 
 
 def pytest_runtest_logreport(report):
-    """Time per tier (setup, call and teardown; a module's or the session's fixtures count where
-    they are set up), for the summary below."""
+    """Time per tier and per module (setup, call and teardown; a module's or the session's
+    fixtures count where they are set up), for the summary below: what to balance between the
+    two processes of scripts/test.sh."""
     tier = next((t for t in TIERS if report.nodeid.startswith(f"tests/{t}/")), "other")
     _TIER_SECONDS[tier] = _TIER_SECONDS.get(tier, 0.0) + report.duration
+    module = report.nodeid.split("::", 1)[0]
+    _MODULE_SECONDS[module] = _MODULE_SECONDS.get(module, 0.0) + report.duration
 
 
 def pytest_terminal_summary(terminalreporter):
     if _TIER_SECONDS:
         spent = ", ".join(f"{tier} {seconds:.1f} s" for tier, seconds in _TIER_SECONDS.items())
         terminalreporter.write_line(f"time per tier: {spent}")
+        slowest = sorted(_MODULE_SECONDS.items(), key=lambda kv: -kv[1])[:SLOWEST_MODULES]
+        terminalreporter.write_line("slowest modules: " + ", ".join(
+            f"{module.removeprefix('tests/')} {seconds:.0f} s" for module, seconds in slowest))

@@ -16,7 +16,7 @@ app = typer.Typer()
 @app.command("faucet")
 def faucet(
     amount: Annotated[str, typer.Argument(help="SOMA to receive.")] = "100",
-    to: Annotated[Optional[str], typer.Option("--to", help="Recipient address (default: your key).")] = None,
+    to: Annotated[Optional[str], typer.Option("--to", "--address", help="Recipient address (default: your key).")] = None,
     wallet: WalletOption = None, key: KeyOption = None, rpc_url: RpcOption = None,
 ) -> None:
     """Localnet faucet: get SOMA from the emission pool."""

@@ -7,12 +7,16 @@ Nothing here imports Ray: a participant's commands talk to the network through i
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
+import inspect
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, Iterable, Optional
 
 import typer
 
+from soma_ray import chains
 from soma_ray.cli.wallet import WalletOption
 from soma_ray.client import CHAIN_URLS, SomaClient
 from soma_ray.http_transport import GatewayError
@@ -22,9 +26,11 @@ from soma_ray.protocol.crypto import show_address
 from soma_ray.protocol.errors import ProtocolError
 from soma_ray.protocol.params import SHANNONS_PER_SOMA
 from soma_ray.protocol.targets import DISTANCE_SCALE
+from soma_ray.s3 import S3ConfigError
 from soma_ray.wallet import Wallet, WalletError
 
-__all__ = ["BadArgument", "KeyOption", "RpcOption", "WalletOption", "fail", "in_words", "load_key",
+__all__ = ["BadArgument", "ChainOption", "KeyOption", "RpcOption", "ScoringUrlOption", "WalletOption",
+           "add_chain_options", "chosen_chain", "fail", "in_words", "load_key",
            "parse_address", "parse_amount", "parse_id", "print_table", "run_participant", "run_play",
            "show_amount", "show_distance", "show_optional"]
 
@@ -32,6 +38,63 @@ KeyOption = Annotated[Optional[str], typer.Option("--key", help="Wallet key name
 RpcOption = Annotated[Optional[str], typer.Option(
     "--rpc-url", envvar="SOMA_RPC_URL",
     help=f"The network's gateway (default {CHAIN_URLS['localnet']}, the localnet's).")]
+ChainOption = Annotated[Optional[str], typer.Option(
+    "--chain", envvar="SOMA_CHAIN", show_default=False,
+    help="A network by name instead of --rpc-url: localnet, or one `soma network add` named.")]
+ScoringUrlOption = Annotated[Optional[str], typer.Option(
+    "--scoring-url", envvar="SOMA_SCORING_URL", show_default=False,
+    help="A scoring service of your own (`soma start scoring`) [default: the network's, or the chain's].")]
+
+# The --chain of the command running (every command that takes --rpc-url takes --chain too:
+# `add_chain_options`).
+_CHAIN: contextvars.ContextVar[str | None] = contextvars.ContextVar("soma_chain", default=None)
+
+
+def chosen_chain() -> str | None:
+    return _CHAIN.get()
+
+
+def with_chain_option(callback):
+    """`callback` (a command taking `rpc_url`) with a `--chain` option too: the name is kept for
+    `run_participant` while the command runs."""
+    signature = inspect.signature(callback, eval_str=True)
+    if "rpc_url" not in signature.parameters or "chain" in signature.parameters:
+        return callback
+
+    @functools.wraps(callback)
+    def command(*args, chain: str | None = None, **kwargs):
+        token = _CHAIN.set(chain)
+        try:
+            return callback(*args, **kwargs)
+        finally:
+            _CHAIN.reset(token)
+
+    parameters = list(signature.parameters.values())
+    parameters.append(inspect.Parameter("chain", inspect.Parameter.KEYWORD_ONLY, default=None,
+                                        annotation=ChainOption))
+    command.__signature__ = signature.replace(parameters=parameters)
+    command.__annotations__ = {**{p.name: p.annotation for p in parameters}}
+    del command.__wrapped__  # typer reads the signature above, not the callback's
+    return command
+
+
+def add_chain_options(app: typer.Typer) -> None:
+    """Give every command of `app` (and of its groups) that takes --rpc-url a --chain option."""
+    for info in app.registered_commands:
+        if info.callback is not None:
+            info.callback = with_chain_option(info.callback)
+    for group in app.registered_groups:
+        if group.typer_instance is not None:
+            add_chain_options(group.typer_instance)
+
+
+def endpoints(rpc_url: str | None, scoring_url: str | None = None) -> tuple[str, str | None]:
+    """The gateway and scoring URLs of the command line: --rpc-url or --chain (not both; neither:
+    the localnet), and --scoring-url (else the chain's own)."""
+    try:
+        return chains.endpoints(rpc_url, chosen_chain(), scoring_url)
+    except chains.ChainError as error:
+        raise fail(str(error)) from None
 
 
 class BadArgument(ValueError):
@@ -82,11 +145,14 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(code=1)
 
 
-def run_participant(rpc_url: str | None, action):
+def run_participant(rpc_url: str | None, action, scoring_url: str | None = None):
     """Run `action(client)` against the gateway over HTTP (what a participant does: no Ray);
-    typed errors and an unreachable gateway become one-line messages in words, with numbers."""
+    typed errors and an unreachable gateway become one-line messages in words, with numbers.
+    The gateway: --rpc-url, else --chain's, else the localnet's."""
+    gateway, scoring = endpoints(rpc_url, scoring_url)
+
     async def main():
-        client = await SomaClient(rpc_url=rpc_url or CHAIN_URLS["localnet"])
+        client = await SomaClient(rpc_url=gateway, scoring_url=scoring)
         try:
             client.read_from_latest()  # each command sees what earlier ones did
             return await action(client)
@@ -96,7 +162,7 @@ def run_participant(rpc_url: str | None, action):
     try:
         return asyncio.run(main())
     except (ProtocolError, BadArgument, WalletError, ConnectionError, TimeoutError,
-            OSError) as error:
+            OSError, chains.ChainError, S3ConfigError) as error:
         raise fail(str(error)) from None
 
 
@@ -134,7 +200,7 @@ def in_words(error: ProtocolError) -> str:
     return f"{error} ({error.code})"
 
 
-def run_play(rpc_url: str | None, action):
+def run_play(rpc_url: str | None, action, scoring_url: str | None = None):
     """`run_participant`, with protocol errors in words (`in_words`)."""
     async def worded(client):
         try:
@@ -144,4 +210,4 @@ def run_play(rpc_url: str | None, action):
         except GatewayError as error:
             raise fail(str(error)) from None
 
-    return run_participant(rpc_url, worded)
+    return run_participant(rpc_url, worded, scoring_url)

@@ -21,7 +21,7 @@ from typing import Annotated, Optional
 import numpy as np
 import typer
 
-from soma_ray.cli.common import (BadArgument, KeyOption, RpcOption, WalletOption, load_key, parse_amount,
+from soma_ray.cli.common import (BadArgument, KeyOption, RpcOption, WalletOption, fail, load_key, parse_amount,
                                  parse_id, print_table, run_participant, show_amount)
 from soma_ray.client import SomaClient
 from soma_ray.corpus import (CorpusNotFound, EmptyCorpus, corpus_files, sample_windows,
@@ -65,11 +65,18 @@ def train(
     steps: int = typer.Option(100, help="Optimizer steps."),
     workers: int = typer.Option(1, help="Ray Train workers (data parallel)."),
     init: Optional[Path] = typer.Option(None, help="Fine-tune from this weights file."),
-    micro_batch: int = typer.Option(8, help="Chunks per worker per forward pass."),
-    grad_accum: int = typer.Option(1, help="Micro-batches per optimizer step."),
-    lr: float = typer.Option(3e-4, help="Peak learning rate (warmup, then cosine decay)."),
+    from_model: Optional[str] = typer.Option(
+        None, "--from", help="Fine-tune from a network model (its id): downloaded through the "
+        "gateway, checked against the chain's manifest and decrypted (the guide's fastest path)."),
+    rpc_url: Optional[str] = typer.Option(
+        None, "--rpc-url", envvar="SOMA_RPC_URL", help="The gateway --from downloads through "
+        "[default: the localnet's; or --chain]."),
+    micro_batch: int = typer.Option(2, help="Chunks per worker per forward pass (the guide's 2)."),
+    grad_accum: int = typer.Option(64, help="Micro-batches per optimizer step (the guide's 64: an "
+                                   "effective batch of 128)."),
+    lr: float = typer.Option(1e-4, help="Peak learning rate, warmup then cosine decay (the guide's 1e-4)."),
     warmup: int = typer.Option(10, help="Warmup steps."),
-    dropout: Optional[float] = typer.Option(None, help="Dropout rate [default: the config's]."),
+    dropout: float = typer.Option(0.1, help="Dropout rate (the guide's 0.1)."),
     seed: int = typer.Option(0, help="Seed of the init, data order and noise."),
     checkpoint_every: int = typer.Option(50, help="Steps between checkpoints."),
     gpu: bool = typer.Option(False, help="One GPU per worker, bf16 autocast."),
@@ -85,6 +92,10 @@ def train(
     from soma_ray.training import TrainingError, prepare_corpus
     from soma_ray.training.loop import check_init_weights
 
+    if from_model is not None:
+        if init is not None:
+            raise fail("give --init (a file) or --from (a network model), not both")
+        init = _download_init(from_model, rpc_url, storage)
     try:
         settings = _settings(config, dropout, steps=steps, num_workers=workers, init=init,
                              micro_batch=micro_batch, grad_accum=grad_accum, lr=lr,
@@ -106,6 +117,28 @@ def train(
     typer.echo(f"trained {result.steps} steps, {tokens_per_s:,.0f} tokens/s per step on average")
     typer.echo(f"held-out loss {result.loss_before:.4f} -> {result.loss_after:.4f}")
     typer.echo(f"weights: {result.weights}")
+
+
+def _download_init(model_id: str, rpc_url: str | None, storage: Path | None) -> Path:
+    """The network model's weights, downloaded and decrypted into the training directory (the
+    library's `soma_ray.training.from_network.download_model`), as --init."""
+    from soma_ray.cli.common import endpoints
+    from soma_ray.training.from_network import download_model
+
+    gateway, _ = endpoints(rpc_url)
+    directory = (storage or cluster_home() / "training") / "init"
+    try:
+        path = download_model(gateway, parse_model_id(model_id), directory)
+    except (errors.ProtocolError, ConnectionError, OSError, BadArgument) as error:
+        raise fail(f"--from {model_id}: {error}") from None
+    typer.echo(f"fine-tuning from model {model_id} ({path})", err=True)
+    return path
+
+
+def cluster_home() -> Path:
+    from soma_ray.cluster import soma_home
+
+    return soma_home()
 
 
 def _settings(size: str, dropout: float | None, **fields):
@@ -249,17 +282,17 @@ def embedding_sample(corpus: Path | None) -> list[bytes]:
 
 
 def model_embedding(weights: bytes, sample: list[bytes]) -> bytes:
-    """The model's own embedding: the mean of its scoring embeddings of the sample's windows,
-    scaled to unit length, as canonical float32 bytes."""
-    from soma_ray.model import load_weights, score_many
+    """The model's own embedding (the library's `soma_ray.model.embedding.model_embedding`: the
+    unit mean of its scoring embeddings of the sample's windows), in the command's words when
+    there is none."""
+    from soma_ray.model.embedding import ZeroMeanEmbedding
+    from soma_ray.model.embedding import model_embedding as own_embedding
 
-    scores = score_many(load_weights(weights), sample)
-    mean = np.mean([s.embedding for s in scores], axis=0, dtype=np.float64)
-    norm = float(np.linalg.norm(mean))
-    if not np.isfinite(norm) or norm == 0.0:
+    try:
+        return own_embedding(weights, sample)
+    except ZeroMeanEmbedding:
         raise BadArgument("the model's mean embedding over the corpus sample is zero or not "
-                          "finite: give one with --embedding")
-    return embedding_bytes((mean / norm).astype(np.float32))
+                          "finite: give one with --embedding") from None
 
 
 # ---------------------------------------------------------------------------------- checks
@@ -363,7 +396,7 @@ async def upload_and_commit(client: SomaClient, owner: Keypair, model_id: bytes,
     """Upload the encrypted weights, keep what the reveal needs, commit, and say when to reveal.
     The record is written before the commit is sent: a commit whose key is lost can never be
     revealed, and is slashed."""
-    url = await client.upload(prepared.encrypted, kind="weights")
+    url = await client.upload(prepared.encrypted, kind="weights", signer=owner)
     path = save_secret(ModelSecret(model_id, prepared.decryption_key, prepared.embedding, url))
     await client.commit_model(owner, model_id, url, prepared.encrypted, prepared.decryption_key,
                               prepared.embedding)
@@ -410,33 +443,103 @@ def create(commission: CommissionOption = DEFAULT_COMMISSION, stake: StakeOption
     run_participant(rpc_url, action)
 
 
-@app.command()
-def commit(model_id: ModelIdArgument,
-           weights_file: Annotated[Path, typer.Argument(help="The V1 weights file (safetensors).")],
-           embedding: EmbeddingOption = None, embedding_corpus: CorpusOption = None,
-           wallet: WalletOption = None, key: KeyOption = None, rpc_url: RpcOption = None) -> None:
-    """Encrypt, upload and commit to weights (first ones, or an update); reveal next epoch."""
+ModelOption = Annotated[Optional[str], typer.Option("--model", help="The model's id (the plan's form).")]
+WeightsOption = Annotated[Optional[Path], typer.Option("--weights", help="The V1 weights file (safetensors).")]
+OptionalModelArgument = Annotated[Optional[str], typer.Argument(
+    help="The model's id (0x followed by 64 hex digits), or --model.", show_default=False)]
+OptionalWeightsArgument = Annotated[Optional[Path], typer.Argument(
+    help="The V1 weights file (safetensors), or --weights.", show_default=False)]
+
+
+def one_of(positional, option, what: str, required: bool = True):
+    """The value given as an argument or as its option (the same value if both)."""
+    if positional is not None and option is not None and positional != option:
+        raise BadArgument(f"give the {what} once")
+    found = positional if positional is not None else option
+    if found is None and required:
+        raise BadArgument(f"give the {what}")
+    return found
+
+
+def _commit(model_id: str | None, weights_file: Path | None, commission: str, stake: str | None,
+            embedding: Path | None, embedding_corpus: Path | None, wallet, key, rpc_url,
+            update: bool = False) -> None:
+    """Commit weights to a model, or (no model id) create one with --stake then commit."""
     async def action(client: SomaClient):
-        owner, ident = load_key(wallet, key), parse_model_id(model_id)
-        check_commit(await chain_model(client, ident), owner.address)
-        prepared = await prepare_weights(client, weights_file, embedding, embedding_corpus)
+        owner, weights = load_key(wallet, key), one_of(weights_file, None, "weights file (--weights)")
+        if model_id is None:
+            if update:
+                raise BadArgument("an update needs the model's id (--model)")
+            bps, amount = parse_commission(commission), parse_stake(stake)
+            prepared = await prepare_weights(client, weights, embedding, embedding_corpus)
+            ident = await client.create_model(owner, bps, amount)
+            typer.echo(show_address(ident))
+        else:
+            ident = parse_model_id(model_id)
+            model = await chain_model(client, ident)
+            check_commit(model, owner.address)
+            if update and model.status != "Active":
+                raise errors.InvalidModelStatus(status=model.status, expected="Active (an update)")
+            prepared = await prepare_weights(client, weights, embedding, embedding_corpus)
         await upload_and_commit(client, owner, ident, prepared)
 
     run_participant(rpc_url, action)
 
 
 @app.command()
-def reveal(model_id: ModelIdArgument,
-           wait: Annotated[bool, typer.Option("--wait", help="Wait for the epoch the reveal is due in.")] = False,
-           timeout: Annotated[Optional[float], typer.Option(
-               "--timeout", help="Seconds --wait waits at most [default: until the epoch begins].")] = None,
+def commit(model_id: OptionalModelArgument = None, weights_file: OptionalWeightsArgument = None,
+           model: ModelOption = None, weights: WeightsOption = None,
+           stake: StakeOption = None, commission: CommissionOption = DEFAULT_COMMISSION,
+           embedding: EmbeddingOption = None, embedding_corpus: CorpusOption = None,
            wallet: WalletOption = None, key: KeyOption = None, rpc_url: RpcOption = None) -> None:
-    """Reveal the key and embedding the commit kept: the model is Active (or updated) from then on."""
+    """Encrypt, upload and commit to weights (first ones, or an update); reveal next epoch.
+
+    `commit MODEL_ID FILE` (or --model, --weights) commits to an existing model; the plan's
+    `commit --weights FILE --stake AMOUNT` creates a model with that stake first (its id is
+    printed first)."""
+    try:
+        ident = one_of(model_id, model, "model id", required=False)
+        chosen = one_of(weights_file, weights, "weights file (--weights)")
+    except BadArgument as error:
+        raise fail(str(error)) from None
+    if ident is not None and stake is not None:
+        raise fail("--stake creates a new model: leave out the model id, or stake with `soma model stake`")
+    _commit(ident, chosen, commission, stake, embedding, embedding_corpus, wallet, key, rpc_url)
+
+
+@app.command("update-commit")
+def update_commit(model: Annotated[str, typer.Option("--model", help="The Active model's id.")],
+                  weights: Annotated[Path, typer.Option("--weights", help="The new V1 weights file.")],
+                  embedding: EmbeddingOption = None, embedding_corpus: CorpusOption = None,
+                  wallet: WalletOption = None, key: KeyOption = None, rpc_url: RpcOption = None) -> None:
+    """Commit new weights to an Active model (an update); `update-reveal` next epoch."""
+    _commit(model, weights, DEFAULT_COMMISSION, None, embedding, embedding_corpus, wallet, key, rpc_url,
+            update=True)
+
+
+async def check_weights_committed(client: SomaClient, model: Model, secret: ModelSecret, weights_file: Path) -> None:
+    """`weights_file` is the file the awaited commit holds: the committed (encrypted) upload,
+    opened with the kept key, is byte for byte the file (BadArgument otherwise)."""
+    manifest = model.weights_manifest if model.status == "Pending" else model.pending_update.weights_manifest
+    committed = client.decrypt_weights(await client.download(manifest.url, manifest.size, manifest.checksum),
+                                       secret.decryption_key)
+    given = read_file(weights_file, "weights file", max(len(committed), 1) + 1)
+    if given != committed:
+        raise BadArgument(f"weights file {weights_file} is not the one model {show_address(model.id)} "
+                          "committed to")
+
+
+def _reveal(model_id: str, weights: Path | None, wait: bool, timeout: float | None, wallet, key, rpc_url,
+            update: bool = False) -> None:
     async def action(client: SomaClient):
         owner, ident = load_key(wallet, key), parse_model_id(model_id)
         model = await chain_model(client, ident)
         require_model_owner(model, owner.address)
+        if update and model.status != "Active":
+            raise errors.InvalidModelStatus(status=model.status, expected="Active with a pending update")
         due, secret = reveal_epoch(awaited_reveal(model).commit_epoch), load_secret(ident)
+        if weights is not None:
+            await check_weights_committed(client, model, secret, weights)
         epoch = (await client.get_epoch()).epoch
         if wait and epoch < due:
             epoch = await wait_for_epoch(client, due, timeout)
@@ -445,6 +548,34 @@ def reveal(model_id: ModelIdArgument,
         typer.echo(f"revealed model {show_address(ident)} in epoch {epoch}: it is Active")
 
     run_participant(rpc_url, action)
+
+
+WaitOption = Annotated[bool, typer.Option("--wait", help="Wait for the epoch the reveal is due in.")]
+TimeoutOption = Annotated[Optional[float], typer.Option(
+    "--timeout", help="Seconds --wait waits at most [default: until the epoch begins].")]
+RevealWeightsOption = Annotated[Optional[Path], typer.Option(
+    "--weights", help="Check first that this is the weights file the commit holds.")]
+
+
+@app.command()
+def reveal(model_id: OptionalModelArgument = None, model: ModelOption = None,
+           weights: RevealWeightsOption = None, wait: WaitOption = False, timeout: TimeoutOption = None,
+           wallet: WalletOption = None, key: KeyOption = None, rpc_url: RpcOption = None) -> None:
+    """Reveal the key and embedding the commit kept: the model is Active (or updated) from then on.
+    `reveal MODEL_ID` or the plan's `reveal --model ID --weights FILE`."""
+    try:
+        ident = one_of(model_id, model, "model id (--model)")
+    except BadArgument as error:
+        raise fail(str(error)) from None
+    _reveal(ident, weights, wait, timeout, wallet, key, rpc_url)
+
+
+@app.command("update-reveal")
+def update_reveal(model: Annotated[str, typer.Option("--model", help="The Active model's id.")],
+                  weights: RevealWeightsOption = None, wait: WaitOption = False, timeout: TimeoutOption = None,
+                  wallet: WalletOption = None, key: KeyOption = None, rpc_url: RpcOption = None) -> None:
+    """Reveal an Active model's pending update (committed with `update-commit`)."""
+    _reveal(model, weights, wait, timeout, wallet, key, rpc_url, update=True)
 
 
 @app.command()
@@ -464,13 +595,28 @@ def publish(weights_file: Annotated[Path, typer.Argument(help="The V1 weights fi
 
 
 @app.command("list")
-def list_models(rpc_url: RpcOption = None) -> None:
-    """The Active models: id, owner, stake, commission, whether an update awaits its reveal."""
+def list_models(owner: Annotated[Optional[str], typer.Option(
+                    "--owner", help="Only this owner's models, whatever their status (an address, or "
+                    "`me`: your key's).")] = None,
+                pending: Annotated[bool, typer.Option(
+                    "--pending", help="Only models awaiting a reveal (Pending, or an update).")] = False,
+                wallet: WalletOption = None, key: KeyOption = None, rpc_url: RpcOption = None) -> None:
+    """The Active models (with --owner or --pending: every model of the chain that matches): id,
+    status, owner, stake, commission, whether an update awaits its reveal."""
     async def action(client: SomaClient):
-        rows = [(show_address(m.model_id), show_address(m.owner), show_amount(m.stake),
+        wanted = None if owner is None else (
+            load_key(wallet, key).address if owner == "me" else parse_id(owner, "address"))
+        if wanted is None and not pending:
+            found = await client.get_active_models()
+        else:
+            found = [await client.get_model(ident) for ident in await client.get_object_ids(MODEL)]
+        rows = [(show_address(m.model_id), m.status, show_address(m.owner), show_amount(m.stake),
                  show_commission(m.commission_bps), "yes" if m.has_pending_update else "no")
-                for m in await client.get_active_models()]
-        print_table("active models", ("model", "owner", "stake", "commission", "pending update"), rows)
+                for m in found
+                if (wanted is None or m.owner == wanted)
+                and (not pending or m.status == "Pending" or m.has_pending_update)]
+        title = "models" if wanted is not None or pending else "active models"
+        print_table(title, ("model", "status", "owner", "stake", "commission", "pending update"), rows)
 
     run_participant(rpc_url, action)
 
@@ -487,21 +633,33 @@ def info(model_id: ModelIdArgument, rpc_url: RpcOption = None) -> None:
 
 
 @app.command()
-def download(model_id: ModelIdArgument,
+def download(model_id: OptionalModelArgument = None, model: ModelOption = None,
              out: Annotated[Optional[Path], typer.Option(
-                 "--out", help="Where to write the weights [default: ./<model id>.safetensors].")] = None,
+                 "--out", "-o", help="Where to write the weights [default: ./<model id>.safetensors].")] = None,
+             output: Annotated[Optional[Path], typer.Option(
+                 "--output", help="A directory to write <model id>.safetensors into (the plan's form).")] = None,
              rpc_url: RpcOption = None) -> None:
     """A revealed model's weights: downloaded, checked against the chain's manifest, decrypted."""
     from soma_ray.model import ModelError
 
+    try:
+        ident_text = one_of(model_id, model, "model id (--model)")
+    except BadArgument as error:
+        raise fail(str(error)) from None
+    if out is not None and output is not None:
+        raise fail("give --out (a file) or --output (a directory), not both")
+
     async def action(client: SomaClient):
-        ident = parse_model_id(model_id)
+        ident = parse_model_id(ident_text)
         await chain_model(client, ident)
         try:
             weights = await client.fetch_model(ident)
         except ModelError as error:  # DecryptionError: the revealed key does not open them
             raise BadArgument(f"model {show_address(ident)}'s weights: {error}") from None
-        path = out or Path(f"{show_address(ident)}.safetensors")
+        name = f"{show_address(ident)}.safetensors"
+        if output is not None:
+            output.mkdir(parents=True, exist_ok=True)
+        path = out or (output / name if output is not None else Path(name))
         write_atomic(path, weights)
         typer.echo(f"{path}: {len(weights)} bytes, checked against the chain's manifest and decrypted")
 
@@ -509,15 +667,25 @@ def download(model_id: ModelIdArgument,
 
 
 @app.command()
-def stake(model_id: ModelIdArgument, amount: Annotated[str, typer.Argument(help="SOMA to stake.")],
+def stake(model_id: OptionalModelArgument = None,
+          amount: Annotated[Optional[str], typer.Argument(help="SOMA to stake, or --amount.", show_default=False)] = None,
+          model: ModelOption = None,
+          amount_option: Annotated[Optional[str], typer.Option("--amount", help="SOMA to stake.")] = None,
           wallet: WalletOption = None, key: KeyOption = None, rpc_url: RpcOption = None) -> None:
-    """Stake SOMA on a model (anyone may; active from the next epoch)."""
+    """Stake SOMA on a model (anyone may; active from the next epoch): `stake MODEL_ID AMOUNT`
+    or the plan's `stake --model ID --amount A`."""
+    try:
+        ident_text = one_of(model_id, model, "model id (--model)")
+        amount_text = one_of(amount, amount_option, "amount (--amount)")
+    except BadArgument as error:
+        raise fail(str(error)) from None
+
     async def action(client: SomaClient):
-        staker, ident, shannons = load_key(wallet, key), parse_model_id(model_id), parse_amount(amount)
+        staker, ident, shannons = load_key(wallet, key), parse_model_id(ident_text), parse_amount(amount_text)
         model = await chain_model(client, ident)
         pool = await client.get_object(STAKING_POOL, model.staking_pool_id, StakingPool)
         fee = (await client.get_system_state()).parameters.base_fee
-        check_stake(pool, shannons, await client.get_balance(staker.address), fee)
+        check_stake(pool, shannons, await client.balance_shannons(staker.address), fee)
         await client.add_stake_to_model(staker, ident, shannons)
         typer.echo(f"staked {show_amount(shannons)} on model {show_address(ident)}, active from the next epoch")
 

@@ -118,6 +118,7 @@ def target_info(target: Annotated[str, typer.Argument(help="The target's id.")],
 @app.command("claim")
 def claim(
     target: Annotated[Optional[str], typer.Argument(help="The target's id.")] = None,
+    target_id: Annotated[Optional[str], typer.Option("--target-id", help="The target's id (the guide's form).")] = None,
     claim_all: Annotated[bool, typer.Option("--all", help="Every claimable target.")] = False,
     wallet: WalletOption = None, key: KeyOption = None, rpc_url: RpcOption = None,
 ) -> None:
@@ -125,6 +126,9 @@ def claim(
 
     The miner, the model and you (the finder's fee) are paid; an expired target pays you the
     finder's fee. With --all each target is reported: paid, or why not (then exit code 1)."""
+    if target is not None and target_id is not None and target != target_id:
+        raise fail("give the target id once (TARGET or --target-id)")
+    target = target if target is not None else target_id
     if (target is None) == (not claim_all):
         raise fail("give a target id or --all (not both)")
     claimer = load_key(wallet, key)

@@ -1,14 +1,21 @@
-"""`soma wallet …`: create, list, show, export and import named keys."""
+"""`soma wallet …`: create, list, show, export and import named keys; encrypt the key file.
+
+A wallet encrypted with a passphrase (`new --encrypt`, `encrypt`) opens with $SOMA_WALLET_PASSWORD
+or a hidden prompt (soma_ray/wallet.py); every command here and every command that signs with it
+asks the same way. A new passphrase comes from $SOMA_WALLET_PASSWORD when set (scripts), else a
+hidden prompt typed twice.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from soma_ray.protocol.crypto import show_address
-from soma_ray.wallet import WALLET_ENV, Wallet, WalletError
+from soma_ray.wallet import PASSWORD_ENV, WALLET_ENV, Wallet, WalletError
 
 app = typer.Typer(name="wallet", help="Named Ed25519 keys in a private key file.", no_args_is_help=True)
 
@@ -31,19 +38,51 @@ def _fail(err: WalletError) -> typer.Exit:
     return typer.Exit(code=1)
 
 
+def new_passphrase(use_env: bool = True) -> str:
+    """A new passphrase: $SOMA_WALLET_PASSWORD (when `use_env` and set), else typed twice at a
+    hidden prompt."""
+    from_env = os.environ.get(PASSWORD_ENV) if use_env else None
+    if from_env:
+        return from_env
+    return typer.prompt("new wallet passphrase", hide_input=True, confirmation_prompt=True)
+
+
 @app.command()
 def new(
-    name: Annotated[Optional[str], typer.Option("--name", help="Key name (default key-N).")] = None,
-    set_default: SetDefaultOption = False,
+    name: Annotated[Optional[str], typer.Option("--name", "--alias", help="Key name (default key-N).")] = None,
+    set_default: Annotated[bool, typer.Option(
+        "--set-default/--keep-default",
+        help="Make the new key the default (active) key, as the reference CLI does; "
+        "--keep-default leaves the default as it is.")] = True,
+    encrypt: Annotated[bool, typer.Option(
+        "--encrypt", help=f"Encrypt the key file with a passphrase (${PASSWORD_ENV}, else asked "
+        "twice); an encrypted wallet stays encrypted without it.")] = False,
     wallet: WalletOption = None,
 ) -> None:
-    """Generate a new key; the first key of a wallet becomes its default."""
+    """Generate a new key and make it the default (active) key (`soma faucet`, `soma wallet
+    export` and every signing command then use it)."""
     try:
         w = Wallet.load(wallet)
+        if encrypt and not w.encrypted:
+            w.encrypt(new_passphrase())  # before the key is added: it never lands in the clear
         name, keypair = w.new_key(name, set_default)
     except WalletError as err:
         raise _fail(err) from None
     typer.echo(f"{name} {show_address(keypair.address)}")
+
+
+@app.command("encrypt")
+def encrypt_wallet(wallet: WalletOption = None) -> None:
+    """Encrypt the key file with a passphrase, or give an encrypted one a new passphrase (the
+    current one opens it first)."""
+    try:
+        w = Wallet.load(wallet)
+        changing = w.encrypted
+        w.encrypt(new_passphrase(use_env=not changing))
+    except WalletError as err:
+        raise _fail(err) from None
+    typer.echo(f"{w.path}: {'new passphrase set' if changing else 'encrypted'} "
+               f"({len(w.keys)} key{'s' if len(w.keys) != 1 else ''})")
 
 
 @app.command("list")
@@ -74,8 +113,11 @@ def address(
 
 
 @app.command()
-def export(name: str, wallet: WalletOption = None) -> None:
-    """Print a key's secret text (anyone who sees it controls the key)."""
+def export(name: Annotated[Optional[str], typer.Argument(
+               help="Key name (default: the default key).")] = None,
+           wallet: WalletOption = None) -> None:
+    """Print a key's secret text (anyone who sees it controls the key): what
+    `Keypair.from_secret_key` and SOMA_SECRET_KEY take."""
     try:
         keypair = Wallet.load(wallet).get(name)
     except WalletError as err:
@@ -102,6 +144,13 @@ def import_key(
     except WalletError as err:
         raise _fail(err) from None
     typer.echo(f"{name} {show_address(keypair.address)}")
+
+
+@app.command("switch")
+def switch(name: Annotated[str, typer.Argument(help="The key to make the default.")],
+           wallet: WalletOption = None) -> None:
+    """Make NAME the default (active) key (the reference CLI's name for set-default)."""
+    set_default_key(name, wallet)
 
 
 @app.command("set-default")

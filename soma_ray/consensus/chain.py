@@ -13,9 +13,12 @@ def verify_checkpoint_chain(
     committee_at: Committee | Callable[[int], Committee],
     chain: Iterable[CertifiedValue | tuple[bytes, object]],
     first_height: int = 0,
+    *,
+    chain_id: bytes,
 ) -> int:
     """Check that `chain` holds consecutive heights from `first_height`, each value certified by
-    ≥ quorum precommits of its committee; return the next height. Raise `CheckpointChainBroken`
+    ≥ quorum precommits of its committee on the network `chain_id` (its `SystemState.chain_id`);
+    return the next height. Raise `CheckpointChainBroken`
     (index, height, reason) at the first entry that fails.
 
     `committee_at` is one committee, or a function height -> committee for chains that cross
@@ -28,7 +31,7 @@ def verify_checkpoint_chain(
         if certificate.height != height:
             raise CheckpointChainBroken(index=index, height=certificate.height, reason=f"expected height {height}")
         try:
-            verify_certified_value(committee_for(height), value, certificate)
+            verify_certified_value(committee_for(height), value, certificate, chain_id=chain_id)
         except InvalidCertificate as exc:
             raise CheckpointChainBroken(index=index, height=height, reason=exc.reason) from None
         height += 1

@@ -77,7 +77,8 @@ class ConsensusCore:
     """Consensus of one committee from `height` on. Call `start_height()` to begin a height.
 
     `keypair` None (or not in the committee) makes an observer that follows decisions but never
-    signs. `safety_state` is the last `PersistSafetyState.data` the node persisted.
+    signs. `chain_id` is the network's (`SystemState.chain_id`): every message is signed and
+    verified under it. `safety_state` is the last `PersistSafetyState.data` the node persisted.
     """
 
     def __init__(
@@ -87,6 +88,7 @@ class ConsensusCore:
         app: Application,
         height: int,
         *,
+        chain_id: bytes,
         safety_state: bytes | None = None,
         timeouts: TimeoutConfig = TimeoutConfig(),
         retain_decisions: int = 16,
@@ -95,6 +97,7 @@ class ConsensusCore:
         max_evidence: int = 256,
     ) -> None:
         self.committee = committee
+        self.chain_id = bytes(chain_id)
         self.index = _member_index(committee, keypair)
         self._keypair = keypair
         self._app = app
@@ -148,7 +151,7 @@ class ConsensusCore:
         if earlier == proposal:  # a re-sent copy of a proposal whose signature was checked
             return self._reject("duplicate")
         digest = value_digest(proposal.value)
-        if not proposal_signature_valid(self.committee, proposal, digest):
+        if not proposal_signature_valid(self.committee, proposal, digest, chain_id=self.chain_id):
             return self._reject("invalid_signature")
         if earlier is not None:
             return self._record_evidence(ProposalEquivocation(first=earlier, second=proposal))
@@ -162,7 +165,7 @@ class ConsensusCore:
             return self._route_other_height(vote)
         if vote.kind not in (Step.PREVOTE, Step.PRECOMMIT) or vote.round < 0:
             return self._reject("malformed")
-        if not vote_signature_valid(self.committee, vote):
+        if not vote_signature_valid(self.committee, vote, chain_id=self.chain_id):
             return self._reject("invalid_signature")
         return self._add_vote(vote) + self._progress()
 
@@ -186,7 +189,7 @@ class ConsensusCore:
         if certificate.height > self.height or not self._started:
             return self._buffer_early(certified, certificate.height)
         try:
-            verify_certified_value(self.committee, certified.value, certificate)
+            verify_certified_value(self.committee, certified.value, certificate, chain_id=self.chain_id)
         except ValueNotCertified:
             return self._reject("malformed")
         except InvalidCertificate:
@@ -254,7 +257,8 @@ class ConsensusCore:
         else:
             value = self._app.propose(self.height)
             digest = value_digest(value)
-        proposal = sign_proposal(self._keypair, self.index, self.height, round, value, self._valid_round, digest)
+        proposal = sign_proposal(self._keypair, self.index, self.height, round, value, self._valid_round, digest,
+                                 chain_id=self.chain_id)
         self._own_proposal = proposal
         self._store_proposal(proposal, digest)
         polka = [Broadcast(v) for v in self._valid_polka()]
@@ -402,7 +406,7 @@ class ConsensusCore:
             return []
         key = (self.round, kind)
         assert key not in self._own_votes, f"would sign a second {kind.name} in round {self.round}"
-        vote = sign_vote(self._keypair, self.index, kind, self.height, self.round, digest)
+        vote = sign_vote(self._keypair, self.index, kind, self.height, self.round, digest, chain_id=self.chain_id)
         self._own_votes[key] = vote
         self._add_vote(vote)
         return [PersistSafetyState(self.safety_state()), Broadcast(vote)]
@@ -444,6 +448,8 @@ class ConsensusCore:
     def _valid(self, digest: bytes) -> bool:
         if digest not in self._validity:
             self._validity[digest] = bool(self._app.validate(self.height, self._values[digest]))
+            if not self._validity[digest]:
+                self.stats["invalid_value"] += 1  # e.g. a checkpoint with an unpaid entry
         return self._validity[digest]
 
     def _locked_is(self, digest: bytes) -> bool:
@@ -479,8 +485,8 @@ class ConsensusCore:
 
     def _signature_valid(self, message: Proposal | Vote) -> bool:
         if isinstance(message, Proposal):
-            return proposal_signature_valid(self.committee, message)
-        return vote_signature_valid(self.committee, message)
+            return proposal_signature_valid(self.committee, message, chain_id=self.chain_id)
+        return vote_signature_valid(self.committee, message, chain_id=self.chain_id)
 
     def _serve_lagging_peer(self, message: Proposal | Vote) -> list[Output]:
         """A peer still works on a decided height: send it the certified value (once per round)."""

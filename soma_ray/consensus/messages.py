@@ -2,6 +2,8 @@
 
 Everything that is signed or persisted is a canonical `Struct` (spec §0). Signers are named by
 their index into `Committee.members`; a vote's value is named by its digest, `None` for nil.
+Proposals and votes are signed under the network's chain id (`encoding.signing_domain`): a
+message or a certificate of one network never verifies on another.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import msgspec
 
 from soma_ray.consensus.errors import ValueNotCertified
 from soma_ray.protocol.crypto import Certificate, Committee, Keypair, verify_certificate, verify_signature
-from soma_ray.protocol.encoding import DOMAIN_CHECKPOINT, DOMAIN_VOTE, Struct, digest, encode
+from soma_ray.protocol.encoding import DOMAIN_CHECKPOINT, DOMAIN_VOTE, Struct, digest, encode, signing_domain
 
 # Proposals get their own tag so that a leader's proposal signature can never count as a vote.
 DOMAIN_PROPOSAL = b"soma/proposal/v1"
@@ -186,44 +188,49 @@ Output = (Broadcast | Send | SetTimer | PersistSafetyState | Decide | EvidenceFo
 
 def sign_proposal(
     keypair: Keypair, signer: int, height: int, round: int, value: bytes, valid_round: int,
-    digest_: bytes | None = None,
+    digest_: bytes | None = None, *, chain_id: bytes,
 ) -> Proposal:
     """`digest_`: `value_digest(value)` where the caller already has it."""
     body = ProposalBody(height, round, value_digest(value) if digest_ is None else digest_, valid_round)
-    signature = keypair.sign(DOMAIN_PROPOSAL, encode(body))
+    signature = keypair.sign(signing_domain(DOMAIN_PROPOSAL, chain_id), encode(body))
     return Proposal(height, round, value, valid_round, signer, signature)
 
 
-def sign_vote(keypair: Keypair, signer: int, kind: Step, height: int, round: int, digest_: bytes | None) -> Vote:
+def sign_vote(keypair: Keypair, signer: int, kind: Step, height: int, round: int, digest_: bytes | None,
+              *, chain_id: bytes) -> Vote:
     body = VoteBody(kind, height, round, digest_)
-    return Vote(kind, height, round, digest_, signer, keypair.sign(DOMAIN_VOTE, encode(body)))
+    return Vote(kind, height, round, digest_, signer, keypair.sign(signing_domain(DOMAIN_VOTE, chain_id), encode(body)))
 
 
 def is_member(committee: Committee, signer: int) -> bool:
     return 0 <= signer < len(committee.members)
 
 
-def proposal_signature_valid(committee: Committee, proposal: Proposal, digest_: bytes | None = None) -> bool:
+def proposal_signature_valid(committee: Committee, proposal: Proposal, digest_: bytes | None = None,
+                             *, chain_id: bytes) -> bool:
     """`digest_`: the proposal's value digest where the caller already has it."""
     member = committee.members[proposal.signer]
-    return verify_signature(member.public_key, DOMAIN_PROPOSAL, encode(proposal.body(digest_)), proposal.signature)
+    return verify_signature(member.public_key, signing_domain(DOMAIN_PROPOSAL, chain_id),
+                            encode(proposal.body(digest_)), proposal.signature)
 
 
-def vote_signature_valid(committee: Committee, vote: Vote) -> bool:
+def vote_signature_valid(committee: Committee, vote: Vote, *, chain_id: bytes) -> bool:
     member = committee.members[vote.signer]
-    return verify_signature(member.public_key, DOMAIN_VOTE, encode(vote.body()), vote.signature)
+    return verify_signature(member.public_key, signing_domain(DOMAIN_VOTE, chain_id), encode(vote.body()), vote.signature)
 
 
-def verify_commit_certificate(committee: Committee, certificate: CommitCertificate) -> None:
-    """Raise `InvalidCertificate` unless ≥ quorum of `committee` precommitted the certified value."""
+def verify_commit_certificate(committee: Committee, certificate: CommitCertificate, *, chain_id: bytes) -> None:
+    """Raise `InvalidCertificate` unless ≥ quorum of `committee` precommitted the certified value
+    on the network `chain_id`."""
     body = VoteBody(Step.PRECOMMIT, certificate.height, certificate.round, certificate.value_digest)
     signatures = Certificate(certificate.signer_indices, certificate.signatures)
-    verify_certificate(committee, DOMAIN_VOTE, encode(body), signatures)
+    verify_certificate(committee, signing_domain(DOMAIN_VOTE, chain_id), encode(body), signatures)
 
 
-def verify_certified_value(committee: Committee, value: bytes, certificate: CommitCertificate) -> None:
+def verify_certified_value(committee: Committee, value: bytes, certificate: CommitCertificate,
+                           *, chain_id: bytes) -> None:
     """Raise `ValueNotCertified` unless `certificate` names `value`, `InvalidCertificate` unless
     ≥ quorum of `committee` precommitted it: the one check for a decision taken from a peer."""
     if value_digest(value) != certificate.value_digest:
         raise ValueNotCertified(reason="value does not match the certified digest")
-    verify_commit_certificate(committee, certificate)
+    verify_commit_certificate(committee, certificate, chain_id=chain_id)

@@ -3,10 +3,17 @@
 Every chunk's contribution (CE sum, mean SIGReg statistic, mean representation) depends only
 on that chunk, so chunks of many items are stacked into large forward passes and regrouped
 afterwards into each item's batches of 16: `score_many` gives `score_model`'s numbers.
+
+The canonical score is float32 with matmul precision 'highest' and no autocast: validators
+compare it within the genesis `audit_tolerance` (2e-5; docs/audits.md has the measured drift).
+Scoring pins that precision for its duration (`canonical_precision`) whatever the process set
+(`torch.set_float32_matmul_precision('medium')` runs float32 matmuls in bf16 on CPUs with
+AVX512-BF16/AMX and TF32 on GPUs, which drifts by 1e-3, far beyond the tolerance).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from typing import NamedTuple, Sequence
@@ -74,7 +81,9 @@ def score_many(models: V1Model | Sequence[V1Model], items: Sequence[bytes], seed
 
     `autocast` (e.g. torch.bfloat16) runs the forward pass under torch.autocast on the model's
     device; the statistics stay float32/float64. That is faster on accelerators but not the
-    canonical float32 number: it is for work compared within the audit tolerance.
+    canonical float32 number, and not within the audit tolerance either (bf16 drifts by about
+    5e-3, the tolerance is 2e-5): it is for a miner's search only; what is revealed must be
+    re-scored without it.
     """
     if isinstance(models, V1Model):
         return _score_items(models, items, seed, tokens_per_pass, autocast)
@@ -96,6 +105,18 @@ def best_of(scores: Sequence[ModelScore], target_embedding: np.ndarray) -> Score
     winner = min(range(len(losses)), key=lambda i: (math.isnan(losses[i]), losses[i]))
     return ScoreResult(winner, losses[winner], scores[winner].embedding,
                        cosine_distance(scores[winner].embedding, target_embedding), losses)
+
+
+@contextlib.contextmanager
+def canonical_precision():
+    """float32 matmuls at precision 'highest' (no TF32, no bf16 passes) while the block runs,
+    then the process's setting again."""
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(before)
 
 
 @functools.lru_cache(maxsize=64)
@@ -150,8 +171,9 @@ def _chunk_stats(model: V1Model, tokens: np.ndarray, positions: np.ndarray,
     device = model.device
     was_training = model.training
     model.eval()
+    pinned = canonical_precision() if autocast is None else contextlib.nullcontext()
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), pinned:
             for start in range(0, num_chunks, per_pass):
                 rows = slice(start, start + per_pass)
                 with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):

@@ -1,10 +1,11 @@
 """Audits and challenge votes (spec §5), pure: no Ray, no I/O, no clock.
 
-`audit` decides what one validator votes on a challenged submission from what it found: the
-downloaded bytes (or why there are none) and the target's models re-scored by the scoring
-function. `VoteCollector` is the aggregator's tally: it checks each signed vote, sums voting
-power per verdict and builds the ResolveChallenge certificate once one verdict has the quorum;
-votes that do not count are kept as evidence.
+`audit` decides what one validator votes on a challenged (or sampled) submission from what it
+found: the downloaded bytes (or why there are none) and the target's models re-scored by the
+scoring function, compared within the genesis `audit_tolerance`. `VoteCollector` is the
+aggregator's tally: it checks each signed vote, sums voting power per verdict and builds the
+ResolveChallenge certificate once one verdict has the quorum; votes that do not count are kept as
+evidence.
 """
 from __future__ import annotations
 
@@ -14,25 +15,30 @@ from typing import NamedTuple
 import numpy as np
 
 from soma_ray.protocol.crypto import Certificate, Committee, verify_signature
-from soma_ray.protocol.encoding import DOMAIN_CHALLENGE_VOTE, Struct, blake2b256, decode
+from soma_ray.protocol.encoding import Struct, blake2b256, decode
 from soma_ray.protocol.errors import ProtocolError
-from soma_ray.protocol.params import QUORUM
-from soma_ray.protocol.submissions import LOSS_SCALE, challenge_vote_message
+from soma_ray.protocol.params import QUORUM, Parameters
+from soma_ray.protocol.submissions import LOSS_SCALE, challenge_vote_domain, challenge_vote_message
 from soma_ray.protocol.targets import as_embedding, cosine_distance_fixed
 from soma_ray.protocol.types import (
     ChallengeKind, ChangeEpoch, Checkpoint, CheckpointEntry, InitiateChallenge, ResolveChallenge,
     RevealedSubmission, SignedTransaction, Target, TransactionEffects, Verdict,
 )
 
-# audit_tolerance (spec §5): a recomputed value matches a claimed one when
-# |claimed − recomputed| ≤ AUDIT_ATOL + AUDIT_RTOL × |recomputed|.
-AUDIT_RTOL = 1e-2
-AUDIT_ATOL = 1e-2
+# audit_tolerance (spec §5, the genesis parameter `Parameters.audit_tolerance`, fixed point 1e-9):
+# a recomputed value matches a claimed one when |claimed − recomputed| ≤ t + t × |recomputed|
+# (relative and absolute alike), and a recomputed distance passes the threshold when it is at
+# most threshold + audit_tolerance. The two constants are the default genesis value as floats.
+DEFAULT_AUDIT_TOLERANCE = Parameters().audit_tolerance
+TOLERANCE_SCALE = 10**9
+AUDIT_RTOL = AUDIT_ATOL = DEFAULT_AUDIT_TOLERANCE / TOLERANCE_SCALE
 
 
-def within_tolerance(claimed, recomputed) -> bool:
-    """Every element of `claimed` matches `recomputed` within the audit tolerance."""
-    return bool(np.allclose(claimed, recomputed, rtol=AUDIT_RTOL, atol=AUDIT_ATOL, equal_nan=False))
+def within_tolerance(claimed, recomputed, tolerance: int = DEFAULT_AUDIT_TOLERANCE) -> bool:
+    """Every element of `claimed` matches `recomputed` within the audit tolerance (fixed point:
+    rtol = atol = tolerance / 1e9)."""
+    t = tolerance / TOLERANCE_SCALE
+    return bool(np.allclose(claimed, recomputed, rtol=t, atol=t, equal_nan=False))
 
 
 # ------------------------------------------------------------------------------ the audit
@@ -41,9 +47,10 @@ def within_tolerance(claimed, recomputed) -> bool:
 class Rescored(NamedTuple):
     """What the scoring function gave for the target's models on the submitted data."""
 
-    losses: dict[bytes, float]  # model id → loss, for every model that could be loaded
-    embedding: bytes | None  # the claimed model's embedding (little-endian float32), if it loaded
+    losses: dict[bytes, float]  # model id → loss, for every model that could be used
+    embedding: bytes | None  # the claimed model's embedding (little-endian float32), if it could be used
     unloadable: list[bytes]  # models whose weights could not be used (to be reported)
+    reasons: dict[bytes, str] = {}  # why, for those of `unloadable` the scorer said
 
 
 class AuditFinding(Struct):
@@ -59,6 +66,7 @@ class AuditFinding(Struct):
     distance: int | None  # the chain's fixed-point distance of the recomputed embedding
     threshold: int
     report: list[bytes] = []  # models this validator reports (ReportModel) instead
+    tolerance: int = DEFAULT_AUDIT_TOLERANCE  # the audit_tolerance it was judged with
 
     @property
     def claims_hold(self) -> bool:
@@ -77,25 +85,35 @@ def data_problem(revealed: RevealedSubmission, data: bytes | None, failure: str 
 
 
 def score_problem(target: Target, revealed: RevealedSubmission, rescored: Rescored,
-                  claimed_loss: float, distance: int | None) -> str | None:
-    """Why the revealed scores are not what the models give (ScoreFraud), or None. A model that
-    could not be loaded is never evidence of fraud: only what was recomputed is compared."""
+                  claimed_loss: float, distance: int | None,
+                  tolerance: int = DEFAULT_AUDIT_TOLERANCE) -> str | None:
+    """Why the revealed scores are not what the models give (ScoreFraud), or None.
+
+    The claimed model must be usable: when its weights cannot be used (or it was not
+    re-scored) the claims cannot be established, and that is ScoreFraud (decision of issue 20:
+    otherwise a model's owner could shield a colluding miner by breaking the weights after the
+    fill). Any other model that cannot be used is left out of the comparison (and reported)."""
     recomputed = rescored.losses.get(revealed.model_id)
-    if recomputed is None:  # the claimed model did not load: nothing to contradict the claims
-        return None
-    if not math.isfinite(recomputed) or not within_tolerance(claimed_loss, recomputed):
+    if recomputed is None:
+        why = rescored.reasons.get(revealed.model_id, "not re-scored")
+        return (f"the claimed model 0x{revealed.model_id.hex()} cannot be used ({why}): "
+                "the claims cannot be established")
+    if not math.isfinite(recomputed) or not within_tolerance(claimed_loss, recomputed, tolerance):
         return f"claimed loss {claimed_loss:.6g}, the model gives {recomputed:.6g}"
     lower = [(loss, model) for model, loss in rescored.losses.items()
-             if model != revealed.model_id and math.isfinite(loss) and not within_tolerance(recomputed, loss)
-             and loss < recomputed]
+             if model != revealed.model_id and math.isfinite(loss)
+             and not within_tolerance(recomputed, loss, tolerance) and loss < recomputed]
     if lower:
         loss, model = min(lower)
         return f"model 0x{model.hex()} has the lower loss {loss:.6g} (claimed model: {recomputed:.6g})"
     claimed = np.frombuffer(revealed.embedding, dtype="<f4")
-    if rescored.embedding is None or not within_tolerance(claimed, np.frombuffer(rescored.embedding, dtype="<f4")):
+    recomputed_embedding = None if rescored.embedding is None else np.frombuffer(rescored.embedding, dtype="<f4")
+    if (recomputed_embedding is None or recomputed_embedding.shape != claimed.shape
+            or not within_tolerance(claimed, recomputed_embedding, tolerance)):
         return "claimed embedding differs from the model's"
-    if distance is None or distance > target.distance_threshold:
-        return f"recomputed distance {distance} exceeds the threshold {target.distance_threshold}"
+    if distance is None or distance > target.distance_threshold + tolerance:
+        return (f"recomputed distance {distance} exceeds the threshold {target.distance_threshold} "
+                f"by more than the tolerance {tolerance}")
     return None
 
 
@@ -109,11 +127,13 @@ def recomputed_distance(target: Target, rescored: Rescored) -> int | None:
 
 
 def audit(target: Target, revealed: RevealedSubmission, data: bytes | None, failure: str | None,
-          rescored: Rescored | None) -> AuditFinding:
-    """The verdict of spec §5: the data unavailable or not the revealed bytes → ChallengerWins
-    (DataFraud); the scores not what the models give within the tolerance → ChallengerWins
-    (ScoreFraud); otherwise MinerWins. `rescored` is None when the data was not scored (it is
-    not needed once the data is wrong). Unloadable models go into `report`."""
+          rescored: Rescored | None, tolerance: int = DEFAULT_AUDIT_TOLERANCE) -> AuditFinding:
+    """The verdict of spec §5 with issue 20's decisions: the data unavailable or not the
+    revealed bytes → ChallengerWins (DataFraud); the scores not what the models give within
+    `tolerance` (the genesis audit_tolerance), the recomputed distance over the threshold by more
+    than it, or the claimed model unusable → ChallengerWins (ScoreFraud); otherwise MinerWins.
+    `rescored` is None when the data was not scored (it is not needed once the data is wrong).
+    Unusable models go into `report`."""
     claimed_loss = revealed.loss_score / LOSS_SCALE
     rescored = rescored or Rescored({}, None, [])
     best = min(((loss, model) for model, loss in rescored.losses.items() if math.isfinite(loss)), default=None)
@@ -121,15 +141,14 @@ def audit(target: Target, revealed: RevealedSubmission, data: bytes | None, fail
     problem = data_problem(revealed, data, failure)
     fraud = "DataFraud" if problem else None
     if problem is None:
-        problem = score_problem(target, revealed, rescored, claimed_loss, distance)
+        problem = score_problem(target, revealed, rescored, claimed_loss, distance, tolerance)
         fraud = "ScoreFraud" if problem else None
-    if problem is None and revealed.model_id in rescored.unloadable:
-        problem = "the claimed model could not be loaded: reported, the claims stand"
     return AuditFinding(
         verdict="ChallengerWins" if fraud else "MinerWins", fraud=fraud, reason=problem or "the claims hold",
         claimed_loss=claimed_loss, recomputed_loss=rescored.losses.get(revealed.model_id),
         best_model=None if best is None else best[1], best_loss=None if best is None else best[0],
-        distance=distance, threshold=target.distance_threshold, report=sorted(rescored.unloadable))
+        distance=distance, threshold=target.distance_threshold, report=sorted(rescored.unloadable),
+        tolerance=tolerance)
 
 
 # ------------------------------------------------------------------------------ the feed
@@ -167,7 +186,7 @@ MAX_CHALLENGES = 10_000
 
 
 class ChallengeVote(Struct):
-    """A validator's signed vote: `signature` is its key's over DOMAIN_CHALLENGE_VOTE ||
+    """A validator's signed vote: `signature` is its key's over DOMAIN_CHALLENGE_VOTE || chain id ||
     challenge_vote_message(challenge_id, verdict)."""
 
     challenge_id: bytes
@@ -176,8 +195,9 @@ class ChallengeVote(Struct):
     signature: bytes
 
 
-def sign_vote(keypair, challenge_id: bytes, verdict: Verdict) -> ChallengeVote:
-    signature = keypair.sign(DOMAIN_CHALLENGE_VOTE, challenge_vote_message(challenge_id, verdict))
+def sign_vote(keypair, challenge_id: bytes, verdict: Verdict, chain_id: bytes) -> ChallengeVote:
+    """`keypair`'s vote on the network `chain_id` (its SystemState.chain_id)."""
+    signature = keypair.sign(challenge_vote_domain(chain_id), challenge_vote_message(challenge_id, verdict))
     return ChallengeVote(bytes(challenge_id), verdict, keypair.address, signature)
 
 
@@ -203,9 +223,11 @@ class VoteCollector:
     other verdict counts for neither from then on. Garbage, bad signatures and non-members
     count for nothing. Everything that does not count is kept as evidence."""
 
-    def __init__(self, committee: Committee, quorum: int = QUORUM):
+    def __init__(self, committee: Committee, quorum: int = QUORUM, *, chain_id: bytes):
         self.committee = committee
         self.quorum = quorum
+        self.chain_id = bytes(chain_id)  # the network's: a vote signed for another never counts
+        self._domain = challenge_vote_domain(self.chain_id)
         self._member = {m.address: i for i, m in enumerate(committee.members)}
         self._votes: dict[bytes, dict[int, ChallengeVote]] = {}  # challenge → member index → vote
         self._equivocators: dict[bytes, set[int]] = {}
@@ -228,7 +250,7 @@ class VoteCollector:
             return self._reject(raw, "not a member of the current committee", vote)
         member = self.committee.members[index]
         message = challenge_vote_message(vote.challenge_id, vote.verdict)
-        if not verify_signature(member.public_key, DOMAIN_CHALLENGE_VOTE, message, vote.signature):
+        if not verify_signature(member.public_key, self._domain, message, vote.signature):
             return self._reject(raw, "bad signature", vote)
         votes = self._votes.get(vote.challenge_id)
         if votes is None:
@@ -283,7 +305,7 @@ class VoteCollector:
     def under(self, committee: Committee) -> VoteCollector:
         """The same votes and evidence tallied under a new committee (after an epoch change):
         votes of validators no longer in it stop counting."""
-        moved = VoteCollector(committee, self.quorum)
+        moved = VoteCollector(committee, self.quorum, chain_id=self.chain_id)
         moved.evidence = self.evidence
         for challenge_id, votes in self._votes.items():
             for vote in votes.values():

@@ -4,6 +4,8 @@ Every trial (a proposal this node leads, a peer's proposal to validate, a certif
 fetched in catch-up) executes on the committed state inside a savepoint that is rolled back:
 only a decided or certified checkpoint is applied (`apply`). What a trial computed is kept by
 value digest, so a checkpoint this node built or validated is not executed again at commit.
+A proposal leaves out every entry that cannot execute (`propose_checkpoint`); a peer's proposal
+with one is refused, as is a certified checkpoint (`build_checkpoint`'s rule).
 Pure: no Ray, no I/O; the caller passes the time.
 """
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import NamedTuple
 
 from soma_ray.consensus.chain import verify_checkpoint_chain
 from soma_ray.consensus.messages import CommitCertificate, value_digest
-from soma_ray.protocol.checkpoint import build_checkpoint
+from soma_ray.protocol.checkpoint import LeftOut, build_checkpoint, propose_checkpoint
 from soma_ray.protocol.encoding import decode, encode
 from soma_ray.protocol.errors import ProtocolError
 from soma_ray.protocol.state import State
@@ -52,7 +54,8 @@ class Executor:
         return 0 if self.latest is None else self.latest.sequence + 1
 
     def build(self, entries: list[bytes], timestamp_ms: int) -> Executed:
-        """`entries` executed on the committed state, which is rolled back afterwards."""
+        """`entries` executed on the committed state, which is rolled back afterwards; raises
+        the ProtocolError of an entry that cannot execute (`build_checkpoint`)."""
         self.state.begin()
         self.state.mark()
         try:
@@ -62,17 +65,26 @@ class Executor:
         finally:
             self.state.rollback()
 
-    def propose(self, entries: list[bytes], now_ms: int) -> bytes:
-        """The encoded checkpoint of `entries` this node leads with (never stamped before the
-        latest checkpoint)."""
-        executed = self.build(entries, max(now_ms, self.latest_timestamp_ms))
+    def propose(self, entries: list[bytes], now_ms: int) -> tuple[bytes, list[LeftOut]]:
+        """The encoded checkpoint this node leads with (never stamped before the latest
+        checkpoint): `entries` in order, less those that cannot execute there, which come back
+        with their errors (the caller tells their submitters, or keeps those that may `retry`)."""
+        self.state.begin()
+        self.state.mark()
+        try:
+            proposed = propose_checkpoint(self.state, self.latest, entries,
+                                          max(now_ms, self.latest_timestamp_ms), self._verified)
+            executed = Executed(proposed.checkpoint, self.state.changes(), proposed.effects)
+        finally:
+            self.state.rollback()
         value = encode(executed.checkpoint)
         self._executed[value_digest(value)] = executed
-        return value
+        return value, proposed.left_out
 
     def validate(self, height: int, value: bytes, now_ms: int) -> bool:
-        """Whether a peer's proposal rebuilds identically here (and is not stamped too far
-        ahead of this replica's clock: a leader must not pull consensus time forward)."""
+        """Whether a peer's proposal rebuilds identically here, every entry executing (a
+        consensus rule: no unpaid entry, nothing over the byte cap), and is not stamped too far
+        ahead of this replica's clock (a leader must not pull consensus time forward)."""
         key = value_digest(value)
         if key in self._executed:  # this replica built or checked exactly these bytes already
             return True
@@ -105,7 +117,8 @@ class Executor:
         """A peer's certified checkpoint, verified against this replica's committee and
         re-executed (raises ProtocolError or InvalidCheckpoint when it does not verify)."""
         cert = decode(certificate, CommitCertificate)
-        verify_checkpoint_chain(self.state.system().committee, [(value, cert)], sequence)
+        system = self.state.system()
+        verify_checkpoint_chain(system.committee, [(value, cert)], sequence, chain_id=system.chain_id)
         return self.execute(sequence, decode(value, Checkpoint))
 
     def forget_trials(self) -> None:

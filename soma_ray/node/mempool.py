@@ -2,16 +2,22 @@
 
 Pure bookkeeping: no Ray, no asyncio, no clock. The caller passes `now` (monotonic seconds) and
 the accounts' nonces, and acts on what comes back (answers submitters, sets one expiry timer).
-Signatures and admissibility are checked before `admit` (`check_admission`); the pool only
-decides whether there is room, keeps the admission order (oldest first, for the TTL) and keeps
-each sender's transactions by nonce, so `ready` is one pass over the pool.
+`admit_transaction` is a validator's whole admission: the envelope and the policy (fee solvency
+counting the sender's pooled transactions, kind bounds, faucet authority: protocol.execution),
+then `Mempool.admit`, which only decides whether there is room (counts and bytes), keeps the
+admission order (oldest first, for the TTL) and keeps each sender's transactions by nonce, so
+`ready` is one pass over the pool.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Set
 from typing import NamedTuple
 
-from soma_ray.protocol.errors import MempoolFull, NonceAlreadyPooled, NonceTooFarAhead, SenderPoolFull
+from soma_ray.protocol.errors import (
+    MempoolBytesFull, MempoolFull, NonceAlreadyPooled, NonceTooFarAhead, SenderBytesFull, SenderPoolFull,
+)
+from soma_ray.protocol.execution import check_admission_policy, check_envelope, transaction_digest
+from soma_ray.protocol.state import State
 
 
 class Pending(NamedTuple):
@@ -44,14 +50,20 @@ class VerifiedView(Set):
 
 class Mempool:
     """Transactions by digest in order of first admission, at most `capacity` in all and
-    `per_sender` per sender, each dropped by `expired` once pooled `ttl_s` seconds."""
+    `per_sender` per sender, taking at most `max_bytes` in all and `sender_max_bytes` per sender
+    (None: no byte limit), each dropped by `expired` once pooled `ttl_s` seconds."""
 
-    def __init__(self, capacity: int, per_sender: int, ttl_s: float):
+    def __init__(self, capacity: int, per_sender: int, ttl_s: float, max_bytes: int | None = None,
+                 sender_max_bytes: int | None = None):
         self.capacity = capacity
         self.per_sender = per_sender
         self.ttl_s = ttl_s
+        self.max_bytes = max_bytes
+        self.sender_max_bytes = sender_max_bytes
         self._pool: dict[bytes, Pending] = {}  # insertion order = admission order = time order
         self._by_sender: dict[bytes, dict[int, bytes]] = {}  # sender -> nonce -> digest
+        self._bytes = 0
+        self._sender_bytes: dict[bytes, int] = {}
         self._verified: set[bytes] = set()
         self.verified = VerifiedView(self._verified)
         self._faucet_nonce = 0
@@ -77,6 +89,15 @@ class Mempool:
         """How many pooled transactions are `sender`'s."""
         return len(self._by_sender.get(sender, ()))
 
+    @property
+    def pooled_bytes(self) -> int:
+        """The bytes of every pooled transaction."""
+        return self._bytes
+
+    def sender_bytes(self, sender: bytes) -> int:
+        """The bytes of `sender`'s pooled transactions."""
+        return self._sender_bytes.get(sender, 0)
+
     # ------------------------------------------------------------------ admission
 
     def admit(self, tx_digest: bytes, sender: bytes, nonce: int, data: bytes,
@@ -87,31 +108,38 @@ class Mempool:
         A resubmission is never refused and does not grow the pool: its bytes replace the pooled
         ones, while it keeps its first admission time (its TTL runs on) and its place in the
         order. A new one is refused, keeping nothing, with `SenderPoolFull` when its sender holds
-        `per_sender` pooled transactions, `NonceTooFarAhead` when its nonce is `per_sender` or
+        `per_sender` pooled transactions, `SenderBytesFull` when its bytes would take the
+        sender's past `sender_max_bytes`, `NonceTooFarAhead` when its nonce is `per_sender` or
         more past `account_nonce` (it could not execute before the ones in between),
         `NonceAlreadyPooled` when the sender's pooled transaction with that nonce is another one,
-        or `MempoolFull`; checked in that order.
+        `MempoolFull`, or `MempoolBytesFull` (past `max_bytes`); checked in that order.
         """
         pooled = self._pool.get(tx_digest)
         if pooled is not None:
             self._verified.discard(pooled.data)
             self._pool[tx_digest] = pooled._replace(data=data)
             self._verified.add(data)
+            self._count_bytes(sender, len(data) - len(pooled.data))
             return False
-        self.check_room(sender, nonce, account_nonce)
+        self.check_room(sender, nonce, account_nonce, len(data))
         if self._pool and now < next(reversed(self._pool.values())).admitted_at:
             # `expired` stops at the first one still young: that needs time order.
             raise ValueError(f"now={now} is before the latest admission: time must not go back")
         self._pool[tx_digest] = Pending(sender, nonce, data, now)
         self._by_sender.setdefault(sender, {})[nonce] = tx_digest
         self._verified.add(data)
+        self._count_bytes(sender, len(data))
         return True
 
-    def check_room(self, sender: bytes, nonce: int, account_nonce: int) -> None:
-        """Raise why a transaction the pool does not hold would be refused (see `admit`)."""
+    def check_room(self, sender: bytes, nonce: int, account_nonce: int, size: int = 0) -> None:
+        """Raise why a transaction of `size` bytes the pool does not hold would be refused (see
+        `admit`)."""
         nonces = self._by_sender.get(sender, {})
         if len(nonces) >= self.per_sender:
             raise SenderPoolFull(sender_pending=len(nonces), limit=self.per_sender)
+        held = self._sender_bytes.get(sender, 0)
+        if self.sender_max_bytes is not None and held + size > self.sender_max_bytes:
+            raise SenderBytesFull(size=size, sender_bytes=held, limit=self.sender_max_bytes)
         if nonce >= account_nonce + self.per_sender:
             raise NonceTooFarAhead(account_nonce=account_nonce,
                                    max=account_nonce + self.per_sender - 1, got=nonce)
@@ -119,6 +147,16 @@ class Mempool:
             raise NonceAlreadyPooled(nonce=nonce)
         if len(self._pool) >= self.capacity:
             raise MempoolFull(capacity=self.capacity)
+        if self.max_bytes is not None and self._bytes + size > self.max_bytes:
+            raise MempoolBytesFull(size=size, pooled_bytes=self._bytes, limit=self.max_bytes)
+
+    def _count_bytes(self, sender: bytes, delta: int) -> None:
+        self._bytes += delta
+        held = self._sender_bytes.get(sender, 0) + delta
+        if held:
+            self._sender_bytes[sender] = held
+        else:
+            self._sender_bytes.pop(sender, None)
 
     def remove(self, tx_digest: bytes) -> Pending | None:
         """Take a transaction out (committed, stale or expired); None when it is not pooled."""
@@ -126,6 +164,7 @@ class Mempool:
         if pending is None:
             return None
         self._verified.discard(pending.data)
+        self._count_bytes(pending.sender, -len(pending.data))
         nonces = self._by_sender[pending.sender]
         del nonces[pending.nonce]
         if not nonces:
@@ -211,3 +250,18 @@ class Mempool:
         """An expired faucet transaction hands its nonce back: later ones would otherwise all
         wait behind the gap it leaves."""
         self._faucet_nonce = min(self._faucet_nonce, nonce)
+
+
+def admit_transaction(pool: Mempool, data: bytes, state: State, now: float) -> tuple[bytes, bool]:
+    """A validator's whole admission of `data` into `pool` at `now`, against the committed
+    `state`: the envelope (protocol.execution.check_envelope), then, unless it is pooled already
+    (a resubmission is never refused), the policy with the sender's pooled count (a fee each
+    for them and this one, kind bounds, faucet authority), then the pool's room. Returns (its
+    digest, whether it is new here); raises the typed error why not, keeping nothing."""
+    system = state.system()
+    signed = check_envelope(data, state, system, pool.verified)
+    tx = signed.transaction
+    tx_digest = transaction_digest(tx)
+    if tx_digest not in pool:
+        check_admission_policy(tx, state, system, pool.sender_pending(tx.sender))
+    return tx_digest, pool.admit(tx_digest, tx.sender, tx.nonce, data, state.account(tx.sender).nonce, now)

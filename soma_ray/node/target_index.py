@@ -30,6 +30,17 @@ chain's own order, so a rebuilt index orders (and pages) alike, and a target cre
 always comes after every page already read: paging never skips or repeats a target that
 exists throughout.
 
+Submissions and challenges: every submission and challenge the chain has held, kept after the
+chain deletes them (a resolved or closed challenge, a slashed or dropped submission, one pruned
+with its settled target), listed in creation order by miner, target, submission or challenger:
+
+    submission  committed -> revealed <-> challenged -> claimed (bond back) | slashed (a
+                ChallengerWins) ; committed -> dropped (the commit went stale or its epoch ended)
+    challenge   open -> challenger_wins | miner_wins (ResolveChallenge) | closed (its window
+                ended unresolved: the bond back, the miner stays the winner)
+
+The closed ones are kept up to MAX_CLOSED_RECORDS of each kind (the oldest closed go first).
+
 Leaderboard: a *hit* (a miner's) is a *win* (of the model the miner revealed with): a revealed
 submission that stands: counted when a checkpoint leaves a target Filled with it, uncounted if a
 later checkpoint undoes it (ChallengerWins), kept after the claim and after the target is pruned.
@@ -41,13 +52,14 @@ earnings R − f − miner reward (its owner's commission included). Bonds retur
 from __future__ import annotations
 
 import re
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left, bisect_right, insort
 from collections import Counter
 from typing import Iterable
 
 import numpy as np
 
 from soma_ray.node.executor import Executed, Executor
+from soma_ray.protocol.checkpoint import executed_transactions
 from soma_ray.protocol.encoding import decode
 from soma_ray.protocol.epoch import SYSTEM_SENDER
 from soma_ray.protocol.errors import MalformedInput, ModelHasNoWeights, ObjectNotFound, ZeroEmbedding
@@ -58,17 +70,22 @@ from soma_ray.protocol.targets import (
     DISTANCE_SCALE, accepts_commit, as_embedding, claimable_epoch, is_claimable,
 )
 from soma_ray.protocol.types import (
-    Challenge, Checkpoint, CheckpointEntry, ClaimRewards, Model, SignedTransaction, StakingPool,
-    Submission, Target, TransactionEffects,
+    Challenge, Checkpoint, ClaimRewards, Model, ResolveChallenge,
+    StakingPool, Submission, Target, TransactionEffects,
 )
 from soma_ray.wire import (
-    MAX_PAGE, STATUSES, IndexStatus, Leaderboard, MinerScore, ModelManifest, ModelScore, ModelView,
-    NearbyTarget, TargetPage, TargetView,
+    CHALLENGE_STATUSES, MAX_PAGE, STATUSES, SUBMISSION_STATUSES, ChallengePage, ChallengeView,
+    IndexStatus, Leaderboard, MinerScore, ModelManifest, ModelScore, ModelView, NearbyTarget,
+    SubmissionPage, SubmissionView, TargetPage, TargetView,
 )
 
 _TOKEN_CHARS = 16  # a page token: the last listed target's order key, 16 hex digits
 _TOKEN = re.compile(f"[0-9a-f]{{{_TOKEN_CHARS}}}")
 _BULK = 32  # more changes than this to one sorted list: rebuild it instead of bisecting
+# Closed submissions (claimed, slashed, dropped) and closed challenges kept, of each kind.
+MAX_CLOSED_RECORDS = 100_000
+_SUBMISSION_CLOSED = frozenset({"claimed", "slashed", "dropped"})
+_CHALLENGE_CLOSED = frozenset({"challenger_wins", "miner_wins", "closed"})
 
 
 def view_status(target: Target, epoch: int) -> str:
@@ -162,6 +179,88 @@ class _Moves:
         return changed
 
 
+class _History:
+    """Records (submissions or challenges) by id, in creation order, with sorted lists of order
+    keys by each filter's value (new records come last, but within one checkpoint in any order:
+    inserted in place), and the closed ones bounded."""
+
+    def __init__(self, filters: tuple[str, ...], closed: frozenset[str], what: str) -> None:
+        self.records: dict[bytes, list] = {}  # id -> [view fields dict, order]
+        self.by_order: dict[int, bytes] = {}
+        self.every: list[int] = []
+        self.filters = {name: {} for name in filters}  # name -> value -> [orders]
+        self.closed_statuses = closed
+        self.closed: dict[bytes, None] = {}  # closed ids, oldest first
+        self.what = what
+
+    def add(self, ident: bytes, order: int, fields: dict) -> None:
+        self.records[ident] = [fields, order]
+        self.by_order[order] = ident
+        insort(self.every, order)
+        for name, groups in self.filters.items():
+            insort(groups.setdefault(fields[name], []), order)
+
+    def set_status(self, ident: bytes, status: str, epoch: int, **changes) -> None:
+        record = self.records.get(ident)
+        if record is None:
+            return
+        fields = record[0]
+        fields.update(changes)
+        if fields["status"] == status:
+            return
+        fields["status"] = status
+        if status in self.closed_statuses:
+            fields["closed_epoch"] = epoch
+            self.closed[ident] = None
+        else:
+            fields["closed_epoch"] = None
+            self.closed.pop(ident, None)
+
+    def evict(self, keep: int) -> None:
+        """Forget the oldest closed records beyond `keep`."""
+        if len(self.closed) <= keep:
+            return
+        gone = list(self.closed)[:len(self.closed) - keep]
+        orders = set()
+        for ident in gone:
+            del self.closed[ident]
+            fields, order = self.records.pop(ident)
+            del self.by_order[order]
+            orders.add(order)
+            for name, groups in self.filters.items():
+                kept = [o for o in groups[fields[name]] if o != order]
+                if kept:
+                    groups[fields[name]] = kept
+                else:
+                    del groups[fields[name]]
+        self.every = [o for o in self.every if o not in orders]
+
+    def page(self, view, filters: dict, status: str | None, limit: int, page_token: str | None):
+        """(views, next token) of the records matching `filters` (name -> value) and `status`."""
+        if not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+            raise MalformedInput(reason=f"limit {limit!r} is outside 1..{MAX_PAGE}")
+        after = -1 if page_token is None else _parse_token(page_token)
+        lists = [self.filters[name].get(bytes(value), []) for name, value in filters.items() if value is not None]
+        keys = min(lists, key=len) if lists else self.every
+        found = []
+        for i in range(bisect_right(keys, after), len(keys)):
+            fields, order = self.records[self.by_order[keys[i]]]
+            if status is not None and fields["status"] != status:
+                continue
+            if any(value is not None and fields[name] != bytes(value) for name, value in filters.items()):
+                continue
+            if len(found) == limit:
+                return [view(f) for f, _ in found], _token(found[-1][1])
+            found.append((fields, order))
+        return [view(f) for f, _ in found], None
+
+    def get(self, ident: bytes, view):
+        record = self.records.get(bytes(ident))
+        if record is None:
+            raise ObjectNotFound(kind=self.what, id=bytes(ident))
+        return view(record[0])
+
+
 class OutOfOrder(Exception):
     """A checkpoint handed to `follow` is not the next one."""
 
@@ -191,6 +290,8 @@ class TargetIndex:
         self._rewards: Counter = Counter()
         self._open_version = 0
         self._open_matrix: tuple[int, np.ndarray, list[int]] | None = None
+        self._submissions = _History(("miner", "target_id"), _SUBMISSION_CLOSED, "submission")
+        self._challenges = _History(("submission_id", "challenger", "target_id"), _CHALLENGE_CLOSED, "challenge")
         self._epoch = state.system().epoch
         self._params = state.system().parameters
         moves = _Moves()
@@ -239,6 +340,7 @@ class TargetIndex:
                 if key[:1] in (SUBMISSION, CHALLENGE)}
         self._executor.apply(executed)
         self._update(executed, olds, claims)
+        self._record_history(executed, olds)
 
     def _claims(self, executed: Executed) -> set[bytes]:
         """Targets this checkpoint claimed; the split of each filled one is counted (from the
@@ -246,13 +348,10 @@ class TargetIndex:
         its claim within one checkpoint)."""
         claimed = set()
         params = self._params
-        for raw, effects in zip(executed.checkpoint.transactions, executed.effects):
-            if effects.error is not None or effects.sender == SYSTEM_SENDER:
+        for tx, _ in executed_transactions(executed.checkpoint, executed.effects):
+            if not isinstance(tx.kind, ClaimRewards):
                 continue
-            entry = decode(raw, CheckpointEntry)
-            if not isinstance(entry, SignedTransaction) or not isinstance(entry.transaction.kind, ClaimRewards):
-                continue
-            target_id = entry.transaction.kind.target_id
+            target_id = tx.kind.target_id
             claimed.add(target_id)
             record = self._records.get(target_id)
             fill = None if record is None else record.fill()
@@ -291,6 +390,90 @@ class TargetIndex:
         for target_id in touched:
             self._refresh(target_id, number.get(target_id), moves, claims)
         self._apply_moves(moves)
+
+    def _record_history(self, executed: Executed, olds: dict) -> None:
+        """The submissions and challenges index, from the checkpoint's changes (module docstring)."""
+        verdicts = {tx.kind.challenge_id: tx.kind.verdict
+                    for tx, _ in executed_transactions(executed.checkpoint, executed.effects)
+                    if isinstance(tx.kind, ResolveChallenge)}
+        epoch = executed.checkpoint.epoch
+        base = (executed.checkpoint.sequence + 1) << 32
+        created = {ident: n for n, ident in enumerate(i for e in executed.effects for i in e.created)}
+        slashed: set[bytes] = set()
+        changes = sorted(((key, value) for key, value in executed.changes if key[:1] in (SUBMISSION, CHALLENGE)),
+                         key=lambda change: change[0][:1] != CHALLENGE)  # challenges first
+        extra = 0
+        for key, value in changes:
+            tag, ident = key[:1], key[1:]
+            if ident not in created and ident not in (self._challenges.records if tag == CHALLENGE
+                                                      else self._submissions.records) and value is not None:
+                created[ident] = len(created) + extra
+                extra += 1
+            if tag == CHALLENGE:
+                self._challenge_changed(ident, value, olds.get(key), base | created.get(ident, 0), epoch,
+                                        verdicts, slashed)
+            else:
+                self._submission_changed(ident, value, olds.get(key), base | created.get(ident, 0), epoch, slashed)
+        self._submissions.evict(MAX_CLOSED_RECORDS)
+        self._challenges.evict(MAX_CLOSED_RECORDS)
+
+    def _challenge_changed(self, ident: bytes, value: bytes | None, old: bytes | None, order: int,
+                           epoch: int, verdicts: dict, slashed: set) -> None:
+        history = self._challenges
+        if value is not None:
+            if ident not in history.records:
+                c = decode(value, Challenge)
+                history.add(ident, order, dict(
+                    id=c.id, submission_id=c.submission_id, target_id=c.target_id, challenger=c.challenger,
+                    kind=c.kind, bond=c.bond, opened_epoch=c.opened_epoch, status="open", closed_epoch=None))
+                self._submissions.set_status(c.submission_id, "challenged", epoch)
+            return
+        if old is None:
+            return
+        c = decode(old, Challenge)
+        verdict = verdicts.get(ident)
+        status = {"ChallengerWins": "challenger_wins", "MinerWins": "miner_wins"}.get(verdict, "closed")
+        history.set_status(ident, status, epoch)
+        if status == "challenger_wins":
+            slashed.add(c.submission_id)
+        else:  # the miner stays the winner
+            self._submissions.set_status(c.submission_id, "revealed", epoch)
+
+    def _submission_changed(self, ident: bytes, value: bytes | None, old: bytes | None, order: int,
+                            epoch: int, slashed: set) -> None:
+        history = self._submissions
+        if value is None:
+            if old is None:
+                return
+            s = decode(old, Submission)
+            if ident in slashed:
+                status = "slashed"
+            elif s.revealed is None:
+                status = "dropped"
+            else:  # pruned with its settled target: it stays what it was (claimed)
+                status = "claimed" if s.bond == 0 else history.records.get(ident, [{"status": "revealed"}])[0]["status"]
+                if status not in _SUBMISSION_CLOSED:
+                    status = "claimed"
+            history.set_status(ident, status, epoch)
+            return
+        s = decode(value, Submission)
+        revealed = s.revealed
+        fields = dict(model_id=None if revealed is None else revealed.model_id,
+                      data_url=None if revealed is None else revealed.data_url,
+                      data_size=None if revealed is None else revealed.data_size,
+                      loss_score=None if revealed is None else revealed.loss_score,
+                      distance=None if revealed is None else revealed.distance, bond=s.bond)
+        if ident not in history.records:
+            history.add(ident, order, dict(id=s.id, target_id=s.target_id, miner=s.miner, status="committed",
+                                           commit_epoch=s.commit_epoch, closed_epoch=None, **fields))
+        if revealed is None:
+            status = "committed"
+        elif s.bond == 0:
+            status = "claimed"
+        else:
+            target = self.state.get(TARGET, s.target_id, Target)
+            status = "challenged" if target is not None and target.status == "Challenged" else "revealed"
+        history.set_status(ident, status, epoch, **fields)
 
     def _refresh(self, target_id: bytes, order: int | None, moves: _Moves, claims) -> None:
         """Bring one target's record and its places in the indexes up to the state."""
@@ -481,6 +664,34 @@ class TargetIndex:
                                       model.decryption_key))
         return found
 
+    def list_submissions(self, miner: bytes | None = None, target_id: bytes | None = None,
+                         status: str | None = None, limit: int = 50,
+                         page_token: str | None = None) -> SubmissionPage:
+        """Submissions in creation order, by miner, target and status (SUBMISSION_STATUSES)."""
+        if status is not None and status not in SUBMISSION_STATUSES:
+            raise MalformedInput(reason=f"status {status!r} is not one of {', '.join(SUBMISSION_STATUSES)}")
+        found, token = self._submissions.page(
+            _submission_view, {"miner": miner, "target_id": target_id}, status, limit, page_token)
+        return SubmissionPage(found, token)
+
+    def get_submission(self, submission_id: bytes) -> SubmissionView:
+        return self._submissions.get(submission_id, _submission_view)
+
+    def list_challenges(self, submission_id: bytes | None = None, challenger: bytes | None = None,
+                        target_id: bytes | None = None, status: str | None = None, limit: int = 50,
+                        page_token: str | None = None) -> ChallengePage:
+        """Challenges in creation order, by submission, challenger, target and status
+        (CHALLENGE_STATUSES), the resolved and closed ones too."""
+        if status is not None and status not in CHALLENGE_STATUSES:
+            raise MalformedInput(reason=f"status {status!r} is not one of {', '.join(CHALLENGE_STATUSES)}")
+        found, token = self._challenges.page(
+            _challenge_view, {"submission_id": submission_id, "challenger": challenger, "target_id": target_id},
+            status, limit, page_token)
+        return ChallengePage(found, token)
+
+    def get_challenge(self, challenge_id: bytes) -> ChallengeView:
+        return self._challenges.get(challenge_id, _challenge_view)
+
     def leaderboard(self, limit: int = 100) -> Leaderboard:
         """Models by wins and earnings, miners by hits and rewards (module docstring)."""
         if not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
@@ -499,6 +710,14 @@ class TargetIndex:
         counts = [(s, len(self._by_status[s].keys) if s in self._by_status else 0) for s in STATUSES]
         return IndexStatus(self.synced_sequence, self._epoch, self.state.state_root(),
                            len(self._records), counts)
+
+
+def _submission_view(fields: dict) -> SubmissionView:
+    return SubmissionView(**fields)
+
+
+def _challenge_view(fields: dict) -> ChallengeView:
+    return ChallengeView(**fields)
 
 
 def _token(order: int) -> str:

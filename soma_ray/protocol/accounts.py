@@ -4,9 +4,10 @@ from __future__ import annotations
 from soma_ray.protocol.context import ExecutionContext
 from soma_ray.protocol.errors import (
     FaucetDisabled, FaucetLimitExceeded, InsufficientBalance, InvalidAddress, InvalidAmount,
+    NotFaucetAuthority,
 )
 from soma_ray.protocol.state import State
-from soma_ray.protocol.types import Faucet, Transfer
+from soma_ray.protocol.types import Faucet, SystemState, Transfer
 
 
 def require_positive(amount: int) -> None:
@@ -59,10 +60,18 @@ def process_transfer(state: State, tx: Transfer, ctx: ExecutionContext) -> None:
     credit(state, tx.recipient, tx.amount)
 
 
-def process_faucet(state: State, tx: Faucet, ctx: ExecutionContext) -> None:
-    """Mint-free faucet: the coins come out of the emission pool, so supply is conserved."""
-    if not ctx.params.faucet_enabled:
+def require_faucet_authority(system: SystemState, sender: bytes) -> None:
+    """Only the genesis' faucet authorities send Faucet, and only while the faucet is on."""
+    if not system.parameters.faucet_enabled:
         raise FaucetDisabled()
+    if bytes(sender) not in system.faucet_authorities:
+        raise NotFaucetAuthority(sender=bytes(sender))
+
+
+def process_faucet(state: State, tx: Faucet, ctx: ExecutionContext) -> None:
+    """Mint-free faucet: the coins come out of the emission pool, so supply is conserved. Sent
+    by a faucet authority only (anyone else pays the fee and gets NotFaucetAuthority)."""
+    require_faucet_authority(state.system(), ctx.sender)
     require_address(tx.recipient, "recipient")
     require_positive(tx.amount)
     if tx.amount > ctx.params.faucet_max_amount:

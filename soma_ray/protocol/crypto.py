@@ -25,13 +25,32 @@ def show_address(address: bytes) -> str:
     return "0x" + address.hex()
 
 
+class Address(bytes):
+    """A 32-byte address that is also the reference SDK's `Keypair.address()`: the bytes every
+    internal use reads (`keypair.address` in a transaction, a dict key, a comparison with plain
+    bytes: equal, same hash), and, called, its 0x-hex text (`keypair.address()`).
+
+    The canonical encoder turns it into plain bytes (`encoding.enc_hook`: msgspec encodes no
+    subclass of bytes by itself), so digests and signatures are those of the bytes; it pickles
+    as itself (Ray)."""
+
+    __slots__ = ()
+
+    def __call__(self) -> str:
+        return "0x" + self.hex()
+
+    def __reduce__(self):
+        return (Address, (bytes(self),))
+
+
 class Keypair:
     """An Ed25519 signing key with its public key and address."""
 
     def __init__(self, signing_key: nacl.signing.SigningKey) -> None:
         self._key = signing_key
         self.public_key: bytes = bytes(signing_key.verify_key)
-        self.address: bytes = address_of(self.public_key)
+        # Bytes to every internal use; `keypair.address()` is its 0x-hex text (the SDK's form).
+        self.address: Address = Address(address_of(self.public_key))
 
     @classmethod
     def generate(cls) -> "Keypair":

@@ -22,6 +22,9 @@ DOMAIN_PROOF_OF_POSSESSION = b"soma/pop/v1"
 DOMAIN_SUBMISSION_COMMITMENT = b"soma/submission-commitment/v1"
 DOMAIN_MODEL_COMMITMENT = b"soma/model-commitment/v1"
 DOMAIN_TARGET_SEED = b"soma/target-seed/v1"
+DOMAIN_CHAIN_ID = b"soma/chain-id/v1"
+# A network's identity (`SystemState.chain_id`): the digest of its genesis, this many bytes.
+CHAIN_ID_BYTES = 32
 
 T = TypeVar("T")
 
@@ -34,7 +37,15 @@ class Struct(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
     """Base of every canonically encoded object: fields encode as a positional array."""
 
 
-_encoder = msgspec.msgpack.Encoder()
+def enc_hook(value: Any) -> Any:
+    """Subclasses of bytes (`crypto.Address`, the SDK's callable address) encode as the plain
+    bytes they hold: msgspec encodes no subclass by itself. Anything else stays unsupported."""
+    if isinstance(value, bytes):
+        return bytes(value)
+    raise TypeError(f"Encoding objects of type {type(value).__name__} is unsupported")
+
+
+_encoder = msgspec.msgpack.Encoder(enc_hook=enc_hook)
 _decoders: dict[Any, msgspec.msgpack.Decoder] = {}
 
 
@@ -63,6 +74,16 @@ def digest(domain: bytes, data: bytes | Any) -> bytes:
     """BLAKE2b-256 of the domain tag followed by the data (encoded first unless already bytes)."""
     payload = data if isinstance(data, (bytes, bytearray)) else encode(data)
     return blake2b256(domain + payload)
+
+
+def signing_domain(domain: bytes, chain_id: bytes) -> bytes:
+    """What a signature of one network is made over, before the message: the purpose's domain tag
+    followed by the network's 32-byte chain id, so that nothing signed for one network (a
+    transaction, a consensus vote, an audit vote) verifies on another."""
+    chain_id = bytes(chain_id)
+    if len(chain_id) != CHAIN_ID_BYTES:
+        raise ValueError(f"a chain id is {CHAIN_ID_BYTES} bytes, got {len(chain_id)}")
+    return domain + chain_id
 
 
 def u64_le(value: int) -> bytes:

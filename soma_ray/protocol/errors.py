@@ -186,6 +186,53 @@ InsufficientFee = _error(
     "InsufficientFee", ("required", "available"),
     "the fee is {required} shannons but only {available} are available (balance or max_fee)",
 )
+# Fee solvency at admission (a transaction that cannot pay its fee costs the network nothing
+# beyond its signature check, and never enters a checkpoint).
+FeeBelowBaseFee = _error(
+    "FeeBelowBaseFee", ("max_fee", "base_fee"),
+    "max_fee {max_fee} is below the base fee of {base_fee} shannons: the transaction could never pay its fee",
+)
+InsufficientBalanceForFees = _error(
+    "InsufficientBalanceForFees", ("required", "available", "pooled"),
+    "the sender's balance of {available} shannons cannot pay the fees of its {pooled} pooled"
+    " transaction(s) and this one ({required} shannons): fund the account first",
+)
+MempoolBytesFull = _error(
+    "MempoolBytesFull", ("size", "pooled_bytes", "limit"),
+    "the validator's mempool holds {pooled_bytes} bytes, a transaction of {size} bytes would pass its limit"
+    " of {limit}: nothing was admitted, resubmit later",
+)
+SenderBytesFull = _error(
+    "SenderBytesFull", ("size", "sender_bytes", "limit"),
+    "the sender's transactions waiting in this validator's mempool take {sender_bytes} bytes, one of {size}"
+    " bytes more would pass the per-sender limit of {limit}: resubmit once some of them have committed",
+)
+NotFaucetAuthority = _error(
+    "NotFaucetAuthority", ("sender",),
+    "{sender} is not a faucet authority of this network: only the keys its genesis names send Faucet"
+    " (ask the gateway's faucet instead)",
+)
+# Variable-length fields of transaction kinds, bounded on chain (soma_ray/protocol/bounds.py).
+FieldLengthMismatch = _error(
+    "FieldLengthMismatch", ("field", "length", "expected"), "{field} is {length} bytes, it must be exactly {expected}"
+)
+FieldTooLong = _error("FieldTooLong", ("field", "length", "max"), "{field} is {length} bytes, at most {max} allowed")
+TooManyItems = _error("TooManyItems", ("field", "count", "max"), "{field} has {count} items, at most {max} allowed")
+InvalidUrl = _error("InvalidUrl", ("field", "reason"), "{field} is not a usable URL: {reason}")
+ValueOutOfRange = _error(
+    "ValueOutOfRange", ("field", "value", "min", "max"), "{field} is {value}, it must be within {min}..{max}"
+)
+# Consensus rules on a checkpoint's entries (soma_ray/protocol/checkpoint.py): a validator refuses
+# a proposal, and a follower a checkpoint, that breaks them.
+UnexecutableEntry = _error(
+    "UnexecutableEntry", ("index", "error", "reason"),
+    "entry {index} of the checkpoint cannot execute ({error}: {reason}): every entry must pay its fee"
+    " and take its sender's nonce, or change the epoch",
+)
+CheckpointTooLarge = _error(
+    "CheckpointTooLarge", ("size", "max"),
+    "the checkpoint's transactions take {size} bytes, more than max_checkpoint_bytes = {max}",
+)
 InsufficientBalance = _error(
     "InsufficientBalance", ("required", "available"),
     "needs {required} shannons, the account has {available}",
@@ -362,6 +409,30 @@ RequestTooLarge = _error(
 )
 ScoringUnavailable = _error(
     "ScoringUnavailable", ("reason",), "the scoring service is unavailable: {reason}",
+)
+# Limits of the public surface (soma_ray/limits.py: per client and for all clients, by the route
+# table's rate classes) and the blob store's signed uploads (soma_ray/tickets.py, serve/blobs.py).
+RateLimited = _error(
+    "RateLimited", ("rate_class", "scope", "retry_after_s"),
+    "too many {rate_class} requests ({scope}): nothing was done, try again in {retry_after_s} s",
+)
+UploadUnauthorized = _error(
+    "UploadUnauthorized", ("reason",),
+    "the upload is not authorized: {reason} (an upload carries a ticket from POST /blobs/ticket,"
+    " signed for by a funded account; the SDK gets one for you)",
+)
+AccountUnderfunded = _error(
+    "AccountUnderfunded", ("address", "balance", "required"),
+    "{address} holds {balance} shannons, an upload of this kind and size needs at least {required}",
+)
+UploadQuotaExceeded = _error(
+    "UploadQuotaExceeded", ("address", "size", "quota", "window_s", "retry_after_s"),
+    "{address} may upload {quota} bytes per {window_s} s, {size} more do not fit now:"
+    " try again in {retry_after_s} s",
+)
+UploadTooSlow = _error(
+    "UploadTooSlow", ("received", "deadline_s"),
+    "the upload was cut after {received} bytes: its body must arrive within {deadline_s} s (nothing was stored)",
 )
 
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import msgspec
 
-from soma_ray.protocol.accounts import credit, take_from_emission_pool
+from soma_ray.protocol.accounts import credit, require_address, take_from_emission_pool
 from soma_ray.protocol.context import ExecutionContext
 from soma_ray.protocol.crypto import Committee, Keypair, address_of
-from soma_ray.protocol.encoding import DOMAIN_TX, Struct, blake2b256, digest, u64_le
+from soma_ray.protocol.encoding import DOMAIN_CHAIN_ID, DOMAIN_TX, Struct, blake2b256, digest, u64_le
 from soma_ray.protocol.models import model_commitment, validate_embedding
 from soma_ray.protocol.params import SHANNONS_PER_SOMA, Parameters, localnet
 from soma_ray.protocol.staking import new_pool, stake_active_now
@@ -23,8 +23,10 @@ from soma_ray.protocol.types import (
 )
 from soma_ray.protocol.validators import require_commission_bps, update_validator_set
 
-PROTOCOL_VERSION = 3  # 2: ChangeEpoch on the consensus clock, faucet off by default and capped;
-# 3: Settled targets pruned (Target.settled_epoch, Parameters.settled_retention_epochs)
+PROTOCOL_VERSION = 4  # 2: ChangeEpoch on the consensus clock, faucet off by default and capped;
+# 3: Settled targets pruned (Target.settled_epoch, Parameters.settled_retention_epochs);
+# 4: the chain cannot be used for free (issue 18): fee solvency, checkpoint byte cap, faucet
+# authorities, the chain id in every signature, bounded kind fields (docs/protocol.md)
 
 
 class GenesisValidator(Struct):
@@ -49,10 +51,19 @@ class GenesisConfig(Struct):
     balances: list[tuple[bytes, int]] = []
     models: list[GenesisModel] = []
     timestamp_ms: int = 0
+    # The addresses whose Faucet transactions execute (the gateway's faucet signs with one).
+    faucet_authorities: list[bytes] = []
 
 
 def genesis_digest(config: GenesisConfig) -> bytes:
     return digest(DOMAIN_TX, config)
+
+
+def genesis_chain_id(config: GenesisConfig) -> bytes:
+    """The network's identity: BLAKE2b-256(DOMAIN_CHAIN_ID || canonical GenesisConfig). Two
+    networks share it only if their genesis is byte for byte the same (the same parameters,
+    keys, balances, models, faucet authorities and timestamp)."""
+    return digest(DOMAIN_CHAIN_ID, config)
 
 
 def genesis(config: GenesisConfig) -> State:
@@ -61,6 +72,8 @@ def genesis(config: GenesisConfig) -> State:
     params = config.parameters
     state = State()
     ctx = ExecutionContext(params, 0, config.timestamp_ms, genesis_digest(config), bytes(32), genesis_digest(config))
+    for address in config.faucet_authorities:
+        require_address(address, "faucet_authorities")
     state.put_system(initial_system_state(config))
     for address, amount in config.balances:
         take_from_emission_pool(state, amount)
@@ -87,6 +100,8 @@ def initial_system_state(config: GenesisConfig) -> SystemState:
         committee=Committee(epoch=0, members=[]),
         target_state=TargetState(distance_threshold=params.initial_distance_threshold),
         emission_pool=EmissionPool(balance=params.genesis_supply, emission_per_epoch=params.initial_emission_per_epoch),
+        chain_id=genesis_chain_id(config),
+        faucet_authorities=[bytes(a) for a in config.faucet_authorities],
     )
 
 
@@ -130,6 +145,13 @@ def preset_keypair(role: str, index: int) -> Keypair:
     return Keypair.from_secret(blake2b256(f"soma/preset/{role}".encode() + u64_le(index)))
 
 
+# Each localnet validator key holds this much at genesis: it pays the fees of the faucet
+# transactions the validator signs for users.
+LOCALNET_VALIDATOR_BALANCE = 1_000 * SHANNONS_PER_SOMA
+LOCALNET_MODELS = 3
+LOCALNET_USERS = 4
+
+
 def preset_config(
     params: Parameters,
     validators: int,
@@ -138,14 +160,18 @@ def preset_config(
     user_balance: int = 1_000_000 * SHANNONS_PER_SOMA,
     validator_stake: int = 100_000 * SHANNONS_PER_SOMA,
     model_stake: int = 1_000 * SHANNONS_PER_SOMA,
+    validator_keys: list[bytes] | None = None,
 ) -> GenesisConfig:
+    """The presets' genesis: `validators` validators (the preset keys unless `validator_keys`
+    names theirs), each a faucet authority with LOCALNET_VALIDATOR_BALANCE for the fees of the
+    faucet transactions it signs; `models` Active models and `users` funded users."""
+    keys = validator_keys if validator_keys is not None else [
+        preset_keypair("validator", i).public_key for i in range(validators)]
     return GenesisConfig(
         parameters=params,
-        validators=[
-            GenesisValidator(preset_keypair("validator", i).public_key, f"validator-{i}", validator_stake, 500)
-            for i in range(validators)
-        ],
-        balances=[(preset_keypair("user", i).address, user_balance) for i in range(users)],
+        validators=[GenesisValidator(key, f"validator-{i}", validator_stake, 500) for i, key in enumerate(keys)],
+        balances=[(preset_keypair("user", i).address, user_balance) for i in range(users)]
+        + [(address_of(key), LOCALNET_VALIDATOR_BALANCE) for key in keys],
         models=[
             GenesisModel(
                 owner=preset_keypair("model-owner", i).address,
@@ -156,6 +182,7 @@ def preset_config(
             )
             for i in range(models)
         ],
+        faucet_authorities=[address_of(key) for key in keys],
     )
 
 
@@ -163,25 +190,15 @@ def localnet_config(validators: int = 4, models: int = 3, users: int = 4) -> Gen
     return preset_config(localnet(), validators, models, users)
 
 
-# Each localnet validator key holds this much at genesis: it pays the fees of the faucet
-# transactions the validator signs for users.
-LOCALNET_VALIDATOR_BALANCE = 1_000 * SHANNONS_PER_SOMA
-LOCALNET_MODELS = 3
-LOCALNET_USERS = 4
-
-
 def localnet_genesis_config(validator_public_keys: list[bytes], epoch_duration_ms: int,
                             early_epoch_change: bool, timestamp_ms: int) -> GenesisConfig:
     """The localnet genesis every validator computes alike from the network's settings: the
-    preset models and users, the given validators (the preset stake and commission), and a fee
-    balance for each validator key."""
+    preset models and users, the given validators (the preset stake and commission), each a
+    faucet authority with a fee balance."""
     params = msgspec.structs.replace(localnet(), epoch_duration_ms=epoch_duration_ms,
                                      allow_early_epoch_change=early_epoch_change)
-    config = preset_config(params, len(validator_public_keys), LOCALNET_MODELS, LOCALNET_USERS)
-    config.validators = [GenesisValidator(public_key, f"validator-{i}", spec.stake, spec.commission_bps)
-                         for i, (public_key, spec) in enumerate(zip(validator_public_keys, config.validators))]
-    config.balances += [(address_of(public_key), LOCALNET_VALIDATOR_BALANCE)
-                        for public_key in validator_public_keys]
+    config = preset_config(params, len(validator_public_keys), LOCALNET_MODELS, LOCALNET_USERS,
+                           validator_keys=list(validator_public_keys))
     config.timestamp_ms = timestamp_ms
     return config
 
@@ -192,16 +209,18 @@ def testnet_genesis_config(validator_public_keys: list[bytes], validator_stake: 
     """A testnet genesis: the localnet's parameters (the small V1 model's embedding width, which
     the scoring service serves) except that epochs end on time only and the faucet is on only
     when asked; the given validators and balances, and no preset models or users (their keys are
-    public). With the faucet on, each validator key gets the fee balance its faucet
-    transactions pay from."""
+    public). With the faucet on, each validator key is a faucet authority (the gateway's faucet
+    signs with the validator's key) and gets the fee balance its faucet transactions pay from."""
     params = msgspec.structs.replace(localnet(), epoch_duration_ms=epoch_duration_ms,
                                      allow_early_epoch_change=False, faucet_enabled=faucet)
     fee_balances = [(address_of(key), LOCALNET_VALIDATOR_BALANCE)
                     for key in validator_public_keys] if faucet else []
+    authorities = [address_of(key) for key in validator_public_keys] if faucet else []
     return GenesisConfig(
         parameters=params,
         validators=[GenesisValidator(key, f"validator-{i}", validator_stake, commission_bps)
                     for i, key in enumerate(validator_public_keys)],
         balances=list(balances) + fee_balances,
         timestamp_ms=timestamp_ms,
+        faucet_authorities=authorities,
     )

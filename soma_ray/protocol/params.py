@@ -59,6 +59,16 @@ class Parameters(Struct, frozen=True):
     # change that ends epoch settled_epoch + settled_retention_epochs, i.e. it stays readable
     # for that many whole epochs after the one it settled in (0: removed at the next change).
     settled_retention_epochs: int = 2
+    # The signed transactions of one checkpoint take at most this many bytes (their canonical
+    # encodings; a ChangeEpoch entry is not counted): the proposer fills up to it, validators
+    # refuse a proposal beyond it. At least max_tx_bytes, so every admissible transaction fits.
+    max_checkpoint_bytes: int = 4 * MIB
+    # URLs named on chain (a weights manifest's, a revealed submission's data_url) and a
+    # validator's network address take at most this many bytes (UTF-8).
+    max_url_bytes: int = 2 * KIB
+    # The audit's tolerance (fixed point, 1e-9 units: 2e-5, relative and absolute) on a
+    # re-scored loss and embedding, and the slack on a recomputed distance (docs/audits.md).
+    audit_tolerance: int = 20_000
 
 
 def testnet() -> Parameters:

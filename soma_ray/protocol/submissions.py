@@ -15,7 +15,9 @@ from __future__ import annotations
 from soma_ray.protocol.accounts import credit, debit, return_to_emission_pool
 from soma_ray.protocol.context import ExecutionContext
 from soma_ray.protocol.crypto import verify_certificate
-from soma_ray.protocol.encoding import DOMAIN_CHALLENGE_VOTE, DOMAIN_SUBMISSION_COMMITMENT, digest, encode
+from soma_ray.protocol.encoding import (
+    DOMAIN_CHALLENGE_VOTE, DOMAIN_SUBMISSION_COMMITMENT, digest, encode, signing_domain,
+)
 from soma_ray.protocol.errors import (
     AuditWindowOpen, ChallengeAlreadyOpen, ChallengeWindowClosed, CommitmentMismatch, DataTooLarge,
     DistanceExceedsThreshold, InsufficientBond, MalformedInput, ModelNotActive, ModelNotInTarget,
@@ -55,8 +57,14 @@ def submission_commitment(
 
 
 def challenge_vote_message(challenge_id: bytes, verdict: Verdict) -> bytes:
-    """The bytes validators sign (under DOMAIN_CHALLENGE_VOTE) to vote `verdict` on a challenge."""
+    """The bytes validators sign (under `challenge_vote_domain`) to vote `verdict` on a challenge."""
     return encode((bytes(challenge_id), verdict))
+
+
+def challenge_vote_domain(chain_id: bytes) -> bytes:
+    """What a challenge vote is signed under: DOMAIN_CHALLENGE_VOTE and the network's chain id,
+    so a vote (and a certificate) made on one network never resolves a challenge on another."""
+    return signing_domain(DOMAIN_CHALLENGE_VOTE, chain_id)
 
 
 # --- CommitSubmission ---------------------------------------------------------------------------
@@ -249,10 +257,10 @@ def miner_wins(state: State, challenge: Challenge, target: Target) -> None:
 def process_resolve_challenge(state: State, tx: ResolveChallenge, ctx: ExecutionContext) -> None:
     """Anyone may submit a 2f+1 certificate of the current committee on one verdict (§2, §5)."""
     challenge = state.require(CHALLENGE, tx.challenge_id, Challenge)
-    committee = state.system().committee
+    system = state.system()
     verify_certificate(
-        committee, DOMAIN_CHALLENGE_VOTE, challenge_vote_message(challenge.id, tx.verdict), tx.certificate,
-        ctx.params.quorum,
+        system.committee, challenge_vote_domain(system.chain_id), challenge_vote_message(challenge.id, tx.verdict),
+        tx.certificate, ctx.params.quorum,
     )
     target = state.require(TARGET, challenge.target_id, Target)
     if tx.verdict == "ChallengerWins":

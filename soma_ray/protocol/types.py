@@ -179,6 +179,11 @@ class SystemState(Struct):
     emission_pool: EmissionPool
     fees_this_epoch: int = 0
     safe_mode: bool = False
+    # The network's identity, the digest of its genesis (genesis.chain_id): every signature of
+    # this network is made under it (encoding.signing_domain).
+    chain_id: bytes = bytes(32)
+    # The addresses whose Faucet transactions execute (named by the genesis; none: no faucet).
+    faucet_authorities: list[bytes] = []
 
 
 # ----------------------------------------------------------------------------- transaction kinds

@@ -8,18 +8,22 @@ from typing import Iterator
 
 from soma_ray.corpus import corpus_files as listed_files
 from soma_ray.corpus import stdlib_root
+from soma_ray.heldout import without_held_out
 
 # One scoring chunk of the V1 model (spec/model.md: S = 1024): an item costs one forward pass.
 CHUNK_BYTES = 1024
 
 
 def corpus_files(root: str | Path | None = None) -> list[Path]:
-    """The corpus's files, sorted: the stdlib's `*.py` when `root` is None, else every regular
-    file under `root`. Raises FileNotFoundError for a root that is not a directory or holds none."""
+    """The corpus's files, sorted: the stdlib's `*.py` when `root` is None (less the network's
+    held-out slice, soma_ray/heldout.py: no participant reads it), else every regular file under
+    `root`. Raises FileNotFoundError for a root that is not a directory or holds none."""
     base = stdlib_root() if root is None else Path(root).expanduser()
     if root is not None and not base.is_dir():
         raise FileNotFoundError(f"corpus {base}: not a directory")
     found = listed_files(None if root is None else base)
+    if root is None:
+        found = without_held_out(found, base)
     if not found:
         raise FileNotFoundError(f"corpus {base}: no files")
     return found
@@ -37,6 +41,10 @@ class Corpus:
 
     def next_chunk(self) -> bytes:
         return next(self._chunks)
+
+    def reseeded(self, seed: int) -> Corpus:
+        """The same files read in the order another seed draws."""
+        return Corpus(self._files, seed, self._chunk_bytes)
 
     def _stream(self) -> Iterator[bytes]:
         while True:

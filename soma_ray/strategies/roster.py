@@ -10,11 +10,12 @@ from soma_ray.protocol.genesis import preset_keypair
 from soma_ray.strategies.corpus import Corpus
 from soma_ray.strategies.decide import Mix
 from soma_ray.strategies.participants import (
-    Challenger, FraudulentMiner, HonestMiner, LazyMiner, Participant,
+    Challenger, FraudulentMiner, HonestMiner, LazyMiner, PairModel, Participant,
 )
+from soma_ray.strategies.trainer import Trainer, Training, niche_of, niche_sample
 
 MINER_ROLES = ("honest", "lazy", "fraudulent")
-ROLES = (*MINER_ROLES, "challenger")
+ROLES = (*MINER_ROLES, "challenger", "trainer")
 
 
 class Spec(NamedTuple):
@@ -22,8 +23,8 @@ class Spec(NamedTuple):
     index: int  # among the crowd's participants of that role
 
 
-def roster(mix: Mix, challengers: int) -> list[Spec]:
-    counts = (*mix, challengers)
+def roster(mix: Mix, challengers: int, trainers: int = 0) -> list[Spec]:
+    counts = (*mix, challengers, trainers)
     return [Spec(role, i) for role, count in zip(ROLES, counts) for i in range(count)]
 
 
@@ -36,11 +37,25 @@ def participant_seed(spec: Spec, seed: int) -> int:
 
 
 def build(spec: Spec, seed: int, files: list[Path], challengers: int,
-          false_alarm_every: int = 0) -> Participant:
+          false_alarm_every: int = 0, pair: PairModel | None = None, training: Training | None = None,
+          train_steps: int | None = None) -> Participant:
     """The participant `spec` stands for; miners read `files` (corpus.corpus_files) in their own
-    order."""
+    order. Fraudulent miners share `pair` (the owner–miner pair's model), when there is one.
+    Trainers read their niche (trainer.NICHES, less the held-out slice) and fine-tune with
+    `training` (`train_steps` steps an epoch, default fine_tune.TRAINER_STEPS)."""
     keypair, own_seed = keypair_of(spec, seed), participant_seed(spec, seed)
+    if spec.role == "trainer":
+        from soma_ray.heldout import stdlib_files
+        from soma_ray.training.fine_tune import TRAINER_STEPS
+
+        if training is None:
+            raise ValueError("a trainer needs a Training (soma_ray/training/fine_tune.py)")
+        niche = stdlib_files(niche_of(spec.index))
+        return Trainer(keypair, own_seed, spec.index, niche, training, niche_sample(niche),
+                       TRAINER_STEPS if train_steps is None else train_steps)
     if spec.role == "challenger":
         return Challenger(keypair, own_seed, spec.index, challengers, false_alarm_every)
-    miner = {"honest": HonestMiner, "lazy": LazyMiner, "fraudulent": FraudulentMiner}[spec.role]
+    if spec.role == "fraudulent":
+        return FraudulentMiner(keypair, own_seed, Corpus(files, own_seed), index=spec.index, pair=pair)
+    miner = {"honest": HonestMiner, "lazy": LazyMiner}[spec.role]
     return miner(keypair, own_seed, Corpus(files, own_seed))

@@ -40,9 +40,17 @@ class CorpusSplit:
 
 
 def read_corpus(source: CorpusSource = None) -> list[Document]:
-    """Read a corpus: None (the standard library), a directory, a file, or an iterable of
-    file paths and/or bytes. Empty documents are skipped; no document at all is an error."""
+    """Read a corpus: None (the standard library), a directory, a file, a JSONL or Parquet file
+    or a dataset (`soma_ray.sources`: each item a document), or an iterable of file paths
+    and/or bytes. Empty documents are skipped; no document at all is an error."""
     root = None
+    from soma_ray.sources import is_item_source, iter_items, SourceError
+
+    if is_item_source(source):  # a JSONL, Parquet or dataset source: its items are documents
+        try:
+            source = list(iter_items(source))
+        except SourceError as error:
+            raise CorpusReadError(str(source), str(error)) from None
     if source is None:
         root, label = stdlib_root(), "<python stdlib>"
         items: list = sorted(corpus_files(None), key=lambda path: _walk_order(path, root))

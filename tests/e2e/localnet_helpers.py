@@ -1,5 +1,6 @@
 """Helpers to drive and watch a test localnet (imported by the e2e test modules)."""
 import asyncio
+import socket
 import time
 import uuid
 
@@ -7,11 +8,11 @@ import ray
 
 from actors import network as net
 from soma_ray.client import SomaClient
-from soma_ray.protocol.encoding import encode
+from soma_ray.protocol.encoding import decode, encode
 from soma_ray.protocol.execution import sign_transaction
 from soma_ray.protocol.genesis import preset_keypair
 from soma_ray.protocol.params import SHANNONS_PER_SOMA
-from soma_ray.protocol.types import Transaction, Transfer
+from soma_ray.protocol.types import SystemState, Transaction, Transfer
 
 FEE = 1_000
 STOPPED = (2, 3)  # 2 of 4 is below the quorum: nothing commits, so a pool only fills
@@ -76,11 +77,29 @@ def pooled_counts(network):
     return [s.mempool for s in statuses(network, [0, 1])]
 
 
-def transfers(sender, recipient: bytes, nonces, amount: int = SHANNONS_PER_SOMA) -> list[bytes]:
-    """Encoded signed transfers of `amount` from `sender`, one per nonce, each with max fee FEE."""
+_CHAIN_IDS: dict[str, bytes] = {}
+
+
+def chain_id_of(network) -> bytes:
+    """The network's chain id (its genesis digest: what its transactions are signed under), read
+    from the first validator that answers, once per network."""
+    key = network.config.prefix + network.config.namespace
+    if key not in _CHAIN_IDS:
+        for validator in network.validators:
+            if validator is not None:
+                raw = ray.get(validator.system_state.remote(), timeout=30)
+                _CHAIN_IDS[key] = decode(raw, SystemState).chain_id
+                break
+    return _CHAIN_IDS[key]
+
+
+def transfers(network, sender, recipient: bytes, nonces, amount: int = SHANNONS_PER_SOMA) -> list[bytes]:
+    """Encoded transfers of `amount` from `sender` signed for `network`, one per nonce, each with
+    max fee FEE."""
+    chain_id = chain_id_of(network)
     return [encode(sign_transaction(sender, Transaction(
         sender=sender.address, nonce=nonce, kind=Transfer(recipient=recipient, amount=amount),
-        max_fee=FEE))) for nonce in nonces]
+        max_fee=FEE), chain_id)) for nonce in nonces]
 
 
 def wait_until(predicate, timeout_s=120.0, interval_s=0.2):
@@ -132,3 +151,19 @@ def start_served(tmp_path_factory, serve_url: str, name: str, **settings):
         network.stop()
         raise
     return network
+
+
+def whole_http_answer(conn: socket.socket, first: bytes) -> bytes:
+    """An HTTP answer read to the end of its body (Content-Length), starting from `first`."""
+    answer = first
+    while b"\r\n\r\n" not in answer:
+        answer += conn.recv(4096)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"content-length:")), 0)
+    while len(body) < length:
+        more = conn.recv(4096)
+        if not more:
+            break
+        body += more
+    return head + b"\r\n\r\n" + body

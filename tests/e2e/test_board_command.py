@@ -11,7 +11,7 @@ import pytest
 from matplotlib.image import imread
 from typer.testing import CliRunner
 
-from localnet_helpers import funded, start_served, with_client
+from localnet_helpers import funded, with_client
 from soma_ray.cli.board import PLOT_DPI, PLOT_INCHES
 from soma_ray.cli.main import app
 from soma_ray.protocol.crypto import show_address
@@ -25,24 +25,21 @@ async def make_hit(client):
     miner = await funded(client, "board-miner")
     target = (await client.get_targets("open"))[0]
     data = b"data for the board"
-    await client.submit_data(miner, target.id, data, await client.upload(data), target.model_ids[0],
+    await client.submit_data(miner, target.id, data, await client.upload(data, signer=miner), target.model_ids[0],
                              np.frombuffer(target.embedding, "<f4"), distance_score=0.0, loss_score=2.5)
     return miner.address, target.id, target.model_ids[0]
 
 
 @pytest.fixture(scope="module")
-def board_run(ray_session, serve_url, tmp_path_factory):
-    network = start_served(tmp_path_factory, serve_url, "board", validators=1)
-    url = network.config.public_url
-    try:
-        hit = with_client(url, make_hit)
-        models = with_client(url, lambda client: client.get_active_models())
-        plot = tmp_path_factory.mktemp("board-plot") / "board.png"
-        shown = subprocess.run([SOMA, "board", "--plot", str(plot)], env={**os.environ, "SOMA_RPC_URL": url},
-                               capture_output=True, text=True, timeout=300)
-        yield url, shown, plot, hit, models
-    finally:
-        network.stop()
+def board_run(participants_network, tmp_path_factory):
+    """One validator with its services (shared: tests/e2e/conftest.py), a hit made, the board shown."""
+    url = participants_network.config.public_url
+    hit = with_client(url, make_hit)
+    models = with_client(url, lambda client: client.get_active_models())
+    plot = tmp_path_factory.mktemp("board-plot") / "board.png"
+    shown = subprocess.run([SOMA, "board", "--plot", str(plot)], env={**os.environ, "SOMA_RPC_URL": url},
+                           capture_output=True, text=True, timeout=300)
+    return url, shown, plot, hit, models
 
 
 def table_rows(output: str, title: str) -> list[list[str]]:

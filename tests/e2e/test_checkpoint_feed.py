@@ -69,7 +69,7 @@ def send_transfers(network, count):
     async def scenario():
         client = await SomaClient(namespace=network.config.namespace, prefix=network.config.prefix)
         nonce = (await client.get_account(sender.address)).nonce
-        signed = transfers(sender, recipient.address, range(nonce, nonce + count))
+        signed = transfers(network, sender, recipient.address, range(nonce, nonce + count))
         for data in signed:
             await client.submit(data)
         return [transaction_digest(decode(data, SignedTransaction).transaction).hex() for data in signed]

@@ -13,13 +13,11 @@ import os
 import re
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from actors import network as net
 from localnet_helpers import eventually
 from soma_ray.cli.common import show_amount
 from soma_ray.cli.main import app
@@ -40,17 +38,10 @@ CANDIDATES = [(b"a miner's find, number %d: " % i) * 40 for i in range(4)] + [
 
 
 @pytest.fixture(scope="module")
-def gateway(ray_session, serve_url, tmp_path_factory):
-    """One validator with the gateway, blob store, scoring service and target index."""
-    config = net.NetworkConfig(
-        data_dir=str(tmp_path_factory.mktemp("guide")), validators=1, epoch_duration_ms=3_600_000,
-        namespace="soma-test", prefix=f"guide-{uuid.uuid4().hex[:6]}-",
-        http_port=int(serve_url.rsplit(":", 1)[1]), genesis_weights=True)
-    network = net.start(config)
-    try:
-        yield network.start_services(scoring_device="cpu")
-    finally:
-        network.stop()
+def gateway(weights_network):
+    """One validator with the gateway, blob store, scoring service and target index, and real
+    genesis weights (shared with test_services: tests/e2e/conftest.py); its URL."""
+    return weights_network.config.public_url
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +142,7 @@ def test_bad_input_is_one_error_line_and_costs_nothing(gateway, soma_here, score
     async def prepare(client):
         for key, amount in ((careful, 10 * SOMA), (poor, 50_000), (first, 10 * SOMA)):
             await client.request_faucet(key.address, amount)  # poor: less than the bond and fees
-        url = await client.upload(data)
+        url = await client.upload(data, signer=first)
         await client.submit_data(first, filled.id, data, url, model_id, embedding, distance / 1e9, loss)
         await eventually(lambda: status_is(client, filled.id, "filled"))
         return await accounts(client, careful, poor)
@@ -252,7 +243,7 @@ async def fill_by_sdk(client, target, data, model_id, loss, distance, embedding)
     """Another miner fills `target` (through the SDK)."""
     other = preset_keypair("guide-other-miner", 0)
     await client.request_faucet(other.address, 10 * SOMA)
-    url = await client.upload(data)
+    url = await client.upload(data, signer=other)
     await client.submit_data(other, target.id, data, url, model_id, embedding, distance / 1e9, loss)
 
 

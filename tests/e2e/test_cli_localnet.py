@@ -22,12 +22,18 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
 @pytest.fixture(scope="module")
 def cli_net(ray_session, serve_url, tmp_path_factory):
-    """A one-validator network with its gateway (the participant commands' way in)."""
+    """A one-validator network with its gateway (the participant commands' way in; they use no
+    blob store, scoring service, target index or audits, so only the gateway is deployed)."""
+    from ray import serve
+
+    from serve.gateway import gateway_app
+
     config = net.NetworkConfig(data_dir=str(tmp_path_factory.mktemp("cli-net")), validators=1,
                                namespace=f"soma-cli-{uuid.uuid4().hex[:6]}",
                                http_port=int(serve_url.rsplit(":", 1)[1]))
     network = net.start(config)
-    network.start_services(scoring_device="cpu")
+    serve.run(gateway_app(config.namespace, config.prefix, localnet=True), name=config.app_name("gateway"),
+              route_prefix=config.route_prefix("gateway"))
     yield network
     network.stop()
 
@@ -72,8 +78,9 @@ def test_bad_arguments_and_failed_transactions_are_one_line_errors(soma):
     result = soma("transfer", "0x1234", "1")
     assert result.exit_code == 1 and "expected 0x followed by 64 hex digits" in result.output
     result = soma("transfer", show_address(bytes(32)), "5")
-    assert result.exit_code == 1 and "InsufficientFee" not in result.output
-    assert "the fee is 1000 shannons but only 0 are available" in result.output
+    # Refused at admission (issue 18): an account that cannot pay the fee costs nothing.
+    assert result.exit_code == 1 and "InsufficientBalanceForFees" not in result.output
+    assert "balance of 0 shannons cannot pay the fees" in result.output
 
 
 def test_participant_commands_name_an_unreachable_gateway_in_one_line(soma, tmp_path):
@@ -94,7 +101,8 @@ def test_a_standalone_scorer_asked_for_a_gpu_it_lacks_says_so_in_one_line(tmp_pa
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     soma_command = str(Path(sys.executable).with_name("soma"))
-    done = subprocess.run([soma_command, "start", "scoring", "--device", "cuda", "--http-port", str(port)],
+    done = subprocess.run([soma_command, "start", "scoring", "--device", "cuda", "--config", "small",
+                           "--http-port", str(port)],
                           capture_output=True, text=True, timeout=120,
                           env={**os.environ, "SOMA_HOME": str(tmp_path)})
     assert done.returncode == 1, done.stderr

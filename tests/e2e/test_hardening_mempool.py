@@ -47,8 +47,8 @@ def test_full_mempool_refuses_with_a_typed_error_and_the_refused_transaction_goe
         client.network.validators[1] = None  # every submission goes to validator 0's pool
         start = (await client.get_account(alice.address)).nonce
         balance = await client.get_balance(alice.address)
-        pooled, refused = transfers(alice, bob.address, range(start, start + CAPACITY)), \
-            transfers(alice, bob.address, [start + CAPACITY])[0]
+        pooled, refused = transfers(network, alice, bob.address, range(start, start + CAPACITY)), \
+            transfers(network, alice, bob.address, [start + CAPACITY])[0]
         waiting = [asyncio.create_task(client.submit(data, timeout_s=240)) for data in pooled]
         await asyncio.to_thread(wait_until, lambda: statuses(network, [0])[0].mempool == CAPACITY)
 
@@ -112,9 +112,9 @@ def test_one_sender_holds_at_most_its_share_of_the_mempool_and_others_are_still_
         client.network.validators[1] = None  # every submission goes to validator 0's pool
         start = (await client.get_account(alice.address)).nonce
         bob_start = (await client.get_account(bob.address)).nonce
-        pooled = transfers(alice, recipient, range(start, start + PER_SENDER))
-        beyond = transfers(alice, recipient, [start + PER_SENDER])[0]
-        same_nonce = transfers(alice, recipient, [start], amount=2 * SHANNONS_PER_SOMA)[0]
+        pooled = transfers(network, alice, recipient, range(start, start + PER_SENDER))
+        beyond = transfers(network, alice, recipient, [start + PER_SENDER])[0]
+        same_nonce = transfers(network, alice, recipient, [start], amount=2 * SHANNONS_PER_SOMA)[0]
 
         # Far ahead of the account: refused even while alice has nothing pooled.
         with pytest.raises(errors.NonceTooFarAhead) as ahead:
@@ -131,7 +131,7 @@ def test_one_sender_holds_at_most_its_share_of_the_mempool_and_others_are_still_
             await client.submit(same_nonce)
         # Resubmitting a pooled one is not refused, and another sender is still admitted.
         waiting.append(asyncio.create_task(client.submit(pooled[0], timeout_s=240)))
-        bob_waiting = asyncio.create_task(client.submit(transfers(bob, recipient, [bob_start])[0], timeout_s=240))
+        bob_waiting = asyncio.create_task(client.submit(transfers(network, bob, recipient, [bob_start])[0], timeout_s=240))
         await asyncio.to_thread(wait_until, lambda: pooled_counts(network) == [PER_SENDER + 1] * 2)
         # Gossip follows the same rule: the peer drops alice's extra transactions without a word.
         await network.validator(1).add_transactions.remote([beyond, same_nonce])

@@ -44,8 +44,9 @@ def test_bad_transactions_get_typed_errors_and_change_nothing(localnet):
         before = await client.get_account(carol.address)
         tx = Transaction(sender=carol.address, nonce=before.nonce,
                          kind=Transfer(recipient=mallory.address, amount=SOMA), max_fee=1_000)
-        good = sign_transaction(carol, tx)
-        forged = SignedTransaction(tx, carol.public_key, sign_transaction(mallory, tx).signature)
+        chain_id = await client.chain_id()
+        good = sign_transaction(carol, tx, chain_id)
+        forged = SignedTransaction(tx, carol.public_key, sign_transaction(mallory, tx, chain_id).signature)
         with pytest.raises(errors.InvalidSignature):
             await client.submit(encode(forged))
         with pytest.raises(errors.MalformedInput):
@@ -141,7 +142,7 @@ def test_more_waiting_submissions_than_rays_default_actor_concurrency_all_become
 
     nonce = run(fund())
     calls = [localnet.validators[0].submit.remote(data)
-             for data in transfers(sender, recipient, range(nonce, nonce + count), amount=1)]
+             for data in transfers(localnet, sender, recipient, range(nonce, nonce + count), amount=1)]
     results = ray.get(calls, timeout=120)
     assert all(r.failure() is None for r in results)
     wait_until(lambda: same_root_at_same_height(localnet))

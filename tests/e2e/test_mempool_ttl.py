@@ -39,7 +39,7 @@ def test_gapped_transactions_expire_with_a_typed_error_and_free_their_senders_sl
         start = (await client.get_account(alice.address)).nonce
         # Nothing commits on the halted network: these two wait, taking alice's two slots (the
         # first for a nonce whose predecessor never comes); a third is refused.
-        gapped = [transfers(alice, bob.address, [nonce], amount=a * SHANNONS_PER_SOMA)[0]
+        gapped = [transfers(halted_net, alice, bob.address, [nonce], amount=a * SHANNONS_PER_SOMA)[0]
                   for nonce, a in ((start + 1, 1), (start, 2), (start + 1, 3))]
         waiting = [asyncio.create_task(client.submit(data, timeout_s=60)) for data in gapped[:2]]
         await asyncio.to_thread(wait_until, lambda: pooled_counts(halted_net) == [PER_SENDER] * 2)

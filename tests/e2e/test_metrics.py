@@ -148,7 +148,7 @@ def scoring(serve_url, tmp_path_factory):
                        name=SCORING_APP,
                        route_prefix=f"/{SCORING_APP}")
     yield handle, manifest
-    serve.delete(SCORING_APP)
+    serve.delete(SCORING_APP, _blocking=False)  # its replica's graceful shutdown overlaps the rest
     files.shutdown()
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from localnet_helpers import run, start_served
+from localnet_helpers import run
 from soma_ray.wallet import load_secret
 from soma_ray.client import SomaClient
 from soma_ray.model import V1Config, seeded_model, weights_bytes
@@ -26,10 +26,9 @@ SOMA_EXE = str(Path(sys.executable).with_name("soma"))
 
 
 @pytest.fixture(scope="module")
-def gateway_url(ray_session, serve_url, tmp_path_factory):
-    network = start_served(tmp_path_factory, serve_url, "climodel", validators=1)
-    yield network.config.public_url
-    network.stop()
+def gateway_url(participants_network):
+    """One validator with its services (shared: tests/e2e/conftest.py); its gateway's URL."""
+    return participants_network.config.public_url
 
 
 class Owner:

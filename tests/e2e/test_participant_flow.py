@@ -6,7 +6,7 @@ error before anything is sent, and costs nothing."""
 import numpy as np
 import pytest
 
-from localnet_helpers import funded, start_served, with_client
+from localnet_helpers import funded, with_client
 from soma_ray.client import SomaClient
 from soma_ray.protocol import errors
 from soma_ray.protocol.encoding import blake2b256
@@ -21,10 +21,9 @@ BPS = 10_000
 
 
 @pytest.fixture(scope="module")
-def gateway_url(ray_session, serve_url, tmp_path_factory):
-    network = start_served(tmp_path_factory, serve_url, "flow", validators=1)
-    yield network.config.public_url
-    network.stop()
+def gateway_url(participants_network):
+    """One validator with its services (shared: tests/e2e/conftest.py); its gateway's URL."""
+    return participants_network.config.public_url
 
 
 async def open_target(client):
@@ -41,7 +40,7 @@ def test_publish_a_model_commit_then_reveal_in_the_next_epoch(gateway_url):
         owner = await funded(client, "flow-owner")
         model_id = await client.create_model(owner, commission_rate=1_000)
         encrypted, key = SomaClient.encrypt_weights(b"weights of a small model" * 100)
-        url = await client.upload(encrypted, kind="weights")
+        url = await client.upload(encrypted, kind="weights", signer=owner)
         dim = await client.get_embedding_dim()
         embedding = np.linspace(-1, 1, dim, dtype=np.float32)
         await client.commit_model(owner, model_id, url, encrypted, key, embedding)
@@ -67,7 +66,7 @@ def test_submit_data_then_claim_pays_the_protocols_split(gateway_url):
         target = await open_target(client)
         params = (await client.get_system_state()).parameters
         data = b"data whose embedding lands on the target"
-        data_url = await client.upload(data)
+        data_url = await client.upload(data, signer=miner)
         submission_id = await client.submit_data(
             miner, target.id, data, data_url, target.model_ids[0], np.frombuffer(target.embedding, "<f4"),
             distance_score=0.0, loss_score=2.5)
@@ -151,7 +150,7 @@ def test_a_filled_target_refuses_another_submission(gateway_url):
         first, second = await funded(client, "flow-first"), await funded(client, "flow-second")
         target = await open_target(client)
         embedding = np.frombuffer(target.embedding, "<f4")
-        url = await client.upload(b"first")
+        url = await client.upload(b"first", signer=first)
         await client.submit_data(first, target.id, b"first", url, target.model_ids[0], embedding, 0.0, 1.0)
         before = await client.get_account(second.address)
         with pytest.raises(errors.TargetNotOpen):

@@ -10,7 +10,7 @@ import requests
 import torch
 
 from soma_ray.model import GENESIS_WEIGHTS_SEED
-from localnet_helpers import run, start_served
+from localnet_helpers import funded, run
 from soma_ray.model import V1Config, load_weights, score, seeded_model
 from soma_ray.protocol.genesis import genesis
 from soma_ray.protocol.state import MODEL, TARGET
@@ -23,10 +23,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 
 @pytest.fixture(scope="module")
-def services(ray_session, serve_url, tmp_path_factory):
-    network = start_served(tmp_path_factory, serve_url, "svc", validators=1, genesis_weights=True)
-    yield network, network.config.public_url
-    network.stop()  # takes the services off Serve too
+def services(weights_network):
+    """One validator with its services and real genesis weights (shared: tests/e2e/conftest.py)."""
+    return weights_network, weights_network.config.public_url
 
 
 def test_the_sdk_reaches_gateway_blobs_and_scoring_at_one_url(services):
@@ -37,7 +36,7 @@ def test_the_sdk_reaches_gateway_blobs_and_scoring_at_one_url(services):
         client = await SomaClient(rpc_url=url)
         try:
             data = b"some data a miner found"
-            blob_url = await client.upload(data)
+            blob_url = await client.upload(data, signer=await funded(client, "svc-uploader"))
             fetched = requests.get(blob_url, timeout=30).content
             health = await client._transport.health()
             return blob_url, fetched, health
@@ -59,7 +58,7 @@ def test_oversized_data_is_refused_by_the_blob_store_with_its_typed_error(servic
     async def scenario():
         client = await SomaClient(rpc_url=url)
         try:
-            await client.upload(b"\0" * (limit + 1))
+            await client.upload(b"\0" * (limit + 1), signer=await funded(client, "svc-big-uploader"))
         finally:
             await client.close()
 
@@ -97,7 +96,7 @@ def test_stopping_the_network_takes_its_services_off_serve(services):
     network, url = services
     network.stop_services()
     assert requests.get(f"{url}/health", timeout=30).status_code == 404
-    network.start_services(scoring_device="cpu")  # back for the module's teardown
+    network.start_services(scoring_device="cpu")  # back for the tests after this one
     assert requests.get(f"{url}/health", timeout=60).status_code == 200
 
 
@@ -112,11 +111,11 @@ async def main(url, data):
     alice, bob = preset_keypair("svc-alice", 0), preset_keypair("svc-bob", 0)
     await client.request_faucet(alice.address, 5 * 10**9)
     await client.transfer(alice, bob.address, 10**9)
-    data_url = await client.upload(data)
+    data_url = await client.upload(data, signer=alice)
     target = (await client.get_targets("open"))[0]
     manifests = await client.get_model_manifests(target)
     scored = await client.score(data_url, manifests, target.embedding)
-    health = await client.scoring_health()
+    health = await client.scoring_stats()
     print(json.dumps({"balance": await client.get_balance(bob.address), "target": target.id.hex(),
                       "winner": scored.winner, "losses": scored.losses, "distance": scored.distance,
                       "embedding": scored.embedding.hex(), "device": health["device"]}))

@@ -25,11 +25,15 @@ def committee_of(config: net.NetworkConfig):
     return genesis(config.genesis_config()).system().committee
 
 
+def chain_id_of(config: net.NetworkConfig) -> bytes:
+    return genesis(config.genesis_config()).system().chain_id
+
+
 def signatures_valid(config, replica, sent: list[Message]) -> list[bool]:
     """For each proposal or vote the replica signed itself: whether its signature verifies."""
-    me, committee = replica.status().committee_index, committee_of(config)
+    me, committee, chain_id = replica.status().committee_index, committee_of(config), chain_id_of(config)
     own = [m for m in sent if isinstance(m, (Proposal, Vote)) and m.signer == me]
-    return [(proposal_signature_valid if isinstance(m, Proposal) else vote_signature_valid)(committee, m)
+    return [(proposal_signature_valid if isinstance(m, Proposal) else vote_signature_valid)(committee, m, chain_id=chain_id)
             for m in own]
 
 
@@ -87,12 +91,13 @@ def test_garbage_signer_garbles_its_precommit_in_a_certificate_it_serves(ray_ses
     replica = asyncio.run(scenario())
     status, digest, committee = replica.status(), bytes(32), committee_of(config)
     me = status.committee_index
-    own = sign_vote(config.validator_keypair(status.index), me, Step.PRECOMMIT, 0, 0, digest)
+    chain_id = chain_id_of(config)
+    own = sign_vote(config.validator_keypair(status.index), me, Step.PRECOMMIT, 0, 0, digest, chain_id=chain_id)
     other, theirs = (me + 1) % 4, bytes(range(64))  # another member's, passed on as is
     certificate = CommitCertificate(0, 0, digest, [me, other], [own.signature, theirs])
     sent.clear()
     replica._send(other, encode(CertifiedValue(b"value", certificate)))
     [served] = sent
     served_own, served_theirs = served.certificate.signatures
-    assert not vote_signature_valid(committee, msgspec.structs.replace(own, signature=served_own))
+    assert not vote_signature_valid(committee, msgspec.structs.replace(own, signature=served_own), chain_id=chain_id)
     assert served_theirs == theirs

@@ -2,7 +2,10 @@
 HTTP errors, timeouts, and a model replica killed mid-batch.
 
 Weights and data come from a small HTTP server this module starts on 127.0.0.1; the expected
-numbers are `soma_ray.model.score` run in this process on the same decrypted weights.
+numbers are `soma_ray.model.score` run in this process on the same decrypted weights. The Python
+path (the deployment handle) takes manifests; the public HTTP route takes model ids only, which
+this app resolves among the manifests it was built with (StaticManifests; a network's app reads
+them from the chain).
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ import torch
 
 from soma_ray.protocol.errors import DataUnavailable, ModelUnavailable, ScoringTimeout
 from soma_ray.wire import from_json
-from serve.scoring import ModelManifest, ScoreRequest, ScoreResponse, scoring_app
+from serve.scoring import ModelManifest, ScoreRequest, ScoreResponse, StaticManifests, scoring_app
 from soma_ray.model import (
     V1Config,
     V1Model,
@@ -105,8 +108,25 @@ def _publish(server: FileServer, tmp, name: str, model: V1Model, config: V1Confi
     key = encrypt_weights(plain, sealed)
     encrypted = sealed.read_bytes()
     manifest = weights_manifest(sealed, server.put(f"/weights/{name}", encrypted))
-    return Weights(ModelManifest.of(name.encode(), manifest, key), load_weights(plain, config),
+    return Weights(ModelManifest.of(model_id(name), manifest, key), load_weights(plain, config),
                    encrypted)
+
+
+def model_id(name: str) -> bytes:
+    """A 32-byte model id (as on chain) that reads as `name`."""
+    return name.encode().ljust(32, b"\0")
+
+
+def _wrong_key(good: list[Weights]) -> ModelManifest:
+    return msgspec.structs.replace(good[1].manifest, model_id=model_id("bad-key"), decryption_key=bytes(32))
+
+
+def _slow(server: FileServer, good: list[Weights]) -> ModelManifest:
+    """Weights whose download stalls (5 s: the server's `stall`)."""
+    server.stall["/weights/slow"] = 5.0
+    return msgspec.structs.replace(good[1].manifest, model_id=model_id("slow"),
+                                   url=server.put("/weights/slow", good[1].encrypted),
+                                   checksum=hashlib.blake2b(b"slow", digest_size=32).digest())
 
 
 @pytest.fixture(scope="module")
@@ -119,12 +139,13 @@ def env(serve_url, tmp_path_factory):
     for i in range(4):
         torch.manual_seed(100 + i)
         good.append(_publish(server, tmp, f"good{i}", V1Model(CFG), CFG))
+    known = StaticManifests([w.manifest for w in good] + [_wrong_key(good), _slow(server, good)])
     app = scoring_app(CFG, device="auto", max_replicas=1, max_submission_bytes=MAX_DATA,
-                      batch_wait_timeout_s=0.02, allowed_origins=(server.base,))
+                      batch_wait_timeout_s=0.02, allowed_origins=(server.base,), chain=known)
     handle = serve.run(app, name=APP, route_prefix=PREFIX)
     yield Env(serve_url + PREFIX, handle, server, good, tmp,
               dataclasses.replace(CFG, pwff_hidden_dim=96))
-    serve.delete(APP)
+    serve.delete(APP, _blocking=False)  # its replica's graceful shutdown overlaps the next module
     server.close()
 
 
@@ -144,6 +165,11 @@ def _request(weights: list[Weights], data: bytes, target: np.ndarray, **fields) 
 def _post(env: Env, body: bytes, content_type: str = "application/msgpack"):
     return requests.post(env.url + "/score", data=body, headers={"Content-Type": content_type},
                          timeout=DEADLINE_S)
+
+
+def by_ids(request: ScoreRequest) -> ScoreRequest:
+    """The request as the public route takes it: the models by id."""
+    return msgspec.structs.replace(request, model_ids=[m.model_id for m in request.manifests], manifests=[])
 
 
 def _health(env: Env) -> dict:
@@ -166,7 +192,7 @@ def assert_exact(got: ScoreResponse, weights: list[Weights], data: bytes,
 def test_scores_equal_in_process_score_over_http_and_the_handle(env, size):
     data, target = _data(size, seed=size), _target(size)
     request = _request(env.good[:3], data, target)
-    reply = _post(env, msgspec.msgpack.encode(request))
+    reply = _post(env, msgspec.msgpack.encode(by_ids(request)))
     assert reply.status_code == 200, reply.text
     assert reply.headers["content-type"].startswith("application/msgpack")
     over_http = msgspec.msgpack.decode(reply.content, type=ScoreResponse)
@@ -179,7 +205,7 @@ def test_json_requests_and_data_urls_give_the_same_scores(env):
     inline = env.handle.score.remote(_request(env.good[:2], data, target)).result(
         timeout_s=DEADLINE_S)
     as_json = msgspec.json.encode(msgspec.structs.replace(
-        _request(env.good[:2], data, target), target_embedding=target.tolist()))
+        by_ids(_request(env.good[:2], data, target)), target_embedding=target.tolist()))
     reply = _post(env, as_json, "application/json")
     assert reply.status_code == 200, reply.text
     assert from_json(reply.content, ScoreResponse) == inline  # bytes as 0x-hex, as all JSON
@@ -220,8 +246,7 @@ def _bad_weights(env: Env) -> dict[str, tuple[ModelManifest, str]]:
     bad["wrong checksum"] = (msgspec.structs.replace(
         good[0].manifest, model_id=b"bad-checksum",
         checksum=hashlib.blake2b(b"x", digest_size=32).digest()), "checksum")
-    bad["wrong key"] = (msgspec.structs.replace(good[1].manifest, model_id=b"bad-key",
-                                                decryption_key=bytes(32)), "decrypt")
+    bad["wrong key"] = (_wrong_key(good), "decrypt")
     cut = good[2].encrypted[: len(good[2].encrypted) - 100]
     bad["truncated file"] = (msgspec.structs.replace(
         good[2].manifest, model_id=b"bad-truncated", url=server.put("/weights/cut", cut),
@@ -258,8 +283,8 @@ def test_bad_weights_fail_only_their_own_request(env):
         assert (err.value.model_id, err.value.stage) == (manifest.model_id, stage), name
     # Over HTTP the same failure is a 422 naming the model.
     manifest, stage = bad["wrong key"]
-    reply = _post(env, msgspec.msgpack.encode(msgspec.structs.replace(
-        good_request, manifests=[manifest])))
+    reply = _post(env, msgspec.msgpack.encode(by_ids(msgspec.structs.replace(
+        good_request, manifests=[manifest]))))
     assert reply.status_code == 422
     assert reply.json() == {"error": "ModelUnavailable", "fields": {
         "model_id": "0x" + manifest.model_id.hex(), "stage": "decrypt",
@@ -271,7 +296,7 @@ def test_bad_requests_are_4xx_json_and_data_limits_hold_before_download(env):
     request = _request(env.good[:1], b"abc", target)
 
     def post(req: ScoreRequest):
-        return _post(env, msgspec.msgpack.encode(req))
+        return _post(env, msgspec.msgpack.encode(by_ids(req)))
 
     def error(reply) -> tuple[int, str]:
         return reply.status_code, reply.json()["error"]
@@ -311,22 +336,44 @@ def test_bad_requests_are_4xx_json_and_data_limits_hold_before_download(env):
 
 
 def test_a_request_past_its_timeout_fails_with_scoring_timeout(env):
-    slow = msgspec.structs.replace(env.good[1].manifest, model_id=b"slow",
-                                   url=env.server.put("/weights/slow", env.good[1].encrypted),
-                                   checksum=hashlib.blake2b(b"slow", digest_size=32).digest())
-    env.server.stall["/weights/slow"] = 5.0
+    slow = _slow(env.server, env.good)
     request = ScoreRequest(manifests=[env.good[0].manifest, slow],
                            target_embedding=_target().tobytes(), data=b"abc", timeout_s=0.5)
     with pytest.raises(ScoringTimeout) as err:
         env.handle.score.remote(request).result(timeout_s=DEADLINE_S)
     assert err.value.timeout_s == 0.5
-    reply = _post(env, msgspec.msgpack.encode(request))
+    reply = _post(env, msgspec.msgpack.encode(by_ids(request)))
     assert reply.status_code == 504
     assert reply.json() == {"error": "ScoringTimeout", "fields": {"timeout_s": 0.5}}
     # The stalled downloads hold nothing up: a request for cached models is answered at once.
     fine = _request(env.good[:1], b"abc", _target())
     assert_exact(env.handle.score.remote(fine).result(timeout_s=5), env.good[:1], b"abc",
                  _target())
+
+
+def test_the_public_route_takes_model_ids_only_and_limits_each_client(env):
+    target = _target(4)
+    request = _request(env.good[:1], b"abc", target)
+    refused = _post(env, msgspec.msgpack.encode(request))  # manifests, with their URLs: refused
+    assert refused.status_code == 400 and "manifests are refused" in refused.json()["fields"]["reason"]
+    unknown = _post(env, msgspec.msgpack.encode(msgspec.structs.replace(
+        by_ids(request), model_ids=[model_id("nobody")])))
+    assert (unknown.status_code, unknown.json()["error"]) == (404, "ObjectNotFound")
+    # Two requests in flight per client (their data downloads stall); a third waits its turn.
+    env.server.stall["/data/stalled"] = 3.0
+    stalled = msgspec.msgpack.encode(msgspec.structs.replace(
+        by_ids(request), data=None, data_url=env.server.put("/data/stalled", b"abc")))
+    answers: list = []
+    threads = [threading.Thread(target=lambda: answers.append(_post(env, stalled))) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.0)
+    third = _post(env, stalled)
+    for thread in threads:
+        thread.join()
+    assert third.status_code == 429 and third.headers["retry-after"] == "1"
+    assert third.json()["fields"] == {"rate_class": "score", "scope": "client", "retry_after_s": 1}
+    assert sorted(a.status_code for a in answers) == [200, 200]
 
 
 def _wait_for(predicate, what: str, timeout_s: float = 60.0):

@@ -40,7 +40,7 @@ def test_train_writes_the_weights_whose_held_out_loss_it_reports(ray_session, tm
     # Runs in this process: the command keeps the session's Ray connection open.
     result = CliRunner().invoke(app, [
         "train", "--corpus", str(corpus), "--out", str(out), "--steps", "3",
-        "--micro-batch", "2", "--lr", "3e-3", "--warmup", "1",
+        "--micro-batch", "2", "--grad-accum", "1", "--lr", "3e-3", "--warmup", "1",
         "--name", "cli", "--storage", str(tmp_path / "runs")])
     assert result.exit_code == 0, result.output
     assert ray_session.is_initialized()

@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.ray, pytest.mark.timeout(240)]
 CONFIG = TrainConfig(
     model=V1Config(embedding_dim=32, num_layers=1, num_heads=2, pwff_hidden_dim=64,
                    max_seq_len=32),
-    steps=8, micro_batch=2, lr=3e-3, warmup_steps=2, checkpoint_every=2, num_workers=2,
+    steps=8, micro_batch=2, grad_accum=1, lr=3e-3, warmup_steps=2, checkpoint_every=2, num_workers=2,
     eval_bytes=2048)
 CORPUS = [f"def f{i}(x):\n    return x * {i} + {i % 7}\n".encode() * 12 for i in range(40)]
 

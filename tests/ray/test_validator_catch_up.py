@@ -9,11 +9,11 @@ import ray
 
 from actors import network as net
 from soma_ray.node.executor import Executor, InvalidCheckpoint
-from soma_ray.protocol.genesis import genesis
+from soma_ray.protocol.genesis import genesis, preset_keypair
 from soma_ray.consensus.errors import CheckpointChainBroken
 from soma_ray.consensus.messages import CommitCertificate
 from soma_ray.protocol.encoding import decode, encode
-from soma_ray.protocol.types import Checkpoint
+from soma_ray.protocol.types import Account, Checkpoint
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(120)]
 
@@ -68,11 +68,26 @@ def test_forged_certificate_or_value_is_refused_and_changes_nothing(certified):
 
 
 def test_certified_checkpoint_that_does_not_reexecute_is_refused(certified):
-    """Even a correctly certified value is re-executed: a replica of another genesis refuses it."""
+    """Even a correctly certified value is re-executed: a replica whose state differs refuses it."""
     config, chain = certified
-    executor = replica(replace(config, genesis_timestamp_ms=config.genesis_timestamp_ms + 1))
+    executor = replica(config)
+    user = preset_keypair("user", 0).address
+    executor.state.put_account(user, Account(balance=1, nonce=0))  # not the network's state
     root = executor.state.state_root()
     sequence, value, certificate = chain[0]
     with pytest.raises(InvalidCheckpoint):
         catch_up(executor, sequence, value, certificate)
+    assert (executor.latest, executor.state.state_root()) == (None, root)
+
+
+def test_a_checkpoint_certified_on_another_network_is_refused(certified):
+    """Another genesis (here another genesis time) is another chain id: its certificates were
+    signed under another domain and do not verify here (issue 18)."""
+    config, chain = certified
+    executor = replica(replace(config, genesis_timestamp_ms=config.genesis_timestamp_ms + 1))
+    root = executor.state.state_root()
+    sequence, value, certificate = chain[0]
+    with pytest.raises(CheckpointChainBroken) as broken:
+        catch_up(executor, sequence, value, certificate)
+    assert "bad signature" in broken.value.reason
     assert (executor.latest, executor.state.state_root()) == (None, root)

@@ -1,9 +1,11 @@
 """The board on geometry built by hand: three models on known axes, targets clustered around
 them, hits, a target no model reaches; the map is stable and the standings ranked."""
+import json
 import socket
 
 import numpy as np
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from soma_ray.board import build_board, miner_standings, model_standings, project_2d
@@ -137,3 +139,31 @@ def test_an_unreachable_gateway_is_a_one_line_error_and_writes_no_map(tmp_path):
     assert result.exit_code == 1 and line.startswith("error: ") and "cannot be reached" in line
     assert not (tmp_path / "b.png").exists()
 
+
+
+# ------------------------------------------------------------------ the learning curve (--held-out)
+
+def test_the_held_out_history_keeps_one_point_per_epoch_and_draws_the_curve(tmp_path):
+    from soma_ray.board import held_out_point, learning_curve, merge_point
+    from soma_ray.cli.board import draw_map, keep_point
+    from soma_ray.heldout import ModelLoss, NetworkLoss
+
+    def loss(best, routed):
+        return NetworkLoss(best, routed, [ModelLoss(A, 10, routed + 1, 2, 1), ModelLoss(B, 10, best + 1, 1, 2)], 3, {})
+
+    point = held_out_point(3, loss(6.0, 6.5))
+    assert point == {"epoch": 3, "network_loss_bpb": 6.0, "network_routed_bpb": 6.5,
+                     "models": {"0x" + A.hex(): 7.5, "0x" + B.hex(): 7.0}}
+    history = merge_point([held_out_point(5, loss(5.0, 5.5)), {"junk": 1}, point], held_out_point(3, loss(5.8, 6.1)))
+    assert [(p["epoch"], p["network_loss_bpb"]) for p in history] == [(3, 5.8), (5, 5.0)]  # a later point wins
+    assert learning_curve(history) == ([3, 5], [5.8, 5.0], [6.1, 5.5])
+    path = tmp_path / "board" / "held-out.json"
+    path.parent.mkdir()
+    path.write_text("not json")  # an unreadable history starts a new one
+    kept = keep_point(path, held_out_point(0, loss(8.0, 8.2)))
+    kept = keep_point(path, held_out_point(1, loss(7.0, 7.4)))
+    assert [p["epoch"] for p in kept] == [0, 1] and len(json.loads(path.read_text())) == 2
+    png = tmp_path / "map.png"
+    draw_map(build_board(MODELS, TARGETS), png, kept)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert Image.open(png).size == (1400, 600)  # the map and the curve beside it

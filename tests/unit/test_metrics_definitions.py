@@ -64,7 +64,7 @@ def test_the_network_label_is_the_prefix_else_the_namespace():
 
 def _signed(kind, nonce: int) -> bytes:
     key = preset_keypair("metrics-user", 0)
-    return encode(sign_transaction(key, Transaction(sender=key.address, nonce=nonce, kind=kind, max_fee=1)))
+    return encode(sign_transaction(key, Transaction(sender=key.address, nonce=nonce, kind=kind, max_fee=1), bytes(32)))
 
 
 def _checkpoint(entries: list[tuple[bytes, bool]]) -> tuple[Checkpoint, list[TransactionEffects]]:

@@ -124,3 +124,144 @@ def test_every_role_builds_with_its_own_key():
     built = [build(s, 0, corpus_files(), challengers=1) for s in specs]
     assert [p.role for p in built] == ["honest", "lazy", "fraudulent", "challenger"]
     assert len({p.address for p in built}) == 4
+
+
+# ------------------------------------------------------------------ the smarter cheaters (issue 20)
+
+from soma_ray.node.audit import DEFAULT_AUDIT_TOLERANCE, Rescored, audit  # noqa: E402
+from soma_ray.protocol.encoding import blake2b256  # noqa: E402
+from soma_ray.protocol.submissions import LOSS_SCALE  # noqa: E402
+from soma_ray.protocol.types import RevealedSubmission, Target  # noqa: E402
+from soma_ray.strategies.decide import (  # noqa: E402
+    FRAUD_KINDS, FRAUD_PLANS, PoolScores, fraud_label, fraud_plans, fraud_summary, fraud_table,
+    is_shave_fraud, margin_band, nudge, plan_shaves, second_best,
+)
+
+TOL = DEFAULT_AUDIT_TOLERANCE
+D64 = 64
+
+
+def near_miss(margin: float, seed: int = 0, threshold: int = 1_000_000_000):
+    """A target embedding and a true embedding whose chain distance to it is the threshold plus
+    `margin` tolerances (to within a few fixed-point units)."""
+    rng = np.random.default_rng(seed)
+    goal = rng.standard_normal(D64).astype("<f4")
+    other = rng.standard_normal(D64)
+    other -= other @ goal / (goal @ goal) * goal.astype(np.float64)
+    want = (threshold + margin * TOL) / 1e9  # distance = 1 - cos
+    cos = 1 - want
+    unit_goal = goal / np.linalg.norm(goal)
+    unit_other = other / np.linalg.norm(other)
+    true = (cos * unit_goal + np.sqrt(1 - cos ** 2) * unit_other) * 1.7
+    return goal.tobytes(), true.astype("<f4")
+
+
+def chain_target(goal: bytes, threshold: int = 1_000_000_000) -> Target:
+    return Target(id=b"\x09" * 32, embedding=goal, model_ids=[A], distance_threshold=threshold, reward_pool=1,
+                  generation_epoch=0, generation_timestamp_ms=0, status="Filled", fill_epoch=0)
+
+
+def shaved_audit(margin: float, seed: int = 0):
+    """A shave of a true near miss `margin` tolerances outside the threshold, claimed with the
+    least nudge that brings the chain's distance inside, as the audit judges it."""
+    goal, true = near_miss(margin, seed)
+    true_distance = cosine_distance_fixed(true, goal)
+    assert abs(true_distance - (1_000_000_000 + margin * TOL)) < 0.05 * TOL
+    claimed, s = nudge(true, goal, 1_000_000_000, TOL)
+    assert cosine_distance_fixed(claimed, goal) <= 1_000_000_000  # the chain takes the reveal
+    data = b"shaved"
+    revealed = RevealedSubmission(blake2b256(data), len(data), "http://x/d", A, claimed.tobytes(),
+                                  round(3.0 * LOSS_SCALE), cosine_distance_fixed(claimed, goal))
+    finding = audit(chain_target(goal), revealed, data, None, Rescored({A: 3.0, B: 3.5}, true.tobytes(), []))
+    return finding, s, is_shave_fraud(claimed, true, true_distance, 1_000_000_000, TOL)
+
+
+@pytest.mark.parametrize("margin", [0.25, 0.5, 0.9])
+def test_shaving_within_the_tolerance_is_not_fraud(margin):
+    finding, s, fraud = shaved_audit(margin)
+    assert s <= 1 and not fraud  # the nudge stays inside the element-wise tolerance box
+    assert finding.claims_hold, finding.reason
+
+
+@pytest.mark.parametrize("margin", [1.5, 2.0, 5.0, 10.0])
+def test_shaving_beyond_the_tolerance_is_caught(margin):
+    finding, s, fraud = shaved_audit(margin)
+    assert fraud and (finding.verdict, finding.fraud) == ("ChallengerWins", "ScoreFraud")
+    # Caught by the distance (the nudge itself may still fit the embedding's tolerance).
+    assert "threshold" in finding.reason or "embedding" in finding.reason
+
+
+def test_the_nudge_is_the_least_one_and_honest_drift_alone_never_needs_it():
+    goal, true = near_miss(-3.0)  # already inside: nothing to shave
+    claimed, s = nudge(true, goal, 1_000_000_000, TOL)
+    assert s < 1e-6
+    goal, true = near_miss(4.0)
+    small, s_small = nudge(true, goal, 1_000_000_000, TOL)
+    goal2, true2 = near_miss(8.0)
+    _, s_large = nudge(true2, goal2, 1_000_000_000, TOL)
+    assert 0 < s_small < s_large
+
+
+def test_a_wrong_winner_is_fraud_unless_within_the_tolerance():
+    goal, true = near_miss(-2.0)
+    data = b"wrong winner"
+
+    def claim(loss):
+        return RevealedSubmission(blake2b256(data), len(data), "http://x/d", A, true.tobytes(),
+                                  round(loss * LOSS_SCALE), cosine_distance_fixed(true, goal))
+
+    lower = Rescored({A: 3.0, B: 2.9}, true.tobytes(), [])
+    assert audit(chain_target(goal), claim(3.0), data, None, lower).fraud == "ScoreFraud"
+    tie = Rescored({A: 3.0, B: 3.0 - 5e-5}, true.tobytes(), [])  # within 2e-5 × (1 + 3)
+    assert audit(chain_target(goal), claim(3.0), data, None, tie).claims_hold
+    assert second_best([3.0, 2.9, 4.0]) == 0 and second_best([1.0]) is None
+    assert second_best([float("nan"), 2.0, 1.0]) == 1
+
+
+def test_fraud_plans_cover_every_kind_over_a_few_miners_and_epochs():
+    assert {kind for kind, _ in FRAUD_PLANS} == set(FRAUD_KINDS)
+    assert fraud_plans(0, 0)[0] == FRAUD_PLANS[0] and len(fraud_plans(0, 0)) == len(FRAUD_PLANS)
+    played = {fraud_plans(miner, epoch)[0] for miner in range(2) for epoch in range(4)}
+    assert {kind for kind, _ in played} == set(FRAUD_KINDS)
+    assert margin_band(0.5) == (0.2, 0.8) and margin_band(10) == (6.0, 10)
+    assert fraud_label("shave", 0.5, False) == "shave within tolerance (not fraud)"
+    assert [fraud_label("shave", m, True) for m in (1.5, 4, 9, 12)] == ["shave ≤2x", "shave ≤5x", "shave ≤10x",
+                                                                       "shave >10x"]
+    assert fraud_label("wrong-hash", None, True) == "wrong-hash"
+
+
+def test_the_detection_table_and_its_summary():
+    table = fraud_table({"wrong-hash|injected": 2, "wrong-hash|caught": 2, "shave ≤2x|injected": 1,
+                         "shave ≤2x|escaped": 1, "shave within tolerance (not fraud)|injected": 1,
+                         "shave within tolerance (not fraud)|held": 1})
+    assert list(table) == ["shave within tolerance (not fraud)", "shave ≤2x", "wrong-hash"]
+    assert table["wrong-hash"] == (2, 2, 0, 0) and table["shave within tolerance (not fraud)"].held == 1
+    assert fraud_summary(table) == ("frauds 3 caught 2 escaped 1 (shave within tolerance (not fraud) 1/0/0, "
+                                    "shave ≤2x 1/0/1, wrong-hash 2/2/0)")
+    assert fraud_summary({}) == "frauds 0 caught 0 escaped 0"
+
+
+def test_a_shave_plan_predicts_the_items_true_margin_from_the_pools_chunks():
+    # Synthetic pool: the chunks' scores under two models; an item's scores are the means of its
+    # chunks' (what the scoring function gives for items of up to 16 chunks).
+    rng = np.random.default_rng(3)
+    chunks = [bytes([i]) * 1024 for i in range(16)]
+    losses = np.stack([rng.uniform(3, 4, 16), rng.uniform(5, 6, 16)], axis=1)  # model 0 always wins
+    # Data embeddings cluster (as real ones do): a shared direction plus a little of each chunk's.
+    embeddings = rng.standard_normal(DIM) + 0.15 * rng.standard_normal((16, 2, DIM))
+    goal = rng.standard_normal(DIM).astype("<f4")
+    single = [cosine_distance_fixed(e.astype("<f4"), goal.tobytes()) for e in embeddings[:, 0]]
+    thresholds = [int(np.quantile(single, q)) for q in (0.3, 0.4, 0.5, 0.6)]  # the chunks straddle them
+    targets = [target(bytes([i]) * 32, goal, threshold=t) for i, t in enumerate(thresholds)]
+    pool = PoolScores(chunks, [A, B], losses, embeddings)
+    for want in (0.5, 2.0, 10.0):
+        plans = plan_shaves(pool, targets, want, TOL, np.random.default_rng(1), samples=60_000)
+        assert plans, want
+        low, high = margin_band(want)
+        for plan in plans:
+            assert low < plan.margin <= high and plan.model == 0 and 1 <= sum(plan.counts) <= 16
+            counts = np.array(plan.counts)
+            mean = counts @ embeddings[:, 0] / counts.sum()
+            distance = cosine_distance_fixed(mean.astype("<f4"), plan.target.embedding)
+            assert abs((distance - plan.target.threshold_fixed) / TOL - plan.margin) < 0.05
+            assert plan.data(pool) == b"".join(c * n for c, n in zip(chunks, plan.counts))

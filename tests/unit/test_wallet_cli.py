@@ -28,9 +28,13 @@ def test_new_list_address_round_trip(wallet):
     second = run("new", "--name", "miner", "--wallet", wallet)
     miner_addr = second.stdout.split()[1]
     listing = run("list", "--wallet", wallet).stdout.splitlines()
-    assert listing == [f"* key-0 {addr}", f"  miner {miner_addr}"]
+    assert listing == [f"  key-0 {addr}", f"* miner {miner_addr}"]  # a new key becomes the active one
+    assert run("address", "--wallet", wallet).stdout.strip() == miner_addr
+    assert run("address", "key-0", "--wallet", wallet).stdout.strip() == addr
+    run("new", "--alias", "spare", "--keep-default", "--wallet", wallet)
+    assert run("address", "--wallet", wallet).stdout.strip() == miner_addr
+    assert run("switch", "key-0", "--wallet", wallet).exit_code == 0
     assert run("address", "--wallet", wallet).stdout.strip() == addr
-    assert run("address", "miner", "--wallet", wallet).stdout.strip() == miner_addr
     assert stat.S_IMODE(os.stat(wallet).st_mode) == 0o600
 
 
@@ -47,6 +51,9 @@ def test_export_prints_secret_on_stdout_and_warning_on_stderr(wallet):
     assert "secret" in result.stderr and "somasecret1" not in result.stderr
     secret_text = result.stdout.strip()
     assert Keypair.from_text(secret_text).address == Wallet.load(wallet).get("a").address
+    bare = run("export", "--wallet", wallet)  # the guide's form: the active key
+    assert bare.exit_code == 0 and bare.stdout.strip() == secret_text
+    assert Keypair.from_secret_key(secret_text).address() == show_address(Wallet.load(wallet).get("a").address)
 
 
 def test_import_from_argument_and_from_hidden_prompt(wallet):

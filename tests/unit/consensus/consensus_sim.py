@@ -33,6 +33,8 @@ from soma_ray.protocol.crypto import Committee, CommitteeMember, Keypair
 from soma_ray.protocol.encoding import decode, encode
 
 FIRST_HEIGHT = 1
+# The simulated network's identity: every message is signed under it (encoding.signing_domain).
+SIM_CHAIN_ID = hashlib.blake2b(b"soma/consensus-sim", digest_size=32).digest()
 SIM_TIMEOUTS = TimeoutConfig(propose_ms=200, prevote_ms=100, precommit_ms=100, increase_ms=100)
 
 
@@ -102,6 +104,7 @@ class SimNode:
             self.keypair,
             self.app,
             FIRST_HEIGHT + len(self.decided),
+            chain_id=SIM_CHAIN_ID,
             safety_state=self.persisted,
             timeouts=self.sim.timeouts,
         )
@@ -285,7 +288,8 @@ def equivocating_leader(node: SimNode, sends: list) -> list:
             for peer in range(len(node.sim.nodes)):
                 if peer != node.index:
                     value = message.value + f"/to{peer}".encode()
-                    twin = sign_proposal(node.keypair, node.index, message.height, message.round, value, message.valid_round)
+                    twin = sign_proposal(node.keypair, node.index, message.height, message.round, value, message.valid_round,
+                                         chain_id=SIM_CHAIN_ID)
                     out.append((peer, twin))
                     if peer % 2:  # these peers get both, so they hold the evidence
                         out.append((peer, message))
@@ -310,7 +314,8 @@ def double_voter(node: SimNode, sends: list) -> list:
     for to, message in sends:
         if isinstance(message, Vote):
             other = node.sim.random.randbytes(32) if message.value_digest is None else None
-            twin = sign_vote(node.keypair, node.index, message.kind, message.height, message.round, other)
+            twin = sign_vote(node.keypair, node.index, message.kind, message.height, message.round, other,
+                             chain_id=SIM_CHAIN_ID)
             for peer in range(0, len(node.sim.nodes), 2):
                 if peer != node.index:
                     out.append((peer, twin))

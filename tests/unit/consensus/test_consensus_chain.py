@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import msgspec
 import pytest
-from consensus_sim import FIRST_HEIGHT, Simulation, equal_powers, make_committee, make_keypairs
+from consensus_sim import FIRST_HEIGHT, SIM_CHAIN_ID, Simulation, equal_powers, make_committee, make_keypairs
 
 from soma_ray.consensus import CertifiedValue, CheckpointChainBroken, value_digest, verify_checkpoint_chain
 
@@ -23,13 +23,19 @@ def chain(network):
 
 def broken(committee, chain, first_height=FIRST_HEIGHT) -> CheckpointChainBroken:
     with pytest.raises(CheckpointChainBroken) as caught:
-        verify_checkpoint_chain(committee, chain, first_height)
+        verify_checkpoint_chain(committee, chain, first_height, chain_id=SIM_CHAIN_ID)
     return caught.value
 
 
 def test_a_decided_chain_verifies_as_pairs_and_returns_the_next_height(network, chain):
     pairs = [(c.value, c.certificate) for c in chain]
-    assert verify_checkpoint_chain(network.committee, pairs, FIRST_HEIGHT) == FIRST_HEIGHT + 5
+    assert verify_checkpoint_chain(network.committee, pairs, FIRST_HEIGHT, chain_id=SIM_CHAIN_ID) == FIRST_HEIGHT + 5
+
+
+def test_a_chain_certified_on_another_network_does_not_verify(network, chain):
+    with pytest.raises(CheckpointChainBroken) as caught:
+        verify_checkpoint_chain(network.committee, chain, FIRST_HEIGHT, chain_id=b"\x05" * 32)
+    assert caught.value.index == 0
 
 
 def test_a_changed_value_is_refused_at_its_position(network, chain):
@@ -86,4 +92,4 @@ def test_a_committee_per_height_checks_each_epoch_with_its_own_members(network, 
 
     error = broken(committee_at, chain)
     assert (error.index, error.height) == (3, switch)
-    assert verify_checkpoint_chain(committee_at, chain[:3], FIRST_HEIGHT) == switch
+    assert verify_checkpoint_chain(committee_at, chain[:3], FIRST_HEIGHT, chain_id=SIM_CHAIN_ID) == switch

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import msgspec
 import pytest
-from consensus_sim import ValueApp, equal_powers, make_committee, make_keypairs
+from consensus_sim import SIM_CHAIN_ID, ValueApp, equal_powers, make_committee, make_keypairs
 
 from soma_ray.consensus import (
     Broadcast,
@@ -46,19 +46,19 @@ H = height_led_by_others()
 
 
 def new_core(**kwargs) -> ConsensusCore:
-    core = ConsensusCore(COMMITTEE, KEYS[ME], ValueApp(ME), H, **kwargs)
+    core = ConsensusCore(COMMITTEE, KEYS[ME], ValueApp(ME), H, chain_id=SIM_CHAIN_ID, **kwargs)
     core.start_height()
     return core
 
 
 def proposal(round: int, value: bytes, valid_round: int = -1, height: int = H):
     leader = SCHEDULE.leader(height, round)
-    return sign_proposal(KEYS[leader], leader, height, round, value, valid_round)
+    return sign_proposal(KEYS[leader], leader, height, round, value, valid_round, chain_id=SIM_CHAIN_ID)
 
 
 def vote(signer: int, kind: Step, round: int, value: bytes | None, height: int = H) -> Vote:
     digest = None if value is None else value_digest(value)
-    return sign_vote(KEYS[signer], signer, kind, height, round, digest)
+    return sign_vote(KEYS[signer], signer, kind, height, round, digest, chain_id=SIM_CHAIN_ID)
 
 
 def sent(outputs, kind=None):
@@ -123,10 +123,23 @@ def test_a_vote_signed_by_another_member_counts_as_invalid():
     assert core.stats["invalid_signature"] == 1
 
 
+def test_a_proposal_or_vote_signed_for_another_network_is_dropped():
+    # Issue 18: consensus messages are signed under the chain id; the same keys' messages on
+    # another network (another localnet with the public preset keys) do not verify here.
+    other = b"\x05" * 32
+    core = new_core()
+    leader = SCHEDULE.leader(H, 0)
+    assert core.on_proposal(sign_proposal(KEYS[leader], leader, H, 0, value(), -1, chain_id=other)) == []
+    assert core.on_vote(sign_vote(KEYS[2], 2, Step.PREVOTE, H, 0, None, chain_id=other)) == []
+    assert core.stats["invalid_signature"] == 2
+    assert core.on_vote(vote(2, Step.PREVOTE, 0, None)) == []  # the same vote for this network counts
+    assert core.stats["invalid_signature"] == 2
+
+
 def test_proposal_from_a_non_leader_is_ignored():
     core = new_core()
     impostor = next(i for i in range(1, 4) if i != SCHEDULE.leader(H, 0))
-    fake = sign_proposal(KEYS[impostor], impostor, H, 0, value(), -1)
+    fake = sign_proposal(KEYS[impostor], impostor, H, 0, value(), -1, chain_id=SIM_CHAIN_ID)
     assert core.on_proposal(fake) == []
     assert core.stats["wrong_leader"] == 1
 
@@ -210,7 +223,7 @@ def test_a_node_restarted_from_its_safety_state_keeps_its_lock_and_its_votes():
     precommit = lock_on_value(core)
     persisted = core.safety_state()
 
-    restarted = ConsensusCore(COMMITTEE, KEYS[ME], ValueApp(ME), H, safety_state=persisted)
+    restarted = ConsensusCore(COMMITTEE, KEYS[ME], ValueApp(ME), H, chain_id=SIM_CHAIN_ID, safety_state=persisted)
     out = restarted.start_height()
     assert own_votes(out, Step.PRECOMMIT) == [precommit]  # re-sent, not re-signed
     assert not [o for o in out if isinstance(o, PersistSafetyState)]
@@ -218,7 +231,7 @@ def test_a_node_restarted_from_its_safety_state_keeps_its_lock_and_its_votes():
     out = restarted.on_proposal(proposal(1, value(1)))
     assert [v.value_digest for v in own_votes(out, Step.PREVOTE)] == [None]
 
-    amnesiac = ConsensusCore(COMMITTEE, KEYS[ME], ValueApp(ME), H)
+    amnesiac = ConsensusCore(COMMITTEE, KEYS[ME], ValueApp(ME), H, chain_id=SIM_CHAIN_ID)
     amnesiac.start_height()
     amnesiac.on_timeout(H, 0, Step.PROPOSE)
     amnesiac.on_timeout(H, 0, Step.PREVOTE)
@@ -230,7 +243,7 @@ def test_a_node_restarted_from_its_safety_state_keeps_its_lock_and_its_votes():
 def test_a_restarted_node_prevotes_its_locked_value_when_it_is_proposed_again():
     core = new_core()
     lock_on_value(core)
-    restarted = ConsensusCore(COMMITTEE, KEYS[ME], ValueApp(ME), H, safety_state=core.safety_state())
+    restarted = ConsensusCore(COMMITTEE, KEYS[ME], ValueApp(ME), H, chain_id=SIM_CHAIN_ID, safety_state=core.safety_state())
     restarted.start_height()
     restarted.on_timeout(H, 0, Step.PRECOMMIT)
     out = restarted.on_proposal(proposal(1, value()))  # no polka attached: only the lock allows it
@@ -240,14 +253,14 @@ def test_a_restarted_node_prevotes_its_locked_value_when_it_is_proposed_again():
 def test_a_restarted_leader_re_proposes_its_valid_value_with_the_polka():
     core = new_core()
     lock_on_value(core)
-    restarted = ConsensusCore(COMMITTEE, KEYS[ME], ValueApp(ME), H, safety_state=core.safety_state())
+    restarted = ConsensusCore(COMMITTEE, KEYS[ME], ValueApp(ME), H, chain_id=SIM_CHAIN_ID, safety_state=core.safety_state())
     restarted.start_height()
     led = next(r for r in range(1, 50) if SCHEDULE.leader(H, r) == ME)
     for round in range(led):
         out = restarted.on_timeout(H, round, Step.PRECOMMIT)
     [reproposal] = sent(out, Proposal)
     assert (reproposal.value, reproposal.valid_round) == (value(), 0)
-    assert proposal_signature_valid(COMMITTEE, reproposal)
+    assert proposal_signature_valid(COMMITTEE, reproposal, chain_id=SIM_CHAIN_ID)
     polka = [v for v in sent(out, Vote) if v.round == 0]
     assert {v.value_digest for v in polka} == {value_digest(value())}
     assert {v.signer for v in polka} == {ME, 1, 2}
@@ -256,7 +269,7 @@ def test_a_restarted_leader_re_proposes_its_valid_value_with_the_polka():
 def test_a_restarted_node_does_not_sign_a_second_vote_in_its_persisted_round():
     core = new_core()
     core.on_timeout(H, 0, Step.PROPOSE)  # prevoted nil
-    restarted = ConsensusCore(COMMITTEE, KEYS[ME], ValueApp(ME), H, safety_state=core.safety_state())
+    restarted = ConsensusCore(COMMITTEE, KEYS[ME], ValueApp(ME), H, chain_id=SIM_CHAIN_ID, safety_state=core.safety_state())
     restarted.start_height()
     out = restarted.on_proposal(proposal(0, value()))
     assert own_votes(out, Step.PREVOTE) == []
@@ -266,13 +279,13 @@ def test_safety_state_from_a_later_height_is_refused():
     core = new_core()
     core.on_timeout(H, 0, Step.PROPOSE)
     with pytest.raises(SafetyStateAhead) as caught:
-        ConsensusCore(COMMITTEE, KEYS[ME], ValueApp(ME), H - 1, safety_state=core.safety_state())
+        ConsensusCore(COMMITTEE, KEYS[ME], ValueApp(ME), H - 1, chain_id=SIM_CHAIN_ID, safety_state=core.safety_state())
     assert (caught.value.state_height, caught.value.height) == (H, H - 1)
 
 
 def test_corrupt_safety_state_is_a_typed_error():
     with pytest.raises(MalformedInput):
-        ConsensusCore(COMMITTEE, KEYS[ME], ValueApp(ME), H, safety_state=b"\x93garbage")
+        ConsensusCore(COMMITTEE, KEYS[ME], ValueApp(ME), H, chain_id=SIM_CHAIN_ID, safety_state=b"\x93garbage")
 
 
 def certificate_for(height: int, round: int, value_: bytes, signers=(1, 2, 3)) -> CommitCertificate:
@@ -316,7 +329,7 @@ def test_a_peer_on_a_decided_height_gets_the_certified_value_once_per_round():
 
 
 def test_a_peer_below_the_retained_decisions_is_reported_for_the_shell():
-    core = ConsensusCore(COMMITTEE, KEYS[ME], ValueApp(ME), H)
+    core = ConsensusCore(COMMITTEE, KEYS[ME], ValueApp(ME), H, chain_id=SIM_CHAIN_ID)
     core.start_height()
     assert core.on_vote(vote(3, Step.PREVOTE, 0, None, height=H - 1)) == [PeerBehind(3, H - 1)]
 
@@ -332,7 +345,7 @@ def test_messages_for_the_next_height_wait_until_it_starts():
 
 
 def test_observer_without_a_key_follows_decisions_without_signing():
-    core = ConsensusCore(COMMITTEE, None, ValueApp(-1), H)
+    core = ConsensusCore(COMMITTEE, None, ValueApp(-1), H, chain_id=SIM_CHAIN_ID)
     out = core.start_height() + core.on_proposal(proposal(0, value()))
     assert sent(out) == []
     for signer in (1, 2, 3):
@@ -354,7 +367,7 @@ def test_leader_schedule_follows_voting_power():
 
 def test_starting_a_height_twice_does_not_propose_twice():
     leader = SCHEDULE.leader(H, 0)
-    core = ConsensusCore(COMMITTEE, KEYS[leader], ValueApp(leader), H)
+    core = ConsensusCore(COMMITTEE, KEYS[leader], ValueApp(leader), H, chain_id=SIM_CHAIN_ID)
     first = core.start_height()
     assert [p.value for p in sent(first, Proposal)] == [f"h{H}/n{leader}/1".encode()]
     assert core.start_height() == []
@@ -382,9 +395,9 @@ def test_a_far_height_is_reported_once_and_later_messages_at_or_below_it_are_not
 
     checked = []
 
-    def counting(committee, message):
+    def counting(committee, message, *, chain_id):
         checked.append(message.height)
-        return vote_signature_valid(committee, message)
+        return vote_signature_valid(committee, message, chain_id=chain_id)
 
     monkeypatch.setattr(core_module, "vote_signature_valid", counting)
     core = new_core()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 from consensus_sim import (
+    SIM_CHAIN_ID,
     FIRST_HEIGHT,
     BadValueApp,
     Simulation,
@@ -26,7 +27,7 @@ def assert_safe_and_certified(sim: Simulation) -> None:
     sim.assert_no_honest_equivocation()
     for node in sim.honest():
         chain = [node.decided[h] for h in sorted(node.decided)]
-        assert verify_checkpoint_chain(sim.committee, chain, FIRST_HEIGHT) == FIRST_HEIGHT + len(chain)
+        assert verify_checkpoint_chain(sim.committee, chain, FIRST_HEIGHT, chain_id=SIM_CHAIN_ID) == FIRST_HEIGHT + len(chain)
 
 
 def top_height(sim: Simulation) -> int:

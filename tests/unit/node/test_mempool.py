@@ -8,7 +8,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from soma_ray.node.mempool import Mempool, NonceAlreadyPooled, Pending
 from soma_ray.protocol.errors import (
-    ExecutionError, MempoolFull, NonceTooFarAhead, ProtocolError, SenderPoolFull,
+    ExecutionError, MempoolBytesFull, MempoolFull, NonceTooFarAhead, ProtocolError, SenderBytesFull,
+    SenderPoolFull,
 )
 
 A, B, C = b"a" * 32, b"b" * 32, b"c" * 32
@@ -115,6 +116,47 @@ def test_mempool_full_keeps_nothing():
         admit(pool, C, 0)
     assert refused.value.values() == {"capacity": 2}
     assert snapshot(pool) == before
+
+
+SIZE = len(data(A, 0))  # every test transaction's bytes
+
+
+def test_a_sender_over_its_byte_budget_is_refused_keeping_nothing():
+    pool = Mempool(capacity=10, per_sender=10, ttl_s=10.0, sender_max_bytes=2 * SIZE)
+    admit(pool, A, 0)
+    admit(pool, A, 1)
+    assert (pool.sender_bytes(A), pool.pooled_bytes) == (2 * SIZE, 2 * SIZE)
+    before = snapshot(pool)
+    with pytest.raises(SenderBytesFull) as refused:
+        admit(pool, A, 2)
+    assert refused.value.values() == {"size": SIZE, "sender_bytes": 2 * SIZE, "limit": 2 * SIZE}
+    assert snapshot(pool) == before
+    assert admit(pool, B, 0) is True  # another sender still has room
+    pool.remove(digest(A, 0))
+    assert pool.sender_bytes(A) == SIZE and admit(pool, A, 2) is True
+
+
+def test_a_pool_over_its_byte_budget_is_refused_keeping_nothing():
+    pool = Mempool(capacity=10, per_sender=10, ttl_s=10.0, max_bytes=3 * SIZE)
+    for sender in (A, B, C):
+        admit(pool, sender, 0)
+    before = snapshot(pool)
+    with pytest.raises(MempoolBytesFull) as refused:
+        admit(pool, A, 1)
+    assert refused.value.values() == {"size": SIZE, "pooled_bytes": 3 * SIZE, "limit": 3 * SIZE}
+    assert snapshot(pool) == before
+    # A resubmission is never refused, and what leaves frees its bytes.
+    assert pool.admit(digest(B, 0), B, 0, data(B, 0, version=1), 0, 1.0) is False
+    assert pool.expired(11.0) and (pool.pooled_bytes, pool.sender_bytes(A)) == (0, 0)
+
+
+def test_the_counts_come_before_the_bytes():
+    pool = Mempool(capacity=1, per_sender=1, ttl_s=10.0, max_bytes=SIZE, sender_max_bytes=SIZE)
+    admit(pool, A, 0)
+    with pytest.raises(SenderPoolFull):
+        admit(pool, A, 1)
+    with pytest.raises(MempoolFull):
+        admit(pool, B, 0)
 
 
 @pytest.mark.parametrize("nonce, account_nonce, expected", [

@@ -10,7 +10,7 @@ from soma_ray.node.target_index import OutOfOrder, TargetIndex
 from soma_ray.wire import STATUSES
 from soma_ray.protocol.submissions import claim_split
 from soma_ray.protocol.crypto import sign_certificate
-from soma_ray.protocol.encoding import DOMAIN_CHALLENGE_VOTE, blake2b256
+from soma_ray.protocol.encoding import blake2b256
 from soma_ray.protocol.errors import (
     EmbeddingDimensionMismatch, MalformedInput, ModelHasNoWeights, ObjectNotFound, ZeroEmbedding,
 )
@@ -18,7 +18,7 @@ from soma_ray.protocol.genesis import localnet_config, preset_keypair
 from soma_ray.protocol.params import localnet
 from soma_ray.protocol.sim import Simulator
 from soma_ray.protocol.state import MODEL, STAKING_POOL, TARGET
-from soma_ray.protocol.submissions import challenge_vote_message, submission_commitment
+from soma_ray.protocol.submissions import challenge_vote_domain, challenge_vote_message, submission_commitment
 from soma_ray.protocol.targets import DISTANCE_SCALE
 from soma_ray.protocol.types import (
     ClaimRewards, CommitSubmission, InitiateChallenge, Model, ResolveChallenge, RevealSubmission,
@@ -94,7 +94,7 @@ class Chain:
 
     def resolve(self, challenge_id, verdict):
         committee = self.state.system().committee
-        cert = sign_certificate(committee, VALIDATORS[:3], DOMAIN_CHALLENGE_VOTE,
+        cert = sign_certificate(committee, VALIDATORS[:3], challenge_vote_domain(self.state.system().chain_id),
                                 challenge_vote_message(challenge_id, verdict))
         return self.ok(CLAIMER, ResolveChallenge(challenge_id, verdict, cert))
 
@@ -358,9 +358,8 @@ def test_leaderboard_figures_equal_what_the_claims_paid(chain):
     assert miners[RIVAL.address].rewards == rival_reward
     # A model's earnings are what its pool received: compounded plus its owner's commission stake.
     after = chain.pool_of(first.model_ids[0])
+    # (Both claims' shares when both targets named the same model: so do its earnings.)
     received = (after.soma_balance + after.pending_stake) - (pool.soma_balance + pool.pending_stake)
-    if first.model_ids[0] == second.model_ids[0]:
-        received -= claim_split(params, second.reward_pool)[2]
     models = {m.model_id: m for m in board.models}
     assert models[first.model_ids[0]].earnings == received
     assert sum(m.wins for m in board.models) == 2

@@ -2,6 +2,7 @@
 import msgspec
 import pytest
 
+from soma_ray.protocol.errors import ProtocolError
 from soma_ray.protocol.genesis import localnet_config, preset_config, preset_keypair
 from soma_ray.protocol.params import localnet, testnet
 from soma_ray.protocol.sim import Simulator
@@ -35,8 +36,21 @@ class Harness:
         return pre, effects
 
     def fails(self, keypair, kind, error):
-        """The kind fails with exactly `error`; only the fee and the nonce changed."""
-        pre, effects = self.apply(keypair, kind)
+        """The kind fails with exactly `error`; only the fee and the nonce changed. An error
+        admission catches (a kind field out of bounds, a Faucet not from a faucet authority) must
+        be the same there: the transaction is refused, and one a proposer includes anyway pays
+        its fee and fails alike."""
+        data = self.sim.sign(keypair, kind)
+        try:
+            self.sim.submit(data)
+            extra = []
+        except ProtocolError as refused:
+            assert refused == error, refused
+            extra = [data]
+        pre = self.state.copy()
+        _, effects = self.sim.make_checkpoint(extra=extra)
+        assert total_supply(self.state) == self.params.genesis_supply
+        effects = effects[-1]
         assert effects.error == error.to_struct()
         expected = fee_and_nonce_only(pre, keypair.address, self.params.base_fee)
         assert expected.state_root() == self.state.state_root()

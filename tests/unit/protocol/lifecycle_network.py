@@ -1,11 +1,11 @@
 """A localnet Simulator driven by signed transactions, one per checkpoint, with the supply
 invariant of spec §3 checked after every checkpoint (shared by the target lifecycle tests)."""
 from soma_ray.protocol.crypto import sign_certificate
-from soma_ray.protocol.encoding import DOMAIN_CHALLENGE_VOTE, blake2b256
+from soma_ray.protocol.encoding import blake2b256
 from soma_ray.protocol.genesis import localnet_config, preset_keypair
 from soma_ray.protocol.sim import Simulator
 from soma_ray.protocol.state import SUBMISSION, TARGET
-from soma_ray.protocol.submissions import challenge_vote_message, submission_commitment
+from soma_ray.protocol.submissions import challenge_vote_domain, challenge_vote_message, submission_commitment
 from soma_ray.protocol.supply import total_supply
 from soma_ray.protocol.types import (
     ClaimRewards, CommitSubmission, InitiateChallenge, ResolveChallenge, RevealSubmission,
@@ -90,7 +90,8 @@ class Network:
 
     def resolve(self, challenge_id: bytes, verdict: str):
         committee = self.state.system().committee
-        cert = sign_certificate(committee, VALIDATORS[:3], DOMAIN_CHALLENGE_VOTE, challenge_vote_message(challenge_id, verdict))
+        cert = sign_certificate(committee, VALIDATORS[:3], challenge_vote_domain(self.state.system().chain_id),
+                                challenge_vote_message(challenge_id, verdict))
         return self.run(CLAIMER, ResolveChallenge(challenge_id, verdict, cert))
 
     def claim(self, target_id: bytes, claimer=CLAIMER):

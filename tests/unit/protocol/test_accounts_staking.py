@@ -1,10 +1,11 @@
 """Transfer, Faucet, AddStake, WithdrawStake, AddStakeToModel: pre-state / tx / post-state."""
 import pytest
 
+from soma_ray.protocol.crypto import Keypair
 from soma_ray.protocol.errors import (
-    BadNonce, FaucetDisabled, FaucetLimitExceeded, InsufficientBalance, InsufficientFee, InvalidAmount,
-    InvalidAddress, NotOwner, StakeTooSmall, WithdrawalPending,
-    ObjectNotFound, PoolInactive,
+    BadNonce, FaucetDisabled, FaucetLimitExceeded, FeeBelowBaseFee, InsufficientBalance,
+    InsufficientBalanceForFees, InsufficientFee, InvalidAmount, InvalidAddress, NotFaucetAuthority,
+    NotOwner, StakeTooSmall, WithdrawalPending, ObjectNotFound, PoolInactive,
 )
 from soma_ray.protocol.state import MODEL, STAKED_SOMA, STAKING_POOL, VALIDATOR
 from soma_ray.protocol.types import (
@@ -39,37 +40,75 @@ def test_transfer_of_non_positive_amount_fails(net, amount):
     net.fails(net.users[0], Transfer(net.users[1].address, amount), InvalidAmount(amount))
 
 
-def test_wrong_nonce_is_rejected_without_charging(net):
+def test_wrong_nonce_is_left_out_without_charging(net):
     alice = net.users[0]
     net.sim.submit_kind(alice, Transfer(net.users[1].address, 1))
     net.sim.submit_kind(alice, Transfer(net.users[1].address, 1))
     pre = net.state.copy()
     # Both carry nonces 0 and 1; executing only the second is a nonce gap.
-    second = net.sim.mempool.pop()
+    first, second = net.sim.mempool
     net.sim.mempool.clear()
     _, effects = net.sim.make_checkpoint(extra=[second])
-    assert effects[0].error == BadNonce(expected=0, got=1).to_struct()
-    assert effects[0].fee_charged == 0
+    assert effects == [] and [(e.entry, e.error, e.retry) for e in net.sim.left_out] == [
+        (second, BadNonce(expected=0, got=1), True)]
+    assert net.state.state_root() == pre.state_root()
+    assert net.sim.mempool == []  # its nonce 0 is not pooled: it could never execute
+    _, effects = net.sim.make_checkpoint(extra=[first, first])  # the same bytes twice
+    assert len(effects) == 1 and net.sim.left_out[0].error == BadNonce(expected=1, got=0)
+
+
+def test_max_fee_below_base_fee_is_refused_and_never_charged(net):
+    alice, bob = net.users[0], net.users[1]
+    data = net.sim.sign(alice, Transfer(bob.address, 1), max_fee=999)
+    with pytest.raises(FeeBelowBaseFee) as refused:
+        net.sim.submit(data)
+    assert (refused.value.max_fee, refused.value.base_fee) == (999, 1000)
+    pre = net.state.copy()
+    _, effects = net.sim.make_checkpoint(extra=[data])  # a proposer that includes it anyway
+    assert effects == [] and net.sim.left_out[0].error == InsufficientFee(required=1000, available=999)
     assert net.state.state_root() == pre.state_root()
 
 
-def test_max_fee_below_base_fee_is_rejected_without_charging(net):
-    pre, effects = net.apply(net.users[0], Transfer(net.users[1].address, 1), max_fee=999)
-    assert effects.error == InsufficientFee(required=1000, available=999).to_struct()
-    assert net.state.state_root() == pre.state_root()
-
-
-def test_account_that_cannot_pay_the_fee_is_rejected_without_charging(net):
-    poor = net.validators[0]  # validators hold stake, not balance
+def test_account_that_cannot_pay_the_fee_is_refused_and_never_charged(net):
+    poor = Keypair.from_secret(b"\x42" * 32)
     net.ok(net.users[0], Transfer(poor.address, 999))
-    pre, effects = net.apply(poor, Transfer(net.users[0].address, 1))
-    assert effects.error == InsufficientFee(required=1000, available=999).to_struct()
+    data = net.sim.sign(poor, Transfer(net.users[0].address, 1))
+    with pytest.raises(InsufficientBalanceForFees) as refused:
+        net.sim.submit(data)
+    assert refused.value == InsufficientBalanceForFees(required=1000, available=999, pooled=0)
+    pre = net.state.copy()
+    _, effects = net.sim.make_checkpoint(extra=[data])
+    assert effects == [] and net.sim.left_out[0].error == InsufficientFee(required=1000, available=999)
     assert net.state.state_root() == pre.state_root()
+
+
+def test_admission_counts_the_fees_of_the_senders_pooled_transactions(net):
+    poor = Keypair.from_secret(b"\x43" * 32)
+    net.ok(net.users[0], Transfer(poor.address, 2_500))
+    net.sim.submit_kind(poor, Transfer(net.users[0].address, 1))
+    net.sim.submit_kind(poor, Transfer(net.users[0].address, 1))
+    with pytest.raises(InsufficientBalanceForFees) as refused:
+        net.sim.submit_kind(poor, Transfer(net.users[0].address, 1))
+    assert refused.value == InsufficientBalanceForFees(required=3_000, available=2_500, pooled=2)
+    _, effects = net.sim.make_checkpoint()
+    assert [e.fee_charged for e in effects] == [1_000, 1_000] and net.balance(poor.address) == 498
+
+
+def test_a_transaction_whose_fee_is_unaffordable_where_it_is_ordered_is_left_out(net):
+    poor = Keypair.from_secret(b"\x44" * 32)
+    net.ok(net.users[0], Transfer(poor.address, 3_000))
+    net.sim.submit_kind(poor, Transfer(net.users[0].address, 1_500))  # leaves 500: not a fee
+    late = net.sim.submit_kind(poor, Transfer(net.users[0].address, 1))
+    _, effects = net.sim.make_checkpoint()
+    assert [e.nonce for e in effects] == [0]
+    assert [(e.entry, e.error, e.retry) for e in net.sim.left_out] == [
+        (late, InsufficientFee(required=1_000, available=500), False)]
+    assert net.state.account(poor.address) == type(net.state.account(poor.address))(balance=500, nonce=1)
 
 
 def test_faucet_pays_from_the_emission_pool(net):
     pool_before = net.state.system().emission_pool.balance
-    net.ok(net.users[0], Faucet(net.users[2].address, 10**9))
+    net.ok(net.validators[0], Faucet(net.users[2].address, 10**9))
     assert net.state.system().emission_pool.balance == pool_before - 10**9
     assert net.balance(net.users[2].address) == 1_000_000 * 10**9 + 10**9
 
@@ -88,8 +127,18 @@ def test_faucet_is_off_on_testnet_by_default(testnet_net):
 
 def test_faucet_pays_at_most_its_cap_per_transaction(net):
     cap = net.params.faucet_max_amount
-    net.ok(net.users[0], Faucet(net.users[1].address, cap))
-    net.fails(net.users[0], Faucet(net.users[1].address, cap + 1), FaucetLimitExceeded(amount=cap + 1, max=cap))
+    net.ok(net.validators[0], Faucet(net.users[1].address, cap))
+    net.fails(net.validators[0], Faucet(net.users[1].address, cap + 1), FaucetLimitExceeded(amount=cap + 1, max=cap))
+
+
+def test_only_a_faucet_authority_sends_faucet(net):
+    # Issue 18: a funded account's Faucet to itself, sent straight as a transaction, is refused
+    # at admission; one a proposer includes pays its fee and fails: the emission pool is kept.
+    alice = net.users[0]
+    assert net.state.system().faucet_authorities == [v.address for v in net.validators]
+    pool = net.state.system().emission_pool.balance
+    net.fails(alice, Faucet(alice.address, net.params.faucet_max_amount), NotFaucetAuthority(sender=alice.address))
+    assert net.state.system().emission_pool.balance == pool
 
 
 def _validator_pool(net, index=0):
@@ -166,10 +215,11 @@ def test_add_stake_to_model_and_inactive_model_pool(net):
 
 
 def test_faucet_errors(make_net):
-    net = make_net(genesis_supply=4_403_000 * 10**9 + 300 * 10**9)  # a small emission pool
-    net.fails(net.users[0], Faucet(net.users[1].address, 0), InvalidAmount(0))
+    net = make_net(genesis_supply=4_407_000 * 10**9 + 300 * 10**9)  # a small emission pool
+    faucet = net.validators[0]
+    net.fails(faucet, Faucet(net.users[1].address, 0), InvalidAmount(0))
     available = net.state.system().emission_pool.balance
-    net.fails(net.users[0], Faucet(net.users[1].address, available + 1), InsufficientBalance(available + 1, available))
+    net.fails(faucet, Faucet(net.users[1].address, available + 1), InsufficientBalance(available + 1, available))
 
 
 def test_add_stake_of_non_positive_amount_fails(net):

@@ -10,17 +10,29 @@ two trailing fields are stripped from the encodings (the genesis digest, hence o
 target seeds, included), so nothing else changed. Re-pinned again for protocol version 3,
 which that encoding change calls for (the version is in the SystemState: only state roots and
 checkpoint digests moved).
+
+Re-pinned for protocol version 4 (issue 18, docs/protocol.md): three trailing Parameters
+(`max_checkpoint_bytes`, `max_url_bytes`, `audit_tolerance`), a trailing
+`GenesisConfig.faucet_authorities`, two trailing SystemState fields (`chain_id`,
+`faucet_authorities`) and transaction signatures under the chain id. With the new trailing
+fields stripped, the genesis digest is exactly the version-3 pin (checked below), so object ids
+and target seeds moved only through those fields; a transaction's digest and the effects
+digest of the pinned checkpoint did not move at all.
 """
 import hashlib
 
+import msgspec
+import nacl.signing
 import numpy as np
 
-from soma_ray.protocol.checkpoint import build_checkpoint, checkpoint_digest
+from soma_ray.protocol.checkpoint import build_checkpoint, checkpoint_digest, propose_checkpoint
 from soma_ray.protocol.crypto import Keypair
-from soma_ray.protocol.encoding import UNDECODABLE, encode
+from soma_ray.protocol.encoding import DOMAIN_TX, UNDECODABLE, digest, encode
 from soma_ray.protocol.errors import MalformedInput
 from soma_ray.protocol.execution import sign_transaction, transaction_digest
-from soma_ray.protocol.genesis import GenesisConfig, GenesisValidator, genesis, genesis_digest, localnet_config
+from soma_ray.protocol.genesis import (
+    PROTOCOL_VERSION, GenesisConfig, GenesisValidator, genesis, genesis_chain_id, genesis_digest, localnet_config,
+)
 from soma_ray.protocol.params import localnet
 from soma_ray.protocol.state import TARGET, State
 from soma_ray.protocol.targets import target_embedding
@@ -69,14 +81,34 @@ def test_state_root_of_one_entry_matches_hashlib():
 def test_pinned_genesis_and_first_checkpoint():
     config = _config()
     state = genesis(config)
-    assert genesis_digest(config).hex() == "01a4639fd588b433183fa18c57dc90afdb5fd90bbebbe05ed532d24d525e379c"
-    assert state.state_root().hex() == "c34844909ffd7750b3c2a8fa63200a3da75b44d4fe8e8149b374559ce73cd2e1"
-    entry = encode(sign_transaction(USER, _transfer()))
+    assert PROTOCOL_VERSION == state.system().protocol_version == 4
+    assert genesis_digest(config).hex() == "0ef64bf2c492e7a0438cab6363f9b9e245c4d824b896b6679ea7867461054d82"
+    assert genesis_chain_id(config).hex() == "483524c4be18a6b516f8cb22a30d559e336572197b5c82a2b0c375a4a4c3d5d5"
+    assert state.system().chain_id == genesis_chain_id(config)
+    assert state.state_root().hex() == "1e3c3b00f475c5f37ef1a82b592646faa7991eed7ca015f92c6360aba4aa51e8"
+    entry = encode(sign_transaction(USER, _transfer(), genesis_chain_id(config)))
     checkpoint, effects = build_checkpoint(state, None, [entry], GENESIS_TIME_MS + 1_000)
     assert effects[0].error is None
-    assert checkpoint.state_root.hex() == "b67e21b0d7b161d1454addb9eda44a5d2684c24fce687cadc10545289d51e845"
+    assert checkpoint.state_root.hex() == "5129815065d7f3860d6d24aed60c37e6cb8513306fe9b426e179ccdb5532ca76"
     assert checkpoint.effects_digest.hex() == "b0ffad90a290bc635ab30a458389a1131871e7fea620abe12b01c14fab9a8fbe"
-    assert checkpoint_digest(checkpoint).hex() == "be1a81a6c4ff741680c89d0d918f226efe79c83b0e1db5cc476ec5ea25d5b2ad"
+    assert checkpoint_digest(checkpoint).hex() == "6aaa085aaa197a4a6e67c81825e4612dda72ff8efa7f0bb37310c686b43367fd"
+
+
+def test_the_chain_id_and_the_signed_message_match_an_independent_computation():
+    config = _config()
+    expected = hashlib.blake2b(b"soma/chain-id/v1" + msgspec.msgpack.encode(config, enc_hook=bytes), digest_size=32).digest()
+    assert genesis_chain_id(config) == expected
+    signed = sign_transaction(USER, _transfer(), expected)
+    # Ed25519 over "soma/tx/v1" || chain id || the transaction's canonical bytes, checked by PyNaCl.
+    nacl.signing.VerifyKey(USER.public_key).verify(b"soma/tx/v1" + expected + encode(_transfer()), signed.signature)
+
+
+def test_stripped_of_the_version_4_fields_the_genesis_digest_is_the_version_3_pin():
+    raw = msgspec.msgpack.decode(encode(_config()))
+    raw[0] = raw[0][:-3]  # Parameters: max_checkpoint_bytes, max_url_bytes, audit_tolerance
+    raw = raw[:-1]  # GenesisConfig.faucet_authorities
+    assert digest(DOMAIN_TX, msgspec.msgpack.encode(raw)).hex() == (
+        "01a4639fd588b433183fa18c57dc90afdb5fd90bbebbe05ed532d24d525e379c")
 
 
 def test_target_embedding_known_answer():
@@ -91,23 +123,24 @@ def test_target_embedding_known_answer():
     )
 
 
-def test_undecodable_entries_record_a_fixed_reason():
-    # msgspec's own message differs between versions; the hashed effects must not.
+def test_undecodable_entries_are_left_out_with_a_fixed_reason():
+    # msgspec's own message differs between versions; what submitters are told must not.
     state = genesis(_config())
     entries = [b"\x93\xa8Transfer\x01", b"\xc1", encode([1, 2, 3])]
-    _, effects = build_checkpoint(state, None, entries, GENESIS_TIME_MS + 1_000)
-    assert [e.error for e in effects] == [MalformedInput(reason=UNDECODABLE).to_struct()] * 3
+    proposed = propose_checkpoint(state, None, entries, GENESIS_TIME_MS + 1_000)
+    assert proposed.effects == [] and proposed.checkpoint.transactions == []
+    assert [e.error for e in proposed.left_out] == [MalformedInput(reason=UNDECODABLE)] * 3
 
 
 def test_pinned_genesis_with_models_targets_and_an_epoch_change():
     config = localnet_config(validators=2, models=3, users=1)
     config.timestamp_ms = GENESIS_TIME_MS
     state = genesis(config)
-    assert state.state_root().hex() == "7bad72c5885034ce32ba5fb0afbda8e539c6029aa9c0ef2842be52d99d4d927c"
+    assert state.state_root().hex() == "fd4affe49cf608ca06cf8204ae60cf227898da21b92d523ecb05f5d8a7c316eb"
     first = state.require(TARGET, state.ids(TARGET)[0], Target)
-    assert hashlib.blake2b(first.embedding, digest_size=32).hexdigest() == "4dd8c04d6adfc6f5e816691ca930732fb2ced1ffd26400c8fad973e603733e27"
-    assert [model_id.hex()[:16] for model_id in first.model_ids] == ["38945cd01d0fe5aa", "8318088d41c1bcb4", "069bacc50f8f527c"]
+    assert hashlib.blake2b(first.embedding, digest_size=32).hexdigest() == "7aca2893bf7e28a07035369ecb0b94a75ff8e8cb58faa6f01230ea967749fa39"
+    assert [model_id.hex()[:16] for model_id in first.model_ids] == ["ee2bfd03acf82d00", "8c0a73b8cefbcd74", "b2ef64a25b04ca0f"]
     change = encode(ChangeEpoch(epoch=1, timestamp_ms=GENESIS_TIME_MS + 1_000))
     checkpoint, effects = build_checkpoint(state, None, [change], GENESIS_TIME_MS + 1_000)
     assert effects[0].error is None
-    assert checkpoint_digest(checkpoint).hex() == "2261591610ae4eb28ed2631c6ff04ee66992d565ddb5c1d925064853259888d1"
+    assert checkpoint_digest(checkpoint).hex() == "561248378d4dda747333a8356326e8c231135c75753d5d36c03ce8bbf6021b31"

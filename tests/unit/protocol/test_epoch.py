@@ -7,6 +7,7 @@ from soma_ray.protocol.encoding import encode
 from soma_ray.protocol.errors import (
     CommissionTooHigh, DuplicateEpochChange, EmbeddingDimensionMismatch, EpochChangeNotDue,
     EpochChangeTimestampMismatch, InsufficientBalance, TimestampOutOfRange, TimestampRegression,
+    UnexecutableEntry,
 )
 from soma_ray.protocol.epoch import current_epoch_end_ms
 from soma_ray.protocol.genesis import genesis, localnet_config, preset_config
@@ -70,7 +71,7 @@ def test_emission_decays_every_period(make_net):
 
 
 def test_emission_never_exceeds_the_pool(make_net):
-    allocated = 4 * 1_000_000 * SOMA + 4 * 100_000 * SOMA + 3 * 1_000 * SOMA
+    allocated = 4 * 1_000_000 * SOMA + 4 * 100_000 * SOMA + 3 * 1_000 * SOMA + 4 * 1_000 * SOMA
     net = make_net(genesis_supply=allocated + 1_000 * SOMA)
     for _ in range(4):
         net.advance()
@@ -119,8 +120,10 @@ def test_change_epoch_before_the_epoch_start_is_refused():
     config.timestamp_ms = 10_000
     state = genesis(config)
     root = state.state_root()
-    _, effects = build_checkpoint(state, None, [encode(ChangeEpoch(epoch=1, timestamp_ms=5_000))], 5_000)
-    assert effects[0].error == TimestampRegression(previous_ms=10_000, got_ms=5_000).to_struct()
+    # A checkpoint that carries it is refused (a ChangeEpoch must change the epoch)...
+    with pytest.raises(UnexecutableEntry) as info:
+        build_checkpoint(state, None, [encode(ChangeEpoch(epoch=1, timestamp_ms=5_000))], 5_000)
+    assert (info.value.index, info.value.error) == (0, "TimestampRegression")
     assert state.state_root() == root and state.system().epoch == 0
 
 
@@ -130,8 +133,8 @@ def _change(net, epoch, timestamp_ms):
 
 def test_change_epoch_must_carry_its_checkpoint_timestamp(net):
     root = net.state.state_root()
-    _, effects = net.sim.make_checkpoint(5_000, [_change(net, 1, 10**13)])
-    assert effects[0].error == EpochChangeTimestampMismatch(checkpoint_ms=5_000, got_ms=10**13).to_struct()
+    _, effects = net.sim.make_checkpoint(5_000, [_change(net, 1, 10**13)])  # ...and a proposer leaves it out
+    assert effects == [] and net.sim.left_out[0].error == EpochChangeTimestampMismatch(checkpoint_ms=5_000, got_ms=10**13)
     assert net.state.system().epoch == 0 and net.state.state_root() == root
 
 
@@ -141,7 +144,7 @@ def test_change_epoch_is_refused_before_the_epoch_ends_unless_early_changes_are_
     assert current_epoch_end_ms(net.state) == end  # refused at end - 1, accepted at end (below)
     root = net.state.state_root()
     _, effects = net.sim.make_checkpoint(end - 1, [_change(net, 1, end - 1)])
-    assert effects[0].error == EpochChangeNotDue(due_at_ms=end, timestamp_ms=end - 1).to_struct()
+    assert effects == [] and net.sim.left_out[0].error == EpochChangeNotDue(due_at_ms=end, timestamp_ms=end - 1)
     assert net.state.system().epoch == 0 and net.state.state_root() == root
     _, effects = net.sim.make_checkpoint(end, [_change(net, 1, end)])
     assert effects[0].error is None
@@ -162,8 +165,8 @@ def test_localnet_allows_an_early_change(net):
 
 def test_at_most_one_epoch_change_per_checkpoint(net):
     _, effects = net.sim.make_checkpoint(1_000, [_change(net, 1, 1_000), _change(net, 2, 1_000)])
-    assert effects[0].error is None
-    assert effects[1].error == DuplicateEpochChange(epoch=1).to_struct()
+    assert len(effects) == 1 and effects[0].error is None
+    assert net.sim.left_out[0].error == DuplicateEpochChange(epoch=1)
     assert net.state.system().epoch == 1
 
 

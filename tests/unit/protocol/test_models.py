@@ -101,15 +101,15 @@ def test_reveal_errors(net):
     net.ok(alice, commit_for(model.id, emb))
     net.fails(alice, RevealModel(model.id, KEY, emb), ModelRevealEpochMismatch(commit_epoch=0, current_epoch=0))
     net.advance()
-    net.fails(alice, RevealModel(model.id, b"wrong", emb), CommitmentMismatch(field="decryption_key"))
+    net.fails(alice, RevealModel(model.id, b"w" * 32, emb), CommitmentMismatch(field="decryption_key"))
     net.fails(alice, RevealModel(model.id, KEY, embedding(dim, seed=2)), CommitmentMismatch(field="embedding"))
     net.fails(alice, RevealModel(model.id, KEY, embedding(dim + 1)), EmbeddingDimensionMismatch(expected=dim, got=dim + 1))
     bad = np.frombuffer(emb, dtype="<f4").copy()
     bad[5] = np.inf
     net.fails(alice, RevealModel(model.id, KEY, bad.tobytes()), NonFiniteEmbedding(index=5))
     net.fails(alice, RevealModel(model.id, KEY, bytes(4 * dim)), ZeroEmbedding())
-    pre, effects = net.apply(alice, RevealModel(model.id, KEY, emb[:-1]))
-    assert effects.error.code == MalformedInput.__name__
+    net.fails(alice, RevealModel(model.id, KEY, emb[:-1]),
+              MalformedInput(reason=f"embedding of {len(emb) - 1} bytes is not float32 values"))
     net.ok(alice, RevealModel(model.id, KEY, emb))  # nothing above was lost
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from soma_ray.protocol.context import ExecutionContext
 from soma_ray.protocol.crypto import sign_certificate
-from soma_ray.protocol.encoding import DOMAIN_CHALLENGE_VOTE, DOMAIN_VOTE, blake2b256, u64_le
+from soma_ray.protocol.encoding import DOMAIN_VOTE, blake2b256, u64_le
 from soma_ray.protocol.errors import (
     AuditWindowOpen, ChallengeAlreadyOpen, ChallengeWindowClosed, CommitmentMismatch, DataTooLarge,
     DistanceExceedsThreshold, EmbeddingDimensionMismatch, InsufficientBalance, InsufficientBond,
@@ -19,7 +19,7 @@ from soma_ray.protocol.genesis import genesis, localnet_config, preset_keypair
 from soma_ray.protocol.params import BPS
 from soma_ray.protocol.state import CHALLENGE, MODEL, STAKED_SOMA, STAKING_POOL, SUBMISSION, TARGET
 from soma_ray.protocol.submissions import (
-    TargetNotFilled, challenge_vote_message, process_claim_rewards, process_commit_submission,
+    TargetNotFilled, challenge_vote_domain, challenge_vote_message, process_claim_rewards, process_commit_submission,
     process_initiate_challenge, process_resolve_challenge, process_reveal_submission,
     submission_commitment,
 )
@@ -130,7 +130,8 @@ def challenge(net: Net, submission_id: bytes, bond=10_000) -> bytes:
 
 def certificate(net: Net, challenge_id: bytes, verdict: str, signers=VALIDATORS):
     committee = net.state.system().committee
-    return sign_certificate(committee, list(signers), DOMAIN_CHALLENGE_VOTE, challenge_vote_message(challenge_id, verdict))
+    domain = challenge_vote_domain(net.state.system().chain_id)
+    return sign_certificate(committee, list(signers), domain, challenge_vote_message(challenge_id, verdict))
 
 
 @pytest.fixture
@@ -452,6 +453,18 @@ def test_certificate_signed_under_another_domain_fails(net, target):
     committee = net.state.system().committee
     cert = sign_certificate(committee, VALIDATORS, DOMAIN_VOTE, challenge_vote_message(challenge_id, "MinerWins"))
     net.expect_error(InvalidCertificate, None, process_resolve_challenge, ResolveChallenge(challenge_id, "MinerWins", cert), CHALLENGER)
+
+
+def test_certificate_of_another_network_fails(net, target):
+    # Issue 18: the same committee's votes on the same challenge id, made for another network
+    # (another localnet with the same public preset keys), do not resolve the challenge here.
+    challenge_id = challenge(net, fill(net, target))
+    committee = net.state.system().committee
+    other = challenge_vote_domain(blake2b256(b"another network"))
+    cert = sign_certificate(committee, VALIDATORS, other, challenge_vote_message(challenge_id, "MinerWins"))
+    error = net.expect_error(InvalidCertificate, None, process_resolve_challenge,
+                             ResolveChallenge(challenge_id, "MinerWins", cert), CHALLENGER)
+    assert "bad signature" in error.reason
 
 
 def test_resolving_an_unknown_challenge_fails(net):

@@ -12,7 +12,7 @@ from soma_ray.training.loop import (StepRunner, TrainingLoss, check_init_weights
                                     initial_model, make_optimizer)
 
 TINY = V1Config(embedding_dim=16, num_layers=1, num_heads=2, pwff_hidden_dim=32, max_seq_len=16)
-CONFIG = TrainConfig(model=TINY, steps=6, micro_batch=2, lr=1e-2, warmup_steps=1)
+CONFIG = TrainConfig(model=TINY, steps=6, micro_batch=2, grad_accum=1, lr=1e-2, warmup_steps=1)
 SPLIT = split_corpus([Document(f"d{i}", b"import os\nprint(os.getcwd())\n" * (i + 1))
                       for i in range(12)])
 
