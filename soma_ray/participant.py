@@ -44,6 +44,8 @@ NONCE_BYTES = 32
 CHALLENGE_KINDS = {"score-fraud": "ScoreFraud", "data-fraud": "DataFraud"}
 # The chain keeps only open challenges: a resolved or closed one is deleted with its bonds paid.
 CHALLENGE_STATUSES = ("open",)
+# "Stake all available" keeps the fees of the create, the commit and the reveal of its weights.
+PUBLISH_TRANSACTIONS = 3
 # Trouble on an auditor's own side, never a finding: the scoring service or the network
 # unreachable (ConnectionError, OSError), a timeout, the scoring service saying it is unavailable.
 OWN_TROUBLE = (ConnectionError, TimeoutError, OSError, errors.ScoringUnavailable, errors.ScoringTimeout)
@@ -186,14 +188,16 @@ class ParticipantCalls:
         return effects.created[0]  # the model's id comes first (then its pool and the stake)
 
     async def stake_all_available(self, keypair: Keypair) -> int:
-        """What "stake all available" stakes (shannons): the balance less the fee of the
-        transaction that stakes it (the network's base fee, which a transaction pays at most);
-        InsufficientBalance when that is below the network's minimum model stake."""
+        """What "stake all available" stakes (shannons): the balance less the fees of the
+        transaction that stakes it and of the commit and reveal that publish the model's weights
+        (the network's base fee each, which a transaction pays at most), so the guide's next
+        steps can be paid; InsufficientBalance when that is below the network's minimum stake."""
         parameters = await self._parameters()
-        available = await self.balance_shannons(keypair.address) - parameters.base_fee
+        reserved = PUBLISH_TRANSACTIONS * parameters.base_fee
+        available = await self.balance_shannons(keypair.address) - reserved
         if available < parameters.model_min_stake:
-            raise errors.InsufficientBalance(required=parameters.model_min_stake + parameters.base_fee,
-                                             available=available + parameters.base_fee)
+            raise errors.InsufficientBalance(required=parameters.model_min_stake + reserved,
+                                             available=available + reserved)
         return available
 
     async def commit_model(self, keypair: Keypair, model_id: str | bytes, weights_url: str,

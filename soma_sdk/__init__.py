@@ -152,7 +152,8 @@ class SomaClient(_LibraryClient):
 
     async def create_model(self, signer: Keypair, commission_rate: int, stake_amount=None) -> str:
         """A new model (commission in basis points); `stake_amount` SOMA, None: all available
-        (the balance less the fee of this transaction, `stake_all_available`). Its id."""
+        (the balance less the fees of this transaction and of the commit and reveal to come,
+        `stake_all_available`). Its id."""
         stake = (await self.stake_all_available(signer) if stake_amount is None
                  else to_shannons(stake_amount))
         return hex_id(await _LibraryClient.create_model(self, signer, commission_rate, stake))

@@ -96,6 +96,63 @@ def test_quick_connection_test_then_data_submission_and_claim_loops_as_written(h
         assert "submitted 0x" in done.stdout and re.search(r"claimed [1-9]", done.stdout), done.stdout
 
 
+def test_the_model_training_workflow_as_written(home):
+    """Steps 1 and 5-8 of the guide's Model Training Workflow (steps 2-4 train: here the weights
+    are a network model's, downloaded as `soma model train --from` starts, and the embedding is
+    the model's own; the upload is the network's blob store)."""
+    _, env = home
+    key = Keypair.generate()
+    code = '''
+    import asyncio
+    import numpy as np
+    from soma_sdk import SomaClient, Keypair
+    from soma_ray.model.embedding import model_embedding
+    from soma_ray.training.from_network import fetch_model_weights
+
+    async def train_commit_reveal():
+        client = await SomaClient(chain="testnet")
+        kp = Keypair.from_secret_key("YOUR_SECRET_KEY")
+        await client.request_faucet(kp.address(), 20)
+
+        # Step 1: the landscape.
+        models = await client.get_active_models()
+        print("active models:", len(models))
+        # Steps 2-4 stand in: the first network model's weights, and the model's own embedding.
+        weights_bytes = await fetch_model_weights(client, models[0].model_id)
+        embedding = np.frombuffer(model_embedding(weights_bytes, [b"def f(x):\\n    return x\\n" * 20]), "<f4")
+
+        # Step 5: create the model, staking all available.
+        model_id = await client.create_model(
+            kp,
+            commission_rate=1000,   # 10% commission
+            stake_amount=None       # stake all available
+        )
+        # Step 6: commit weights.
+        encrypted, key = SomaClient.encrypt_weights(weights_bytes)
+        weights_url = await client.upload(encrypted, "weights", signer=kp)
+        await client.commit_model(
+            kp, model_id, weights_url, encrypted, key, embedding
+        )
+        commit_epoch = (await client.get_epoch()).epoch
+        # Step 7: localnet: advance instantly.
+        await client.advance_epoch()
+        epoch_info = await client.get_epoch()
+        assert epoch_info.epoch > commit_epoch
+        # Step 8: reveal.
+        await client.reveal_model(kp, model_id, key, embedding)
+        active = {m.model_id: m for m in await client.get_active_models()}
+        print("revealed", model_id, active[model_id].status, round(await client.get_balance(kp.address()), 3))
+
+    asyncio.run(train_commit_reveal())
+    '''.replace("YOUR_SECRET_KEY", key.to_secret_key())
+    done = run_without_ray(code, env)
+    assert done.returncode == 0, done.stderr
+    revealed = re.search(r"revealed (0x[0-9a-f]{64}) (\w+) ([\d.]+)", done.stdout)
+    assert revealed and revealed.group(2) == "Active", done.stdout
+    assert float(revealed.group(3)) < 0.01  # "stake all available": only dust of the 20 SOMA is left
+    assert "Unclosed" not in done.stderr
+
+
 def test_the_guides_and_the_plans_cli_forms(home, weights_network):
     _, env = home
 
