@@ -624,7 +624,7 @@ class BlobHandlers:
             raise MalformedInput(reason=f"a blob kind is one of {', '.join(tickets.KINDS)}")
         state = await self._system_state()
         at = tickets.now_ms()
-        address = tickets.check_request(request, tickets.chain_id_of(state),
+        address = tickets.check_request(request, state.chain_id,
                                         self.limits["upload_" + request.kind], at)
         if not self._requests_answered.spend((address, bytes(request.nonce)), request.expires_ms, at):
             raise UploadUnauthorized(reason="this request was answered already (each takes a new nonce)")

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from soma_ray.files import write_atomic
+from soma_ray.files import FileTooLarge, read_bounded, write_atomic
 
 CHAINS_FILE = "chains.json"
 LOCALNET = "localnet"
@@ -69,14 +69,13 @@ def read_chains(home: Path | None = None) -> dict[str, Chain]:
     """The chains the user added (the file's), by name; {} when there is no file."""
     path = chains_path(home)
     try:
-        with open(path, "rb") as file:
-            raw = file.read(MAX_CHAINS_FILE_BYTES + 1)
+        raw = read_bounded(path, MAX_CHAINS_FILE_BYTES)
     except FileNotFoundError:
         return {}
+    except FileTooLarge as error:
+        raise ChainError(str(error)) from None
     except OSError as error:
         raise ChainError(f"{path}: {error.strerror or error}") from None
-    if len(raw) > MAX_CHAINS_FILE_BYTES:
-        raise ChainError(f"{path} is over {MAX_CHAINS_FILE_BYTES} bytes")
     try:
         found = json.loads(raw or b"{}")
         return {name: Chain(check_name(name), check_url(entry["rpc_url"]),

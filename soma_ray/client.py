@@ -441,8 +441,8 @@ class SomaClient(ParticipantCalls):
         if not isinstance(signer, Keypair):
             raise TypeError("upload(data, kind, signer=keypair): uploads are signed by a funded account "
                             "(or set the S3_* variables to upload to your own bucket)")
-        chain_id = tickets.chain_id_of(await self.get_system_state())
-        ticket = await self._transport.upload_ticket(tickets.sign_request(signer, kind, len(data), chain_id))
+        ticket = await self._transport.upload_ticket(tickets.sign_request(signer, kind, len(data),
+                                                                          await self.chain_id()))
         return (await self._transport.upload(kind, data, ticket)).url
 
     async def download(self, url: str, size: int, checksum: bytes, timeout_s: float = DOWNLOAD_TIMEOUT_S) -> bytes:

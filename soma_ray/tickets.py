@@ -5,8 +5,8 @@ An upload is two requests, both made by `SomaClient.upload(data, kind, signer=ke
 1. `POST /blobs/ticket` with a `TicketRequest`: the account's public key, the blob kind, the
    size it will upload, an expiry (unix ms, at most `REQUEST_AHEAD_S` ahead) and a random nonce,
    signed by the account's key over `REQUEST_DOMAIN || chain_id || encode([public_key, kind,
-   size, expires_ms, nonce])` (the chain id of the network's SystemState once it has one, so a
-   request signed for one network is refused by another; empty before). The blob store checks
+   size, expires_ms, nonce])` (the network's chain id, `SystemState.chain_id`, so a request
+   signed for one network is refused by another). The blob store checks
    the signature, the expiry, that the nonce was not used before, that the account holds at
    least `min_balance(parameters, kind, size)` and that its quota and rate allow `size` more
    bytes (serve/blobs.py), and answers an `UploadTicket`.
@@ -28,7 +28,7 @@ import heapq
 import hmac
 import os
 import time
-from typing import Any, Hashable
+from typing import Hashable
 
 from soma_ray.protocol import errors
 from soma_ray.protocol.crypto import Keypair, address_of, verify_signature
@@ -57,11 +57,6 @@ MAX_REMEMBERED = 1_000_000
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def chain_id_of(system_state: Any) -> bytes:
-    """The network's chain id as signatures include it (empty for a state that has none)."""
-    return bytes(getattr(system_state, "chain_id", b"") or b"")
 
 
 def min_balance(parameters: Parameters, kind: str, size: int) -> int:

@@ -62,7 +62,7 @@ from soma_ray.protocol.types import (
 from soma_ray.strategies.decide import FUND_AMOUNT
 from soma_ray.strategies.participants import PairModel, Participant, Stats, World
 from soma_ray.strategies.roster import Spec, build
-from soma_ray.tickets import chain_id_of, check_request, now_ms
+from soma_ray.tickets import check_request, now_ms
 from soma_ray.wire import (
     DEFAULT_LEADERBOARD, DEFAULT_PAGE, CheckpointReply, EpochInfo, EpochReply, Health, IndexStatus, Leaderboard, ModelManifest, ModelView,
     NearbyTarget, ScoreRequest, ScoreResponse, TargetPage, TargetView, TicketRequest, Uploaded, UploadTicket,
@@ -243,7 +243,7 @@ class SimTransport:
 
     async def upload_ticket(self, request: TicketRequest) -> UploadTicket:
         """Any signed request of a funded account gets a ticket (no quotas in process)."""
-        address = check_request(request, chain_id_of(self.sim.state.system()), self.sim.params.model_max_weight_size,
+        address = check_request(request, self.sim.state.system().chain_id, self.sim.params.model_max_weight_size,
                                 now_ms())
         return UploadTicket(address, request.kind, request.size, request.expires_ms, request.nonce, b"")
 

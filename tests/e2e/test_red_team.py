@@ -103,7 +103,7 @@ def fields(response) -> dict:
 
 
 def chain_id(url) -> bytes:
-    return tickets.chain_id_of(decode(requests.get(f"{url}/system", timeout=30).content, SystemState))
+    return decode(requests.get(f"{url}/system", timeout=30).content, SystemState).chain_id
 
 
 def ask_ticket(url, keypair, kind, size, chain=None):

@@ -15,7 +15,7 @@ import requests
 from soma_ray import tickets
 from soma_ray.protocol.encoding import decode
 from soma_ray.wire import Uploaded
-from tests.e2e.localnet_helpers import whole_http_answer
+from tests.e2e.localnet_helpers import wait_until, whole_http_answer
 
 pytestmark = pytest.mark.ray
 
@@ -204,15 +204,9 @@ def test_an_upload_cut_off_by_the_client_leaves_nothing(blobs):
         piece = os.urandom(256 * 1024)
         for _ in range(4):  # 1 MiB of a body that never ends
             conn.sendall(b"%x\r\n" % len(piece) + piece + b"\r\n")
-        deadline = time.monotonic() + 60
-        while stored(root) == before and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert stored(root) != before  # the upload is in progress on the server
+        wait_until(lambda: stored(root) != before, timeout_s=60, interval_s=0.05)  # the upload is in progress
     # The client is gone mid-body: the temp file goes, nothing is stored.
-    deadline = time.monotonic() + 60
-    while stored(root) != before and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert stored(root) == before
+    wait_until(lambda: stored(root) == before, timeout_s=60, interval_s=0.05)
 
 
 def test_uploads_without_a_ticket_of_the_stores_are_401_and_store_nothing(blobs):
@@ -260,10 +254,7 @@ def test_a_stalled_upload_is_cut_with_408_and_leaves_nothing(blobs):
     answer = _slow_upload(base, "192.0.2.1", 100, pause_s=SLOW_IDLE_S + 2, stop=threading.Event())
     assert answer.startswith(b"HTTP/1.1 408") and b"UploadTooSlow" in answer
     assert time.monotonic() - started < 30
-    deadline = time.monotonic() + 30
-    while stored(root) != before and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert stored(root) == before
+    wait_until(lambda: stored(root) == before, timeout_s=30, interval_s=0.1)
 
 
 def test_uploads_cannot_take_the_capacity_reads_need(blobs):

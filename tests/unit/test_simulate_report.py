@@ -12,18 +12,14 @@ from typer.testing import CliRunner
 from soma_ray import heldout
 from soma_ray.cli import simulate
 
-TEXT = "def chunk(data, size):\n    return [data[i:i + size] for i in range(0, len(data), size)]\n" * 40
 FIELDS = {"epoch", "hits", "claims", "frauds_injected", "frauds_slashed", "honest_slashed", "network_loss_bpb",
           "network_routed_bpb", "loss_by_kind", "models", "revealed", "lazy_hits", "lazy_claims", "trainings",
           "train_steps", "hit_items", "truthful_hits"}
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("corpus")
-    for i in range(3):
-        (root / f"part{i}.py").write_text(f"# part {i}\n" + TEXT[i * 100:])
-    return root
+def corpus(small_corpus):
+    return small_corpus(3)
 
 
 @pytest.fixture(autouse=True)

@@ -20,15 +20,11 @@ from soma_ray.strategies import FRAUD_KINDS, Mix, corpus_files, roster
 from soma_ray.strategies.simulated import SimulatedGame
 
 EPOCHS = 4
-TEXT = ("def chunk(data, size):\n    return [data[i:i + size] for i in range(0, len(data), size)]\n" * 40)
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("corpus")
-    for i in range(4):
-        (root / f"part{i}.py").write_text(f"# part {i}\n" + TEXT[i * 100:])
-    return root
+def corpus(small_corpus):
+    return small_corpus(4)
 
 
 @pytest.fixture(scope="module")

@@ -12,16 +12,12 @@ from soma_ray.strategies import Mix, corpus_files, roster
 from soma_ray.strategies.simulated import SimulatedGame
 from soma_ray.wire import CHALLENGE_STATUSES, SUBMISSION_STATUSES
 
-TEXT = ("def chunk(data, size):\n    return [data[i:i + size] for i in range(0, len(data), size)]\n" * 40)
 
 
 @pytest.fixture(scope="module")
-def game(tmp_path_factory):
-    root = tmp_path_factory.mktemp("corpus")
-    for i in range(3):
-        (root / f"part{i}.py").write_text(f"# part {i}\n" + TEXT[i * 100:])
+def game(small_corpus):
     game = SimulatedGame(roster(Mix(honest=1, lazy=0, fraudulent=2), challengers=1), seed=5,
-                         files=corpus_files(root), false_alarm_every=2)
+                         files=corpus_files(small_corpus(3)), false_alarm_every=2)
 
     async def play():
         await game.setup()

@@ -113,6 +113,9 @@ def test_chains_file_names_networks(tmp_path, monkeypatch):
     (tmp_path / "chains.json").write_text("[1, 2]")
     with pytest.raises(ValueError, match="not a chains file"):
         chains.known_chains()
+    (tmp_path / "chains.json").write_bytes(b" " * (chains.MAX_CHAINS_FILE_BYTES + 1))
+    with pytest.raises(chains.ChainError, match=f"is over {chains.MAX_CHAINS_FILE_BYTES} bytes"):
+        chains.known_chains()  # read no further than the bound
 
 
 # ----------------------------------------------------------------------------- the facade

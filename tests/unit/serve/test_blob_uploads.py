@@ -44,7 +44,7 @@ class Chain:
 
 
 def chain_id() -> bytes:
-    return tickets.chain_id_of(Chain({}).state)
+    return Chain({}).state.chain_id
 
 
 @pytest.fixture
