@@ -69,15 +69,23 @@ def reveal_missed(commit_epoch: int, epoch: int) -> bool:
     return epoch > reveal_epoch(commit_epoch)
 
 
-def awaited_reveal(model: Model) -> AwaitedReveal:
+def awaited_commit(model: Model) -> AwaitedReveal | None:
     """The commit `model` awaits the reveal of: a Pending model's first weights, or an Active
-    one's pending update (InvalidModelStatus for any other model)."""
+    one's pending update; None for any other model."""
     if model.status == "Pending":
         return AwaitedReveal(model.commit_epoch, model.key_commitment, model.embedding_commitment)
     update = model.pending_update
     if model.status == "Active" and update is not None:
         return AwaitedReveal(update.commit_epoch, update.key_commitment, update.embedding_commitment)
-    raise InvalidModelStatus(status=model.status, expected="Pending, or Active with a pending update")
+    return None
+
+
+def awaited_reveal(model: Model) -> AwaitedReveal:
+    """`awaited_commit`, or InvalidModelStatus when the model awaits no reveal."""
+    awaited = awaited_commit(model)
+    if awaited is None:
+        raise InvalidModelStatus(status=model.status, expected="Pending, or Active with a pending update")
+    return awaited
 
 
 def require_commit_allowed(model: Model) -> None:

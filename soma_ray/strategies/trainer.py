@@ -23,7 +23,7 @@ import numpy as np
 
 from soma_ray.protocol import errors
 from soma_ray.protocol.crypto import Keypair
-from soma_ray.protocol.models import reveal_allowed, reveal_missed
+from soma_ray.protocol.models import awaited_commit, reveal_allowed, reveal_missed
 from soma_ray.protocol.params import SHANNONS_PER_SOMA
 from soma_ray.protocol.state import MODEL
 from soma_ray.protocol.types import Model
@@ -46,8 +46,14 @@ MAX_HIT_ITEMS = 64
 HIT_STATUSES = ("filled", "claimable", "settled")
 
 
+class FineTuneFailed(RuntimeError):
+    """A fine-tune that did not give weights (its job failed or ran out of time): the trainer
+    counts it and tries again the next epoch."""
+
+
 class Training(Protocol):
-    """The thin call a trainer makes: fine-tune, and the embedding of the result."""
+    """The thin call a trainer makes: fine-tune (FineTuneFailed when it gives no weights), and the
+    embedding of the result."""
 
     async def fine_tune(self, weights: bytes, documents: list[bytes], steps: int, seed: int) -> bytes: ...
 
@@ -56,7 +62,6 @@ class Training(Protocol):
 
 class Published(NamedTuple):
     """A commit awaiting its reveal: what the reveal needs."""
-    epoch: int
     decryption_key: bytes
     embedding: bytes
 
@@ -67,26 +72,26 @@ def niche_of(index: int) -> str:
     return NICHES[index % len(NICHES)]
 
 
-def trainer_moves(status: str, pending_update: bool, published_epoch: int | None, epoch: int,
+def trainer_moves(status: str, awaited_epoch: int | None, holds_secret: bool, epoch: int,
                   trained_epoch: int | None) -> tuple[str, ...]:
-    """What a trainer does this step, in order, given its model's status (and whether an update
-    awaits its reveal), the epoch of the commit it holds the secret of (None: none), the epoch
-    and the epoch it last trained in:
+    """What a trainer does this step, in order, given its model's status, the epoch of the
+    commit the chain awaits the reveal of (None: none; the chain's word, not the epoch the
+    trainer began training in: a fine-tune may end, and its commit land, in the next epoch),
+    whether it holds that commit's secret, the epoch and the epoch it last trained in:
 
-    - "reveal": its commit is due (the epoch after it) and the model still awaits it;
+    - "reveal": the commit is due (the epoch after it);
     - "forget": it holds a secret the chain no longer awaits (the reveal's epoch passed: the
       model was slashed or the update dropped);
     - "train": fine-tune and commit, once an epoch, when the chain takes a commit (a Created
       model, or an Active one without a pending update, counting this step's reveal)."""
     moves: list[str] = []
-    awaits = status == "Pending" or (status == "Active" and pending_update)
-    if published_epoch is not None:
-        if awaits and reveal_allowed(published_epoch, epoch):
+    if holds_secret:
+        if awaited_epoch is not None and reveal_allowed(awaited_epoch, epoch):
             moves.append("reveal")
-            status, pending_update = "Active", False
-        elif reveal_missed(published_epoch, epoch) or not awaits:
+            status, awaited_epoch = "Active", None
+        elif awaited_epoch is None or reveal_missed(awaited_epoch, epoch):
             moves.append("forget")
-    if trained_epoch != epoch and (status == "Created" or (status == "Active" and not pending_update)):
+    if trained_epoch != epoch and awaited_epoch is None and status in ("Created", "Active"):
         moves.append("train")
     return tuple(moves)
 
@@ -155,8 +160,8 @@ class Trainer(Participant):
         model = await client.get_object(MODEL, self.model_id, Model)
         if model is None:
             return
-        published = None if self.published is None else self.published.epoch
-        for move in trainer_moves(model.status, model.pending_update is not None, published, world.epoch,
+        awaited = awaited_commit(model)
+        for move in trainer_moves(model.status, awaited and awaited.commit_epoch, self.published is not None, world.epoch,
                                   self.trained_epoch):
             if move == "reveal":
                 await self.reveal(client)
@@ -219,15 +224,20 @@ class Trainer(Participant):
         niche = [self.corpus.next_chunk() for _ in range(self.niche_chunks)]
         documents = [d for d in hits + niche if d]
         started = time.perf_counter()
-        weights = await self.training.fine_tune(self.weights, documents, self.steps,
-                                                epoch_seed(self.rng.randrange(2**31), world.epoch))
+        self.trained_epoch = world.epoch  # one try an epoch, whatever its outcome
+        try:
+            weights = await self.training.fine_tune(self.weights, documents, self.steps,
+                                                    epoch_seed(self.rng.randrange(2**31), world.epoch))
+        except FineTuneFailed as error:
+            self.stats.count_error(error)
+            return
         trained = time.perf_counter()
         embedding = await self.training.embedding(weights, self.sample)
         encrypted, key = client.encrypt_weights(weights)
         url = await client.upload(encrypted, kind="weights", signer=self.keypair)
         await client.commit_model(self.keypair, self.model_id, url, encrypted, key, embedding)
-        self.published = Published(world.epoch, key, embedding)
-        self.weights, self.trained_epoch = weights, world.epoch
+        self.published = Published(key, embedding)
+        self.weights = weights
         self.trained_on += documents
         stats = self.stats
         stats.trainings += 1
@@ -246,6 +256,6 @@ def niche_sample(files: list[Path]) -> list[bytes]:
     return sample_windows(files)
 
 
-__all__ = ["CHUNK_BYTES", "HIT_STATUSES", "MAX_HIT_ITEMS", "NICHES", "NICHE_CHUNKS", "Published", "TRAINER_COMMISSION_BPS",
+__all__ = ["CHUNK_BYTES", "FineTuneFailed", "HIT_STATUSES", "MAX_HIT_ITEMS", "NICHES", "NICHE_CHUNKS", "Published", "TRAINER_COMMISSION_BPS",
            "TRAINER_FUNDING", "TRAINER_STAKE", "Trainer", "Training", "niche_of", "niche_sample", "start_choice",
            "trainer_moves", "won_hits"]

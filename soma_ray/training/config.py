@@ -40,8 +40,9 @@ class TrainConfig:
     checkpoint_every: int = 50
     num_workers: int = 1
     use_gpu: bool = False
-    # CPUs each worker reserves: 0 runs it beside whatever holds the cluster's CPUs (the game's
-    # trainers, whose few steps must not wait for the scoring replicas to give one back).
+    # CPUs each worker reserves (> 0 without a GPU: Ray Train refuses a worker that reserves
+    # nothing). A fraction runs it beside whatever holds the cluster's CPUs: the game's trainers,
+    # whose few steps must not wait for the scoring replicas to give one back.
     cpus_per_worker: float = 1
 
     def __post_init__(self) -> None:
@@ -52,6 +53,8 @@ class TrainConfig:
         for name in ("warmup_steps", "weight_decay", "grad_clip", "seed", "cpus_per_worker"):
             if getattr(self, name) < 0:
                 raise TrainConfigError(name, getattr(self, name), ">= 0")
+        if not self.use_gpu and not self.cpus_per_worker > 0:
+            raise TrainConfigError("cpus_per_worker", self.cpus_per_worker, "> 0 without a GPU")
         if not self.lr > 0:
             raise TrainConfigError("lr", self.lr, "> 0")
         if not 0 <= self.min_lr_ratio <= 1:

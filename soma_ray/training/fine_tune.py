@@ -27,6 +27,12 @@ TRAINER_MICRO_BATCH = 2  # chunks (1 KiB each) per step
 TRAINER_LR = 3e-3
 TRAINER_WARMUP = 1
 EVAL_BYTES = 1_024  # the job scores this much before and after (its held-out document)
+# A trainer's Ray Train worker reserves a hundredth of a CPU: enough for Ray Train to place it
+# (it refuses a worker reserving nothing), too little to wait on a cluster the network fills.
+TRAINER_WORKER_CPUS = 0.01
+# A fine-tune job not done by then is given up (its thread and job run on, their weights unused):
+# a stalled job must not hold its crowd actor's round.
+FINE_TUNE_TIMEOUT_S = 240.0
 
 
 def trainer_config(steps: int = TRAINER_STEPS, seed: int = 0, **fields) -> TrainConfig:
@@ -66,7 +72,7 @@ def fine_tune_in_process(weights: bytes, documents: Sequence[bytes], steps: int 
 
 
 def fine_tune_job(weights: bytes, documents: Sequence[bytes], steps: int = TRAINER_STEPS, seed: int = 0,
-                  storage: Path | None = None, name: str = "trainer", cpus_per_worker: float = 0) -> bytes:
+                  storage: Path | None = None, name: str = "trainer", cpus_per_worker: float = TRAINER_WORKER_CPUS) -> bytes:
     """The same as a Ray Train job (needs a Ray connection): one worker reserving
     `cpus_per_worker` CPUs, its run kept under `storage` only while it runs."""
     from soma_ray.training.job import train
@@ -98,21 +104,33 @@ class InProcessTraining:
 
 class RayTrainTraining:
     """A trainer's `Training` on a Ray cluster: each fine-tune a Ray Train job (`fine_tune_job`),
-    run from a thread so that the caller's event loop (a crowd actor's) goes on; the embedding
-    in a thread too."""
+    run from a thread so that the caller's event loop (a crowd actor's) goes on, given up after
+    `timeout_s`; the embedding in a thread too."""
 
-    def __init__(self, name: str, storage: Path | None = None, cpus_per_worker: float = 0) -> None:
+    def __init__(self, name: str, storage: Path | None = None, cpus_per_worker: float = TRAINER_WORKER_CPUS,
+                 timeout_s: float = FINE_TUNE_TIMEOUT_S) -> None:
         self.name = name
         self.storage = storage
         self.cpus_per_worker = cpus_per_worker
+        self.timeout_s = timeout_s
         self.jobs = 0
 
     async def fine_tune(self, weights: bytes, documents: list[bytes], steps: int, seed: int) -> bytes:
         import asyncio
 
+        import ray.train
+
+        from soma_ray.strategies.trainer import FineTuneFailed
+
         self.jobs += 1
-        return await asyncio.to_thread(fine_tune_job, weights, documents, steps, seed, self.storage,
-                                       f"{self.name}-{self.jobs}", self.cpus_per_worker)
+        job = asyncio.to_thread(fine_tune_job, weights, documents, steps, seed, self.storage,
+                                f"{self.name}-{self.jobs}", self.cpus_per_worker)
+        try:
+            return await asyncio.wait_for(job, self.timeout_s)
+        except TimeoutError as error:
+            raise FineTuneFailed(f"{self.name}-{self.jobs} ran past {self.timeout_s:.0f} s") from error
+        except ray.train.TrainingFailedError as error:
+            raise FineTuneFailed(f"{self.name}-{self.jobs}: {error}") from error
 
     async def embedding(self, weights: bytes, sample: list[bytes]) -> bytes:
         import asyncio

@@ -13,8 +13,8 @@ from soma_ray.protocol.state import MODEL
 from soma_ray.protocol.types import Model
 from soma_ray.strategies import Mix, corpus_files, roster
 from soma_ray.strategies.simulated import SimulatedGame
-from soma_ray.strategies.trainer import NICHES, niche_of, start_choice, trainer_moves, won_hits
-from soma_ray.training.fine_tune import fine_tune_in_process
+from soma_ray.strategies.trainer import NICHES, FineTuneFailed, niche_of, start_choice, trainer_moves, won_hits
+from soma_ray.training.fine_tune import InProcessTraining, fine_tune_in_process
 from soma_ray.wire import TargetView
 
 MINE, OTHER = bytes([7]) * 32, bytes([8]) * 32
@@ -28,21 +28,25 @@ def target(n, status="filled", winner=MINE, submission=True):
         fill_epoch=0, claimable_epoch=2, reveal_deadline_ms=None, settled_epoch=None)
 
 
-@pytest.mark.parametrize("status, pending, published, epoch, trained, moves", [
-    ("Created", False, None, 0, None, ("train",)),  # first weights
-    ("Pending", False, 0, 0, 0, ()),  # committed this epoch: the reveal is next epoch's
-    ("Pending", False, 0, 1, 0, ("reveal", "train")),  # reveal, then the next version at once
-    ("Active", True, 3, 4, 3, ("reveal", "train")),  # an update revealed, the next committed
-    ("Active", True, 3, 3, 3, ()),  # trained this epoch already
-    ("Active", False, None, 4, 3, ("train",)),  # nothing to reveal (a reveal that failed)
-    ("Active", True, 3, 5, 3, ("forget",)),  # the reveal's epoch passed: the update is dropped next
-    ("Inactive", False, 2, 3, 2, ("forget",)),  # slashed for a missed reveal: nothing more
-    ("Inactive", False, None, 3, 2, ()),
-    ("Active", False, 3, 4, 3, ("forget", "train")),  # the chain no longer awaits it
+@pytest.mark.parametrize("status, awaited, secret, epoch, trained, moves", [
+    ("Created", None, False, 0, None, ("train",)),  # first weights
+    ("Pending", 0, True, 0, 0, ()),  # committed this epoch: the reveal is next epoch's
+    ("Pending", 0, True, 1, 0, ("reveal", "train")),  # reveal, then the next version at once
+    ("Active", 3, True, 4, 3, ("reveal", "train")),  # an update revealed, the next committed
+    ("Active", 3, True, 3, 3, ()),  # trained this epoch already
+    # A fine-tune begun in epoch 3 whose commit landed in epoch 4: the chain's epoch counts.
+    ("Active", 4, True, 4, 3, ()),
+    ("Active", 4, True, 5, 3, ("reveal", "train")),
+    ("Active", None, False, 4, 3, ("train",)),  # nothing to reveal (a reveal that failed)
+    ("Active", 3, True, 5, 3, ("forget",)),  # the reveal's epoch passed: the update is dropped next
+    ("Active", 3, False, 5, 3, ()),  # an awaited commit blocks the next one until it is dropped
+    ("Inactive", None, True, 3, 2, ("forget",)),  # slashed for a missed reveal: nothing more
+    ("Inactive", None, False, 3, 2, ()),
+    ("Active", None, True, 4, 3, ("forget", "train")),  # the chain no longer awaits it
 ])
-def test_a_trainer_reveals_when_due_and_trains_once_an_epoch_when_the_chain_takes_a_commit(
-        status, pending, published, epoch, trained, moves):
-    assert trainer_moves(status, pending, published, epoch, trained) == moves
+def test_a_trainer_reveals_when_the_chain_awaits_it_and_trains_once_an_epoch_when_the_chain_takes_a_commit(
+        status, awaited, secret, epoch, trained, moves):
+    assert trainer_moves(status, awaited, secret, epoch, trained) == moves
 
 
 def test_it_trains_on_the_hits_its_model_won_each_once():
@@ -110,3 +114,51 @@ def test_a_trainer_publishes_a_new_version_every_epoch_through_the_sdk():
     assert stats.niche_items == 6 and stats.hit_items == 0  # no miners: its niche only
     assert trainer.base_model is not None and trainer.niche == NICHES[0]
     assert np.isclose(np.linalg.norm(np.frombuffer(seen[-1].embedding, "<f4")), 1.0, atol=1e-5)
+
+
+class SlowThenFailing:
+    """A `Training` whose first fine-tune runs past the epoch change (the game's epoch advances
+    while it trains, as a Ray Train job on a loaded localnet can) and whose second fails."""
+
+    def __init__(self, game):
+        self.game, self.calls = game, 0
+        self.inner = InProcessTraining()
+
+    async def fine_tune(self, weights, documents, steps, seed):
+        self.calls += 1
+        if self.calls == 1:
+            await self.game.client.advance_epoch()
+        elif self.calls == 2:
+            raise FineTuneFailed("the job's worker died")
+        return await self.inner.fine_tune(weights, documents, steps, seed)
+
+    async def embedding(self, weights, sample):
+        return await self.inner.embedding(weights, sample)
+
+
+def test_a_trainer_reveals_a_commit_that_landed_an_epoch_late_and_counts_a_failed_fine_tune():
+    game = SimulatedGame(roster(Mix(0, 0, 0), challengers=0, trainers=1), seed=2, files=corpus_files(),
+                         train_steps=1)
+    trainer = game.participants[0]
+    trainer.sample, trainer.niche_chunks = trainer.sample[:2], 2
+    trainer.training = training = SlowThenFailing(game)
+
+    async def play():
+        await game.setup()
+        await game.round()  # epoch 0: trains, and its commit lands in epoch 1
+        committed = await game.client.get_object(MODEL, trainer.model_id, Model)
+        await game.round()  # still epoch 1: the reveal is epoch 2's
+        await game.client.advance_epoch()
+        await game.round()  # epoch 2: revealed, then the next fine-tune fails
+        failed = await game.client.get_object(MODEL, trainer.model_id, Model)
+        await game.client.advance_epoch()
+        await game.round()  # epoch 3: tried again
+        return committed, failed, await game.client.get_object(MODEL, trainer.model_id, Model)
+
+    committed, failed, again = asyncio.run(play())
+    assert committed.status == "Pending" and committed.commit_epoch == 1
+    assert failed.status == "Active" and failed.pending_update is None
+    assert again.pending_update is not None and again.pending_update.commit_epoch == 3
+    stats = trainer.stats
+    assert stats.reveals == 1 and stats.trainings == 2 and training.calls == 3
+    assert stats.errors == {"FineTuneFailed": 1}

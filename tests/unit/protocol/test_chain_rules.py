@@ -5,7 +5,7 @@ import pytest
 
 from soma_ray.protocol.errors import InvalidModelStatus, ModelRevealEpochMismatch, NotOwner
 from soma_ray.protocol.models import (
-    AwaitedReveal, awaited_reveal, model_commitment, require_commit_allowed, require_deactivatable,
+    AwaitedReveal, awaited_commit, awaited_reveal, model_commitment, require_commit_allowed, require_deactivatable,
     require_model_owner, reveal_allowed, reveal_epoch, reveal_missed,
 )
 from soma_ray.protocol.params import Parameters
@@ -63,8 +63,10 @@ def test_the_awaited_reveal_is_the_first_commit_or_the_pending_update():
     update = PendingUpdate(MANIFEST, b"w", b"E" * 32, b"K" * 32, 7)
     assert awaited_reveal(model("Active", pending_update=update)) == AwaitedReveal(7, b"K" * 32, b"E" * 32)
     for status in ("Created", "Active", "Inactive"):
+        assert awaited_commit(model(status)) is None
         with pytest.raises(InvalidModelStatus, match="needs Pending, or Active with a pending update"):
             awaited_reveal(model(status))
+    assert awaited_commit(model("Active", pending_update=update)) == AwaitedReveal(7, b"K" * 32, b"E" * 32)
 
 
 def test_commits_and_deactivations_are_taken_by_the_statuses_the_chain_takes_them_in():

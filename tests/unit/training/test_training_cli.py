@@ -61,3 +61,12 @@ def test_config_errors_carry_the_field_and_value():
     with pytest.raises(TrainConfigError) as e:
         TrainConfig(held_out_fraction=1.0)
     assert e.value.field == "held_out_fraction"
+
+
+def test_a_cpu_worker_must_reserve_some_cpu():
+    # Ray Train refuses a worker that reserves nothing; the config says so before any job starts.
+    with pytest.raises(TrainConfigError) as e:
+        TrainConfig(cpus_per_worker=0)
+    assert (e.value.field, e.value.value) == ("cpus_per_worker", 0)
+    assert TrainConfig(cpus_per_worker=0.01).cpus_per_worker == 0.01
+    assert TrainConfig(cpus_per_worker=0, use_gpu=True).use_gpu
