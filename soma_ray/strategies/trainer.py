@@ -161,7 +161,8 @@ class Trainer(Participant):
         if model is None:
             return
         awaited = awaited_commit(model)
-        for move in trainer_moves(model.status, awaited and awaited.commit_epoch, self.published is not None, world.epoch,
+        awaited_epoch = None if awaited is None else awaited.commit_epoch
+        for move in trainer_moves(model.status, awaited_epoch, self.published is not None, world.epoch,
                                   self.trained_epoch):
             if move == "reveal":
                 await self.reveal(client)
