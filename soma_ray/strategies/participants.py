@@ -321,7 +321,7 @@ class FraudulentMiner(Miner):
     decide.FRAUD_KINDS (the plans of `decide.fraud_plans`, in turn; one it cannot play now is
     skipped for the next), and records each in `stats.frauds`. Fake scores, wrong hashes and
     withheld data need no scoring; shaves and wrong winners score a pool of chunks once per model
-    set (`POOL_CHUNKS` × its models) and reuse it; the owner–miner pair needs `pair`."""
+    version (`pool`) and reuse it in every model set; the owner–miner pair needs `pair`."""
     role = "fraudulent"
 
     def __init__(self, keypair: Keypair, seed: int, corpus: Corpus, per_epoch: int = 1, index: int = 0,
@@ -333,7 +333,8 @@ class FraudulentMiner(Miner):
         self.pair = pair
         self.np_rng = np.random.default_rng(seed)
         self._decoy_url: str | None = None
-        self._pools: dict[tuple[bytes, ...], PoolScores] = {}
+        self._pool_chunks: list[bytes] | None = None
+        self._scored: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}  # weights checksum → the pool's scores
 
     async def mine(self, world: World) -> None:
         targets = self.candidates(world)
@@ -389,12 +390,31 @@ class FraudulentMiner(Miner):
 
     async def pool(self, world: World, targets: list[TargetView]) -> PoolScores:
         """The pool's chunks scored under each model of the targets' set, each model alone (its
-        loss and its embedding), once per model set."""
-        key = tuple(targets[0].model_ids)
-        if key not in self._pools:
+        loss and its embedding). Each model version (its weights' checksum) scores the pool once,
+        whatever sets it appears in: the next epoch's shaves and wrong winners start at once,
+        rather than after the other miners of the round took every target."""
+        chunks = self.pool_chunks()
+        manifests = await world.manifests(list(targets[0].model_ids))
+        for manifest in manifests:
+            if manifest.checksum not in self._scored:
+                losses, embeddings = [], []
+                for chunk in chunks:
+                    scored = await scoring(self.stats, world.client.score(
+                        None, [manifest], targets[0].embedding, data=chunk))
+                    losses.append(scored.loss_score)
+                    embeddings.append(scored.embedding_array())
+                self._scored[manifest.checksum] = (np.array(losses), np.array(embeddings, dtype=np.float64))
+        scores = [self._scored[m.checksum] for m in manifests]
+        return PoolScores(chunks, [m.model_id for m in manifests], np.stack([l for l, _ in scores], axis=1),
+                          np.stack([e for _, e in scores], axis=1))
+
+    def pool_chunks(self) -> list[bytes]:
+        """POOL_TEXT_CHUNKS full, distinct chunks of its corpus (random bytes where it has too few)
+        and POOL_RANDOM_CHUNKS of random bytes, the same every time."""
+        if self._pool_chunks is None:
             chunks: list[bytes] = []
             source = self.corpus.reseeded(POOL_SEED)
-            for _ in range(16 * POOL_TEXT_CHUNKS):  # full, distinct chunks (random bytes if the corpus has none)
+            for _ in range(16 * POOL_TEXT_CHUNKS):
                 chunk = source.next_chunk()
                 if len(chunk) == CHUNK_BYTES and chunk not in chunks:
                     chunks.append(chunk)
@@ -402,17 +422,8 @@ class FraudulentMiner(Miner):
                     break
             noise = random.Random(POOL_SEED)
             chunks += [noise.randbytes(CHUNK_BYTES) for _ in range(POOL_TEXT_CHUNKS + POOL_RANDOM_CHUNKS - len(chunks))]
-            manifests = await world.manifests(list(key))
-            losses = np.empty((len(chunks), len(manifests)))
-            embeddings = np.empty((len(chunks), len(manifests), len(targets[0].embedding) // 4))
-            for c, chunk in enumerate(chunks):
-                for m, manifest in enumerate(manifests):
-                    scored = await scoring(self.stats, world.client.score(
-                        None, [manifest], targets[0].embedding, data=chunk))
-                    losses[c, m] = scored.loss_score
-                    embeddings[c, m] = scored.embedding_array()
-            self._pools[key] = PoolScores(chunks, list(key), losses, embeddings)
-        return self._pools[key]
+            self._pool_chunks = chunks
+        return self._pool_chunks
 
     async def shave(self, world: World, targets: list[TargetView], want: float) -> Fraud | None:
         """An item whose true distance to a target is outside its threshold by about `want`
