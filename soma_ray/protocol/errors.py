@@ -175,8 +175,7 @@ TransactionExpired = _error(
     " nonce of the sender missing, or no quorum) and was dropped there: submit the missing earlier"
     " nonces first, or resubmit it",
 )
-# A validator's mempool refusal (soma_ray.node.mempool still defines its own twin: it should import
-# this one).
+# A validator's mempool refusal.
 NonceAlreadyPooled = _error(
     "NonceAlreadyPooled", ("nonce",),
     "a transaction with nonce {nonce} from this sender is already pooled; wait for it or let it expire",

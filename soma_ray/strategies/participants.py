@@ -404,9 +404,9 @@ class FraudulentMiner(Miner):
                     losses.append(scored.loss_score)
                     embeddings.append(scored.embedding_array())
                 self._scored[manifest.checksum] = (np.array(losses), np.array(embeddings, dtype=np.float64))
-        scores = [self._scored[m.checksum] for m in manifests]
-        return PoolScores(chunks, [m.model_id for m in manifests], np.stack([l for l, _ in scores], axis=1),
-                          np.stack([e for _, e in scores], axis=1))
+        losses, embeddings = zip(*(self._scored[m.checksum] for m in manifests))
+        return PoolScores(chunks, [m.model_id for m in manifests], np.stack(losses, axis=1),
+                          np.stack(embeddings, axis=1))
 
     def pool_chunks(self) -> list[bytes]:
         """POOL_TEXT_CHUNKS full, distinct chunks of its corpus (random bytes where it has too few)

@@ -257,6 +257,6 @@ def niche_sample(files: list[Path]) -> list[bytes]:
     return sample_windows(files)
 
 
-__all__ = ["CHUNK_BYTES", "FineTuneFailed", "HIT_STATUSES", "MAX_HIT_ITEMS", "NICHES", "NICHE_CHUNKS", "Published", "TRAINER_COMMISSION_BPS",
-           "TRAINER_FUNDING", "TRAINER_STAKE", "Trainer", "Training", "niche_of", "niche_sample", "start_choice",
-           "trainer_moves", "won_hits"]
+__all__ = ["CHUNK_BYTES", "FineTuneFailed", "HIT_STATUSES", "MAX_HIT_ITEMS", "NICHES", "NICHE_CHUNKS", "Published",
+           "TRAINER_COMMISSION_BPS", "TRAINER_FUNDING", "TRAINER_STAKE", "Trainer", "Training", "niche_of",
+           "niche_sample", "start_choice", "trainer_moves", "won_hits"]

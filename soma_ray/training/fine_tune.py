@@ -72,7 +72,8 @@ def fine_tune_in_process(weights: bytes, documents: Sequence[bytes], steps: int 
 
 
 def fine_tune_job(weights: bytes, documents: Sequence[bytes], steps: int = TRAINER_STEPS, seed: int = 0,
-                  storage: Path | None = None, name: str = "trainer", cpus_per_worker: float = TRAINER_WORKER_CPUS) -> bytes:
+                  storage: Path | None = None, name: str = "trainer",
+                  cpus_per_worker: float = TRAINER_WORKER_CPUS) -> bytes:
     """The same as a Ray Train job (needs a Ray connection): one worker reserving
     `cpus_per_worker` CPUs, its run kept under `storage` only while it runs."""
     from soma_ray.training.job import train

@@ -1,12 +1,15 @@
 """The scripted participants' decisions, without Ray: which targets a miner may go for, whether a
 scored item is a hit (the chain's own distance), which challenger checks a target, what it
 challenges, the crowd's mix and roster, the corpus's chunks."""
+import asyncio
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
-from soma_ray.wire import TargetView
+from soma_ray.wire import ModelManifest, TargetView
 from soma_ray.protocol.targets import cosine_distance_fixed
-from soma_ray.strategies import Corpus, Stats, corpus_files, crowd_mix, roster
+from soma_ray.strategies import Corpus, Spec, Stats, corpus_files, crowd_mix, roster
 from soma_ray.strategies.decide import (
     Mix, assigned_to, hits_within, challenge_to_open, challengeable, largest_model_group, minable,
     split_evenly,
@@ -265,3 +268,45 @@ def test_a_shave_plan_predicts_the_items_true_margin_from_the_pools_chunks():
             distance = cosine_distance_fixed(mean.astype("<f4"), plan.target.embedding)
             assert abs((distance - plan.target.threshold_fixed) / TOL - plan.margin) < 0.05
             assert plan.data(pool) == b"".join(c * n for c, n in zip(chunks, plan.counts))
+
+
+class PoolWorld:
+    """What a fraudster's pool reads of the world: manifests by model id (C's weights replaced
+    after a while: a new version), and a scoring service that answers per model and counts."""
+
+    def __init__(self):
+        self.client = self
+        self.checksums = {A: b"1", B: b"2", C: b"3"}
+        self.scored: list[bytes] = []
+
+    async def manifests(self, model_ids):
+        return [ModelManifest(model_id=m, url="u", checksum=self.checksums[m], size=1, decryption_key=b"k")
+                for m in model_ids]
+
+    async def score(self, _, manifests, embedding, data):
+        (manifest,) = manifests
+        self.scored.append(manifest.checksum)
+        seed = manifest.checksum[0] * 256 + data[0]
+        return SimpleNamespace(loss_score=float(seed), embedding_array=lambda: np.full(DIM, seed, np.float32))
+
+
+def test_a_fraudsters_pool_is_scored_once_per_model_version_whatever_set_it_is_in():
+    miner = build(Spec("fraudulent", 0), 0, corpus_files(), 0)
+    world = PoolWorld()
+
+    async def pools():
+        first = await miner.pool(world, [target(b"t" * 32, models=(A, B))])
+        second = await miner.pool(world, [target(b"u" * 32, models=(B, C))])
+        world.checksums[C] = b"4"  # C's weights updated: scored again
+        third = await miner.pool(world, [target(b"v" * 32, models=(C, A))])
+        return first, second, third
+
+    first, second, third = asyncio.run(pools())
+    chunks = len(first.chunks)
+    assert world.scored == [b"1"] * chunks + [b"2"] * chunks + [b"3"] * chunks + [b"4"] * chunks
+    assert miner.stats.scores == 4 * chunks
+    assert second.chunks == first.chunks and second.model_ids == [B, C] and third.model_ids == [C, A]
+    assert second.losses.shape == (chunks, 2) and second.embeddings.shape == (chunks, 2, DIM)
+    np.testing.assert_array_equal(second.losses[:, 0], first.losses[:, 1])  # B's scores, reused
+    assert third.losses[0, 0] == b"4"[0] * 256 + first.chunks[0][0]  # the new version's
+    np.testing.assert_array_equal(third.embeddings[:, 1], first.embeddings[:, 0])
